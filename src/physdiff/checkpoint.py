@@ -1,0 +1,186 @@
+"""The run directory: atomic writes, weights in safetensors, a resumable training state.
+
+Layout of ``RUN/`` (DESIGN.md):
+  config.toml          resolved configuration
+  state.safetensors    everything --resume needs, in one file written atomically: model,
+                       EMA, optimizer moments, RNG state, normaliser; step and optimizer
+                       hyper-parameters as JSON metadata
+  model.safetensors    raw weights;  ema.safetensors  EMA weights (+ normaliser in both)
+  metrics.csv          step, loss, lr, grad_norm, ... as training goes
+Nothing here unpickles: safetensors holds tensors only and JSON holds the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .errors import PhysdiffError
+
+STATE_FILE = "state.safetensors"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.csv"
+LOCK_FILE = ".lock"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash at any moment leaves either the old file or
+    the new one: temporary file in the same folder, fsync, rename, fsync the folder."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
+    """safetensors file written atomically (tensors moved to CPU, made contiguous)."""
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(clean, metadata=metadata))
+
+
+def read_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; PhysdiffError if missing, truncated or corrupt.
+    A pickle or any other format is rejected, never executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise PhysdiffError(f"{what} {str(path)!r} does not exist")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = dict(fh.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise PhysdiffError(f"{what} {str(path)!r} is corrupt or not a safetensors file ({exc}); "
+                            "restore it from a backup or retrain") from None
+    return tensors, metadata
+
+
+def load_module_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str, prefix: str = ""):
+    """Load ``prefix``-ed tensors into ``module`` only if every name and shape matches: a
+    checkpoint of another architecture or data shape is refused, never partly loaded."""
+    own = module.state_dict()
+    got = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    missing, unexpected = sorted(set(own) - set(got)), sorted(set(got) - set(own))
+    if missing or unexpected:
+        raise PhysdiffError(f"{where} does not match the model architecture "
+                            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); "
+                            "it was written for another network configuration")
+    for k, v in own.items():
+        if got[k].shape != v.shape:
+            raise PhysdiffError(f"{where}: tensor {k!r} has shape {tuple(got[k].shape)}, the model expects "
+                                f"{tuple(v.shape)}; it was written for another data shape or network size")
+    module.load_state_dict({k: got[k].to(v.dtype) for k, v in own.items()})
+
+
+def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+    """Optimizer state as flat tensors ``optim.<param index>.<name>`` plus param_groups as JSON."""
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for name, value in st.items():
+            tensors[f"optim.{idx}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors, json.dumps(sd["param_groups"])
+
+
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups_json: str):
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": json.loads(groups_json)})
+
+
+class RunLock:
+    """An exclusive lock on RUN/.lock for as long as a process trains into RUN. A second
+    process asking for the same run is refused rather than overwriting it."""
+
+    def __init__(self, run: Path):
+        self.path = Path(run) / LOCK_FILE
+        self.fh = None
+
+    def acquire(self):
+        self.fh = open(self.path, "a")  # noqa: SIM115 (held open for the life of the lock)
+        try:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.close()
+            self.fh = None
+            raise PhysdiffError(f"run directory {str(self.path.parent)!r} is in use by another "
+                                "physdiff process; wait for it or choose another --out") from None
+        return self
+
+    def release(self):
+        if self.fh is not None:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+class LoadedRun:
+    """A trained run, ready to sample: config, network (eval mode), normaliser, schedule.
+
+    ``weights``: "ema" (default, the averaged weights) or "model" (the raw ones).
+    """
+
+    def __init__(self, run: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu"):
+        from .config import load_config
+        from .data import Normalizer
+        from .nets import build_model
+        from .schedule import make_schedule
+
+        self.path = Path(run)
+        if not (self.path / CONFIG_FILE).is_file():
+            raise PhysdiffError(f"{str(self.path)!r} is not a physdiff run (no {CONFIG_FILE}); "
+                                "give the --out folder of `physdiff train`")
+        if weights not in ("ema", "model"):
+            raise PhysdiffError(f"unknown weights {weights!r}; allowed: ema, model")
+        self.cfg = load_config(self.path / CONFIG_FILE)
+        file = self.path / (EMA_FILE if weights == "ema" else MODEL_FILE)
+        tensors, meta = read_tensors(file, "weights file")
+        try:
+            self.data_shape = tuple(json.loads(meta["data_shape"]))
+            self.step = int(meta.get("step", 0))
+            self.normalizer = Normalizer.from_state(tensors)
+        except (KeyError, ValueError, TypeError):
+            raise PhysdiffError(f"weights file {str(file)!r} lacks physdiff metadata; it was not "
+                                "written by physdiff train") from None
+        self.device = torch.device(device)
+        self.model = build_model(self.cfg.model, self.data_shape)
+        load_module_state(self.model, {k: v for k, v in tensors.items() if not k.startswith("normalizer.")},
+                          f"weights file {str(file)!r}")
+        self.model.to(self.device).eval().requires_grad_(False)
+        d = self.cfg.diffusion
+        self.schedule = make_schedule(d.schedule, d.timesteps, warn=False)
+        self.prediction, self.variance = d.prediction, d.variance
+        self.clip_x0 = d.clip_x0 or None

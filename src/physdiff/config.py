@@ -1,0 +1,215 @@
+"""Typed configuration: defaults in one place, TOML in and out, validation with clear messages.
+
+A config file has up to four tables, ``[data]``, ``[diffusion]``, ``[model]``, ``[train]``;
+any key left out takes its default. The resolved configuration (every default written out)
+is saved as ``config.toml`` in each run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .diffusion import LOSSES, PREDICTIONS, VARIANCES
+from .errors import PhysdiffError
+from .schedule import SCHEDULES
+
+
+def _f(default, *, doc: str = "", lo=None, hi=None, lo_open=False, choices=None):
+    """A config field with its allowed range or choices."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = _f("spiral", doc="toy dataset name; ignored when `file` is set")
+    file: str = _f("", doc="path of a (N, D) .npy or .csv file of the user's data; '' = use `dataset`")
+    n_train: int = _f(100_000, lo=16, doc="size of the training set drawn from a toy dataset")
+    seed: int = _f(0, lo=0, doc="seed of the toy training set")
+    mean: list = _f([1.0, -0.5], doc="mean of the `gaussian` dataset")
+    cov: list = _f([[1.0, 0.6], [0.6, 0.5]], doc="covariance of the `gaussian` dataset")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    timesteps: int = _f(1000, lo=1, doc="T, the number of diffusion steps")
+    schedule: str = _f("linear", choices=SCHEDULES)
+    prediction: str = _f("eps", choices=PREDICTIONS, doc="what the network predicts")
+    loss: str = _f("simple", choices=LOSSES, doc="simple = ε-MSE (Ho eq. 14); mu = 1/(2σ²)‖μ̃-μ_θ‖²")
+    variance: str = _f("beta", choices=VARIANCES, doc="σ_t² of the reverse step: β_t or β̃_t")
+    clip_x0: float = _f(0.0, lo=0.0, doc="clamp predicted x_0 to [-c, c] when sampling; 0 = off")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    width: int = _f(128, lo=1)
+    depth: int = _f(3, lo=1, doc="number of residual blocks")
+    time_dim: int = _f(64, lo=2, doc="size of the sinusoidal timestep features")
+    fourier_features: int = _f(0, lo=0, doc="random Fourier features of the input; 0 = off")
+    fourier_scale: float = _f(1.0, lo=0.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = _f(6000, lo=1)
+    batch_size: int = _f(512, lo=1)
+    lr: float = _f(2e-3, lo=0.0, lo_open=True, doc="peak learning rate of AdamW")
+    warmup: int = _f(200, lo=0, doc="linear warm-up steps, then cosine decay")
+    lr_min_ratio: float = _f(0.05, lo=0.0, hi=1.0, doc="final lr as a fraction of the peak")
+    weight_decay: float = _f(0.0, lo=0.0)
+    grad_clip: float = _f(1.0, lo=0.0, doc="max gradient norm; 0 = off")
+    ema_decay: float = _f(0.995, lo=0.0, hi=1.0, doc="EMA of the weights, used for sampling; 0 = off")
+    seed: int = _f(0, lo=0)
+    log_every: int = _f(100, lo=1, doc="steps between rows of metrics.csv")
+    checkpoint_every: int = _f(1000, lo=1, doc="steps between checkpoints")
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return asdict(self)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Config:
+        """Apply {"section.key": value} (values already typed); validates the result."""
+        raw = self.to_dict()
+        for dotted, value in overrides.items():
+            section, key = dotted.split(".", 1)
+            raw[section][key] = value
+        return config_from_dict(raw)
+
+
+SECTIONS = {f.name: f.default_factory for f in fields(Config)}
+
+
+def _suggest(name: str, allowed) -> str:
+    close = difflib.get_close_matches(name, list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_value(where: str, f, value):
+    """Type and range check of one value against its field; returns the value typed."""
+    default = f.default if f.default is not MISSING else f.default_factory()
+    meta = f.metadata
+    kind = type(default)
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+            if not math.isfinite(value):
+                raise PhysdiffError(f"{where} = {value!r} is not a finite number")
+    elif kind is list:
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise PhysdiffError(f"{where} = {value!r} has type {type(value).__name__}; expected {kind.__name__}")
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        raise PhysdiffError(f"{where} = {value!r} is not allowed{_suggest(str(value), meta['choices'])}; "
+                            f"allowed: {', '.join(meta['choices'])}")
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
+        op = ">" if meta.get("lo_open") else ">="
+        raise PhysdiffError(f"{where} = {value!r} is out of range; must be {op} {lo}")
+    if hi is not None and value > hi:
+        raise PhysdiffError(f"{where} = {value!r} is out of range; must be <= {hi}")
+    return value
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Validated Config from nested dicts; unknown sections or keys are errors."""
+    if not isinstance(raw, dict):
+        raise PhysdiffError("a config must be a table of sections")
+    sections = {}
+    for sname, sval in raw.items():
+        if sname not in SECTIONS:
+            raise PhysdiffError(f"unknown config section [{sname}]{_suggest(sname, SECTIONS)}; "
+                                f"allowed: {', '.join(SECTIONS)}")
+        if not isinstance(sval, dict):
+            raise PhysdiffError(f"config section [{sname}] must be a table, got {type(sval).__name__}")
+        cls = SECTIONS[sname]
+        known = {f.name: f for f in fields(cls)}
+        values = {}
+        for key, value in sval.items():
+            if key not in known:
+                raise PhysdiffError(f"unknown config key {sname}.{key}{_suggest(key, known)}; "
+                                    f"allowed in [{sname}]: {', '.join(known)}")
+            values[key] = _check_value(f"{sname}.{key}", known[key], value)
+        sections[sname] = cls(**values)
+    cfg = Config(**sections)
+    _check_cross(cfg)
+    return cfg
+
+
+def _check_cross(cfg: Config):
+    d = cfg.data
+    mean, cov = d.mean, d.cov
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in mean) or not mean:
+        raise PhysdiffError(f"data.mean = {mean!r} must be a non-empty list of numbers")
+    if (len(cov) != len(mean) or not all(isinstance(r, list) and len(r) == len(mean) for r in cov)
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for r in cov for v in r)):
+        raise PhysdiffError(f"data.cov must be a {len(mean)}×{len(mean)} list of lists of numbers to match data.mean")
+    import numpy as np
+
+    c = np.asarray(cov, dtype=np.float64)
+    if not np.allclose(c, c.T) or np.linalg.eigvalsh(c).min() <= 0:
+        raise PhysdiffError(f"data.cov = {cov!r} must be symmetric positive definite")
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a TOML config; None gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PhysdiffError(f"config file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PhysdiffError(f"config file {str(path)!r} could not be read: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PhysdiffError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    return config_from_dict(raw)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as TOML text, every field written out."""
+    lines = ["# physdiff resolved configuration: every default written out"]
+    for sname, values in cfg.to_dict().items():
+        lines.append(f"\n[{sname}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["Config", "DataConfig", "DiffusionConfig", "ModelConfig", "TrainConfig",
+           "config_from_dict", "dump_config", "load_config", "replace"]

@@ -1,0 +1,47 @@
+"""Embeddings shared by the denoisers: timestep and input Fourier features."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Transformer positional encoding of the timestep (Vaswani et al. 2017, sec. 3.5, as used
+    by Ho et al. 2020): [cos(t ω_k), sin(t ω_k)], ω_k = max_period^(-k/(dim/2)). t: (B,) → (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.to(torch.float32)[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=1)
+    return emb
+
+
+class TimestepEmbedding(nn.Module):
+    """Sinusoidal features of t followed by a two-layer MLP: (B,) → (B, out_dim)."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.dim = dim
+        self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(sinusoidal_embedding(t, self.dim))
+
+
+class FourierFeatures(nn.Module):
+    """Random Fourier features of the input, [cos 2πBx, sin 2πBx] with B ~ N(0, scale²)
+    fixed at construction from ``seed`` (Tancik et al. 2020). (B, D) → (B, 2·n_features).
+    B is a buffer, saved with the weights."""
+
+    def __init__(self, in_dim: int, n_features: int, scale: float, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("B", torch.randn(in_dim, n_features, generator=g) * scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        proj = 2 * math.pi * x @ self.B
+        return torch.cat([torch.cos(proj), torch.sin(proj)], dim=1)

@@ -1,0 +1,144 @@
+"""Noise schedules β_t and every table derived from them, in float64.
+
+Indexing convention used throughout physdiff: a timestep *index* ``t`` runs over
+0, ..., T-1 and stands for the paper's step t+1 of Ho et al. 2020. So ``betas[t]`` is
+β_{t+1}, ``alpha_bar[t]`` is ᾱ_{t+1} = ∏_{s≤t+1} α_s, and ``alpha_bar_prev[t]`` is ᾱ_t
+(with ᾱ_0 = 1). The forward step at index t maps x_t → x_{t+1} in the paper's labels;
+the reverse step at index t maps x_{t+1} → x_t, and index 0 produces the data x_0.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+SCHEDULES = ("linear", "cosine", "sigmoid")
+MAX_BETA = 0.999  # Nichol & Dhariwal 2021, sec. 3.2: clip to avoid a singularity at t = T
+SIGNAL_WARNING = 1e-2  # √ᾱ_T above this: x_T still carries signal, the prior N(0, I) is wrong
+
+
+class ScheduleWarning(UserWarning):
+    """The last step of a schedule leaves signal in x_T."""
+
+
+def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+    """Ho et al. 2020 (sec. 4): β linear from 1e-4 to 0.02 at T = 1000.
+
+    For T ≠ 1000 both ends are multiplied by 1000/T (the rescaling of Nichol & Dhariwal
+    2021, improved-diffusion), so Σβ_t — and hence ᾱ_T ≈ exp(-Σβ_t) — stays comparable.
+    This departs from the paper for T ≠ 1000 and is deliberate: without it a short linear
+    schedule keeps most of the signal at t = T. β is clipped at MAX_BETA.
+    """
+    scale = 1000.0 / T
+    betas = np.linspace(scale * beta_start, scale * beta_end, T, dtype=np.float64)
+    return np.minimum(betas, MAX_BETA)
+
+
+def cosine_betas(T: int, s: float = 0.008) -> np.ndarray:
+    """Nichol & Dhariwal 2021, eq. 17: ᾱ(t) = f(t)/f(0), f(t) = cos²(π/2 · (t/T + s)/(1 + s)),
+    β_t = 1 - ᾱ(t)/ᾱ(t-1), clipped at 0.999."""
+    steps = np.arange(T + 1, dtype=np.float64) / T
+    f = np.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bar = f / f[0]
+    return np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], MAX_BETA)
+
+
+def sigmoid_betas(T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> np.ndarray:
+    """Sigmoid schedule of Chen 2023 ("On the importance of noise scheduling", Alg. 1):
+    ᾱ(τ) = (σ(end/τ) - σ((τ(end-start)+start)/τ)) / (σ(end/τ) - σ(start/τ)), τ ∈ [0, 1];
+    β_t = 1 - ᾱ(t)/ᾱ(t-1), clipped at 0.999."""
+
+    def sig(z):
+        return 1.0 / (1.0 + np.exp(-z))
+
+    u = np.arange(T + 1, dtype=np.float64) / T
+    v_start, v_end = sig(start / tau), sig(end / tau)
+    alpha_bar = (v_end - sig((u * (end - start) + start) / tau)) / (v_end - v_start)
+    alpha_bar = np.clip(alpha_bar, 0.0, 1.0)
+    return np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], MAX_BETA)
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """A β schedule and its derived tables (all float64 tensors of shape (T,)).
+
+    Build with :func:`make_schedule`. Use :meth:`at` to read a table at a batch of
+    timestep indices broadcast against a data tensor.
+    """
+
+    name: str
+    betas: torch.Tensor
+    alphas: torch.Tensor = field(init=False)
+    alpha_bar: torch.Tensor = field(init=False)
+    alpha_bar_prev: torch.Tensor = field(init=False)
+    sqrt_alpha_bar: torch.Tensor = field(init=False)
+    sqrt_one_minus_alpha_bar: torch.Tensor = field(init=False)
+    posterior_variance: torch.Tensor = field(init=False)
+    posterior_log_variance_clipped: torch.Tensor = field(init=False)
+    posterior_mean_coef_x0: torch.Tensor = field(init=False)
+    posterior_mean_coef_xt: torch.Tensor = field(init=False)
+
+    def __post_init__(self):
+        b = self.betas.to(torch.float64)
+        set_ = object.__setattr__
+        set_(self, "betas", b)
+        alphas = 1.0 - b
+        alpha_bar = torch.cumprod(alphas, 0)
+        alpha_bar_prev = torch.cat([torch.ones(1, dtype=b.dtype, device=b.device), alpha_bar[:-1]])
+        set_(self, "alphas", alphas)
+        set_(self, "alpha_bar", alpha_bar)
+        set_(self, "alpha_bar_prev", alpha_bar_prev)
+        set_(self, "sqrt_alpha_bar", alpha_bar.sqrt())
+        set_(self, "sqrt_one_minus_alpha_bar", (1.0 - alpha_bar).sqrt())
+        # Ho et al. 2020, eq. 7: β̃_t = (1 - ᾱ_{t-1}) / (1 - ᾱ_t) · β_t   (β̃_1 = 0)
+        post_var = b * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
+        set_(self, "posterior_variance", post_var)
+        # log β̃ with β̃_1 := β̃_2, since β̃_1 = 0 (improved-diffusion's convention)
+        clipped = torch.cat([post_var[1:2], post_var[1:]]) if len(b) > 1 else b.clone()
+        set_(self, "posterior_log_variance_clipped", clipped.log())
+        # Ho et al. 2020, eq. 7: μ̃_t = √ᾱ_{t-1} β_t/(1-ᾱ_t) x_0 + √α_t (1-ᾱ_{t-1})/(1-ᾱ_t) x_t
+        set_(self, "posterior_mean_coef_x0", alpha_bar_prev.sqrt() * b / (1.0 - alpha_bar))
+        set_(self, "posterior_mean_coef_xt", alphas.sqrt() * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar))
+
+    @property
+    def T(self) -> int:
+        return int(self.betas.shape[0])
+
+    def to(self, device) -> Schedule:
+        """The same schedule with its tables on ``device`` (still float64 where supported)."""
+        device = torch.device(device)
+        if self.betas.device == device:
+            return self
+        return Schedule(self.name, self.betas.to(device))
+
+    def at(self, table: torch.Tensor | str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``table[t]`` cast to ``like``'s dtype/device and shaped (B, 1, ..., 1) to broadcast
+        against ``like`` of shape (B, *data_shape). ``t``: (B,) int64 indices."""
+        if isinstance(table, str):
+            table = getattr(self, table)
+        values = table.to(like.device)[t.to(like.device)]
+        return values.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def make_schedule(name: str = "linear", T: int = 1000, *, warn: bool = True) -> Schedule:
+    """Build a named schedule with T steps. Warns (ScheduleWarning) when √ᾱ_T > 1e-2."""
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}")
+    if not isinstance(T, int) or T < 1:
+        raise ValueError(f"timesteps must be an integer >= 1, got {T!r}")
+    betas = {"linear": linear_betas, "cosine": cosine_betas, "sigmoid": sigmoid_betas}[name](T)
+    sched = Schedule(name, torch.from_numpy(betas))
+    signal = float(sched.sqrt_alpha_bar[-1])
+    if warn and signal > SIGNAL_WARNING:
+        warnings.warn(
+            f"schedule {name!r} with T={T} leaves √ᾱ_T = {signal:.3g} of the signal at the last "
+            f"step (> {SIGNAL_WARNING}); sampling from N(0, I) then starts from the wrong prior. "
+            "Use more timesteps or another schedule.",
+            ScheduleWarning,
+            stacklevel=2,
+        )
+    return sched

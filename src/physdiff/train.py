@@ -1,0 +1,269 @@
+"""The training loop: AdamW, warm-up + cosine learning rate, gradient clipping, EMA,
+checkpoints and bitwise-exact resume.
+
+The whole training set lives in one tensor on the device; a batch is a draw of indices.
+Every random draw (batch indices, timesteps, noise) comes from one ``torch.Generator``
+whose state is saved with each checkpoint, so a resumed run continues the exact same
+stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import checkpoint as ck
+from . import diffusion as dif
+from .config import Config, dump_config, load_config
+from .data import Normalizer, training_array
+from .errors import PhysdiffError
+from .nets import build_model
+from .schedule import make_schedule
+
+METRICS_HEADER = "step,loss,lr,grad_norm,steps_per_s,elapsed_s"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda if available, else cpu. ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PhysdiffError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise PhysdiffError(f"unknown device {name!r}; allowed: auto, cpu, cuda")
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg) -> float:
+    """Learning rate at ``step`` (0-based): linear warm-up to ``lr``, then cosine decay to
+    ``lr · lr_min_ratio`` at the last step (Loshchilov & Hutter 2017, without restarts)."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    span = max(cfg.steps - cfg.warmup, 1)
+    progress = min((step - cfg.warmup) / span, 1.0)
+    floor = cfg.lr * cfg.lr_min_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def data_fingerprint(x: np.ndarray) -> str:
+    """sha256 of the training array, checked on resume."""
+    return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float64).tobytes()).hexdigest()
+
+
+@dataclass
+class Trainer:
+    """Everything a training run holds in memory."""
+
+    cfg: Config
+    run: Path
+    device: torch.device
+    data: torch.Tensor  # (N, *data_shape), normalised, float32, on device
+    normalizer: Normalizer
+    fingerprint: str
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    step: int = 0
+
+    # ------------------------------------------------------------ set-up
+
+    @classmethod
+    def create(cls, cfg: Config, run: Path, device: torch.device) -> Trainer:
+        raw = training_array(cfg.data)
+        normalizer = Normalizer.standardize(raw)
+        data = normalizer.encode(torch.from_numpy(raw)).to(device=device, dtype=torch.float32)
+        torch.manual_seed(cfg.train.seed)  # network initialisation
+        model = build_model(cfg.model, tuple(data.shape[1:])).to(device)
+        ema = build_model(cfg.model, tuple(data.shape[1:])).to(device)
+        ema.load_state_dict(model.state_dict())
+        ema.requires_grad_(False)
+        fused = device.type in ("cpu", "cuda")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                                      weight_decay=cfg.train.weight_decay, fused=fused)
+        generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
+        return cls(cfg, run, device, data, normalizer, data_fingerprint(raw), model, ema, optimizer, generator)
+
+    def restore(self) -> None:
+        """Load RUN/state.safetensors into this trainer (refusing a mismatched run)."""
+        tensors, meta = ck.read_tensors(self.run / ck.STATE_FILE, "training state")
+        if meta.get("data_fingerprint") != self.fingerprint:
+            raise PhysdiffError(f"the training data differ from those of run {str(self.run)!r} "
+                                "(file changed?); resume with the same data or start a new run")
+        where = f"training state {str(self.run / ck.STATE_FILE)!r}"
+        ck.load_module_state(self.model, tensors, where, "model.")
+        ck.load_module_state(self.ema, tensors, where, "ema.")
+        ck.optimizer_from_tensors(self.optimizer, tensors, meta["param_groups"])
+        self.generator.set_state(tensors["rng.train"])
+        self.step = int(meta["step"])
+
+    # ------------------------------------------------------------ checkpoints
+
+    def weights_metadata(self) -> dict[str, str]:
+        return {"format": "physdiff", "step": str(self.step),
+                "data_shape": json.dumps(list(self.data.shape[1:]))}
+
+    def save(self) -> None:
+        """state.safetensors (atomic, the one --resume reads), then model and EMA weights."""
+        opt_tensors, groups = ck.optimizer_to_tensors(self.optimizer)
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors |= {f"ema.{k}": v for k, v in self.ema.state_dict().items()}
+        tensors |= opt_tensors | self.normalizer.state()
+        tensors["rng.train"] = self.generator.get_state()
+        meta = self.weights_metadata() | {"param_groups": groups, "data_fingerprint": self.fingerprint}
+        ck.atomic_save_tensors(self.run / ck.STATE_FILE, tensors, meta)
+        for name, module in ((ck.MODEL_FILE, self.model), (ck.EMA_FILE, self.ema)):
+            ck.atomic_save_tensors(self.run / name, module.state_dict() | self.normalizer.state(),
+                                   self.weights_metadata())
+
+    # ------------------------------------------------------------ the loop
+
+    def train(self, progress: bool | None = None) -> dict[str, float]:
+        cfg, d = self.cfg.train, self.cfg.diffusion
+        sched = make_schedule(d.schedule, d.timesteps, warn=False).to(self.device)
+        n, T = self.data.shape[0], sched.T
+        params = [p for p in self.model.parameters()]
+        ema_params = [p for p in self.ema.parameters()]
+        metrics = open(self.run / ck.METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        if progress is None:
+            progress = sys.stderr.isatty()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress, desc="train", unit="step")
+        loss_sum = torch.zeros((), device=self.device)
+        grad_sum = torch.zeros((), device=self.device)
+        first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
+        window_start, window_steps, t0 = time.perf_counter(), 0, time.perf_counter()
+        last = {}
+        try:
+            while self.step < cfg.steps:
+                lr = lr_at(self.step, cfg)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                idx = torch.randint(n, (cfg.batch_size,), generator=self.generator, device=self.device)
+                x0 = self.data[idx]
+                t = torch.randint(T, (cfg.batch_size,), generator=self.generator, device=self.device)
+                noise = torch.randn(x0.shape, generator=self.generator, device=self.device)
+                xt = dif.q_sample(sched, x0, t, noise)
+                out = self.model(xt, t)
+                loss = dif.training_loss(sched, out, x0, xt, t, noise, prediction=d.prediction,
+                                         loss=d.loss, variance=d.variance).mean()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
+                else:
+                    grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+                # divergence guard: remember the first step whose loss or gradient is not finite
+                bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
+                first_bad = torch.where(bad & (first_bad < 0), self.step, first_bad)
+                self.optimizer.step()
+                if cfg.ema_decay > 0:
+                    decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
+                    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+                else:
+                    torch._foreach_copy_(ema_params, params)
+                loss_sum += loss.detach()
+                grad_sum += grad_norm.detach()
+                self.step += 1
+                window_steps += 1
+                bar.update(1)
+                at_log = self.step % cfg.log_every == 0 or self.step == cfg.steps
+                at_ckpt = self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
+                if at_log or at_ckpt:
+                    self._check_finite(first_bad)
+                if at_log:
+                    now = time.perf_counter()
+                    last = {"step": self.step, "loss": float(loss_sum) / window_steps, "lr": lr,
+                            "grad_norm": float(grad_sum) / window_steps,
+                            "steps_per_s": window_steps / max(now - window_start, 1e-9),
+                            "elapsed_s": now - t0}
+                    metrics.write(",".join(f"{last[k]:.6g}" if isinstance(last[k], float) else str(last[k])
+                                           for k in METRICS_HEADER.split(",")) + "\n")
+                    metrics.flush()
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
+                    loss_sum.zero_()
+                    grad_sum.zero_()
+                    window_start, window_steps = now, 0
+                if at_ckpt:
+                    self.save()
+        finally:
+            bar.close()
+            metrics.close()
+        return last
+
+    def _check_finite(self, first_bad: torch.Tensor):
+        bad_step = int(first_bad)
+        if bad_step >= 0:
+            raise PhysdiffError(f"training diverged: non-finite loss or gradient at step {bad_step + 1}; "
+                                "the last good checkpoint is kept. Lower train.lr or set train.grad_clip")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the header and rows with step ≤ ``step`` (rows written after the checkpoint go)."""
+    if not path.exists():
+        ck.atomic_write_bytes(path, (METRICS_HEADER + "\n").encode())
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    keep = [METRICS_HEADER]
+    for line in lines[1:]:
+        parts = line.split(",")
+        if len(parts) == len(METRICS_HEADER.split(",")) and parts[0].isdigit() and int(parts[0]) <= step:
+            keep.append(line)
+    ck.atomic_write_bytes(path, ("\n".join(keep) + "\n").encode())
+
+
+def prepare_run(out: Path, *, overwrite: bool) -> None:
+    """Refuse to train into an existing non-empty folder unless ``overwrite``; an overwrite
+    only ever deletes a physdiff run (a folder holding config.toml)."""
+    if out.exists() and not out.is_dir():
+        raise PhysdiffError(f"--out {str(out)!r} is a file, not a run directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise PhysdiffError(f"run directory {str(out)!r} already exists; use --resume to continue it, "
+                                "--overwrite to replace it, or another --out")
+        if not (out / ck.CONFIG_FILE).is_file():
+            raise PhysdiffError(f"--overwrite refused: {str(out)!r} is not a physdiff run (no config.toml)")
+        with ck.RunLock(out):
+            pass  # refuse to delete a run another process is training
+        shutil.rmtree(out)
+
+
+def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool | None = None, steps: int | None = None) -> Path:
+    """Train a model as ``cfg`` says into run directory ``out`` and return its path.
+
+    ``resume=True`` continues ``out`` from its last checkpoint (its own config.toml is used;
+    ``steps`` may extend it). The result of a resumed run is bitwise identical to an
+    uninterrupted one on the same machine.
+    """
+    out = Path(out)
+    if resume:
+        if not (out / ck.CONFIG_FILE).is_file():
+            raise PhysdiffError(f"--resume: {str(out)!r} is not a physdiff run (no config.toml)")
+        cfg = load_config(out / ck.CONFIG_FILE)
+        if steps is not None:
+            cfg = cfg.with_overrides({"train.steps": steps})
+    else:
+        prepare_run(out, overwrite=overwrite)
+    device = resolve_device(cfg.train.device)
+    make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)  # warn early on a weak schedule
+    trainer = Trainer.create(cfg, out, device)  # reads and checks the data before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    with ck.RunLock(out):
+        if resume and (out / ck.STATE_FILE).is_file():
+            trainer.restore()
+            _truncate_metrics(out / ck.METRICS_FILE, trainer.step)
+        else:
+            ck.atomic_write_bytes(out / ck.METRICS_FILE, (METRICS_HEADER + "\n").encode())
+        ck.atomic_write_bytes(out / ck.CONFIG_FILE, dump_config(cfg).encode())
+        trainer.train(progress=progress)
+    return out
