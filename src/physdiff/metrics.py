@@ -62,29 +62,35 @@ def covariance_error(x, cov) -> float:
     return float(np.linalg.norm(np.cov(np.asarray(x), rowvar=False).reshape(np.shape(cov)) - np.asarray(cov)))
 
 
-def compare(samples: np.ndarray, reference: np.ndarray, floor_reference: np.ndarray, *, toy=None,
-            n_projections: int = 512, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Every metric of ``samples`` against ``reference``, each beside its noise floor (the
-    same metric of ``floor_reference``, an independent true set of the same size, against
-    ``reference``). ``toy``: a ToyDataset for the mixture and exact-density metrics.
+def compare(samples: np.ndarray, references: list[np.ndarray], floor_references: list[np.ndarray], *,
+            toy=None, n_projections: int = 512, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Every metric of ``samples`` against true sets, each beside its noise floor.
 
-    Returns {metric: {"value": v, "floor": f}}; log-density rows hold the average true
-    log-density of the model samples (value) and of true samples (floor; higher is not
-    better there: a match is the goal), plus the fraction of samples in the support.
+    ``references`` and ``floor_references``: R pairs of independent true sets of the size of
+    ``samples``. A distance's *value* is its mean over the R references; its *floor* is the
+    root mean square of the same distance between the R pairs of true sets — the level a
+    perfect model would reach (for the unbiased energy distance, which can be negative, the
+    RMS is its null spread). ``toy``: a ToyDataset for the mixture and exact-density rows.
+
+    Returns {metric: {"value": v, "floor": f}}. For ``log_density`` the value is the average
+    true log-density of model samples and the floor that of true samples (a match is the
+    goal, not a minimum); ``in_support`` is the fraction of samples of non-zero density.
     """
-    out = {
-        "sliced_wasserstein": {
-            "value": sliced_wasserstein(samples, reference, n_projections, seed),
-            "floor": sliced_wasserstein(floor_reference, reference, n_projections, seed)},
-        "energy_distance": {"value": energy_distance(samples, reference),
-                            "floor": energy_distance(floor_reference, reference)},
-    }
+    def row(fn):
+        value = float(np.mean([fn(samples, ref) for ref in references]))
+        floor = float(np.sqrt(np.mean([fn(a, b) ** 2 for a, b in zip(floor_references, references, strict=True)])))
+        return {"value": value, "floor": floor}
+
+    out = {"sliced_wasserstein": row(lambda a, b: sliced_wasserstein(a, b, n_projections, seed)),
+           "energy_distance": row(energy_distance)}
     if toy is not None and toy.mixture is not None:
         mu, cov = toy.mixture.mean().numpy(), toy.mixture.covariance().numpy()
-        out["mean_error"] = {"value": mean_error(samples, mu), "floor": mean_error(floor_reference, mu)}
-        out["cov_error"] = {"value": covariance_error(samples, cov), "floor": covariance_error(floor_reference, cov)}
+        out["mean_error"] = {"value": mean_error(samples, mu),
+                             "floor": float(np.sqrt(np.mean([mean_error(f, mu) ** 2 for f in floor_references])))}
+        out["cov_error"] = {"value": covariance_error(samples, cov),
+                            "floor": float(np.sqrt(np.mean([covariance_error(f, cov) ** 2 for f in floor_references])))}
     if toy is not None and toy.log_prob_fn is not None:
-        lp_model, lp_true = toy.log_prob(samples), toy.log_prob(floor_reference)
+        lp_model, lp_true = toy.log_prob(samples), toy.log_prob(floor_references[0])
         finite = np.isfinite(lp_model)
         out["in_support"] = {"value": float(finite.mean()), "floor": float(np.isfinite(lp_true).mean())}
         mean_lp = float(lp_model[finite].mean()) if finite.any() else -math.inf

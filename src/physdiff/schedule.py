@@ -132,13 +132,22 @@ def make_schedule(name: str = "linear", T: int = 1000, *, warn: bool = True) -> 
         raise ValueError(f"timesteps must be an integer >= 1, got {T!r}")
     betas = {"linear": linear_betas, "cosine": cosine_betas, "sigmoid": sigmoid_betas}[name](T)
     sched = Schedule(name, torch.from_numpy(betas))
-    signal = float(sched.sqrt_alpha_bar[-1])
-    if warn and signal > SIGNAL_WARNING:
-        warnings.warn(
-            f"schedule {name!r} with T={T} leaves √ᾱ_T = {signal:.3g} of the signal at the last "
-            f"step (> {SIGNAL_WARNING}); sampling from N(0, I) then starts from the wrong prior. "
-            "Use more timesteps or another schedule.",
-            ScheduleWarning,
-            stacklevel=2,
-        )
+    if warn:
+        warn_if_signal_left(sched)
     return sched
+
+
+def warn_if_signal_left(sched: Schedule) -> bool:
+    """Warn (ScheduleWarning) and return True when √ᾱ_T > 1e-2: x_T then still carries
+    signal, and a sampler that starts from N(0, I) starts from the wrong prior."""
+    signal = float(sched.sqrt_alpha_bar[-1])
+    if signal <= SIGNAL_WARNING:
+        return False
+    warnings.warn(
+        f"schedule {sched.name!r} with T={sched.T} leaves √ᾱ_T = {signal:.3g} of the signal at the "
+        f"last step (> {SIGNAL_WARNING}); sampling from N(0, I) then starts from the wrong prior. "
+        "Use more timesteps or another schedule.",
+        ScheduleWarning,
+        stacklevel=3,
+    )
+    return True

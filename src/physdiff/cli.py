@@ -1,0 +1,408 @@
+"""The ``physdiff`` command: data | train | sample | evaluate | plot | demo.
+
+Bad input prints one line ``physdiff: error: ...`` and exits with status 2; outputs are
+written atomically, so a failed command leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PhysdiffError
+
+EPILOGS = {
+    "data": "example:\n  physdiff data spiral --n 5000 --seed 0 --out spiral.npy",
+    "train": ("examples:\n  physdiff train --dataset spiral --out runs/spiral\n"
+              "  physdiff train --data my_points.npy --steps 20000 --out runs/mine\n"
+              "  physdiff train --config spiral.toml --out runs/spiral2\n"
+              "  physdiff train --resume --out runs/spiral --steps 12000"),
+    "sample": "example:\n  physdiff sample runs/spiral --n 5000 --seed 1 --out samples.npy --trajectory traj.npy",
+    "evaluate": "example:\n  physdiff evaluate runs/spiral --n 5000 --json",
+    "plot": "example:\n  physdiff plot runs/spiral   # writes runs/spiral/{samples,forward,reverse,loss}.png",
+    "demo": "example:\n  physdiff demo --out demo-out   # gaussian, two_gaussians, spiral: figures + metrics.md",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one line and status 2 (no usage dump)."""
+
+    def error(self, message):
+        raise PhysdiffError(f"{message} (see `{self.prog} --help`)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+# option name → (config key, type)
+TRAIN_OPTIONS = {
+    "dataset": ("data.dataset", str), "n_train": ("data.n_train", _positive_int),
+    "steps": ("train.steps", _positive_int), "batch_size": ("train.batch_size", _positive_int),
+    "lr": ("train.lr", _finite_float), "seed": ("train.seed", _nonneg_int),
+    "device": ("train.device", str), "timesteps": ("diffusion.timesteps", _positive_int),
+    "schedule": ("diffusion.schedule", str), "prediction": ("diffusion.prediction", str),
+    "loss": ("diffusion.loss", str), "variance": ("diffusion.variance", str),
+    "width": ("model.width", _positive_int), "depth": ("model.depth", _positive_int),
+    "checkpoint_every": ("train.checkpoint_every", _positive_int),
+}
+
+
+def _npy_out(path: str) -> Path:
+    out = Path(path)
+    if out.suffix.lower() != ".npy":
+        raise PhysdiffError(f"--out {path!r} must end in .npy")
+    if not out.parent.is_dir():
+        raise PhysdiffError(f"folder {str(out.parent)!r} for {path!r} does not exist")
+    return out
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    from .checkpoint import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array, dtype=np.float32))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _save_fig(fig, path: Path) -> None:
+    from .checkpoint import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_data(args) -> None:
+    from .data import resolve_toy
+
+    out = _npy_out(args.out)
+    x = resolve_toy(args.name).sample(args.n, args.seed)
+    _save_npy(out, x)
+    print(f"wrote {args.n} samples of {args.name!r} to {out}")
+
+
+def cmd_train(args) -> None:
+    from .config import Config, load_config
+    from .train import train
+
+    if args.resume:
+        given = [k for k in TRAIN_OPTIONS if k != "steps" and getattr(args, k) is not None]
+        if given or args.config or args.data:
+            extra = ", ".join("--" + k.replace("_", "-") for k in given) or "--config/--data"
+            raise PhysdiffError(f"--resume continues a run with its own config.toml; drop {extra} "
+                                "(only --steps may be given to extend it)")
+        run = train(Config(), args.out, resume=True, steps=args.steps, progress=args.progress)
+    else:
+        cfg = load_config(args.config)
+        overrides = {key: getattr(args, k) for k, (key, _) in TRAIN_OPTIONS.items() if getattr(args, k) is not None}
+        if args.data is not None:
+            overrides["data.file"] = args.data
+        cfg = cfg.with_overrides(overrides)
+        run = train(cfg, args.out, overwrite=args.overwrite, progress=args.progress)
+    print(f"trained run in {run} (weights: {run / 'ema.safetensors'})")
+
+
+def _load(args):
+    from .run import LoadedRun
+    from .train import resolve_device
+
+    return LoadedRun(args.run, weights=args.weights, device=resolve_device(args.device))
+
+
+def cmd_sample(args) -> None:
+    import torch
+
+    out = _npy_out(args.out)
+    traj_out = _npy_out(args.trajectory) if args.trajectory else None
+    run = _load(args)
+    T = run.schedule.T
+    steps = tuple(sorted({int(round(T * k / (args.snapshots - 1))) for k in range(args.snapshots)}, reverse=True))
+    t0 = time.perf_counter()
+    x, snaps = run.sample(args.n, args.seed, batch_size=args.batch_size,
+                          snapshot_steps=steps if traj_out else ())
+    elapsed = time.perf_counter() - t0
+    _save_npy(out, x)
+    msg = f"wrote {args.n} samples to {out} ({elapsed:.1f} s, {args.n / elapsed:.0f} samples/s)"
+    if traj_out:
+        traj = np.stack([run.normalizer.decode(torch.from_numpy(snaps[k]).double()).numpy() for k in steps])
+        _save_npy(traj_out, traj)
+        msg += f"; trajectory {traj.shape} at t = {list(steps)} to {traj_out}"
+    print(msg)
+
+
+def _reference_sets(run, n: int, seed: int, repeats: int = 5):
+    """(references, floor_references, toy, n): ``repeats`` pairs of independent true sets of n
+    samples (one pair, disjoint halves of the file, for a user's data file)."""
+    from .data import load_array, toy_for
+
+    toy = toy_for(run.cfg.data)
+    if toy is not None:
+        # seeds far from the training seed (0..), so no set repeats the training data
+        base = 1_000_003 + 1009 * seed
+        refs = [toy.sample(n, base + 2 * r) for r in range(repeats)]
+        floors = [toy.sample(n, base + 2 * r + 1) for r in range(repeats)]
+        return refs, floors, toy, n
+    data = load_array(run.cfg.data.file)
+    perm = np.random.default_rng(seed).permutation(len(data))
+    m = min(n, len(data) // 2)
+    return [data[perm[:m]]], [data[perm[m:2 * m]]], None, m
+
+
+def evaluate_run(run, n: int, seed: int, samples: np.ndarray | None = None) -> dict:
+    """The metrics of ``evaluate`` as a dict (samples drawn if not given)."""
+    from .metrics import compare
+
+    refs, floors, toy, n = _reference_sets(run, n, seed)
+    if samples is None:
+        samples, _ = run.sample(n, seed)
+    flat = [r.reshape(n, -1) for r in refs], [f.reshape(n, -1) for f in floors]
+    metrics = compare(samples[:n].reshape(n, -1), *flat, toy=toy)
+    return {"run": str(run.path), "dataset": run.cfg.data.file or run.cfg.data.dataset, "n": n,
+            "seed": seed, "step": run.step, "metrics": metrics}
+
+
+def _format_report(report: dict) -> str:
+    lines = [f"run {report['run']}  dataset {report['dataset']}  step {report['step']}  n = {report['n']}",
+             f"{'metric':<20}{'model':>14}{'noise floor':>14}{'ratio':>9}"]
+    for name, row in report["metrics"].items():
+        ratio = row["value"] / row["floor"] if row["floor"] not in (0, 0.0) else float("nan")
+        shown = f"{ratio:9.2f}" if name in ("sliced_wasserstein", "mean_error", "cov_error") else f"{'':>9}"
+        lines.append(f"{name:<20}{row['value']:>14.5g}{row['floor']:>14.5g}{shown}")
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args) -> None:
+    from .checkpoint import atomic_write_bytes
+
+    run = _load(args)
+    report = evaluate_run(run, args.n, args.seed)
+    atomic_write_bytes(run.path / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode())
+    print(json.dumps(report, indent=2) if args.json else _format_report(report))
+
+
+def make_figures(run, n: int, seed: int, samples=None, snaps=None) -> dict:
+    """{file name: Figure} of ``plot``: samples beside data, forward and reverse process, loss."""
+    import torch
+
+    from . import diffusion as dif
+    from .plots import plot_loss, plot_process, plot_samples, snapshot_times
+
+    refs, _, _, n = _reference_sets(run, n, seed, repeats=1)
+    reference = refs[0]
+    T = run.schedule.T
+    times = snapshot_times(run.schedule)
+    if samples is None or snaps is None:
+        samples, snaps = run.sample(n, seed, snapshot_steps=tuple(times))
+    name = run.cfg.data.file or run.cfg.data.dataset
+    figs = {"samples.png": plot_samples(reference.reshape(n, -1), samples[:n].reshape(n, -1),
+                                        f"{name}: data vs. model (step {run.step})")}
+    x0 = run.normalizer.encode(torch.from_numpy(reference).double()).float()
+    g = torch.Generator().manual_seed(seed)
+    forward = []
+    for tt in times:
+        if tt == 0:
+            forward.append((0, x0.numpy()))
+            continue
+        t = torch.full((n,), tt - 1, dtype=torch.long)
+        forward.append((tt, dif.q_sample(run.schedule, x0, t, torch.randn(x0.shape, generator=g)).numpy()))
+    figs["forward.png"] = plot_process([(t, x.reshape(n, -1)) for t, x in forward], T, reverse=False,
+                                       title=f"{name}: forward process $x_0 \\to x_T$ (T = {T})")
+    figs["reverse.png"] = plot_process([(t, snaps[t].reshape(len(snaps[t]), -1)) for t in sorted(snaps, reverse=True)],
+                                       T, reverse=True, title=f"{name}: reverse process $x_T \\to x_0$ (T = {T})")
+    metrics_path = run.path / "metrics.csv"
+    if metrics_path.is_file():
+        rows = np.genfromtxt(metrics_path, delimiter=",", names=True, ndmin=1)
+        if rows.size:
+            figs["loss.png"] = plot_loss(rows["step"], rows["loss"], rows["lr"], f"{name}: training loss")
+    return figs
+
+
+def cmd_plot(args) -> None:
+    run = _load(args)
+    for fname, fig in make_figures(run, args.n, args.seed).items():
+        _save_fig(fig, run.path / fname)
+        print(f"wrote {run.path / fname}")
+
+
+def cmd_demo(args) -> None:
+    from .checkpoint import atomic_write_bytes
+    from .config import Config
+    from .plots import snapshot_times
+    from .run import LoadedRun
+    from .train import resolve_device, train
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in ("gaussian", "two_gaussians", "spiral"):
+        t0 = time.perf_counter()
+        cfg = Config().with_overrides({"data.dataset": name, "train.steps": args.steps,
+                                       "train.device": args.device})
+        run_dir = train(cfg, out / name, overwrite=True, progress=args.progress)
+        train_s = time.perf_counter() - t0
+        run = LoadedRun(run_dir, device=resolve_device(args.device))
+        samples, snaps = run.sample(args.n, 0, snapshot_steps=tuple(snapshot_times(run.schedule)))
+        report = evaluate_run(run, args.n, 0, samples)
+        atomic_write_bytes(run_dir / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode())
+        for fname, fig in make_figures(run, args.n, 0, samples, snaps).items():
+            _save_fig(fig, run_dir / fname)
+        m = report["metrics"]
+        rows.append((name, train_s, m))
+        sw = m["sliced_wasserstein"]
+        print(f"{name:<14} trained in {train_s:5.1f} s; sliced W2 {sw['value']:.4f} "
+              f"(noise floor {sw['floor']:.4f}, ratio {sw['value'] / sw['floor']:.2f})")
+    lines = ["# physdiff demo", "",
+             f"Each model: default settings, {args.steps} training steps; metrics on n = {args.n} samples "
+             "against fresh true samples, beside the noise floor (two independent true sets).", "",
+             "| dataset | train time (s) | sliced W2 | floor | ratio | energy dist. | floor | mean err | floor | cov err | floor |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, secs, m in rows:
+        sw, ed = m["sliced_wasserstein"], m["energy_distance"]
+        me, ce = m.get("mean_error"), m.get("cov_error")
+        cells = [f"{sw['value']:.4f}", f"{sw['floor']:.4f}", f"{sw['value'] / sw['floor']:.2f}",
+                 f"{ed['value']:.2e}", f"{ed['floor']:.2e}"]
+        cells += [f"{me['value']:.4f}", f"{me['floor']:.4f}"] if me else ["–", "–"]
+        cells += [f"{ce['value']:.4f}", f"{ce['floor']:.4f}"] if ce else ["–", "–"]
+        lines.append(f"| {name} | {secs:.1f} | " + " | ".join(cells) + " |")
+    lines += ["", "Figures: `<dataset>/samples.png`, `forward.png`, `reverse.png`, `loss.png`."]
+    atomic_write_bytes(out / "metrics.md", ("\n".join(lines) + "\n").encode())
+    print(f"wrote {out / 'metrics.md'}")
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import Config
+    from .data import TOY_DATASETS
+
+    defaults = Config()
+    p = _Parser(prog="physdiff", description="Train, sample, evaluate and plot diffusion models (DDPM).",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    def add(name, help_):
+        return sub.add_parser(name, help=help_, description=help_, epilog=EPILOGS[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    s = add("data", "Write samples of a true toy distribution to a .npy file.")
+    s.add_argument("name", metavar="NAME", help=f"one of: {', '.join(TOY_DATASETS)}")
+    s.add_argument("--n", type=_positive_int, default=5000, help="number of samples (default 5000)")
+    s.add_argument("--seed", type=_nonneg_int, default=0)
+    s.add_argument("--out", required=True, help="output .npy, shape (N, 2)")
+    s.set_defaults(func=cmd_data)
+
+    s = add("train", "Train a model into a run directory.")
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--dataset", help=f"toy dataset: {', '.join(TOY_DATASETS)} (default {defaults.data.dataset})")
+    src.add_argument("--data", metavar="FILE", help="your own (N, D) .npy or .csv file")
+    s.add_argument("--out", required=True, metavar="RUN", help="run directory to create")
+    s.add_argument("--config", metavar="FILE.toml", help="TOML config; options given here override it")
+    s.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN")
+    for k, (key, typ) in TRAIN_OPTIONS.items():
+        if k == "dataset":
+            continue
+        section, name = key.split(".")
+        default = getattr(getattr(defaults, section), name)
+        s.add_argument("--" + k.replace("_", "-"), type=typ, default=None, help=f"{key} (default {default})")
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: on when stderr is a terminal)")
+    s.set_defaults(func=cmd_train)
+
+    def run_options(s, n_default=5000):
+        s.add_argument("run", metavar="RUN", help="run directory written by `physdiff train`")
+        s.add_argument("--n", type=_positive_int, default=n_default, help=f"number of samples (default {n_default})")
+        s.add_argument("--seed", type=_nonneg_int, default=0, help="sample i depends only on (seed, i)")
+        s.add_argument("--weights", default="ema", help="ema (default) or model")
+        s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+    s = add("sample", "Draw samples from a trained run (data units) into a .npy file.")
+    run_options(s)
+    s.add_argument("--out", required=True, help="output .npy, shape (N, *data_shape)")
+    s.add_argument("--trajectory", metavar="FILE.npy", help="also save snapshots of the reverse process, (K, N, ...)")
+    s.add_argument("--snapshots", type=_positive_int, default=11, help="K for --trajectory (default 11, ≥ 2)")
+    s.add_argument("--batch-size", type=_positive_int, default=4096)
+    s.set_defaults(func=cmd_sample)
+
+    s = add("evaluate", "Distances between model samples and fresh true samples, beside their noise floors.")
+    run_options(s)
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = add("plot", "Write the run's figures: samples vs data, forward and reverse process, loss.")
+    run_options(s, 3000)
+    s.set_defaults(func=cmd_plot)
+
+    s = add("demo", "The course's tour: train gaussian, two_gaussians and spiral; figures and a metrics table.")
+    s.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
+    s.add_argument("--steps", type=_positive_int, default=defaults.train.steps)
+    s.add_argument("--n", type=_positive_int, default=5000)
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"physdiff: warning: {message}", file=sys.stderr)
+
+    old = warnings.showwarning
+    warnings.showwarning = one_line_warning
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "snapshots", 2) < 2 and getattr(args, "trajectory", None):
+            raise PhysdiffError("--snapshots must be >= 2")
+        args.func(args)
+    except PhysdiffError as exc:
+        print(f"physdiff: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("physdiff: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = old
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Every figure. Each function returns a matplotlib Figure; only the CLI writes files.
+
+Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot state), so they work
+headless and in notebooks alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+SCATTER = {"s": 2, "alpha": 0.35, "linewidths": 0, "rasterized": True}
+
+
+def _limits(*sets: np.ndarray, pad: float = 0.08):
+    allpts = np.concatenate([s[:, :2] for s in sets])
+    lo, hi = np.percentile(allpts, 0.2, axis=0), np.percentile(allpts, 99.8, axis=0)
+    span = np.maximum(hi - lo, 1e-6)
+    return (lo[0] - pad * span[0], hi[0] + pad * span[0]), (lo[1] - pad * span[1], hi[1] + pad * span[1])
+
+
+def _dims_note(x: np.ndarray) -> str:
+    return "" if x.shape[1] == 2 else f" (first 2 of {x.shape[1]} dims)"
+
+
+def plot_samples(data: np.ndarray, samples: np.ndarray, title: str = "") -> Figure:
+    """Training data beside model samples, on the same axes. data, samples: (N, D ≥ 2)."""
+    fig = Figure(figsize=(9, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    xlim, ylim = _limits(data, samples)
+    for ax, pts, name, color in ((axes[0], data, "data", "tab:blue"), (axes[1], samples, "model samples", "tab:orange")):
+        ax.scatter(pts[:, 0], pts[:, 1], color=color, **SCATTER)
+        ax.set(title=f"{name} (n = {len(pts)})", xlabel="$x_1$", ylabel="$x_2$", xlim=xlim, ylim=ylim)
+        ax.set_aspect("equal", adjustable="box")
+        ax.grid(alpha=0.3)
+    fig.suptitle((title or "Data and generated samples") + _dims_note(data))
+    return fig
+
+
+def snapshot_times(sched, levels=(0.0, 0.15, 0.3, 0.5, 0.7, 0.9)) -> list[int]:
+    """Paper steps t ∈ [0, T] at which the noise fraction √(1-ᾱ_t) first reaches each level,
+    plus T: snapshots spread over what changes to the eye, not uniformly in t (with a linear
+    schedule the structure is gone well before t = T/5)."""
+    noise = sched.sqrt_one_minus_alpha_bar.numpy()
+    times = {0 if lv <= 0 else int(np.searchsorted(noise, lv)) + 1 for lv in levels}
+    return sorted({min(t, sched.T) for t in times} | {sched.T})
+
+
+def plot_process(snapshots: list[tuple[int, np.ndarray]], T: int, *, reverse: bool, title: str = "") -> Figure:
+    """Snapshots of the forward (x_0 → x_T) or reverse (x_T → x_0) process, in standardised
+    units. snapshots: [(paper step t ∈ 0..T, points (N, D))] in the order to show."""
+    k = len(snapshots)
+    fig = Figure(figsize=(2.3 * k, 3.3), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, k, sharex=True, sharey=True))
+    lim = max(3.5, float(np.percentile(np.abs(np.concatenate([s for _, s in snapshots])[:, :2]), 99.5)) * 1.1)
+    color = "tab:purple" if reverse else "tab:green"
+    for ax, (step, pts) in zip(axes, snapshots, strict=True):
+        ax.scatter(pts[:, 0], pts[:, 1], color=color, **SCATTER)
+        ax.set(title=f"$t = {step}$", xlim=(-lim, lim), ylim=(-lim, lim), xlabel="$x_1$")
+        ax.set_aspect("equal", adjustable="box")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("$x_2$")
+    default = (f"Reverse process $x_T \\to x_0$ (T = {T}, standardised units)" if reverse
+               else f"Forward process $x_0 \\to x_T$ (T = {T}, standardised units)")
+    fig.suptitle((title or default) + _dims_note(snapshots[0][1]))
+    return fig
+
+
+def plot_loss(steps: np.ndarray, loss: np.ndarray, lr: np.ndarray | None = None, title: str = "") -> Figure:
+    """Training loss (log scale) against step, with the learning rate on a second axis."""
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(steps, loss, color="tab:blue", lw=1.5, label="loss (mean over log interval)")
+    ax.set(xlabel="training step", ylabel="loss", yscale="log", title=title or "Training loss")
+    ax.grid(alpha=0.3, which="both")
+    if lr is not None:
+        ax2 = ax.twinx()
+        ax2.plot(steps, lr, color="tab:gray", lw=1, ls="--", label="learning rate")
+        ax2.set_ylabel("learning rate")
+        lines = ax.get_lines() + ax2.get_lines()
+        ax.legend(lines, [ln.get_label() for ln in lines], loc="upper right")
+    return fig

@@ -1,0 +1,83 @@
+"""A trained run, loaded for sampling: config, network, normaliser and schedule together."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint as ck
+from .config import load_config
+from .data import Normalizer
+from .errors import PhysdiffError
+from .nets import build_model
+from .samplers import IndexedNoise, ddpm_sample, randn_like
+from .schedule import make_schedule
+
+NOISE_BLOCK = 64  # samples per noise generator; see IndexedNoise
+
+
+class LoadedRun:
+    """A run directory ready to sample from.
+
+    ``weights``: "ema" (default, the averaged weights) or "model" (the raw ones).
+    Attributes: cfg, model (eval mode, on ``device``), normalizer, schedule, data_shape, step.
+    """
+
+    def __init__(self, run: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu"):
+        self.path = Path(run)
+        if not (self.path / ck.CONFIG_FILE).is_file():
+            raise PhysdiffError(f"{str(self.path)!r} is not a physdiff run (no {ck.CONFIG_FILE}); "
+                                "give the --out folder of `physdiff train`")
+        if weights not in ("ema", "model"):
+            raise PhysdiffError(f"unknown weights {weights!r}; allowed: ema, model")
+        self.cfg = load_config(self.path / ck.CONFIG_FILE)
+        file = self.path / (ck.EMA_FILE if weights == "ema" else ck.MODEL_FILE)
+        tensors, meta = ck.read_tensors(file, "weights file")
+        try:
+            self.data_shape = tuple(json.loads(meta["data_shape"]))
+            self.step = int(meta.get("step", 0))
+            self.normalizer = Normalizer.from_state(tensors)
+        except (KeyError, ValueError, TypeError):
+            raise PhysdiffError(f"weights file {str(file)!r} lacks physdiff metadata; it was not "
+                                "written by physdiff train") from None
+        self.device = torch.device(device)
+        self.model = build_model(self.cfg.model, self.data_shape)
+        weights_only = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
+        ck.load_module_state(self.model, weights_only, f"weights file {str(file)!r}")
+        self.model.to(self.device).eval().requires_grad_(False)
+        d = self.cfg.diffusion
+        self.schedule = make_schedule(d.schedule, d.timesteps, warn=False)
+
+    def sampler_kwargs(self) -> dict:
+        d = self.cfg.diffusion
+        return {"prediction": d.prediction, "variance": d.variance, "clip_x0": d.clip_x0 or None}
+
+    def sample(self, n: int, seed: int, *, batch_size: int = 4096, start: int = 0,
+               snapshot_steps: tuple[int, ...] = ()) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """n samples in data units, (n, *data_shape) float32, for sample indices start..start+n-1.
+
+        Sample i depends only on (seed, i): noise comes from IndexedNoise blocks, so neither
+        ``batch_size`` nor how the indices are split changes it. ``snapshot_steps``: reverse
+        step indices after which the state is kept (standardised units); returned as
+        {index: (n, *data_shape)}; index T means x_T.
+        """
+        batch_size = max(NOISE_BLOCK, batch_size // NOISE_BLOCK * NOISE_BLOCK)
+        outs, snaps = [], {k: [] for k in snapshot_steps}
+        for lo in range(start, start + n, batch_size):
+            count = min(batch_size, start + n - lo)
+            noise = IndexedNoise(seed, lo, count, NOISE_BLOCK)
+            x_T = randn_like(torch.empty((count, *self.data_shape), device=self.device), noise)
+            if self.schedule.T in snaps:
+                snaps[self.schedule.T].append(x_T.cpu().numpy())
+
+            def keep(i, t, x):
+                if i in snaps:
+                    snaps[i].append(x.cpu().numpy())
+
+            x0 = ddpm_sample(self.model, self.schedule, x_T, generator=noise, callback=keep,
+                             **self.sampler_kwargs())
+            outs.append(self.normalizer.decode(x0.double()).float().cpu().numpy())
+        return np.concatenate(outs), {k: np.concatenate(v) for k, v in snaps.items()}
