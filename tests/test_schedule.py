@@ -1,0 +1,102 @@
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from physdiff.schedule import SCHEDULES, Schedule, ScheduleWarning, make_schedule, warn_if_signal_left
+
+
+def test_linear_matches_ho_et_al_at_T_1000():
+    s = make_schedule("linear", 1000)
+    assert float(s.betas[0]) == pytest.approx(1e-4, rel=1e-12)
+    assert float(s.betas[-1]) == pytest.approx(0.02, rel=1e-12)  # β_T at index T-1
+
+
+def test_linear_rescaled_for_other_T_keeps_total_noise():
+    ref = make_schedule("linear", 1000)
+    for T in (50, 100, 250):
+        s = make_schedule("linear", T)
+        assert float(s.betas[0]) == pytest.approx(1e-4 * 1000 / T)
+        assert float(s.betas[-1]) == pytest.approx(0.02 * 1000 / T)
+        # Σβ ≈ -log ᾱ_T: comparable to T = 1000 (within 10%)
+        assert float(s.betas.sum()) == pytest.approx(float(ref.betas.sum()), rel=0.1)
+
+
+def test_cosine_alpha_bar_matches_nichol_dhariwal_eq17():
+    T, s_off = 1000, 0.008
+    s = make_schedule("cosine", T)
+
+    def f(t):
+        return math.cos((t / T + s_off) / (1 + s_off) * math.pi / 2) ** 2
+
+    for t in (1, 10, 500, 900):  # paper step t = index t-1, away from the clipped end
+        assert float(s.alpha_bar[t - 1]) == pytest.approx(f(t) / f(0), rel=1e-10)
+    assert float(s.betas.max()) <= 0.999
+
+
+def test_sigmoid_alpha_bar_matches_chen_2023():
+    T = 200
+    s = make_schedule("sigmoid", T)
+
+    def sig(z):
+        return 1 / (1 + math.exp(-z))
+
+    for t in (1, 50, 150):
+        expect = (sig(3) - sig(t / T * 6 - 3)) / (sig(3) - sig(-3))
+        assert float(s.alpha_bar[t - 1]) == pytest.approx(expect, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("T", [10, 100, 1000])
+def test_derived_tables_invariants(name, T):
+    s = make_schedule(name, T, warn=False)
+    b = s.betas.numpy()
+    assert s.betas.dtype == torch.float64
+    assert np.all((b > 0) & (b <= 0.999))
+    ab = np.cumprod(1 - b)
+    np.testing.assert_allclose(s.alpha_bar.numpy(), ab, rtol=1e-12)
+    np.testing.assert_allclose(s.alpha_bar_prev.numpy(), np.concatenate([[1.0], ab[:-1]]), rtol=1e-12)
+    assert np.all(np.diff(ab) < 0)
+    # β̃_t = (1 - ᾱ_{t-1})/(1 - ᾱ_t) β_t; β̃ at the first step is 0 and β̃ ≤ β
+    post = (1 - s.alpha_bar_prev.numpy()) / (1 - ab) * b
+    np.testing.assert_allclose(s.posterior_variance.numpy(), post, rtol=1e-12)
+    assert s.posterior_variance[0] == 0
+    assert np.all(post <= b + 1e-15)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_default_schedules_end_at_noise(name):
+    s = make_schedule(name, 1000)
+    assert float(s.sqrt_alpha_bar[-1]) < 1e-2
+
+
+def test_schedule_that_leaves_signal_warns():
+    # tiny-diffusion's schedule: T = 50, linear 1e-4 … 0.02 without rescaling keeps √ᾱ_T ≈ 0.77
+    s = Schedule("linear", torch.linspace(1e-4, 0.02, 50, dtype=torch.float64))
+    assert float(s.sqrt_alpha_bar[-1]) == pytest.approx(0.77, abs=0.01)
+    with pytest.warns(ScheduleWarning, match="wrong prior"):
+        assert warn_if_signal_left(s)
+    with pytest.warns(ScheduleWarning):
+        make_schedule("linear", 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_schedule("linear", 1000)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="allowed"):
+        make_schedule("quadratic", 10)
+    with pytest.raises(ValueError, match=">= 1"):
+        make_schedule("linear", 0)
+
+
+def test_at_broadcasts_to_any_shape():
+    s = make_schedule("linear", 100)
+    t = torch.tensor([0, 5, 99])
+    for shape in [(3, 2), (3, 1, 8, 8)]:
+        v = s.at("alpha_bar", t, torch.zeros(shape, dtype=torch.float32))
+        assert v.shape == (3,) + (1,) * (len(shape) - 1)
+        assert v.dtype == torch.float32
+        np.testing.assert_allclose(v.flatten().numpy(), s.alpha_bar[t].numpy(), rtol=1e-6)
