@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import k_sigma
 
+from conftest import k_sigma
 from physdiff import diffusion as dif
 from physdiff.schedule import SCHEDULES, make_schedule
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import k_sigma
 
+from conftest import k_sigma
 from physdiff.analytic import GaussianMixture, OptimalEpsilon
 from physdiff.samplers import CountingModel, IndexedNoise, ddpm_sample, sample_with_trajectory
 from physdiff.schedule import make_schedule

@@ -124,7 +124,7 @@ class RunLock:
         self.fh = None
 
     def acquire(self):
-        self.fh = open(self.path, "a")  # noqa: SIM115 (held open for the life of the lock)
+        self.fh = open(self.path, "a")
         try:
             fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -154,7 +154,7 @@ def cmd_sample(args) -> None:
     traj_out = _npy_out(args.trajectory) if args.trajectory else None
     run = _load(args)
     T = run.schedule.T
-    steps = tuple(sorted({int(round(T * k / (args.snapshots - 1))) for k in range(args.snapshots)}, reverse=True))
+    steps = tuple(sorted({round(T * k / (args.snapshots - 1)) for k in range(args.snapshots)}, reverse=True))
     t0 = time.perf_counter()
     x, snaps = run.sample(args.n, args.seed, batch_size=args.batch_size,
                           snapshot_steps=steps if traj_out else ())
@@ -292,7 +292,8 @@ def cmd_demo(args) -> None:
     lines = ["# physdiff demo", "",
              f"Each model: default settings, {args.steps} training steps; metrics on n = {args.n} samples "
              "against fresh true samples, beside the noise floor (two independent true sets).", "",
-             "| dataset | train time (s) | sliced W2 | floor | ratio | energy dist. | floor | mean err | floor | cov err | floor |",
+             "| dataset | train time (s) | sliced W2 | floor | ratio | energy dist. | floor "
+             "| mean err | floor | cov err | floor |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, secs, m in rows:
         sw, ed = m["sliced_wasserstein"], m["energy_distance"]

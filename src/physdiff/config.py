@@ -33,8 +33,8 @@ class DataConfig:
     file: str = _f("", doc="path of a (N, D) .npy or .csv file of the user's data; '' = use `dataset`")
     n_train: int = _f(100_000, lo=16, doc="size of the training set drawn from a toy dataset")
     seed: int = _f(0, lo=0, doc="seed of the toy training set")
-    mean: list = _f([1.0, -0.5], doc="mean of the `gaussian` dataset")
-    cov: list = _f([[1.0, 0.6], [0.6, 0.5]], doc="covariance of the `gaussian` dataset")
+    mean: list = _f([1.0, -0.5], doc="mean of the `gaussian` dataset")  # noqa: RUF009
+    cov: list = _f([[1.0, 0.6], [0.6, 0.5]], doc="covariance of the `gaussian` dataset")  # noqa: RUF009
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ def plot_samples(data: np.ndarray, samples: np.ndarray, title: str = "") -> Figu
     fig = Figure(figsize=(9, 4.4), layout="constrained")
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
     xlim, ylim = _limits(data, samples)
-    for ax, pts, name, color in ((axes[0], data, "data", "tab:blue"), (axes[1], samples, "model samples", "tab:orange")):
+    panels = ((axes[0], data, "data", "tab:blue"), (axes[1], samples, "model samples", "tab:orange"))
+    for ax, pts, name, color in panels:
         ax.scatter(pts[:, 0], pts[:, 1], color=color, **SCATTER)
         ax.set(title=f"{name} (n = {len(pts)})", xlabel="$x_1$", ylabel="$x_2$", xlim=xlim, ylim=ylim)
         ax.set_aspect("equal", adjustable="box")

@@ -134,7 +134,7 @@ class Trainer:
         n, T = self.data.shape[0], sched.T
         params = [p for p in self.model.parameters()]
         ema_params = [p for p in self.ema.parameters()]
-        metrics = open(self.run / ck.METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        metrics = open(self.run / ck.METRICS_FILE, "a", encoding="utf-8")
         if progress is None:
             progress = sys.stderr.isatty()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress, desc="train", unit="step")

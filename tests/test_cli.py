@@ -1,0 +1,140 @@
+"""The physdiff command end to end, and its refusal of bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from physdiff.cli import main
+
+FAST = ["--steps", "200", "--width", "32", "--depth", "2", "--timesteps", "50", "--batch-size", "128",
+        "--n-train", "2000", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--dataset", "gaussian", "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_data_command(tmp_path, capsys):
+    assert main(["data", "moons", "--n", "300", "--seed", "3", "--out", str(tmp_path / "m.npy")]) == 0
+    x = np.load(tmp_path / "m.npy")
+    assert x.shape == (300, 2) and x.dtype == np.float32
+
+
+def test_sample_evaluate_plot(run_dir, tmp_path, capsys):
+    out, traj = tmp_path / "s.npy", tmp_path / "t.npy"
+    assert main(["sample", str(run_dir), "--n", "200", "--seed", "4", "--out", str(out),
+                 "--trajectory", str(traj), "--snapshots", "5", "--device", "cpu"]) == 0
+    x, tr = np.load(out), np.load(traj)
+    assert x.shape == (200, 2) and tr.shape == (5, 200, 2)
+    np.testing.assert_allclose(tr[-1], x, rtol=1e-5, atol=1e-5)
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--n", "500", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"sliced_wasserstein", "energy_distance", "mean_error", "cov_error", "log_density"} <= set(report["metrics"])
+    assert (run_dir / "evaluation.json").is_file()
+    assert main(["evaluate", str(run_dir), "--n", "500"]) == 0
+    assert "noise floor" in capsys.readouterr().out
+    assert main(["plot", str(run_dir), "--n", "300"]) == 0
+    for name in ("samples", "forward", "reverse", "loss"):
+        assert (run_dir / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sample_independent_of_batch_size(run_dir, tmp_path):
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    main(["sample", str(run_dir), "--n", "150", "--seed", "9", "--out", str(a), "--batch-size", "64"])
+    main(["sample", str(run_dir), "--n", "150", "--seed", "9", "--out", str(b), "--batch-size", "4096"])
+    np.testing.assert_array_equal(np.load(a), np.load(b))
+    c = tmp_path / "c.npy"
+    main(["sample", str(run_dir), "--n", "100", "--seed", "9", "--out", str(c)])
+    np.testing.assert_array_equal(np.load(c), np.load(a)[:100])
+
+
+def test_train_from_file_and_config(tmp_path, capsys):
+    data = np.random.default_rng(0).normal(size=(500, 3))
+    np.save(tmp_path / "d.npy", data)
+    (tmp_path / "c.toml").write_text("[model]\nwidth = 16\n[train]\nsteps = 50\n")
+    assert main(["train", "--data", str(tmp_path / "d.npy"), "--config", str(tmp_path / "c.toml"),
+                 "--out", str(tmp_path / "r"), "--device", "cpu", "--no-progress"]) == 0
+    text = (tmp_path / "r" / "config.toml").read_text()
+    assert "width = 16" in text and "steps = 50" in text and "timesteps = 1000" in text
+    assert main(["sample", str(tmp_path / "r"), "--n", "10", "--out", str(tmp_path / "x.npy")]) == 0
+    assert np.load(tmp_path / "x.npy").shape == (10, 3)
+    assert main(["evaluate", str(tmp_path / "r"), "--n", "100"]) == 0
+
+
+def _bad(args, capsys, match):
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("physdiff: error: ") and "Traceback" not in err
+    assert match in lines[-1], lines[-1]
+
+
+def test_bad_input(tmp_path, run_dir, capsys):
+    nan = tmp_path / "nan.npy"
+    arr = np.ones((100, 2))
+    arr[7, 1] = np.nan
+    np.save(nan, arr)
+    (tmp_path / "typo.toml").write_text("[train]\nstesp = 5\n")
+    (tmp_path / "range.toml").write_text("[diffusion]\ntimesteps = 0\n")
+    (tmp_path / "type.toml").write_text("[train]\nlr = 'fast'\n")
+    (tmp_path / "broken.toml").write_text("[train\n")
+    (tmp_path / "notrun").mkdir()
+    cases = [
+        (["data", "spirale", "--out", str(tmp_path / "x.npy")], "did you mean 'spiral'"),
+        (["data", "spiral", "--out", str(tmp_path / "x.txt")], "must end in .npy"),
+        (["data", "spiral", "--n", "0", "--out", str(tmp_path / "x.npy")], "must be >= 1"),
+        (["train", "--data", str(nan), "--out", str(tmp_path / "o1")], "NaN/inf"),
+        (["train", "--data", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "o2")], "does not exist"),
+        (["train", "--config", str(tmp_path / "typo.toml"), "--out", str(tmp_path / "o3")], "did you mean 'steps'"),
+        (["train", "--config", str(tmp_path / "range.toml"), "--out", str(tmp_path / "o4")], "must be >= 1"),
+        (["train", "--config", str(tmp_path / "type.toml"), "--out", str(tmp_path / "o5")], "expected float"),
+        (["train", "--config", str(tmp_path / "broken.toml"), "--out", str(tmp_path / "o6")], "not valid TOML"),
+        (["train", "--schedule", "quadratic", "--out", str(tmp_path / "o7")], "allowed: linear, cosine, sigmoid"),
+        (["train", "--out", str(run_dir)], "already exists"),
+        (["train", "--resume", "--out", str(tmp_path / "o8")], "not a physdiff run"),
+        (["sample", str(tmp_path / "notrun"), "--out", str(tmp_path / "x.npy")], "not a physdiff run"),
+        (["sample", str(run_dir), "--weights", "best", "--out", str(tmp_path / "x.npy")], "allowed: ema, model"),
+        (["sample", str(run_dir), "--out", str(tmp_path / "nodir" / "x.npy")], "does not exist"),
+        (["evaluate", str(run_dir), "--device", "tpu"], "allowed: auto, cpu, cuda"),
+        (["frobnicate"], "invalid choice"),
+    ]
+    for args, match in cases:
+        _bad(args, capsys, match)
+    assert not list(tmp_path.glob("o*")), "a refused command left output behind"
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_corrupt_weights_are_refused(tmp_path, run_dir, capsys):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir, bad)
+    data = (bad / "ema.safetensors").read_bytes()
+    (bad / "ema.safetensors").write_bytes(data[: len(data) // 2])
+    _bad(["sample", str(bad), "--out", str(tmp_path / "x.npy")], capsys, "corrupt")
+    import pickle
+
+    (bad / "ema.safetensors").write_bytes(pickle.dumps({"x": 1}))
+    _bad(["sample", str(bad), "--out", str(tmp_path / "x.npy")], capsys, "corrupt")
+    shutil.copy(run_dir / "ema.safetensors", bad / "ema.safetensors")
+    (bad / "config.toml").write_text((bad / "config.toml").read_text().replace("width = 32", "width = 48"))
+    _bad(["sample", str(bad), "--out", str(tmp_path / "x.npy")], capsys, "shape")
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_console_script_help_and_error():
+    exe = [sys.executable, "-m", "physdiff.cli"]
+    for cmd in ("data", "train", "sample", "evaluate", "plot", "demo"):
+        out = subprocess.run([*exe, cmd, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "example" in out.stdout
+    out = subprocess.run([*exe, "train", "--dataset", "nope", "--out", "/nonexistent/x"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "unknown dataset" in out.stderr
