@@ -93,10 +93,18 @@ class OptimalEpsilon:
         return self._cache[i]
 
     def __call__(self, x, t, cond=None):
+        """t: (B,) integer indices, or floating fractional indices (for ODE solvers)."""
+        from .schedule import alpha_bar_at
+
         out = torch.empty_like(x, dtype=torch.float64)
         t_cpu = t.cpu()
         for i in torch.unique(t_cpu).tolist():
             rows = (t_cpu == i).nonzero().squeeze(1).to(x.device)
-            s = math.sqrt(1.0 - float(self.sched.alpha_bar[i]))
-            out[rows] = -s * self.marginal(i).score(x[rows].double().cpu()).to(x.device)
+            if t.is_floating_point():
+                ab = float(alpha_bar_at(self.sched, i))
+                marginal = self.mixture.noised(ab)
+            else:
+                ab = float(self.sched.alpha_bar[int(i)])
+                marginal = self.marginal(int(i))
+            out[rows] = -math.sqrt(1.0 - ab) * marginal.score(x[rows].double().cpu()).to(x.device)
         return out.to(x.dtype)

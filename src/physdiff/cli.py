@@ -1,4 +1,4 @@
-"""The ``physdiff`` command: data | train | sample | evaluate | plot | demo.
+"""The ``physdiff`` command: data | train | sample | encode | evaluate | plot | demo.
 
 Bad input prints one line ``physdiff: error: ...`` and exits with status 2; outputs are
 written atomically, so a failed command leaves nothing half-written.
@@ -25,9 +25,13 @@ EPILOGS = {
               "  physdiff train --data my_points.npy --steps 20000 --out runs/mine\n"
               "  physdiff train --config spiral.toml --out runs/spiral2\n"
               "  physdiff train --resume --out runs/spiral --steps 12000"),
-    "sample": "example:\n  physdiff sample runs/spiral --n 5000 --seed 1 --out samples.npy --trajectory traj.npy",
-    "evaluate": "example:\n  physdiff evaluate runs/spiral --n 5000 --json",
+    "sample": ("examples:\n  physdiff sample runs/spiral --n 5000 --seed 1 --out samples.npy --trajectory traj.npy\n"
+               "  physdiff sample runs/spiral --sampler ddim --steps 50 --eta 0 --out s.npy\n"
+               "  physdiff sample runs/spiral --sampler dpm-solver --steps 20 --out s.npy"),
+    "evaluate": ("examples:\n  physdiff evaluate runs/spiral --n 5000 --json\n"
+                 "  physdiff evaluate runs/spiral --sampler dpm-solver --steps 20 --nll"),
     "plot": "example:\n  physdiff plot runs/spiral   # writes runs/spiral/{samples,forward,reverse,loss}.png",
+    "encode": "example:\n  physdiff encode runs/spiral --data spiral.npy --steps 100 --out latents.npy",
     "demo": "example:\n  physdiff demo --out demo-out   # gaussian, two_gaussians, spiral: figures + metrics.md",
 }
 
@@ -157,15 +161,81 @@ def cmd_sample(args) -> None:
     steps = tuple(sorted({round(T * k / (args.snapshots - 1)) for k in range(args.snapshots)}, reverse=True))
     t0 = time.perf_counter()
     x, snaps = run.sample(args.n, args.seed, batch_size=args.batch_size,
-                          snapshot_steps=steps if traj_out else ())
+                          snapshot_steps=steps if traj_out else (), **_sampler_args(args, run))
     elapsed = time.perf_counter() - t0
     _save_npy(out, x)
-    msg = f"wrote {args.n} samples to {out} ({elapsed:.1f} s, {args.n / elapsed:.0f} samples/s)"
+    msg = (f"wrote {args.n} samples to {out} with {args.sampler} (NFE {run.last_nfe} per batch; "
+           f"{elapsed:.1f} s, {args.n / elapsed:.0f} samples/s)")
     if traj_out:
         traj = np.stack([run.normalizer.decode(torch.from_numpy(snaps[k]).double()).numpy() for k in steps])
         _save_npy(traj_out, traj)
         msg += f"; trajectory {traj.shape} at t = {list(steps)} to {traj_out}"
     print(msg)
+
+
+def _sampler_args(args, run) -> dict:
+    """Validate --sampler/--steps/--eta/--spacing against the run's T."""
+    from .samplers import SAMPLERS
+    from .schedule import SPACINGS
+
+    if args.sampler not in SAMPLERS:
+        raise PhysdiffError(f"unknown sampler {args.sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    if args.steps is not None and args.steps > run.schedule.T:
+        raise PhysdiffError(f"--steps {args.steps} exceeds the run's T = {run.schedule.T}")
+    if not 0.0 <= args.eta <= 1.0:
+        raise PhysdiffError(f"--eta {args.eta} is out of range; allowed: 0 <= eta <= 1")
+    if args.spacing is not None and args.spacing not in SPACINGS:
+        raise PhysdiffError(f"unknown spacing {args.spacing!r}; allowed: {', '.join(SPACINGS)}")
+    return {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "spacing": args.spacing}
+
+
+def cmd_encode(args) -> None:
+    from .data import load_array
+
+    out = _npy_out(args.out)
+    run = _load(args)
+    x = load_array(args.data, min_rows=1)
+    if tuple(x.shape[1:]) != run.data_shape:
+        raise PhysdiffError(f"data of shape {x.shape[1:]} do not match the run's data shape {run.data_shape}")
+    if args.steps is not None and not 1 <= args.steps <= run.schedule.T:
+        raise PhysdiffError(f"--steps must be between 1 and T = {run.schedule.T}")
+    z = run.encode(x, steps=args.steps)
+    _save_npy(out, z)
+    print(f"wrote DDIM latents x_T of {len(x)} points to {out}")
+
+
+def nll_report(run, n: int, seed: int) -> dict:
+    """Variational bound (Ho et al. 2020 eq. 5) and ODE log-likelihood on n fresh test points,
+    in data units; KL(p_data ‖ p_model) where the density is exact."""
+    import torch
+
+    from .likelihood import nats_to_bits_per_dim, ode_log_likelihood, variational_bound
+
+    refs, _, toy, n = _reference_sets(run, n, seed + 7, repeats=1)
+    x = refs[0]
+    D = int(np.prod(x.shape[1:]))
+    z = run.normalizer.encode(torch.from_numpy(x).double())
+    jac = run.normalizer.log_abs_det_jacobian()
+    d = run.cfg.diffusion
+    vb = variational_bound(run.denoiser, run.schedule, z, prediction=d.prediction, variance=d.variance,
+                           log_det_jacobian=jac, generator=torch.Generator().manual_seed(seed))
+    ode = ode_log_likelihood(run.denoiser, run.schedule, z, prediction=d.prediction, log_det_jacobian=jac)
+
+    def stat(v):
+        v = np.asarray(v, dtype=np.float64)
+        return {"mean": float(v.mean()), "stderr": float(v.std(ddof=1) / np.sqrt(len(v)))}
+
+    nll_ode = -ode["log_prob"].numpy()
+    terms = {k: stat(vb[k].numpy()) for k in ("prior", "diffusion", "decoder")}
+    out = {"n": n, "dim": D,
+           "vb_nats": stat(vb["total"].numpy()), "vb_bits_per_dim": nats_to_bits_per_dim(float(vb["total"].mean()), D),
+           "vb_terms_nats (standardised units)": terms,
+           "ode_nll_nats": stat(nll_ode), "ode_bits_per_dim": nats_to_bits_per_dim(float(nll_ode.mean()), D),
+           "ode_nfe": ode["nfe"], "divergence": ode["estimator"],
+           "data_log_det_jacobian": jac}
+    if toy is not None and toy.log_prob_fn is not None:
+        out["kl_data_model_nats"] = stat(toy.log_prob(x) + nll_ode)
+    return out
 
 
 def _reference_sets(run, n: int, seed: int, repeats: int = 5):
@@ -186,13 +256,13 @@ def _reference_sets(run, n: int, seed: int, repeats: int = 5):
     return [data[perm[:m]]], [data[perm[m:2 * m]]], None, m
 
 
-def evaluate_run(run, n: int, seed: int, samples: np.ndarray | None = None) -> dict:
+def evaluate_run(run, n: int, seed: int, samples: np.ndarray | None = None, sampler_args=None) -> dict:
     """The metrics of ``evaluate`` as a dict (samples drawn if not given)."""
     from .metrics import compare
 
     refs, floors, toy, n = _reference_sets(run, n, seed)
     if samples is None:
-        samples, _ = run.sample(n, seed)
+        samples, _ = run.sample(n, seed, **(sampler_args or {}))
     flat = [r.reshape(n, -1) for r in refs], [f.reshape(n, -1) for f in floors]
     metrics = compare(samples[:n].reshape(n, -1), *flat, toy=toy)
     return {"run": str(run.path), "dataset": run.cfg.data.file or run.cfg.data.dataset, "n": n,
@@ -206,6 +276,18 @@ def _format_report(report: dict) -> str:
         ratio = row["value"] / row["floor"] if row["floor"] not in (0, 0.0) else float("nan")
         shown = f"{ratio:9.2f}" if name in ("sliced_wasserstein", "mean_error", "cov_error") else f"{'':>9}"
         lines.append(f"{name:<20}{row['value']:>14.5g}{row['floor']:>14.5g}{shown}")
+    if "nll" in report:
+        r = report["nll"]
+        lines.append(f"NLL on {r['n']} test points (data units): variational bound {r['vb_nats']['mean']:.4f} "
+                     f"± {r['vb_nats']['stderr']:.4f} nats ({r['vb_bits_per_dim']:.4f} bits/dim); ODE "
+                     f"{r['ode_nll_nats']['mean']:.4f} ± {r['ode_nll_nats']['stderr']:.4f} nats "
+                     f"({r['ode_bits_per_dim']:.4f} bits/dim, NFE {r['ode_nfe']}, divergence {r['divergence']})")
+        t = r["vb_terms_nats (standardised units)"]
+        lines.append("  bound terms (nats, standardised units): " +
+                     ", ".join(f"{k} {v['mean']:.4f}" for k, v in t.items()))
+        if "kl_data_model_nats" in r:
+            kl = r["kl_data_model_nats"]
+            lines.append(f"  KL(p_data ‖ p_model) = {kl['mean']:.4f} ± {kl['stderr']:.4f} nats")
     return "\n".join(lines)
 
 
@@ -213,7 +295,9 @@ def cmd_evaluate(args) -> None:
     from .checkpoint import atomic_write_bytes
 
     run = _load(args)
-    report = evaluate_run(run, args.n, args.seed)
+    report = evaluate_run(run, args.n, args.seed, sampler_args=_sampler_args(args, run))
+    if args.nll:
+        report["nll"] = nll_report(run, args.nll_n, args.seed)
     atomic_write_bytes(run.path / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode())
     print(json.dumps(report, indent=2) if args.json else _format_report(report))
 
@@ -356,8 +440,16 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--weights", default="ema", help="ema (default) or model")
         s.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
+    def sampler_options(s):
+        s.add_argument("--sampler", default="ddpm", help="ddpm (default), ddim, dpm-solver or ode")
+        s.add_argument("--steps", type=_positive_int, default=None,
+                       help="K network evaluations (default: T for ddpm/ddim, 20 for dpm-solver)")
+        s.add_argument("--eta", type=_finite_float, default=0.0, help="DDIM η in [0, 1] (default 0)")
+        s.add_argument("--spacing", default=None, help="timesteps: uniform, quadratic, trailing, logsnr")
+
     s = add("sample", "Draw samples from a trained run (data units) into a .npy file.")
     run_options(s)
+    sampler_options(s)
     s.add_argument("--out", required=True, help="output .npy, shape (N, *data_shape)")
     s.add_argument("--trajectory", metavar="FILE.npy", help="also save snapshots of the reverse process, (K, N, ...)")
     s.add_argument("--snapshots", type=_positive_int, default=11, help="K for --trajectory (default 11, ≥ 2)")
@@ -367,7 +459,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("evaluate", "Distances between model samples and fresh true samples, beside their noise floors.")
     run_options(s)
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.add_argument("--nll", action="store_true", help="also the variational bound and ODE log-likelihood")
+    s.add_argument("--nll-n", type=_positive_int, default=500, help="test points for --nll (default 500)")
+    sampler_options(s)
     s.set_defaults(func=cmd_evaluate)
+
+    s = add("encode", "Deterministic DDIM inversion: data points to their latents x_T.")
+    s.add_argument("run", metavar="RUN")
+    s.add_argument("--data", required=True, metavar="FILE", help=".npy or .csv of points in data units")
+    s.add_argument("--out", required=True, help="output .npy of latents (standardised units)")
+    s.add_argument("--steps", type=_positive_int, default=None, help="DDIM steps (default T)")
+    s.add_argument("--weights", default="ema")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_encode)
 
     s = add("plot", "Write the run's figures: samples vs data, forward and reverse process, loss.")
     run_options(s, 3000)

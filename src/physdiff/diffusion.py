@@ -176,3 +176,16 @@ def training_loss(sched: Schedule, model_out, x0, xt, t, noise, *, prediction="e
         mu_model, _ = q_posterior_mean_variance(sched, x0_hat, xt, t)
         return sum_flat((mu_true - mu_model) ** 2) / (2.0 * sched.at(sigma2_table, t, x0).reshape(-1))
     raise ValueError(f"unknown loss {loss!r}; allowed: {', '.join(LOSSES)}")
+
+
+def ddim_step(sched: Schedule, x0_hat, eps_hat, t, *, eta: float = 0.0, noise=None):
+    """Song et al. 2021 (DDIM), eq. 12, from index t to the previous index of ``sched``:
+    x_prev = √ᾱ_prev x̂_0 + √(1 - ᾱ_prev - σ²) ε̂ + σ z, σ² = η² β̃_t (eq. 16 with the
+    posterior variance of the — possibly respaced — schedule). η = 0: deterministic;
+    η = 1: the ancestral DDPM step with σ² = β̃."""
+    ab_prev = sched.at("alpha_bar_prev", t, x0_hat)
+    sigma2 = eta**2 * sched.at("posterior_variance", t, x0_hat)
+    out = ab_prev.sqrt() * x0_hat + (1.0 - ab_prev - sigma2).clamp(min=0).sqrt() * eps_hat
+    if eta > 0:
+        out = out + sigma2.sqrt() * noise
+    return out

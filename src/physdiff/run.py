@@ -13,7 +13,16 @@ from .config import load_config
 from .data import Normalizer
 from .errors import PhysdiffError
 from .nets import build_model
-from .samplers import IndexedNoise, ddpm_sample, randn_like
+from .samplers import (
+    CountingModel,
+    IndexedNoise,
+    ddim_invert,
+    ddim_sample,
+    ddpm_sample,
+    dpm_solver_sample,
+    ode_sample,
+    randn_like,
+)
 from .schedule import make_schedule
 
 NOISE_BLOCK = 64  # samples per noise generator; see IndexedNoise
@@ -51,18 +60,25 @@ class LoadedRun:
         d = self.cfg.diffusion
         self.schedule = make_schedule(d.schedule, d.timesteps, warn=False)
 
+    def denoiser(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
+        """The network as a model callable for any input dtype (it runs in float32)."""
+        return self.model(x.float(), t, cond).to(x.dtype)
+
     def sampler_kwargs(self) -> dict:
         d = self.cfg.diffusion
         return {"prediction": d.prediction, "variance": d.variance, "clip_x0": d.clip_x0 or None}
 
     def sample(self, n: int, seed: int, *, batch_size: int = 4096, start: int = 0,
-               snapshot_steps: tuple[int, ...] = ()) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+               snapshot_steps: tuple[int, ...] = (), sampler: str = "ddpm", steps: int | None = None,
+               eta: float = 0.0, spacing: str | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """n samples in data units, (n, *data_shape) float32, for sample indices start..start+n-1.
 
         Sample i depends only on (seed, i): noise comes from IndexedNoise blocks, so neither
-        ``batch_size`` nor how the indices are split changes it. ``snapshot_steps``: reverse
-        step indices after which the state is kept (standardised units); returned as
-        {index: (n, *data_shape)}; index T means x_T.
+        ``batch_size`` nor how the indices are split changes it. ``sampler``: ddpm, ddim,
+        dpm-solver or ode, with ``steps`` K (None: T for ddpm/ddim, 20 for dpm-solver) and
+        ``spacing``. ``snapshot_steps``: paper steps after which the state is kept
+        (standardised units), returned as {t: (n, *data_shape)}; t = T means x_T.
+        After the call, ``self.last_nfe`` holds the network evaluations per sample batch.
         """
         batch_size = max(NOISE_BLOCK, batch_size // NOISE_BLOCK * NOISE_BLOCK)
         outs, snaps = [], {k: [] for k in snapshot_steps}
@@ -77,7 +93,36 @@ class LoadedRun:
                 if i in snaps:
                     snaps[i].append(x.cpu().numpy())
 
-            x0 = ddpm_sample(self.model, self.schedule, x_T, generator=noise, callback=keep,
-                             **self.sampler_kwargs())
+            x0 = self.sample_normalized(x_T, noise, sampler=sampler, steps=steps, eta=eta, spacing=spacing,
+                                        callback=keep)
             outs.append(self.normalizer.decode(x0.double()).float().cpu().numpy())
-        return np.concatenate(outs), {k: np.concatenate(v) for k, v in snaps.items()}
+        return np.concatenate(outs), {k: np.concatenate(v) for k, v in snaps.items() if v}
+
+    def sample_normalized(self, x_T, generator=None, *, sampler="ddpm", steps=None, eta=0.0, spacing=None,
+                          callback=None) -> torch.Tensor:
+        """Run one sampler from x_T in standardised units; sets ``last_nfe``."""
+        model = CountingModel(self.model)
+        kw = self.sampler_kwargs()
+        if spacing is not None:
+            kw["spacing"] = spacing
+        if sampler == "ddpm":
+            x = ddpm_sample(model, self.schedule, x_T, steps=steps, generator=generator, callback=callback, **kw)
+        elif sampler == "ddim":
+            kw.pop("variance")
+            x = ddim_sample(model, self.schedule, x_T, steps=steps, eta=eta, generator=generator,
+                            callback=callback, **kw)
+        elif sampler == "dpm-solver":
+            kw.pop("variance")
+            x = dpm_solver_sample(model, self.schedule, x_T, steps=steps or 20, callback=callback, **kw)
+        elif sampler == "ode":
+            x, _ = ode_sample(model, self.schedule, x_T, prediction=kw["prediction"])
+        else:
+            raise PhysdiffError(f"unknown sampler {sampler!r}; allowed: ddpm, ddim, dpm-solver, ode")
+        self.last_nfe = model.nfe
+        return x
+
+    def encode(self, x: np.ndarray, *, steps: int | None = None, spacing: str = "uniform") -> np.ndarray:
+        """Deterministic DDIM inversion of data x (data units) to x_T (standardised units)."""
+        z = self.normalizer.encode(torch.as_tensor(x, dtype=torch.float64)).float().to(self.device)
+        return ddim_invert(self.model, self.schedule, z, steps=steps, spacing=spacing,
+                           prediction=self.cfg.diffusion.prediction).cpu().numpy()

@@ -151,3 +151,69 @@ def warn_if_signal_left(sched: Schedule) -> bool:
         stacklevel=3,
     )
     return True
+
+
+SPACINGS = ("uniform", "quadratic", "trailing", "logsnr")
+
+
+def timestep_subsequence(T: int, K: int, spacing: str = "uniform", sched: Schedule | None = None) -> list[int]:
+    """K timestep indices τ_1 < ... < τ_K out of 0..T-1 for a K-step sampler.
+
+    ``uniform``: round(linspace(0, T-1, K)) (both ends included); ``quadratic``: τ_i ∝ i²
+    (Song et al. 2021, DDIM, sec. D.2), denser near the data; ``trailing``: round(T - i·T/K) - 1
+    (Lin et al. 2024, Table 2), always starting at index T-1; ``logsnr``: uniform in
+    λ = log(√ᾱ/√(1-ᾱ)) between the two ends (Lu et al. 2022, DPM-Solver, sec. 3.3; needs
+    ``sched``). Repeats from rounding are pushed up
+    by one so the K indices are distinct.
+    """
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
+    if not 1 <= K <= T:
+        raise ValueError(f"steps must be between 1 and T = {T}, got {K}")
+    if spacing == "uniform":
+        taus = np.round(np.linspace(0, T - 1, K)).astype(int) if K > 1 else np.array([T - 1])
+    elif spacing == "quadratic":
+        taus = np.round(np.linspace(0, np.sqrt(T - 1), K) ** 2).astype(int) if K > 1 else np.array([T - 1])
+    elif spacing == "trailing":
+        taus = np.round(np.arange(T, 0, -T / K)).astype(int)[:K][::-1] - 1
+    else:
+        if sched is None:
+            raise ValueError("logsnr spacing needs the schedule")
+        u = log_sigma_bar(sched)
+        taus = np.round(np.interp(np.linspace(u[0], u[-1], K), u, np.arange(T))).astype(int) if K > 1 \
+            else np.array([T - 1])
+    taus = list(taus)
+    for i in range(1, K):
+        taus[i] = max(taus[i], taus[i - 1] + 1)
+    if taus[-1] > T - 1:  # pushed past the end: pull down from the top
+        taus[-1] = T - 1
+        for i in range(K - 2, -1, -1):
+            taus[i] = min(taus[i], taus[i + 1] - 1)
+    return [int(t) for t in taus]
+
+
+def respace(sched: Schedule, taus: list[int]) -> Schedule:
+    """The schedule seen by a sampler that visits only indices ``taus`` (ascending):
+    ᾱ'_i = ᾱ_{τ_i}, so β'_i = 1 - ᾱ_{τ_i}/ᾱ_{τ_{i-1}} (Nichol & Dhariwal 2021, sec. 4)."""
+    ab = sched.alpha_bar[torch.as_tensor(taus)]
+    prev = torch.cat([torch.ones(1, dtype=ab.dtype, device=ab.device), ab[:-1]])
+    return Schedule(f"{sched.name}[{len(taus)} of {sched.T}]", 1.0 - ab / prev)
+
+
+def log_sigma_bar(sched: Schedule) -> np.ndarray:
+    """u_i = log σ̄_i with σ̄ = √((1-ᾱ)/ᾱ), the noise-to-signal ratio (Song et al. 2021,
+    DDIM, sec. 4.3); increasing in the index. Shape (T,), float64."""
+    ab = sched.alpha_bar.cpu().numpy()
+    return 0.5 * (np.log1p(-ab) - np.log(ab))
+
+
+def continuous_time(sched: Schedule, u: np.ndarray | float) -> np.ndarray:
+    """Fractional timestep index at log σ̄ = u, by linear interpolation between indices.
+    The inverse of :func:`alpha_bar_at` on [0, T-1]."""
+    return np.interp(u, log_sigma_bar(sched), np.arange(sched.T, dtype=np.float64))
+
+
+def alpha_bar_at(sched: Schedule, t: np.ndarray | float) -> np.ndarray:
+    """ᾱ at a fractional index t ∈ [0, T-1], interpolating log σ̄ linearly (exact at integers)."""
+    u = np.interp(t, np.arange(sched.T, dtype=np.float64), log_sigma_bar(sched))
+    return 1.0 / (1.0 + np.exp(2.0 * u))
