@@ -138,3 +138,27 @@ def test_console_script_help_and_error():
     out = subprocess.run([*exe, "train", "--dataset", "nope", "--out", "/nonexistent/x"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "unknown dataset" in out.stderr
+
+
+def test_fast_samplers_encode_and_nll_from_the_cli(run_dir, tmp_path, capsys):
+    for sampler, steps in (("ddim", "10"), ("dpm-solver", "10"), ("ddpm", "10"), ("ode", "5")):
+        out = tmp_path / f"{sampler}.npy"
+        assert main(["sample", str(run_dir), "--n", "64", "--sampler", sampler, "--steps", steps,
+                     "--out", str(out)]) == 0
+        assert np.load(out).shape == (64, 2) and np.isfinite(np.load(out)).all()
+        assert "NFE" in capsys.readouterr().out
+    assert main(["evaluate", str(run_dir), "--n", "300", "--nll", "--nll-n", "100", "--json",
+                 "--sampler", "dpm-solver", "--steps", "10"]) == 0
+    nll = json.loads(capsys.readouterr().out)["nll"]
+    assert nll["vb_nats"]["mean"] > nll["ode_nll_nats"]["mean"] - 3 * nll["ode_nll_nats"]["stderr"] - 0.05
+    assert "kl_data_model_nats" in nll and nll["divergence"] == "exact"
+    np.save(tmp_path / "pts.npy", np.random.default_rng(0).normal(size=(20, 2)))
+    assert main(["encode", str(run_dir), "--data", str(tmp_path / "pts.npy"), "--out", str(tmp_path / "z.npy"),
+                 "--steps", "20"]) == 0
+    assert np.load(tmp_path / "z.npy").shape == (20, 2)
+    _bad(["sample", str(run_dir), "--sampler", "euler", "--out", str(tmp_path / "q.npy")], capsys,
+         "allowed: ddpm, ddim, dpm-solver, ode")
+    _bad(["sample", str(run_dir), "--steps", "51", "--out", str(tmp_path / "q.npy")], capsys, "exceeds")
+    _bad(["sample", str(run_dir), "--eta", "2", "--sampler", "ddim", "--out", str(tmp_path / "q.npy")],
+         capsys, "0 <= eta <= 1")
+    assert not (tmp_path / "q.npy").exists()
