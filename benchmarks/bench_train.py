@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from physdiff import diffusion as dif
 from physdiff.config import Config
 from physdiff.data import Normalizer, training_array
 from physdiff.nets import build_model

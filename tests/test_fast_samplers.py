@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from conftest import k_sigma
 
+from conftest import k_sigma
 from physdiff.analytic import OptimalEpsilon
-from physdiff.samplers import (CountingModel, ddim_invert, ddim_sample, ddpm_sample, dpm_solver_sample,
-                               ode_sample)
+from physdiff.samplers import CountingModel, ddim_invert, ddim_sample, ddpm_sample, dpm_solver_sample, ode_sample
 from physdiff.schedule import SPACINGS, make_schedule, timestep_subsequence
 
 

@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from physdiff.analytic import GaussianMixture, OptimalEpsilon
-from physdiff.likelihood import (discretized_gaussian_log_likelihood, gaussian_kl, nats_to_bits_per_dim,
-                                 ode_log_likelihood, variational_bound)
+from physdiff.likelihood import (
+    discretized_gaussian_log_likelihood,
+    gaussian_kl,
+    nats_to_bits_per_dim,
+    ode_log_likelihood,
+    variational_bound,
+)
 from physdiff.schedule import make_schedule
 
 
