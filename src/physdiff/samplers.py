@@ -70,6 +70,11 @@ class CountingModel:
         return self.model(x, t, cond)
 
 
+def _visited_timesteps(sched: Schedule, steps: int | None, spacing: str) -> list[int]:
+    """Ascending indices a K-step sampler visits: all T when ``steps`` is None."""
+    return list(range(sched.T)) if steps is None else timestep_subsequence(sched.T, steps, spacing)
+
+
 def _timestep(i: int, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
 
@@ -86,7 +91,7 @@ def ddpm_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int | None 
     x_T: (B, *data_shape) standard normal. Returns x_0 of the same shape. NFE = K.
     ``callback(i, t, x)`` gets the paper step i of the new state x_i (original indexing).
     """
-    taus = list(range(sched.T)) if steps is None else timestep_subsequence(sched.T, steps, spacing)
+    taus = _visited_timesteps(sched, steps, spacing)
     sub = (sched if steps is None else respace(sched, taus)).to(x_T.device)
     x = x_T
     for k in reversed(range(len(taus))):
@@ -105,7 +110,7 @@ def ddim_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int | None 
                 clip_x0: float | None = None, cond=None, generator=None, callback=None, **_) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12) on K timesteps: η = 0 deterministic, η = 1 equal to
     ancestral DDPM with σ² = β̃. NFE = K."""
-    taus = list(range(sched.T)) if steps is None else timestep_subsequence(sched.T, steps, spacing)
+    taus = _visited_timesteps(sched, steps, spacing)
     sub = respace(sched, taus).to(x_T.device)
     x = x_T
     for k in reversed(range(len(taus))):
@@ -124,7 +129,7 @@ def ddim_invert(model, sched: Schedule, x0: torch.Tensor, *, steps: int | None =
     """Deterministic DDIM inversion x_0 → x_T (the η = 0 update run forwards, Song et al. 2021,
     sec. 4.3): x_next = √ᾱ_next x̂_0(x, t) + √(1-ᾱ_next) ε̂(x, t), the network evaluated at the
     current index (at the first step, at τ_1). NFE = K."""
-    taus = list(range(sched.T)) if steps is None else timestep_subsequence(sched.T, steps, spacing)
+    taus = _visited_timesteps(sched, steps, spacing)
     sub = respace(sched, taus).to(x0.device)
     x = x0
     for k in range(len(taus)):
