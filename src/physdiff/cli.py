@@ -82,6 +82,7 @@ TRAIN_OPTIONS = {
     "loss": ("diffusion.loss", str), "variance": ("diffusion.variance", str),
     "width": ("model.width", _positive_int), "depth": ("model.depth", _positive_int),
     "checkpoint_every": ("train.checkpoint_every", _positive_int),
+    "folder": ("data.folder", str), "label_dropout": ("train.label_dropout", _finite_float),
 }
 
 
@@ -128,17 +129,20 @@ def cmd_train(args) -> None:
 
     if args.resume:
         given = [k for k in TRAIN_OPTIONS if k != "steps" and getattr(args, k) is not None]
-        if given or args.config or args.data:
+        if given or args.config or args.data or args.download or args.unconditional:
             extra = ", ".join("--" + k.replace("_", "-") for k in given) or "--config/--data"
             raise PhysdiffError(f"--resume continues a run with its own config.toml; drop {extra} "
                                 "(only --steps may be given to extend it)")
         run = train(Config(), args.out, resume=True, steps=args.steps, progress=args.progress)
     else:
-        cfg = load_config(args.config)
         overrides = {key: getattr(args, k) for k, (key, _) in TRAIN_OPTIONS.items() if getattr(args, k) is not None}
         if args.data is not None:
             overrides["data.file"] = args.data
-        cfg = cfg.with_overrides(overrides)
+        if args.download:
+            overrides["data.download"] = True
+        if args.unconditional:
+            overrides["data.conditional"] = False
+        cfg = load_config(args.config, overrides)
         run = train(cfg, args.out, overwrite=args.overwrite, progress=args.progress)
     print(f"trained run in {run} (weights: {run / 'ema.safetensors'})")
 
@@ -155,18 +159,31 @@ def cmd_sample(args) -> None:
 
     out = _npy_out(args.out)
     traj_out = _npy_out(args.trajectory) if args.trajectory else None
+    png_out = Path(args.png) if args.png else None
+    if png_out is not None and (png_out.suffix.lower() != ".png" or not png_out.parent.is_dir()):
+        raise PhysdiffError(f"--png {args.png!r} must end in .png, in an existing folder")
     run = _load(args)
+    if png_out is not None and len(run.data_shape) != 3:
+        raise PhysdiffError(f"--png needs an image run; this run's data have shape {run.data_shape}")
+    sargs = _sampler_args(args, run)
     T = run.schedule.T
     steps = tuple(sorted({round(T * k / (args.snapshots - 1)) for k in range(args.snapshots)}, reverse=True))
     t0 = time.perf_counter()
-    x, snaps = run.sample(args.n, args.seed, batch_size=args.batch_size,
-                          snapshot_steps=steps if traj_out else (), **_sampler_args(args, run))
+    x, snaps = run.sample(args.n, args.seed, batch_size=args.batch_size, classes=args.klass,
+                          snapshot_steps=steps if traj_out else (), **sargs)
     elapsed = time.perf_counter() - t0
     _save_npy(out, x)
     msg = (f"wrote {args.n} samples to {out} with {args.sampler} (NFE {run.last_nfe} per batch; "
            f"{elapsed:.1f} s, {args.n / elapsed:.0f} samples/s)")
+    if png_out is not None:
+        from .data.images import save_png_grid
+
+        save_png_grid(x, png_out)
+        msg += f"; PNG grid {png_out}"
     if traj_out:
-        traj = np.stack([run.normalizer.decode(torch.from_numpy(snaps[k]).double()).numpy() for k in steps])
+        kept = [k for k in steps if k in snaps]  # a respaced sampler visits only some steps
+        traj = np.stack([run.normalizer.decode(torch.from_numpy(snaps[k]).double()).numpy() for k in kept])
+        steps = kept
         _save_npy(traj_out, traj)
         msg += f"; trajectory {traj.shape} at t = {list(steps)} to {traj_out}"
     print(msg)
@@ -174,18 +191,26 @@ def cmd_sample(args) -> None:
 
 def _sampler_args(args, run) -> dict:
     """Validate --sampler/--steps/--eta/--spacing against the run's T."""
+    from .image_eval import default_sampler, is_image_run
     from .samplers import SAMPLERS
     from .schedule import SPACINGS
 
+    if args.sampler is None:
+        args.sampler = "ddpm"
+        if is_image_run(run) and args.steps is None:
+            args.steps = default_sampler(run)["steps"]
     if args.sampler not in SAMPLERS:
         raise PhysdiffError(f"unknown sampler {args.sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    if args.guidance is not None and not run.num_classes:
+        raise PhysdiffError("--guidance needs a class-conditional run; this run was trained without labels")
     if args.steps is not None and args.steps > run.schedule.T:
         raise PhysdiffError(f"--steps {args.steps} exceeds the run's T = {run.schedule.T}")
     if not 0.0 <= args.eta <= 1.0:
         raise PhysdiffError(f"--eta {args.eta} is out of range; allowed: 0 <= eta <= 1")
     if args.spacing is not None and args.spacing not in SPACINGS:
         raise PhysdiffError(f"unknown spacing {args.spacing!r}; allowed: {', '.join(SPACINGS)}")
-    return {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "spacing": args.spacing}
+    return {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "spacing": args.spacing,
+            "guidance": args.guidance}
 
 
 def cmd_encode(args) -> None:
@@ -292,8 +317,17 @@ def _format_report(report: dict) -> str:
 
 def cmd_evaluate(args) -> None:
     from .checkpoint import atomic_write_bytes
+    from .image_eval import evaluate_images, format_image_report, is_image_run
 
     run = _load(args)
+    if is_image_run(run):
+        if args.nll:
+            raise PhysdiffError("--nll is available for vector data only, not yet for image runs")
+        report = evaluate_images(run, args.n, args.seed, sampler_args=_sampler_args(args, run),
+                                 log=lambda m: print(m, file=sys.stderr))
+        atomic_write_bytes(run.path / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode())
+        print(json.dumps(report, indent=2) if args.json else format_image_report(report))
+        return
     report = evaluate_run(run, args.n, args.seed, sampler_args=_sampler_args(args, run))
     if args.nll:
         report["nll"] = nll_report(run, args.nll_n, args.seed)
@@ -306,7 +340,7 @@ def make_figures(run, n: int, seed: int, samples=None, snaps=None) -> dict:
     import torch
 
     from . import diffusion as dif
-    from .plots import plot_loss, plot_process, plot_samples, snapshot_times
+    from .plots import plot_process, plot_samples, snapshot_times
 
     refs, _, _, n = _reference_sets(run, n, seed, repeats=1)
     reference = refs[0]
@@ -330,17 +364,36 @@ def make_figures(run, n: int, seed: int, samples=None, snaps=None) -> dict:
                                        title=f"{name}: forward process $x_0 \\to x_T$ (T = {T})")
     figs["reverse.png"] = plot_process([(t, snaps[t].reshape(len(snaps[t]), -1)) for t in sorted(snaps, reverse=True)],
                                        T, reverse=True, title=f"{name}: reverse process $x_T \\to x_0$ (T = {T})")
+    return figs | _loss_figure(run)
+
+
+def _loss_figure(run) -> dict:
+    from .plots import plot_loss
+
+    name = run.cfg.data.file or run.cfg.data.dataset
     metrics_path = run.path / "metrics.csv"
     if metrics_path.is_file():
         rows = np.genfromtxt(metrics_path, delimiter=",", names=True, ndmin=1)
         if rows.size:
-            figs["loss.png"] = plot_loss(rows["step"], rows["loss"], rows["lr"], f"{name}: training loss")
-    return figs
+            return {"loss.png": plot_loss(rows["step"], rows["loss"], rows["lr"], f"{name}: training loss")}
+    return {}
+
+
+
 
 
 def cmd_plot(args) -> None:
+    from .image_eval import default_sampler, image_figures, is_image_run
+
     run = _load(args)
-    for fname, fig in make_figures(run, args.n, args.seed).items():
+    if args.guidance is not None and not run.num_classes:
+        raise PhysdiffError("--guidance needs a class-conditional run; this run was trained without labels")
+    if is_image_run(run):
+        figs = image_figures(run, args.seed, sampler_args=default_sampler(run, args.guidance))
+        figs |= _loss_figure(run)
+    else:
+        figs = make_figures(run, args.n, args.seed)
+    for fname, fig in figs.items():
         _save_fig(fig, run.path / fname)
         print(f"wrote {run.path / fname}")
 
@@ -396,7 +449,7 @@ def cmd_demo(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import Config
-    from .data import TOY_DATASETS
+    from .data import IMAGE_DATASETS, TOY_DATASETS
 
     defaults = Config()
     p = _Parser(prog="physdiff", description="Train, sample, evaluate and plot diffusion models (DDPM).",
@@ -416,12 +469,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("train", "Train a model into a run directory.")
     src = s.add_mutually_exclusive_group()
-    src.add_argument("--dataset", help=f"toy dataset: {', '.join(TOY_DATASETS)} (default {defaults.data.dataset})")
+    src.add_argument("--dataset", help=f"toy dataset ({', '.join(TOY_DATASETS)}) or image set "
+                     f"({', '.join(IMAGE_DATASETS)}); default {defaults.data.dataset}")
     src.add_argument("--data", metavar="FILE", help="your own (N, D) .npy or .csv file")
     s.add_argument("--out", required=True, metavar="RUN", help="run directory to create")
     s.add_argument("--config", metavar="FILE.toml", help="TOML config; options given here override it")
     s.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     s.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN")
+    s.add_argument("--download", action="store_true", help="mnist / fashion-mnist: fetch missing IDX files")
+    s.add_argument("--unconditional", action="store_true", help="ignore the dataset's class labels")
     for k, (key, typ) in TRAIN_OPTIONS.items():
         if k == "dataset":
             continue
@@ -440,9 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
     def sampler_options(s):
-        s.add_argument("--sampler", default="ddpm", help="ddpm (default), ddim, dpm-solver or ode")
+        s.add_argument("--sampler", default=None,
+                       help="ddpm, ddim, dpm-solver or ode (default: ddpm; for images ddpm on 100 steps)")
         s.add_argument("--steps", type=_positive_int, default=None,
                        help="K network evaluations (default: T for ddpm/ddim, 20 for dpm-solver)")
+        s.add_argument("--guidance", type=_finite_float, default=None,
+                       help="classifier-free guidance w for class-conditional runs (default 1)")
         s.add_argument("--eta", type=_finite_float, default=0.0, help="DDIM η in [0, 1] (default 0)")
         s.add_argument("--spacing", default=None, help="timesteps: uniform, quadratic, trailing, logsnr")
 
@@ -453,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trajectory", metavar="FILE.npy", help="also save snapshots of the reverse process, (K, N, ...)")
     s.add_argument("--snapshots", type=_positive_int, default=11, help="K for --trajectory (default 11, ≥ 2)")
     s.add_argument("--batch-size", type=_positive_int, default=4096)
+    s.add_argument("--class", dest="klass", type=_nonneg_int, default=None,
+                   help="class-conditional runs: draw every sample of this class (default: i mod K)")
+    s.add_argument("--png", metavar="FILE.png", help="image runs: also write the samples as a PNG grid")
     s.set_defaults(func=cmd_sample)
 
     s = add("evaluate", "Distances between model samples and fresh true samples, beside their noise floors.")
@@ -474,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("plot", "Write the run's figures: samples vs data, forward and reverse process, loss.")
     run_options(s, 3000)
+    s.add_argument("--guidance", type=_finite_float, default=None, help="image runs: guidance w (default 1)")
     s.set_defaults(func=cmd_plot)
 
     s = add("demo", "The course's tour: train gaussian, two_gaussians and spiral; figures and a metrics table.")

@@ -14,6 +14,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .data.images import IMAGE_DATASETS
 from .diffusion import LOSSES, PREDICTIONS, VARIANCES
 from .errors import PhysdiffError
 from .schedule import SCHEDULES
@@ -29,8 +30,12 @@ def _f(default, *, doc: str = "", lo=None, hi=None, lo_open=False, choices=None)
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = _f("spiral", doc="toy dataset name; ignored when `file` is set")
+    dataset: str = _f("spiral", doc="toy dataset name, or an image set: digits, mnist, fashion-mnist, images; "
+                      "ignored when `file` is set")
     file: str = _f("", doc="path of a (N, D) .npy or .csv file of the user's data; '' = use `dataset`")
+    folder: str = _f("", doc="folder of the IDX files (mnist, fashion-mnist) or PNG images (images)")
+    download: bool = _f(False, doc="fetch the IDX files of mnist / fashion-mnist into `folder` if missing")
+    conditional: bool = _f(True, doc="condition on class labels when the dataset has them")
     n_train: int = _f(100_000, lo=16, doc="size of the training set drawn from a toy dataset")
     seed: int = _f(0, lo=0, doc="seed of the toy training set")
     mean: list = _f([1.0, -0.5], doc="mean of the `gaussian` dataset")  # noqa: RUF009
@@ -49,11 +54,18 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    width: int = _f(128, lo=1)
-    depth: int = _f(3, lo=1, doc="number of residual blocks")
+    arch: str = _f("auto", choices=("auto", "mlp", "unet"), doc="auto: mlp for vectors, unet for images")
+    width: int = _f(128, lo=1, doc="mlp: hidden width")
+    depth: int = _f(3, lo=1, doc="mlp: number of residual blocks")
     time_dim: int = _f(64, lo=2, doc="size of the sinusoidal timestep features")
     fourier_features: int = _f(0, lo=0, doc="random Fourier features of the input; 0 = off")
     fourier_scale: float = _f(1.0, lo=0.0, lo_open=True)
+    channels: int = _f(32, lo=1, doc="unet: channels of the first level")
+    channel_mult: list = _f([1, 2], doc="unet: channel multiplier per level; len - 1 down-samplings")  # noqa: RUF009
+    num_res_blocks: int = _f(1, lo=1, doc="unet: residual blocks per level")
+    attention: bool = _f(True, doc="unet: self-attention at the lowest resolution")
+    dropout: float = _f(0.0, lo=0.0, hi=1.0, doc="unet: dropout in residual blocks")
+    padding: str = _f("zeros", choices=("zeros", "circular"), doc="unet: circular = periodic lattice")
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,7 @@ class TrainConfig:
     weight_decay: float = _f(0.0, lo=0.0)
     grad_clip: float = _f(1.0, lo=0.0, doc="max gradient norm; 0 = off")
     ema_decay: float = _f(0.995, lo=0.0, hi=1.0, doc="EMA of the weights, used for sampling; 0 = off")
+    label_dropout: float = _f(0.1, lo=0.0, hi=1.0, doc="share of labels replaced by 'no label' (for guidance)")
     seed: int = _f(0, lo=0)
     log_every: int = _f(100, lo=1, doc="steps between rows of metrics.csv")
     checkpoint_every: int = _f(1000, lo=1, doc="steps between checkpoints")
@@ -83,12 +96,10 @@ class Config:
         return asdict(self)
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
-        """Apply {"section.key": value} (values already typed); validates the result."""
-        raw = self.to_dict()
-        for dotted, value in overrides.items():
-            section, key = dotted.split(".", 1)
-            raw[section][key] = value
-        return config_from_dict(raw)
+        """Apply {"section.key": value} (values already typed); validates the result. Every
+        other key keeps its current value (image defaults are not re-applied: build an image
+        config with ``config_from_dict({"data": {"dataset": "digits"}})``)."""
+        return config_from_dict(self.to_dict(), overrides)
 
 
 SECTIONS = {f.name: f.default_factory for f in fields(Config)}
@@ -132,10 +143,30 @@ def _check_value(where: str, f, value):
     return value
 
 
-def config_from_dict(raw: dict[str, Any]) -> Config:
-    """Validated Config from nested dicts; unknown sections or keys are errors."""
+# Defaults that differ for image datasets (applied to the keys a config leaves out).
+IMAGE_DEFAULTS = {
+    "diffusion": {"clip_x0": 1.0},
+    "train": {"steps": 5000, "batch_size": 128, "lr": 1e-3, "ema_decay": 0.999, "checkpoint_every": 500},
+}
+
+
+def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
+    """Validated Config from nested dicts (a parsed TOML file) and {"section.key": value}
+    overrides; unknown sections or keys are errors. Keys left out take their defaults, which
+    for an image dataset (data.dataset in IMAGE_DATASETS) are those of IMAGE_DEFAULTS."""
     if not isinstance(raw, dict):
         raise PhysdiffError("a config must be a table of sections")
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for dotted, value in (overrides or {}).items():
+        section, key = dotted.split(".", 1)
+        if not isinstance(raw.setdefault(section, {}), dict):
+            raise PhysdiffError(f"config section [{section}] must be a table, got {type(raw[section]).__name__}")
+        raw[section][key] = value
+    data = raw.get("data", {})
+    if isinstance(data, dict) and data.get("dataset") in IMAGE_DATASETS and not data.get("file"):
+        for sname, values in IMAGE_DEFAULTS.items():
+            if isinstance(raw.setdefault(sname, {}), dict):
+                raw[sname] = values | raw[sname]
     sections = {}
     for sname, sval in raw.items():
         if sname not in SECTIONS:
@@ -159,6 +190,12 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
 
 def _check_cross(cfg: Config):
     d = cfg.data
+    m = cfg.model.channel_mult
+    if not m or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in m):
+        raise PhysdiffError(f"model.channel_mult = {m!r} must be a non-empty list of integers >= 1")
+    if d.dataset in ("mnist", "fashion-mnist", "images") and not d.file and not d.folder:
+        raise PhysdiffError(f"data.dataset = {d.dataset!r} needs data.folder (--folder): the folder of its "
+                            + ("PNG images" if d.dataset == "images" else "IDX files"))
     mean, cov = d.mean, d.cov
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in mean) or not mean:
         raise PhysdiffError(f"data.mean = {mean!r} must be a non-empty list of numbers")
@@ -172,10 +209,10 @@ def _check_cross(cfg: Config):
         raise PhysdiffError(f"data.cov = {cov!r} must be symmetric positive definite")
 
 
-def load_config(path: str | Path | None) -> Config:
-    """Read and validate a TOML config; None gives the defaults."""
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate a TOML config (None: no file) with {"section.key": value} overrides."""
     if path is None:
-        return Config()
+        return config_from_dict({}, overrides)
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -187,7 +224,7 @@ def load_config(path: str | Path | None) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PhysdiffError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    return config_from_dict(raw)
+    return config_from_dict(raw, overrides)
 
 
 def _toml_value(v) -> str:
@@ -211,5 +248,5 @@ def dump_config(cfg: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Config", "DataConfig", "DiffusionConfig", "ModelConfig", "TrainConfig",
+__all__ = ["IMAGE_DATASETS", "Config", "DataConfig", "DiffusionConfig", "ModelConfig", "TrainConfig",
            "config_from_dict", "dump_config", "load_config", "replace"]

@@ -96,3 +96,69 @@ def compare(samples: np.ndarray, references: list[np.ndarray], floor_references:
         mean_lp = float(lp_model[finite].mean()) if finite.any() else -math.inf
         out["log_density"] = {"value": mean_lp, "floor": float(lp_true[np.isfinite(lp_true)].mean())}
     return out
+
+
+# ---------------------------------------------------------------- image metrics (feature space)
+
+
+def frechet_distance(f1, f2) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017, eq. 6):
+    ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁ Σ₂)^½). f1: (N, F), f2: (M, F). Biased upwards for small
+    sets, so compare it only with a floor computed at the same set sizes."""
+    f1, f2 = np.asarray(f1, dtype=np.float64), np.asarray(f2, dtype=np.float64)
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    # Tr (Σ₁Σ₂)^½ = Σ √λ(Σ₁^½ Σ₂ Σ₁^½): a symmetric PSD eigenproblem, stable even when the
+    # covariances are singular (fewer samples than features)
+    lam, vec = np.linalg.eigh(s1)
+    s1_half = (vec * np.sqrt(np.clip(lam, 0, None))) @ vec.T
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(s1_half @ s2 @ s1_half), 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
+def _kth_neighbour_radius(f: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance of each row of f to its k-th nearest other row."""
+    d = torch.cdist(f, f)
+    return d.kthvalue(k + 1, dim=1).values  # k + 1: the row itself is at distance 0
+
+
+def _covered(query: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """For each query row: is it inside some ball (support_j, radii_j)?"""
+    out = []
+    for i in range(0, len(query), chunk):
+        out.append((torch.cdist(query[i:i + chunk], support) <= radii[None]).any(dim=1))
+    return torch.cat(out)
+
+
+def precision_recall(real, fake, k: int = 3) -> dict[str, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019, eqs. 1-2): the real (fake)
+    manifold is the union of balls around each real (fake) feature vector reaching its k-th
+    nearest neighbour; precision = share of fake vectors inside the real manifold (fidelity),
+    recall = share of real vectors inside the fake manifold (diversity)."""
+    r, f = _as_tensor(real), _as_tensor(fake)
+    precision = _covered(f, r, _kth_neighbour_radius(r, k)).double().mean()
+    recall = _covered(r, f, _kth_neighbour_radius(f, k)).double().mean()
+    return {"precision": float(precision), "recall": float(recall)}
+
+
+def nearest(query, support, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """(distance, index) of each query row's nearest support row (Euclidean, flattened)."""
+    q, s = _as_tensor(query), _as_tensor(support)
+    dist, idx = [], []
+    for i in range(0, len(q), chunk):
+        d, j = torch.cdist(q[i:i + chunk], s).min(dim=1)
+        dist.append(d)
+        idx.append(j)
+    return torch.cat(dist).numpy(), torch.cat(idx).numpy()
+
+
+def memorisation(samples, train, test, quantile: float = 0.01) -> dict[str, float]:
+    """Share of samples closer (in pixels) to their nearest training image than all but a
+    ``quantile`` of held-out test images are to theirs. Fresh images from the data law give
+    ``quantile`` on average; a model that copies training images gives up to 1."""
+    d_test, _ = nearest(test, train)
+    threshold = float(np.quantile(d_test, quantile))
+    d_samples, _ = nearest(samples, train)
+    return {"share": float((d_samples < threshold).mean()), "expected_for_fresh_data": quantile,
+            "threshold": threshold, "median_nn_distance": float(np.median(d_samples)),
+            "median_nn_distance_test": float(np.median(d_test))}

@@ -81,3 +81,81 @@ def plot_loss(steps: np.ndarray, loss: np.ndarray, lr: np.ndarray | None = None,
         lines = ax.get_lines() + ax2.get_lines()
         ax.legend(lines, [ln.get_label() for ln in lines], loc="upper right")
     return fig
+
+
+# ---------------------------------------------------------------- images
+
+
+def _image_panel(ax, images: np.ndarray, nrow: int, pad: int = 1):
+    """Tile (N, C, H, W) images in [0, 1] into one array on ``ax`` (ink dark on white)."""
+    n, _, h, w = images.shape
+    rows = int(np.ceil(n / nrow))
+    grid = np.ones((rows * (h + pad) + pad, nrow * (w + pad) + pad))
+    for i, img in enumerate(np.clip(images.mean(axis=1), 0, 1)):
+        r, c = divmod(i, nrow)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = 1 - img
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return h + pad, w + pad
+
+
+def plot_class_grid(images: np.ndarray, class_names, per_class: int, title: str = "") -> Figure:
+    """Samples in rows, one row per class: images (K·per_class, C, H, W) ordered by class."""
+    k = len(class_names)
+    fig = Figure(figsize=(0.55 * per_class + 1.2, 0.55 * k + 0.8), layout="constrained")
+    ax = fig.subplots()
+    cell_h, _ = _image_panel(ax, images, per_class)
+    ax.set_yticks([1 + cell_h * (i + 0.5) for i in range(k)], [str(c) for c in class_names])
+    ax.set_ylabel("requested class")
+    ax.set_xlabel(f"{per_class} samples per class")
+    ax.set_title(title or "Class-conditional samples")
+    return fig
+
+
+def plot_image_process(snapshots: list[tuple[int, np.ndarray]], T: int, title: str = "") -> Figure:
+    """Reverse process of a few images: rows are samples, columns paper steps t (from T to 0).
+    snapshots: [(t, images (M, C, H, W) in [0, 1])]."""
+    m, k = len(snapshots[0][1]), len(snapshots)
+    strip = np.stack([imgs for _, imgs in snapshots], axis=1).reshape(m * k, *snapshots[0][1].shape[1:])
+    fig = Figure(figsize=(0.8 * k + 1.0, 0.8 * m + 0.9), layout="constrained")
+    ax = fig.subplots()
+    _, cell_w = _image_panel(ax, strip, k)
+    ax.set_xticks([1 + cell_w * (j + 0.5) for j in range(k)], [str(t) for t, _ in snapshots])
+    ax.set_xlabel("diffusion step t")
+    ax.set_ylabel("sample")
+    ax.set_title(title or f"Reverse process $x_T \\to x_0$ (T = {T})")
+    return fig
+
+
+def plot_guidance_sweep(rows: list[tuple[float, np.ndarray]], class_names, title: str = "") -> Figure:
+    """Rows: guidance scales w; columns: classes. rows: [(w, images (K, C, H, W))]."""
+    k = len(class_names)
+    fig = Figure(figsize=(0.6 * k + 1.4, 0.6 * len(rows) + 0.9), layout="constrained")
+    ax = fig.subplots()
+    cell_h, cell_w = _image_panel(ax, np.concatenate([imgs for _, imgs in rows]), k)
+    ax.set_yticks([1 + cell_h * (i + 0.5) for i in range(len(rows))], [f"{w:g}" for w, _ in rows])
+    ax.set_xticks([1 + cell_w * (j + 0.5) for j in range(k)], [str(c) for c in class_names])
+    ax.set(ylabel="guidance scale w", xlabel="requested class",
+           title=title or "Classifier-free guidance: same noise, growing w")
+    return fig
+
+
+def plot_nearest(samples: np.ndarray, neighbours: np.ndarray, distances: np.ndarray, threshold: float,
+                 title: str = "") -> Figure:
+    """Samples (top row) above their nearest training images (bottom row), with the pixel
+    distance; red titles mark distances below the memorisation threshold."""
+    m = len(samples)
+    fig = Figure(figsize=(0.9 * m + 0.6, 2.6), layout="constrained")
+    axes = fig.subplots(2, m, squeeze=False)
+    for j in range(m):
+        for row, img in ((0, samples[j]), (1, neighbours[j])):
+            ax = axes[row, j]
+            ax.imshow(1 - np.clip(img.mean(axis=0), 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[1, j].set_title(f"{distances[j]:.2f}", fontsize=8, color="red" if distances[j] < threshold else "black")
+    axes[0, 0].set_ylabel("sample")
+    axes[1, 0].set_ylabel("nearest\ntrain")
+    fig.suptitle(title or f"Samples and their nearest training images (pixel distance; copy threshold {threshold:.2f})")
+    return fig

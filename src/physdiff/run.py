@@ -15,6 +15,7 @@ from .errors import PhysdiffError
 from .nets import build_model
 from .samplers import (
     CountingModel,
+    GuidedModel,
     IndexedNoise,
     ddim_invert,
     ddim_sample,
@@ -26,13 +27,15 @@ from .samplers import (
 from .schedule import make_schedule
 
 NOISE_BLOCK = 64  # samples per noise generator; see IndexedNoise
+DEFAULT_GUIDANCE = 1.0  # classifier-free guidance w of `physdiff sample` for class-conditional runs
 
 
 class LoadedRun:
     """A run directory ready to sample from.
 
     ``weights``: "ema" (default, the averaged weights) or "model" (the raw ones).
-    Attributes: cfg, model (eval mode, on ``device``), normalizer, schedule, data_shape, step.
+    Attributes: cfg, model (eval mode, on ``device``), normalizer, schedule, data_shape, step,
+    class_names (empty for an unconditional run), num_classes.
     """
 
     def __init__(self, run: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu"):
@@ -49,11 +52,13 @@ class LoadedRun:
             self.data_shape = tuple(json.loads(meta["data_shape"]))
             self.step = int(meta.get("step", 0))
             self.normalizer = Normalizer.from_state(tensors)
+            self.class_names = tuple(json.loads(meta.get("class_names", "[]")))
         except (KeyError, ValueError, TypeError):
             raise PhysdiffError(f"weights file {str(file)!r} lacks physdiff metadata; it was not "
                                 "written by physdiff train") from None
         self.device = torch.device(device)
-        self.model = build_model(self.cfg.model, self.data_shape)
+        self.num_classes = len(self.class_names)
+        self.model = build_model(self.cfg.model, self.data_shape, self.num_classes)
         weights_only = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
         ck.load_module_state(self.model, weights_only, f"weights file {str(file)!r}")
         self.model.to(self.device).eval().requires_grad_(False)
@@ -68,19 +73,40 @@ class LoadedRun:
         d = self.cfg.diffusion
         return {"prediction": d.prediction, "variance": d.variance, "clip_x0": d.clip_x0 or None}
 
+    def labels(self, indices: np.ndarray, classes=None) -> np.ndarray | None:
+        """Labels of sample indices: None for an unconditional run; ``classes`` None → i mod K
+        (balanced), an int k → all k, a sequence → one per index (indexed from ``indices[0]``)."""
+        if not self.num_classes:
+            if classes is not None:
+                raise PhysdiffError("this run was trained without class labels; drop --class")
+            return None
+        if classes is None:
+            return indices % self.num_classes
+        if np.ndim(classes) == 0:
+            arr = np.full(indices.shape, int(classes), dtype=np.int64)
+        else:
+            arr = np.asarray(classes, dtype=np.int64)[indices - indices[0]]
+        if arr.size and (arr.min() < 0 or arr.max() >= self.num_classes):
+            raise PhysdiffError(f"class {int(arr.min() if arr.min() < 0 else arr.max())} is out of range; "
+                                f"this run has classes 0..{self.num_classes - 1} ({', '.join(self.class_names)})")
+        return arr
+
     def sample(self, n: int, seed: int, *, batch_size: int = 4096, start: int = 0,
                snapshot_steps: tuple[int, ...] = (), sampler: str = "ddpm", steps: int | None = None,
-               eta: float = 0.0, spacing: str | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+               eta: float = 0.0, spacing: str | None = None, classes=None,
+               guidance: float | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """n samples in data units, (n, *data_shape) float32, for sample indices start..start+n-1.
 
         Sample i depends only on (seed, i): noise comes from IndexedNoise blocks, so neither
         ``batch_size`` nor how the indices are split changes it. ``sampler``: ddpm, ddim,
         dpm-solver or ode, with ``steps`` K (None: T for ddpm/ddim, 20 for dpm-solver) and
-        ``spacing``. ``snapshot_steps``: paper steps after which the state is kept
-        (standardised units), returned as {t: (n, *data_shape)}; t = T means x_T.
+        ``spacing``. ``classes`` (class-conditional runs): see :meth:`labels`; ``guidance``: the
+        classifier-free guidance w (None: DEFAULT_GUIDANCE). ``snapshot_steps``: paper steps after
+        which the state is kept (network units), returned as {t: (n, *data_shape)}; t = T means x_T.
         After the call, ``self.last_nfe`` holds the network evaluations per sample batch.
         """
         batch_size = max(NOISE_BLOCK, batch_size // NOISE_BLOCK * NOISE_BLOCK)
+        all_labels = self.labels(np.arange(start, start + n), classes)
         outs, snaps = [], {k: [] for k in snapshot_steps}
         for lo in range(start, start + n, batch_size):
             count = min(batch_size, start + n - lo)
@@ -93,16 +119,21 @@ class LoadedRun:
                 if i in snaps:
                     snaps[i].append(x.cpu().numpy())
 
+            cond = None if all_labels is None else torch.from_numpy(all_labels[lo - start:lo - start + count]).to(
+                self.device)
             x0 = self.sample_normalized(x_T, noise, sampler=sampler, steps=steps, eta=eta, spacing=spacing,
-                                        callback=keep)
-            outs.append(self.normalizer.decode(x0.double()).float().cpu().numpy())
+                                        callback=keep, cond=cond, guidance=guidance)
+            x = self.normalizer.decode(x0.double()).float().cpu().numpy()
+            outs.append(np.clip(x, 0.0, 1.0) if len(self.data_shape) == 3 else x)  # images: pixels in [0, 1]
         return np.concatenate(outs), {k: np.concatenate(v) for k, v in snaps.items() if v}
 
     def sample_normalized(self, x_T, generator=None, *, sampler="ddpm", steps=None, eta=0.0, spacing=None,
-                          callback=None) -> torch.Tensor:
-        """Run one sampler from x_T in standardised units; sets ``last_nfe``."""
-        model = CountingModel(self.model)
-        kw = self.sampler_kwargs()
+                          callback=None, cond=None, guidance=None) -> torch.Tensor:
+        """Run one sampler from x_T in network units; sets ``last_nfe``."""
+        w = DEFAULT_GUIDANCE if guidance is None else guidance
+        net = GuidedModel(self.model, w, self.num_classes) if self.num_classes else self.model
+        model = CountingModel(net)
+        kw = self.sampler_kwargs() | {"cond": cond}
         if spacing is not None:
             kw["spacing"] = spacing
         if sampler == "ddpm":
@@ -115,7 +146,7 @@ class LoadedRun:
             kw.pop("variance")
             x = dpm_solver_sample(model, self.schedule, x_T, steps=steps or 20, callback=callback, **kw)
         elif sampler == "ode":
-            x, _ = ode_sample(model, self.schedule, x_T, prediction=kw["prediction"])
+            x, _ = ode_sample(model, self.schedule, x_T, prediction=kw["prediction"], cond=cond)
         else:
             raise PhysdiffError(f"unknown sampler {sampler!r}; allowed: ddpm, ddim, dpm-solver, ode")
         self.last_nfe = model.nfe

@@ -70,6 +70,24 @@ class CountingModel:
         return self.model(x, t, cond)
 
 
+class GuidedModel:
+    """Classifier-free guidance (Ho & Salimans 2022, eq. 6): the output for label c is
+    (1 + w)·f(x, t, c) − w·f(x, t, ∅), with ∅ the network's "no label" token ``null_label``.
+    w = 0 is the plain conditional model; the outputs ε, x_0 and v are affine in each other at
+    fixed x_t, so the same combination serves every prediction type. Both evaluations run as
+    one doubled batch (one NFE). Rows whose label is ∅ (or ``cond=None``) are unguided."""
+
+    def __init__(self, model: Callable, guidance: float, null_label: int):
+        self.model, self.w, self.null = model, float(guidance), null_label
+
+    def __call__(self, x, t, cond=None):
+        if cond is None or self.w == 0.0:
+            return self.model(x, t, cond)
+        both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, torch.full_like(cond, self.null)]))
+        c, u = both.chunk(2)
+        return c + self.w * (c - u)
+
+
 def _visited_timesteps(sched: Schedule, steps: int | None, spacing: str) -> list[int]:
     """Ascending indices a K-step sampler visits: all T when ``steps`` is None."""
     return list(range(sched.T)) if steps is None else timestep_subsequence(sched.T, steps, spacing)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import checkpoint as ck
 from . import diffusion as dif
 from .config import Config, dump_config, load_config
-from .data import Normalizer, training_array
+from .data import Normalizer, load_training
 from .errors import PhysdiffError
 from .nets import build_model
 from .schedule import make_schedule
@@ -55,9 +55,12 @@ def lr_at(step: int, cfg) -> float:
     return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * progress))
 
 
-def data_fingerprint(x: np.ndarray) -> str:
-    """sha256 of the training array, checked on resume."""
-    return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float64).tobytes()).hexdigest()
+def data_fingerprint(x: np.ndarray, labels: np.ndarray | None = None) -> str:
+    """sha256 of the training array (and labels), checked on resume."""
+    h = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float64).tobytes())
+    if labels is not None:
+        h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -68,6 +71,8 @@ class Trainer:
     run: Path
     device: torch.device
     data: torch.Tensor  # (N, *data_shape), normalised, float32, on device
+    labels: torch.Tensor | None  # (N,) int64 on device, or None (unconditional)
+    class_names: tuple[str, ...]
     normalizer: Normalizer
     fingerprint: str
     model: torch.nn.Module
@@ -80,19 +85,22 @@ class Trainer:
 
     @classmethod
     def create(cls, cfg: Config, run: Path, device: torch.device) -> Trainer:
-        raw = training_array(cfg.data)
-        normalizer = Normalizer.standardize(raw)
-        data = normalizer.encode(torch.from_numpy(raw)).to(device=device, dtype=torch.float32)
+        ts = load_training(cfg.data)
+        normalizer = ts.normalizer
+        data = normalizer.encode(torch.from_numpy(ts.x).double()).to(device=device, dtype=torch.float32)
+        labels = None if ts.labels is None else torch.from_numpy(ts.labels).to(device)
         torch.manual_seed(cfg.train.seed)  # network initialisation
-        model = build_model(cfg.model, tuple(data.shape[1:])).to(device)
-        ema = build_model(cfg.model, tuple(data.shape[1:])).to(device)
+        model = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes).to(device)
+        ema = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes).to(device)
         ema.load_state_dict(model.state_dict())
         ema.requires_grad_(False)
         fused = device.type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
                                       weight_decay=cfg.train.weight_decay, fused=fused)
         generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
-        return cls(cfg, run, device, data, normalizer, data_fingerprint(raw), model, ema, optimizer, generator)
+        fingerprint = data_fingerprint(ts.x, ts.labels)
+        return cls(cfg, run, device, data, labels, ts.class_names, normalizer, fingerprint, model, ema, optimizer,
+                   generator)
 
     def restore(self) -> None:
         """Load RUN/state.safetensors into this trainer (refusing a mismatched run)."""
@@ -111,7 +119,8 @@ class Trainer:
 
     def weights_metadata(self) -> dict[str, str]:
         return {"format": "physdiff", "step": str(self.step),
-                "data_shape": json.dumps(list(self.data.shape[1:]))}
+                "data_shape": json.dumps(list(self.data.shape[1:])),
+                "class_names": json.dumps(list(self.class_names))}
 
     def save(self) -> None:
         """state.safetensors (atomic, the one --resume reads), then model and EMA weights."""
@@ -153,7 +162,12 @@ class Trainer:
                 t = torch.randint(T, (cfg.batch_size,), generator=self.generator, device=self.device)
                 noise = torch.randn(x0.shape, generator=self.generator, device=self.device)
                 xt = dif.q_sample(sched, x0, t, noise)
-                out = self.model(xt, t)
+                cond = None
+                if self.labels is not None:  # label dropout: one model, conditional and not
+                    cond = self.labels[idx]
+                    drop = torch.rand(cond.shape, generator=self.generator, device=self.device) < cfg.label_dropout
+                    cond = torch.where(drop, len(self.class_names), cond)
+                out = self.model(xt, t, cond)
                 loss = dif.training_loss(sched, out, x0, xt, t, noise, prediction=d.prediction,
                                          loss=d.loss, variance=d.variance).mean()
                 self.optimizer.zero_grad(set_to_none=True)

@@ -10,12 +10,18 @@ import numpy as np
 import torch
 
 from ..errors import PhysdiffError
+from .images import IMAGE_DATASETS, ImageData, load_image_dataset
 from .toy import TOY_DATASETS, ToyDataset, get_toy
 
 MIN_ROWS = 16
 
-__all__ = ["MIN_ROWS", "TOY_DATASETS", "Normalizer", "ToyDataset", "get_toy", "load_array", "resolve_toy",
-           "toy_for", "training_array"]
+__all__ = ["IMAGE_DATASETS", "MIN_ROWS", "TOY_DATASETS", "ImageData", "Normalizer", "ToyDataset", "TrainingSet",
+           "get_toy", "load_array", "load_image_dataset", "load_training", "resolve_toy", "toy_for",
+           "training_array"]
+
+
+def is_image_config(data_cfg) -> bool:
+    return not data_cfg.file and data_cfg.dataset in IMAGE_DATASETS
 
 
 def resolve_toy(name: str) -> ToyDataset:
@@ -25,9 +31,10 @@ def resolve_toy(name: str) -> ToyDataset:
     except KeyError:
         import difflib
 
-        close = difflib.get_close_matches(name, TOY_DATASETS, n=1)
+        allowed = (*TOY_DATASETS, *IMAGE_DATASETS)
+        close = difflib.get_close_matches(name, allowed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise PhysdiffError(f"unknown dataset {name!r}{hint}; allowed: {', '.join(TOY_DATASETS)}") from None
+        raise PhysdiffError(f"unknown dataset {name!r}{hint}; allowed: {', '.join(allowed)}") from None
 
 
 def load_array(path: str | Path, *, min_rows: int = MIN_ROWS) -> np.ndarray:
@@ -117,8 +124,8 @@ class Normalizer:
 
 
 def toy_for(data_cfg) -> ToyDataset | None:
-    """The toy dataset a [data] config names (None when it names a file)."""
-    if data_cfg.file:
+    """The toy dataset a [data] config names (None when it names a file or an image set)."""
+    if data_cfg.file or is_image_config(data_cfg):
         return None
     if data_cfg.dataset == "gaussian":
         from .toy import gaussian
@@ -133,3 +140,35 @@ def training_array(data_cfg) -> np.ndarray:
     if toy is None:
         return load_array(data_cfg.file)
     return toy.sample(data_cfg.n_train, data_cfg.seed)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What training needs: data in data units, labels (or None), class names, normaliser."""
+
+    x: np.ndarray  # (N, *data_shape)
+    labels: np.ndarray | None  # (N,) int64 in [0, num_classes)
+    class_names: tuple[str, ...]
+    normalizer: Normalizer
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) if self.labels is not None else 0
+
+
+def image_normalizer(shape) -> Normalizer:
+    """Pixels in [0, 1] → network units 2·pixel − 1 ∈ [−1, 1]."""
+    return Normalizer(torch.full(tuple(shape), 0.5, dtype=torch.float64),
+                      torch.full(tuple(shape), 0.5, dtype=torch.float64))
+
+
+def load_training(data_cfg) -> TrainingSet:
+    """The training split a [data] config describes, with its normaliser (standardisation for
+    vectors, fixed [0, 1] → [−1, 1] for images) and labels if ``data.conditional``."""
+    if is_image_config(data_cfg):
+        images = load_image_dataset(data_cfg)
+        labels = images.train_y if data_cfg.conditional and images.num_classes > 1 else None
+        return TrainingSet(images.train_x, labels, images.class_names if labels is not None else (),
+                           image_normalizer(images.shape))
+    x = training_array(data_cfg)
+    return TrainingSet(x, None, (), Normalizer.standardize(x))

@@ -1,15 +1,28 @@
 """Denoiser networks. Each takes (x_t, t, cond=None) and returns a tensor shaped like x_t."""
 
+from ..errors import PhysdiffError
 from .embeddings import FourierFeatures, TimestepEmbedding, sinusoidal_embedding
 from .mlp import ResMLP
+from .unet import UNet
 
-__all__ = ["FourierFeatures", "ResMLP", "TimestepEmbedding", "build_model", "sinusoidal_embedding"]
+__all__ = ["FourierFeatures", "ResMLP", "TimestepEmbedding", "UNet", "build_model", "sinusoidal_embedding"]
 
 
 def build_model(model_cfg, data_shape: tuple[int, ...], num_classes: int = 0):
-    """The denoiser a [model] config describes, for samples of shape ``data_shape``."""
-    if len(data_shape) != 1:
-        raise ValueError(f"the residual MLP needs vector data (D,), got shape {data_shape}")
-    return ResMLP(data_shape[0], width=model_cfg.width, depth=model_cfg.depth,
-                  time_dim=model_cfg.time_dim, fourier_features=model_cfg.fourier_features,
-                  fourier_scale=model_cfg.fourier_scale, num_classes=num_classes)
+    """The denoiser a [model] config describes, for samples of shape ``data_shape``:
+    ``arch = auto`` picks the residual MLP for vectors (D,) and the U-Net for images (C, H, W).
+    ``num_classes`` > 0 adds a label embedding (with a "no label" token for guidance)."""
+    arch = model_cfg.arch
+    if arch == "auto":
+        arch = "mlp" if len(data_shape) == 1 else "unet"
+    if arch == "mlp":
+        if len(data_shape) != 1:
+            raise PhysdiffError(f"model.arch = 'mlp' needs vector data (D,), got shape {data_shape}")
+        return ResMLP(data_shape[0], width=model_cfg.width, depth=model_cfg.depth,
+                      time_dim=model_cfg.time_dim, fourier_features=model_cfg.fourier_features,
+                      fourier_scale=model_cfg.fourier_scale, num_classes=num_classes)
+    if len(data_shape) != 3:
+        raise PhysdiffError(f"model.arch = 'unet' needs images (C, H, W), got shape {data_shape}")
+    return UNet(data_shape[0], channels=model_cfg.channels, channel_mult=tuple(model_cfg.channel_mult),
+                num_res_blocks=model_cfg.num_res_blocks, attention=model_cfg.attention, dropout=model_cfg.dropout,
+                padding=model_cfg.padding, time_dim=model_cfg.time_dim, num_classes=num_classes)

@@ -1,0 +1,147 @@
+"""Evaluation and figures of image runs, with no download: a classifier trained by physdiff
+supplies the feature space (see classifier.py); every metric comes with its floor, the same
+quantity for real held-out images.
+
+- FCD: Fréchet distance of the classifier features of n samples to those of the test split;
+  floor: the same distance from the training split (n = its size) to the test split.
+- conditional accuracy: share of samples asked for class k that the classifier reads as k;
+  compare with the classifier's own test accuracy.
+- precision / recall (Kynkäänniemi et al. 2019) of the samples against the test split; floor:
+  the training split against the test split.
+- memorisation: share of samples nearer a training image than 99% of test images are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .data.images import ImageData, load_image_dataset
+
+# `physdiff sample / evaluate / plot` on image runs: 1000 U-Net evaluations per sample (twice
+# with guidance) are minutes on a CPU; DDPM on 100 respaced steps is within the noise of the
+# 1000-step sampler here (benchmarks/README.md) at a tenth of the cost.
+IMAGE_SAMPLER = {"sampler": "ddpm", "steps": 100}
+
+
+def default_sampler(run, guidance: float | None = None) -> dict:
+    """IMAGE_SAMPLER for this run (steps at most T), with ``guidance``."""
+    return IMAGE_SAMPLER | {"steps": min(IMAGE_SAMPLER["steps"], run.schedule.T), "guidance": guidance}
+
+
+def is_image_run(run) -> bool:
+    return len(run.data_shape) == 3
+
+
+def _features(data: ImageData, log):
+    """(feature function, name of the space, classifier or None, its test accuracy or None)."""
+    if data.train_y is None or data.num_classes < 2:
+        return (lambda x: np.asarray(x, dtype=np.float64).reshape(len(x), -1)), "pixels", None, None
+    from .classifier import features, load_or_train
+
+    clf, acc = load_or_train(data, log=log)
+    return (lambda x: features(clf, x)), "classifier features", clf, acc
+
+
+def evaluate_images(run, n: int | None = None, seed: int = 0, samples: np.ndarray | None = None, *,
+                    sampler_args: dict | None = None, log=print) -> dict:
+    """The image metrics of ``run`` on n samples (default: the size of the training split, so
+    the FCD is comparable with its floor), drawn with labels i mod K if not given.
+    ``sampler_args``: keyword arguments of LoadedRun.sample (sampler, steps, guidance, ...)."""
+    from .classifier import predict
+    from .metrics import frechet_distance, memorisation, precision_recall
+
+    data = load_image_dataset(run.cfg.data)
+    n = n or len(data.train_x)
+    sargs = dict(sampler_args or default_sampler(run))
+    if samples is None:
+        samples, _ = run.sample(n, seed, **sargs)
+    samples = samples[:n]
+    feat, space, clf, clf_acc = _features(data, log)
+    f_train, f_test, f_samples = feat(data.train_x), feat(data.test_x), feat(samples)
+    pr_model, pr_floor = precision_recall(f_test, f_samples), precision_recall(f_test, f_train)
+    metrics = {
+        "fcd": {"value": frechet_distance(f_samples, f_test), "floor": frechet_distance(f_train, f_test)},
+        "precision": {"value": pr_model["precision"], "floor": pr_floor["precision"]},
+        "recall": {"value": pr_model["recall"], "floor": pr_floor["recall"]},
+    }
+    mem = memorisation(samples, data.train_x, data.test_x)
+    metrics["memorisation_share"] = {"value": mem["share"], "floor": mem["expected_for_fresh_data"]}
+    report = {"run": str(run.path), "dataset": data.name, "n": n, "seed": seed, "step": run.step,
+              "feature_space": space, "n_train": len(data.train_x), "n_test": len(data.test_x),
+              "guidance": run_guidance(sargs.pop("guidance", None)) if run.num_classes else None,
+              "sampler": sargs, "metrics": metrics,
+              "memorisation": mem}
+    if clf is not None:
+        report["classifier_test_accuracy"] = clf_acc
+        if run.num_classes:
+            asked = run.labels(np.arange(n))
+            got = predict(clf, samples)
+            metrics["conditional_accuracy"] = {"value": float((got == asked).mean()), "floor": clf_acc}
+            report["per_class_accuracy"] = {name: float((got[asked == k] == k).mean())
+                                            for k, name in enumerate(run.class_names) if (asked == k).any()}
+    return report
+
+
+def format_image_report(report: dict) -> str:
+    lines = [f"run {report['run']}  dataset {report['dataset']}  step {report['step']}  n = {report['n']}  "
+             f"(features: {report['feature_space']})"]
+    if "classifier_test_accuracy" in report:
+        lines.append(f"classifier test accuracy {report['classifier_test_accuracy']:.4f}")
+    lines.append(f"{'metric':<22}{'model':>12}{'real data':>12}")
+    for name, row in report["metrics"].items():
+        lines.append(f"{name:<22}{row['value']:>12.4g}{row['floor']:>12.4g}")
+    lines.append("real data: FCD and precision/recall of the training split against the test split; "
+                 "conditional accuracy: the classifier's test accuracy; memorisation: expected for fresh data")
+    return "\n".join(lines)
+
+
+def image_figures(run, seed: int = 0, *, sampler_args: dict | None = None, per_class: int = 10,
+                  report: dict | None = None) -> dict:
+    """{file name: Figure}: samples (a row per class), reverse process, guidance sweep (for
+    conditional runs), samples beside their nearest training images, training loss."""
+    import torch
+
+    from .metrics import memorisation, nearest
+    from .plots import plot_class_grid, plot_guidance_sweep, plot_image_process, plot_nearest, snapshot_times
+
+    sargs = dict(sampler_args or default_sampler(run))
+    guidance = sargs.pop("guidance", None)
+    data = load_image_dataset(run.cfg.data)
+    name, figs = data.name, {}
+    k = run.num_classes
+    if k:
+        classes = np.repeat(np.arange(k), per_class)
+        grid, _ = run.sample(len(classes), seed, classes=classes, guidance=guidance, **sargs)
+        w = run_guidance(guidance)
+        figs["samples.png"] = plot_class_grid(grid, run.class_names, per_class,
+                                              f"{name}: samples by class (guidance w = {w:g}, step {run.step})")
+    else:
+        grid, _ = run.sample(8 * per_class, seed, **sargs)
+        figs["samples.png"] = plot_class_grid(grid, [""] * 8, per_class, f"{name}: samples (step {run.step})")
+    # reverse process of a few samples (all timesteps, so the snapshots are exact steps)
+    times = snapshot_times(run.schedule, levels=(0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.97))
+    m = min(6, max(k, 1) if k else 6)
+    _, snaps = run.sample(m, seed, classes=np.arange(m) % k if k else None, guidance=guidance,
+                          snapshot_steps=tuple(times), sampler="ddpm", steps=None)
+    strip = [(t, np.clip(run.normalizer.decode(torch.from_numpy(snaps[t]).double()).numpy(), 0, 1))
+             for t in sorted(snaps, reverse=True)]
+    figs["reverse.png"] = plot_image_process(strip, run.schedule.T, f"{name}: reverse process $x_T \\to x_0$")
+    if k:
+        rows = []
+        for w in (0.0, 0.5, 1.0, 2.0, 4.0):
+            imgs, _ = run.sample(k, seed, classes=np.arange(k), guidance=w, **sargs)
+            rows.append((w, imgs))
+        figs["guidance.png"] = plot_guidance_sweep(rows, run.class_names, f"{name}: guidance sweep (same noise)")
+    # nearest training images of the first samples of the grid, one per class
+    pick = grid[::per_class][:10]
+    dist, idx = nearest(pick, data.train_x)
+    thr = report["memorisation"]["threshold"] if report else memorisation(pick, data.train_x, data.test_x)["threshold"]
+    figs["nearest.png"] = plot_nearest(pick, data.train_x[idx], dist, thr,
+                                       f"{name}: samples (top) and nearest training images (pixel distance)")
+    return figs
+
+
+def run_guidance(guidance: float | None) -> float:
+    from .run import DEFAULT_GUIDANCE
+
+    return DEFAULT_GUIDANCE if guidance is None else guidance
