@@ -33,10 +33,9 @@ class IndexedNoise:
     """
 
     def __init__(self, seed: int, start: int, count: int, block: int = 64):
-        if start % block:
-            raise ValueError(f"start={start} must be a multiple of the block size {block}")
         self.start, self.count, self.block = start, count, block
         first, last = start // block, (start + count + block - 1) // block
+        self.offset = start - first * block  # any start works: the block is drawn whole, then cut
         self.generators = []
         for j in range(first, last):
             state = np.random.SeedSequence([int(seed), j]).generate_state(2, dtype=np.uint32)
@@ -47,7 +46,7 @@ class IndexedNoise:
         if x.shape[0] != self.count:
             raise ValueError(f"IndexedNoise for {self.count} samples asked for a batch of {x.shape[0]}")
         draws = [torch.randn((self.block, *x.shape[1:]), generator=g) for g in self.generators]
-        return torch.cat(draws)[: self.count].to(device=x.device, dtype=x.dtype)
+        return torch.cat(draws)[self.offset: self.offset + self.count].to(device=x.device, dtype=x.dtype)
 
 
 def randn_like(x: torch.Tensor, generator=None) -> torch.Tensor:

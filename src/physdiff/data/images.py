@@ -72,7 +72,7 @@ def _split(x: np.ndarray, y: np.ndarray | None, test_fraction: float, seed: int 
 
 def load_digits() -> ImageData:
     """scikit-learn's 8×8 hand-written digits (1797 images, 17 grey levels 0..16, labels 0-9),
-    split 80/20 per class with a fixed seed: 1437 training and 360 test images."""
+    split 80/20 per class with a fixed seed: 1438 training and 359 test images."""
     from sklearn.datasets import load_digits as sk_load
 
     bunch = sk_load()
