@@ -1,10 +1,10 @@
 """physdiff: denoising diffusion probabilistic models for physicists, checked against theory."""
 
-from .config import Config, load_config
+from .config import Config, config_from_dict, load_config
 from .errors import PhysdiffError
 from .run import LoadedRun
 from .schedule import Schedule, make_schedule
 from .train import train
 
 __version__ = "0.1.0"
-__all__ = ["Config", "LoadedRun", "PhysdiffError", "Schedule", "load_config", "make_schedule", "train"]
+__all__ = ["Config", "LoadedRun", "PhysdiffError", "Schedule", "config_from_dict", "load_config", "make_schedule", "train"]

@@ -83,6 +83,7 @@ TRAIN_OPTIONS = {
     "width": ("model.width", _positive_int), "depth": ("model.depth", _positive_int),
     "checkpoint_every": ("train.checkpoint_every", _positive_int),
     "folder": ("data.folder", str), "label_dropout": ("train.label_dropout", _finite_float),
+    "precision": ("train.precision", str),
 }
 
 
@@ -129,7 +130,7 @@ def cmd_train(args) -> None:
 
     if args.resume:
         given = [k for k in TRAIN_OPTIONS if k != "steps" and getattr(args, k) is not None]
-        if given or args.config or args.data or args.download or args.unconditional:
+        if given or args.config or args.data or args.download or args.unconditional or args.compile:
             extra = ", ".join("--" + k.replace("_", "-") for k in given) or "--config/--data"
             raise PhysdiffError(f"--resume continues a run with its own config.toml; drop {extra} "
                                 "(only --steps may be given to extend it)")
@@ -142,6 +143,8 @@ def cmd_train(args) -> None:
             overrides["data.download"] = True
         if args.unconditional:
             overrides["data.conditional"] = False
+        if args.compile:
+            overrides["train.compile"] = True
         cfg = load_config(args.config, overrides)
         run = train(cfg, args.out, overwrite=args.overwrite, progress=args.progress)
     print(f"trained run in {run} (weights: {run / 'ema.safetensors'})")
@@ -155,37 +158,59 @@ def _load(args):
 
 
 def cmd_sample(args) -> None:
-    import torch
+    from . import dist
+    from .train import resolve_device
 
     out = _npy_out(args.out)
     traj_out = _npy_out(args.trajectory) if args.trajectory else None
     png_out = Path(args.png) if args.png else None
     if png_out is not None and (png_out.suffix.lower() != ".png" or not png_out.parent.is_dir()):
         raise PhysdiffError(f"--png {args.png!r} must end in .png, in an existing folder")
-    run = _load(args)
+    # under torchrun each process draws a contiguous share of the indices; rank 0 writes them all
+    device, created = dist.init(resolve_device(args.device))
+    try:
+        _sample_command(args, out, traj_out, png_out, device)
+    finally:
+        dist.finish(created)
+
+
+def _sample_command(args, out, traj_out, png_out, device) -> None:
+    import torch
+
+    from . import dist
+    from .run import LoadedRun
+
+    run = LoadedRun(args.run, weights=args.weights, device=device)
     if png_out is not None and len(run.data_shape) != 3:
         raise PhysdiffError(f"--png needs an image run; this run's data have shape {run.data_shape}")
     sargs = _sampler_args(args, run)
     T = run.schedule.T
     steps = tuple(sorted({round(T * k / (args.snapshots - 1)) for k in range(args.snapshots)}, reverse=True))
+    lo, hi = dist.shard(args.n)
     t0 = time.perf_counter()
-    x, snaps = run.sample(args.n, args.seed, batch_size=args.batch_size, classes=args.klass,
+    x, snaps = run.sample(hi - lo, args.seed, start=lo, batch_size=args.batch_size, classes=args.klass,
                           snapshot_steps=steps if traj_out else (), **sargs)
+    kept = [k for k in steps if k in snaps]  # a respaced sampler visits only some steps
+    traj = (np.stack([run.normalizer.decode(torch.from_numpy(snaps[k]).double()).numpy() for k in kept], axis=1)
+            if traj_out else None)
+    x = dist.gather_rows(x)
+    traj = dist.gather_rows(traj) if traj_out else None
     elapsed = time.perf_counter() - t0
+    if not dist.is_main():
+        return
     _save_npy(out, x)
+    procs = f", {dist.world_size()} processes" if dist.world_size() > 1 else ""
     msg = (f"wrote {args.n} samples to {out} with {args.sampler} (NFE {run.last_nfe} per batch; "
-           f"{elapsed:.1f} s, {args.n / elapsed:.0f} samples/s)")
+           f"{elapsed:.1f} s, {args.n / elapsed:.0f} samples/s{procs})")
     if png_out is not None:
         from .data.images import save_png_grid
 
         save_png_grid(x, png_out)
         msg += f"; PNG grid {png_out}"
     if traj_out:
-        kept = [k for k in steps if k in snaps]  # a respaced sampler visits only some steps
-        traj = np.stack([run.normalizer.decode(torch.from_numpy(snaps[k]).double()).numpy() for k in kept])
-        steps = kept
+        traj = np.swapaxes(traj, 0, 1)  # (K, N, ...)
         _save_npy(traj_out, traj)
-        msg += f"; trajectory {traj.shape} at t = {list(steps)} to {traj_out}"
+        msg += f"; trajectory {traj.shape} at t = {kept} to {traj_out}"
     print(msg)
 
 
@@ -478,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN")
     s.add_argument("--download", action="store_true", help="mnist / fashion-mnist: fetch missing IDX files")
     s.add_argument("--unconditional", action="store_true", help="ignore the dataset's class labels")
+    s.add_argument("--compile", action="store_true", help="torch.compile the network (train.compile)")
     for k, (key, typ) in TRAIN_OPTIONS.items():
         if k == "dataset":
             continue
@@ -561,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
             raise PhysdiffError("--snapshots must be >= 2")
         args.func(args)
     except PhysdiffError as exc:
-        print(f"physdiff: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).splitlines())  # always one line
+        print(f"physdiff: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("physdiff: interrupted", file=sys.stderr)

@@ -83,6 +83,9 @@ class TrainConfig:
     log_every: int = _f(100, lo=1, doc="steps between rows of metrics.csv")
     checkpoint_every: int = _f(1000, lo=1, doc="steps between checkpoints")
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+    precision: str = _f("fp32", choices=("fp32", "bf16", "fp16"),
+                        doc="autocast dtype of the forward pass; fp16 adds gradient scaling")
+    compile: bool = _f(False, doc="torch.compile the network (needs a C++ compiler on CPU)")
 
 
 @dataclass(frozen=True)

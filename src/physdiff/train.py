@@ -9,6 +9,7 @@ stream.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ck
 from . import diffusion as dif
+from . import dist
 from .config import Config, dump_config, load_config
 from .data import Normalizer, load_training
 from .errors import PhysdiffError
@@ -79,6 +81,7 @@ class Trainer:
     ema: torch.nn.Module
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
+    scaler: torch.amp.GradScaler
     step: int = 0
 
     # ------------------------------------------------------------ set-up
@@ -99,8 +102,9 @@ class Trainer:
                                       weight_decay=cfg.train.weight_decay, fused=fused)
         generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
         fingerprint = data_fingerprint(ts.x, ts.labels)
+        scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
         return cls(cfg, run, device, data, labels, ts.class_names, normalizer, fingerprint, model, ema, optimizer,
-                   generator)
+                   generator, scaler)
 
     def restore(self) -> None:
         """Load RUN/state.safetensors into this trainer (refusing a mismatched run)."""
@@ -113,6 +117,8 @@ class Trainer:
         ck.load_module_state(self.ema, tensors, where, "ema.")
         ck.optimizer_from_tensors(self.optimizer, tensors, meta["param_groups"])
         self.generator.set_state(tensors["rng.train"])
+        if "grad_scaler" in meta and self.scaler.is_enabled():
+            self.scaler.load_state_dict(json.loads(meta["grad_scaler"]))
         self.step = int(meta["step"])
 
     # ------------------------------------------------------------ checkpoints
@@ -130,6 +136,8 @@ class Trainer:
         tensors |= opt_tensors | self.normalizer.state()
         tensors["rng.train"] = self.generator.get_state()
         meta = self.weights_metadata() | {"param_groups": groups, "data_fingerprint": self.fingerprint}
+        if self.scaler.is_enabled():
+            meta["grad_scaler"] = json.dumps(self.scaler.state_dict())
         ck.atomic_save_tensors(self.run / ck.STATE_FILE, tensors, meta)
         for name, module in ((ck.MODEL_FILE, self.model), (ck.EMA_FILE, self.ema)):
             ck.atomic_save_tensors(self.run / name, module.state_dict() | self.normalizer.state(),
@@ -143,9 +151,25 @@ class Trainer:
         n, T = self.data.shape[0], sched.T
         params = [p for p in self.model.parameters()]
         ema_params = [p for p in self.ema.parameters()]
-        metrics = open(self.run / ck.METRICS_FILE, "a", encoding="utf-8")
+        # Data parallel: every rank draws the same global batch from the same generator and
+        # keeps its slice, so W processes compute what one process does at the same global batch.
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        if cfg.batch_size % world:
+            raise PhysdiffError(f"train.batch_size = {cfg.batch_size} must be a multiple of the number of "
+                                f"processes ({world})")
+        lo, hi = dist.rank() * cfg.batch_size // world, (dist.rank() + 1) * cfg.batch_size // world
+        net = self.model
+        if world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[self.device] if self.device.type
+                                                            == "cuda" else None)
+        if cfg.compile:
+            net = torch.compile(net)
+        amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        main = dist.is_main()
+        metrics = open(self.run / ck.METRICS_FILE, "a", encoding="utf-8") if main else None
         if progress is None:
             progress = sys.stderr.isatty()
+        progress = progress and main
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress, desc="train", unit="step")
         loss_sum = torch.zeros((), device=self.device)
         grad_sum = torch.zeros((), device=self.device)
@@ -158,28 +182,34 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 idx = torch.randint(n, (cfg.batch_size,), generator=self.generator, device=self.device)
-                x0 = self.data[idx]
                 t = torch.randint(T, (cfg.batch_size,), generator=self.generator, device=self.device)
-                noise = torch.randn(x0.shape, generator=self.generator, device=self.device)
-                xt = dif.q_sample(sched, x0, t, noise)
+                noise = torch.randn((cfg.batch_size, *self.data.shape[1:]), generator=self.generator,
+                                    device=self.device)
                 cond = None
                 if self.labels is not None:  # label dropout: one model, conditional and not
-                    cond = self.labels[idx]
-                    drop = torch.rand(cond.shape, generator=self.generator, device=self.device) < cfg.label_dropout
-                    cond = torch.where(drop, len(self.class_names), cond)
-                out = self.model(xt, t, cond)
-                loss = dif.training_loss(sched, out, x0, xt, t, noise, prediction=d.prediction,
+                    drop = torch.rand((cfg.batch_size,), generator=self.generator, device=self.device)
+                    cond = torch.where(drop < cfg.label_dropout, len(self.class_names), self.labels[idx])[lo:hi]
+                idx, t, noise = idx[lo:hi], t[lo:hi], noise[lo:hi]
+                x0 = self.data[idx]
+                xt = dif.q_sample(sched, x0, t, noise)
+                with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    out = net(xt, t, cond)
+                loss = dif.training_loss(sched, out.float(), x0, xt, t, noise, prediction=d.prediction,
                                          loss=d.loss, variance=d.variance).mean()
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
                 if cfg.grad_clip > 0:
                     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
                 else:
                     grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
                 # divergence guard: remember the first step whose loss or gradient is not finite
-                bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
-                first_bad = torch.where(bad & (first_bad < 0), self.step, first_bad)
-                self.optimizer.step()
+                # (with fp16 an infinite gradient is an overflow the scaler skips, not a divergence)
+                finite = torch.isfinite(loss) if self.scaler.is_enabled() else torch.isfinite(loss) & torch.isfinite(
+                    grad_norm)
+                first_bad = torch.where(~finite & (first_bad < 0), self.step, first_bad)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
                 if cfg.ema_decay > 0:
                     decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
                     torch._foreach_lerp_(ema_params, params, 1.0 - decay)
@@ -193,25 +223,28 @@ class Trainer:
                 at_log = self.step % cfg.log_every == 0 or self.step == cfg.steps
                 at_ckpt = self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
                 if at_log or at_ckpt:
-                    self._check_finite(first_bad)
+                    self._check_finite(dist.all_reduce_max(first_bad))
                 if at_log:
                     now = time.perf_counter()
+                    dist.all_reduce_mean(loss_sum)
                     last = {"step": self.step, "loss": float(loss_sum) / window_steps, "lr": lr,
                             "grad_norm": float(grad_sum) / window_steps,
                             "steps_per_s": window_steps / max(now - window_start, 1e-9),
                             "elapsed_s": now - t0}
-                    metrics.write(",".join(f"{last[k]:.6g}" if isinstance(last[k], float) else str(last[k])
-                                           for k in METRICS_HEADER.split(",")) + "\n")
-                    metrics.flush()
+                    if main:
+                        metrics.write(",".join(f"{last[k]:.6g}" if isinstance(last[k], float) else str(last[k])
+                                               for k in METRICS_HEADER.split(",")) + "\n")
+                        metrics.flush()
                     bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
                     loss_sum.zero_()
                     grad_sum.zero_()
                     window_start, window_steps = now, 0
-                if at_ckpt:
+                if at_ckpt and main:
                     self.save()
         finally:
             bar.close()
-            metrics.close()
+            if metrics is not None:
+                metrics.close()
         return last
 
     def _check_finite(self, first_bad: torch.Tensor):
@@ -257,7 +290,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
 
     ``resume=True`` continues ``out`` from its last checkpoint (its own config.toml is used;
     ``steps`` may extend it). The result of a resumed run is bitwise identical to an
-    uninterrupted one on the same machine.
+    uninterrupted one on the same machine. Launched by ``torchrun`` with several processes it
+    trains data-parallel (DistributedDataParallel); only rank 0 writes.
     """
     out = Path(out)
     if resume:
@@ -266,18 +300,28 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
         cfg = load_config(out / ck.CONFIG_FILE)
         if steps is not None:
             cfg = cfg.with_overrides({"train.steps": steps})
-    else:
-        prepare_run(out, overwrite=overwrite)
-    device = resolve_device(cfg.train.device)
-    make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)  # warn early on a weak schedule
-    trainer = Trainer.create(cfg, out, device)  # reads and checks the data before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    with ck.RunLock(out):
-        if resume and (out / ck.STATE_FILE).is_file():
-            trainer.restore()
-            _truncate_metrics(out / ck.METRICS_FILE, trainer.step)
-        else:
-            ck.atomic_write_bytes(out / ck.METRICS_FILE, (METRICS_HEADER + "\n").encode())
-        ck.atomic_write_bytes(out / ck.CONFIG_FILE, dump_config(cfg).encode())
-        trainer.train(progress=progress)
+    device, created = dist.init(resolve_device(cfg.train.device))  # several processes under torchrun
+    try:
+        if not resume and dist.is_main():
+            prepare_run(out, overwrite=overwrite)
+        dist.barrier()
+        make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)  # warn early on a weak schedule
+        trainer = Trainer.create(cfg, out, device)  # reads and checks the data before anything is written
+        main = dist.is_main()
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+        with ck.RunLock(out) if main else contextlib.nullcontext():
+            if resume and (out / ck.STATE_FILE).is_file():
+                trainer.restore()
+                if main:
+                    _truncate_metrics(out / ck.METRICS_FILE, trainer.step)
+            elif main:
+                ck.atomic_write_bytes(out / ck.METRICS_FILE, (METRICS_HEADER + "\n").encode())
+            if main:
+                ck.atomic_write_bytes(out / ck.CONFIG_FILE, dump_config(cfg).encode())
+            dist.barrier()
+            trainer.train(progress=progress)
+        dist.barrier()
+    finally:
+        dist.finish(created)
     return out
