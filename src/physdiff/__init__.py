@@ -7,4 +7,5 @@ from .schedule import Schedule, make_schedule
 from .train import train
 
 __version__ = "0.1.0"
-__all__ = ["Config", "LoadedRun", "PhysdiffError", "Schedule", "config_from_dict", "load_config", "make_schedule", "train"]
+__all__ = ["Config", "LoadedRun", "PhysdiffError", "Schedule", "config_from_dict", "load_config", "make_schedule",
+           "train"]
