@@ -21,7 +21,7 @@ from physdiff.cli import _loss_figure
 from physdiff.config import config_from_dict
 from physdiff.image_eval import default_sampler, evaluate_images, image_figures
 from physdiff.nets.unet import UNet
-from physdiff.run import LoadedRun
+from physdiff.run import DEFAULT_GUIDANCE, LoadedRun
 from physdiff.train import train
 
 
@@ -86,7 +86,8 @@ def main():
         report[name] = r | {"seconds": secs}
         print(f"{name} ({secs:.0f} s): " + ", ".join(f"{k} {v['value']:.4g}" for k, v in r["metrics"].items()),
               flush=True)
-    figs = image_figures(run, 0, sampler_args=default_sampler(run), report=rows.get(1.0)) | _loss_figure(run)
+    figs = image_figures(run, 0, sampler_args=default_sampler(run), report=rows.get(DEFAULT_GUIDANCE))
+    figs |= _loss_figure(run)
     for fname, fig in figs.items():
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=130)

@@ -104,7 +104,7 @@ def test_cli_image_run(run, tmp_path, cache, monkeypatch, capsys):
     assert main(["evaluate", str(run.path), "--n", "100", "--sampler", "ddim", "--steps", "4", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {"fcd", "precision", "recall", "memorisation_share", "conditional_accuracy"} <= set(report["metrics"])
-    assert report["guidance"] == 1.0
+    assert report["guidance"] == 0.5
     for argv, words in (
             (["sample", str(run.path), "--class", "10", "--out", str(out)], "class 10 is out of range"),
             (["sample", str(run.path), "--n", "4", "--out", str(out), "--png", str(tmp_path / "x.jpg")], "--png"),

@@ -187,8 +187,9 @@ def _sample_command(args, out, traj_out, png_out, device) -> None:
     T = run.schedule.T
     steps = tuple(sorted({round(T * k / (args.snapshots - 1)) for k in range(args.snapshots)}, reverse=True))
     lo, hi = dist.shard(args.n)
+    batch_size = args.batch_size or (512 if len(run.data_shape) == 3 else 4096)
     t0 = time.perf_counter()
-    x, snaps = run.sample(hi - lo, args.seed, start=lo, batch_size=args.batch_size, classes=args.klass,
+    x, snaps = run.sample(hi - lo, args.seed, start=lo, batch_size=batch_size, classes=args.klass,
                           snapshot_steps=steps if traj_out else (), **sargs)
     kept = [k for k in steps if k in snaps]  # a respaced sampler visits only some steps
     traj = (np.stack([run.normalizer.decode(torch.from_numpy(snaps[k]).double()).numpy() for k in kept], axis=1)
@@ -527,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--steps", type=_positive_int, default=None,
                        help="K network evaluations (default: T for ddpm/ddim, 20 for dpm-solver)")
         s.add_argument("--guidance", type=_finite_float, default=None,
-                       help="classifier-free guidance w for class-conditional runs (default 1)")
+                       help="classifier-free guidance w for class-conditional runs (default 0.5)")
         s.add_argument("--eta", type=_finite_float, default=0.0, help="DDIM η in [0, 1] (default 0)")
         s.add_argument("--spacing", default=None, help="timesteps: uniform, quadratic, trailing, logsnr")
 
@@ -537,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output .npy, shape (N, *data_shape)")
     s.add_argument("--trajectory", metavar="FILE.npy", help="also save snapshots of the reverse process, (K, N, ...)")
     s.add_argument("--snapshots", type=_positive_int, default=11, help="K for --trajectory (default 11, ≥ 2)")
-    s.add_argument("--batch-size", type=_positive_int, default=4096)
+    s.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="samples per network batch (default 4096; 512 for images); results do not depend on it")
     s.add_argument("--class", dest="klass", type=_nonneg_int, default=None,
                    help="class-conditional runs: draw every sample of this class (default: i mod K)")
     s.add_argument("--png", metavar="FILE.png", help="image runs: also write the samples as a PNG grid")
@@ -562,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("plot", "Write the run's figures: samples vs data, forward and reverse process, loss.")
     run_options(s, 3000)
-    s.add_argument("--guidance", type=_finite_float, default=None, help="image runs: guidance w (default 1)")
+    s.add_argument("--guidance", type=_finite_float, default=None, help="image runs: guidance w (default 0.5)")
     s.set_defaults(func=cmd_plot)
 
     s = add("demo", "The course's tour: train gaussian, two_gaussians and spiral; figures and a metrics table.")

@@ -27,7 +27,7 @@ from .samplers import (
 from .schedule import make_schedule
 
 NOISE_BLOCK = 64  # samples per noise generator; see IndexedNoise
-DEFAULT_GUIDANCE = 1.0  # classifier-free guidance w of `physdiff sample` for class-conditional runs
+DEFAULT_GUIDANCE = 0.5  # classifier-free guidance w for class-conditional runs (benchmarks/README.md)
 
 
 class LoadedRun:
@@ -91,7 +91,7 @@ class LoadedRun:
                                 f"this run has classes 0..{self.num_classes - 1} ({', '.join(self.class_names)})")
         return arr
 
-    def sample(self, n: int, seed: int, *, batch_size: int = 4096, start: int = 0,
+    def sample(self, n: int, seed: int, *, batch_size: int | None = None, start: int = 0,
                snapshot_steps: tuple[int, ...] = (), sampler: str = "ddpm", steps: int | None = None,
                eta: float = 0.0, spacing: str | None = None, classes=None,
                guidance: float | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
@@ -105,6 +105,7 @@ class LoadedRun:
         which the state is kept (network units), returned as {t: (n, *data_shape)}; t = T means x_T.
         After the call, ``self.last_nfe`` holds the network evaluations per sample batch.
         """
+        batch_size = batch_size or (512 if len(self.data_shape) == 3 else 4096)
         batch_size = max(NOISE_BLOCK, batch_size // NOISE_BLOCK * NOISE_BLOCK)
         all_labels = self.labels(np.arange(start, start + n), classes)
         outs, snaps = [], {k: [] for k in snapshot_steps}
