@@ -47,8 +47,8 @@ def main():
                      "--device", "cpu", "--no-progress")
             m = np.genfromtxt(run / "metrics.csv", delimiter=",", names=True, ndmin=1)
             steps_per_s = float(np.median(m["steps_per_s"][1:])) if len(m) > 1 else float(m["steps_per_s"][-1])
-            out = physdiff(nproc, threads, "sample", str(run), "--n", str(args.n), "--out", str(Path(tmp) / "s.npy"),
-                           "--device", "cpu")
+            out = physdiff(nproc, threads, "sample", str(run), "--num-samples", str(args.n),
+                           "--out", str(Path(tmp) / "s.npy"), "--device", "cpu")
             samples_per_s = float(re.search(r"(\d+) samples/s", out).group(1))
             rows.append((nproc, threads, steps_per_s, samples_per_s))
             print(f"{nproc} process(es) × {threads} thread(s): {steps_per_s:.0f} train steps/s, "

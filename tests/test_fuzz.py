@@ -59,16 +59,25 @@ tokens = st.one_of(
 def stub_training():
     """Make any training that a random command line starts instant: the loop is a no-op."""
     mp = pytest.MonkeyPatch()
-    from physdiff import train
+    from physdiff.train import Trainer
 
-    mp.setattr(train.Trainer, "train", lambda self, progress=None: {})
+    mp.setattr(Trainer, "train", lambda self, progress=None: {})
     yield
     mp.undo()
 
 
+options = st.sampled_from(["--steps", "--n", "--seed", "--sampler", "--dataset", "--lr", "--batch-size", "--class",
+                           "--guidance", "--eta", "--spacing", "--precision", "--timesteps", "--schedule",
+                           "--prediction", "--width", "--n-train", "--label-dropout", "--loss", "--variance"])
+option_values = st.one_of(st.sampled_from(["1", "2", "3", "0", "-1", "0.5", "nan", "1e400", "ddim", "spiral", "moons",
+                                           "digits", "fp16", "bf16", "cosine", "v", "x0", "mu", "beta_tilde",
+                                           "trailing", "", " "]), st.text(max_size=5))
+pairs = st.lists(st.tuples(options, option_values), max_size=5).map(lambda ps: [x for p in ps for x in p])
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(command=st.sampled_from(["train", "sample", "evaluate", "plot", "encode", "data", "demo", "bogus"]),
-       argv=st.lists(tokens, max_size=8))
+       argv=st.one_of(st.lists(tokens, max_size=8), pairs))
 def test_cli_never_raises(tmp_path_factory, stub_training, capsys, command, argv):
     tmp = tmp_path_factory.mktemp("fuzz")
     argv = [a.replace("bad.toml", str(tmp / "bad.toml")) for a in argv]

@@ -97,8 +97,9 @@ def test_indexed_noise_is_independent_of_batching():
     torch.testing.assert_close(torch.cat(parts), full, rtol=0, atol=0)
     other = IndexedNoise(8, 0, 300, block=64).randn_like(torch.empty(300, 3))
     assert not torch.allclose(full, other)
-    with pytest.raises(ValueError):
-        IndexedNoise(7, 10, 5, block=64)
+    # any start, not only block boundaries: samples 10..79 straddle two blocks
+    mid = IndexedNoise(7, 10, 70, block=64).randn_like(torch.empty(70, 3))
+    torch.testing.assert_close(mid, full[10:80], rtol=0, atol=0)
 
 
 def test_trajectory_and_seed_reproducibility(gaussian_2d):

@@ -72,7 +72,8 @@ def test_sampling_across_ranks_is_one_file_equal_to_one_process(single, tmp_path
     one, two = tmp_path / "one.npy", tmp_path / "two.npy"
     assert main(["sample", str(single), "--n", "150", "--seed", "3", "--steps", "20", "--out", str(one),
                  "--device", "cpu"]) == 0
-    proc = torchrun(2, "sample", str(single), "--n", "150", "--seed", "3", "--steps", "20", "--out", str(two),
+    # torchrun's own parser takes "--n" for an abbreviation of its options: the long form avoids it
+    proc = torchrun(2, "sample", str(single), "--num-samples", "150", "--seed", "3", "--steps", "20", "--out", str(two),
                     "--device", "cpu", "--batch-size", "64")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "2 processes" in proc.stdout
@@ -102,6 +103,8 @@ def test_bad_precision_is_refused(tmp_path, capsys):
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("clang++") is None,
                     reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # raised inside torch's compiler stack
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_compile_matches_eager(single, tmp_path):
     out = tmp_path / "compiled"
     args = [a if a != "30" else "5" for a in TINY]

@@ -517,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_options(s, n_default=5000):
         s.add_argument("run", metavar="RUN", help="run directory written by `physdiff train`")
-        s.add_argument("--n", type=_positive_int, default=n_default, help=f"number of samples (default {n_default})")
+        s.add_argument("--n", "--num-samples", dest="n", type=_positive_int, default=n_default,
+                       help=f"number of samples (default {n_default}); under torchrun write --num-samples")
         s.add_argument("--seed", type=_nonneg_int, default=0, help="sample i depends only on (seed, i)")
         s.add_argument("--weights", default="ema", help="ema (default) or model")
         s.add_argument("--device", default="auto", help="auto, cpu or cuda")

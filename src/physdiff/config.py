@@ -108,6 +108,11 @@ class Config:
 SECTIONS = {f.name: f.default_factory for f in fields(Config)}
 
 
+def _show(name) -> str:
+    """A user-given name as typed, or its repr if it holds line breaks or other unprintables."""
+    return name if isinstance(name, str) and name.isprintable() else repr(name)
+
+
 def _suggest(name: str, allowed) -> str:
     close = difflib.get_close_matches(name, list(allowed), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -173,7 +178,7 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
     sections = {}
     for sname, sval in raw.items():
         if sname not in SECTIONS:
-            raise PhysdiffError(f"unknown config section [{sname}]{_suggest(sname, SECTIONS)}; "
+            raise PhysdiffError(f"unknown config section [{_show(sname)}]{_suggest(sname, SECTIONS)}; "
                                 f"allowed: {', '.join(SECTIONS)}")
         if not isinstance(sval, dict):
             raise PhysdiffError(f"config section [{sname}] must be a table, got {type(sval).__name__}")
@@ -182,7 +187,7 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
         values = {}
         for key, value in sval.items():
             if key not in known:
-                raise PhysdiffError(f"unknown config key {sname}.{key}{_suggest(key, known)}; "
+                raise PhysdiffError(f"unknown config key {sname}.{_show(key)}{_suggest(key, known)}; "
                                     f"allowed in [{sname}]: {', '.join(known)}")
             values[key] = _check_value(f"{sname}.{key}", known[key], value)
         sections[sname] = cls(**values)
