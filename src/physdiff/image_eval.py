@@ -125,7 +125,8 @@ def image_figures(run, seed: int = 0, *, sampler_args: dict | None = None, per_c
                           snapshot_steps=tuple(times), sampler="ddpm", steps=None)
     strip = [(t, np.clip(run.normalizer.decode(torch.from_numpy(snaps[t]).double()).numpy(), 0, 1))
              for t in sorted(snaps, reverse=True)]
-    figs["reverse.png"] = plot_image_process(strip, run.schedule.T, f"{name}: reverse process $x_T \\to x_0$")
+    figs["reverse.png"] = plot_image_process(strip, run.schedule.T, f"{name}: reverse process $x_T \\to x_0$",
+                                             [run.class_names[i % k] for i in range(m)] if k else None)
     if k:
         rows = []
         for w in (0.0, 0.5, 1.0, 2.0, 4.0):

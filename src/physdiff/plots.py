@@ -113,17 +113,22 @@ def plot_class_grid(images: np.ndarray, class_names, per_class: int, title: str 
     return fig
 
 
-def plot_image_process(snapshots: list[tuple[int, np.ndarray]], T: int, title: str = "") -> Figure:
+def plot_image_process(snapshots: list[tuple[int, np.ndarray]], T: int, title: str = "",
+                       row_labels=None) -> Figure:
     """Reverse process of a few images: rows are samples, columns paper steps t (from T to 0).
-    snapshots: [(t, images (M, C, H, W) in [0, 1])]."""
+    snapshots: [(t, images (M, C, H, W) in [0, 1])]; ``row_labels``: e.g. the requested classes."""
     m, k = len(snapshots[0][1]), len(snapshots)
     strip = np.stack([imgs for _, imgs in snapshots], axis=1).reshape(m * k, *snapshots[0][1].shape[1:])
     fig = Figure(figsize=(0.8 * k + 1.0, 0.8 * m + 0.9), layout="constrained")
     ax = fig.subplots()
-    _, cell_w = _image_panel(ax, strip, k)
+    cell_h, cell_w = _image_panel(ax, strip, k)
     ax.set_xticks([1 + cell_w * (j + 0.5) for j in range(k)], [str(t) for t, _ in snapshots])
     ax.set_xlabel("diffusion step t")
-    ax.set_ylabel("sample")
+    if row_labels is not None:
+        ax.set_yticks([1 + cell_h * (i + 0.5) for i in range(m)], [str(r) for r in row_labels])
+        ax.set_ylabel("requested class")
+    else:
+        ax.set_ylabel("sample")
     ax.set_title(title or f"Reverse process $x_T \\to x_0$ (T = {T})")
     return fig
 
