@@ -125,3 +125,30 @@ def test_cli_refuses_bad_image_input(tmp_path, capsys):
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err
     assert not (tmp_path / "b").exists()
+
+
+def test_train_on_idx_and_png_folders(tmp_path, monkeypatch):
+    """The loaders feed training: a small MNIST-format folder (conditional, 28×28, odd 7×7 lowest
+    level) and an unlabelled PNG folder (unconditional; evaluation falls back to pixel features)."""
+    from matplotlib.image import imsave
+    from test_images import make_idx_folder
+
+    monkeypatch.setenv("PHYSDIFF_CACHE", str(tmp_path / "cache"))
+    make_idx_folder(tmp_path / "mnist", n_train=40, n_test=20, gz=True)
+    fast = {"diffusion": {"timesteps": 20}, "model": {"channels": 8, "time_dim": 16},
+            "train": {"steps": 3, "batch_size": 8, "device": "cpu"}}
+    run = LoadedRun(train(config_from_dict({"data": {"dataset": "mnist", "folder": str(tmp_path / "mnist")}} | fast),
+                          tmp_path / "r1", progress=False))
+    assert run.data_shape == (1, 28, 28) and run.num_classes == 10
+    x, _ = run.sample(3, 0, sampler="ddim", steps=2, classes=[1, 2, 3])
+    assert x.shape == (3, 1, 28, 28)
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "png").mkdir()
+    for i in range(30):
+        imsave(tmp_path / "png" / f"{i:02d}.png", rng.random((6, 6)), cmap="gray", vmin=0, vmax=1)
+    run = LoadedRun(train(config_from_dict({"data": {"dataset": "images", "folder": str(tmp_path / "png")}} | fast),
+                          tmp_path / "r2", progress=False))
+    assert run.data_shape == (1, 6, 6) and run.num_classes == 0
+    report = evaluate_images(run, 27, sampler_args={"sampler": "ddim", "steps": 2})
+    assert report["feature_space"] == "pixels" and "conditional_accuracy" not in report["metrics"]

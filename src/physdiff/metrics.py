@@ -117,9 +117,11 @@ def frechet_distance(f1, f2) -> float:
 
 
 def _kth_neighbour_radius(f: torch.Tensor, k: int) -> torch.Tensor:
-    """Distance of each row of f to its k-th nearest other row."""
+    """Distance of each row of f to its k-th nearest other row (k capped at len(f) - 1)."""
+    if len(f) < 2:
+        raise ValueError("precision/recall need at least 2 vectors per set")
     d = torch.cdist(f, f)
-    return d.kthvalue(k + 1, dim=1).values  # k + 1: the row itself is at distance 0
+    return d.kthvalue(min(k, len(f) - 1) + 1, dim=1).values  # + 1: the row itself is at distance 0
 
 
 def _covered(query: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
