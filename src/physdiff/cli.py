@@ -354,7 +354,7 @@ def cmd_evaluate(args) -> None:
         atomic_write_bytes(run.path / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode())
         print(json.dumps(report, indent=2) if args.json else format_image_report(report))
         return
-    report = evaluate_run(run, args.n, args.seed, sampler_args=_sampler_args(args, run))
+    report = evaluate_run(run, args.n or 5000, args.seed, sampler_args=_sampler_args(args, run))
     if args.nll:
         report["nll"] = nll_report(run, args.nll_n, args.seed)
     atomic_write_bytes(run.path / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode())
@@ -515,10 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress bar (default: on when stderr is a terminal)")
     s.set_defaults(func=cmd_train)
 
-    def run_options(s, n_default=5000):
+    def run_options(s, n_default=5000, n_help=None):
         s.add_argument("run", metavar="RUN", help="run directory written by `physdiff train`")
         s.add_argument("--n", "--num-samples", dest="n", type=_positive_int, default=n_default,
-                       help=f"number of samples (default {n_default}); under torchrun write --num-samples")
+                       help=(n_help or f"number of samples (default {n_default})")
+                       + "; under torchrun write --num-samples")
         s.add_argument("--seed", type=_nonneg_int, default=0, help="sample i depends only on (seed, i)")
         s.add_argument("--weights", default="ema", help="ema (default) or model")
         s.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -547,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     s = add("evaluate", "Distances between model samples and fresh true samples, beside their noise floors.")
-    run_options(s)
+    run_options(s, None, "number of samples (default 5000; image runs: the size of the training split, "
+                         "so the FCD compares with its floor)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--nll", action="store_true", help="also the variational bound and ODE log-likelihood")
     s.add_argument("--nll-n", type=_positive_int, default=500, help="test points for --nll (default 500)")
