@@ -131,6 +131,7 @@ def test_train_on_idx_and_png_folders(tmp_path, monkeypatch):
     """The loaders feed training: a small MNIST-format folder (conditional, 28×28, odd 7×7 lowest
     level) and an unlabelled PNG folder (unconditional; evaluation falls back to pixel features)."""
     from matplotlib.image import imsave
+
     from test_images import make_idx_folder
 
     monkeypatch.setenv("PHYSDIFF_CACHE", str(tmp_path / "cache"))

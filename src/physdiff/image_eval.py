@@ -120,7 +120,7 @@ def image_figures(run, seed: int = 0, *, sampler_args: dict | None = None, per_c
         figs["samples.png"] = plot_class_grid(grid, [""] * 8, per_class, f"{name}: samples (step {run.step})")
     # reverse process of a few samples (all timesteps, so the snapshots are exact steps)
     times = snapshot_times(run.schedule, levels=(0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.97))
-    m = min(6, max(k, 1) if k else 6)
+    m = min(6, k) if k else 6
     _, snaps = run.sample(m, seed, classes=np.arange(m) % k if k else None, guidance=guidance,
                           snapshot_steps=tuple(times), sampler="ddpm", steps=None)
     strip = [(t, np.clip(run.normalizer.decode(torch.from_numpy(snaps[t]).double()).numpy(), 0, 1))
