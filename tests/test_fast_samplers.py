@@ -49,6 +49,8 @@ def _law_check(x, mix, allowance):
     (ddim_sample, {"steps": 200}, 200, 0.02),
     (ddim_sample, {"steps": 100, "eta": 0.5}, 100, 0.02),
     (ddpm_sample, {"steps": 100}, 100, 0.02),
+    (ddim_sample, {"steps": 100, "spacing": "logsnr"}, 100, 0.02),
+    (ddpm_sample, {"steps": 100, "spacing": "logsnr"}, 100, 0.02),
     (dpm_solver_sample, {"steps": 20}, 20, 0.03),
     (dpm_solver_sample, {"steps": 50}, 50, 0.01),
 ])

@@ -89,7 +89,7 @@ class GuidedModel:
 
 def _visited_timesteps(sched: Schedule, steps: int | None, spacing: str) -> list[int]:
     """Ascending indices a K-step sampler visits: all T when ``steps`` is None."""
-    return list(range(sched.T)) if steps is None else timestep_subsequence(sched.T, steps, spacing)
+    return list(range(sched.T)) if steps is None else timestep_subsequence(sched.T, steps, spacing, sched)
 
 
 def _timestep(i: int, x: torch.Tensor) -> torch.Tensor:
