@@ -162,3 +162,22 @@ def test_fast_samplers_encode_and_nll_from_the_cli(run_dir, tmp_path, capsys):
     _bad(["sample", str(run_dir), "--eta", "2", "--sampler", "ddim", "--out", str(tmp_path / "q.npy")],
          capsys, "0 <= eta <= 1")
     assert not (tmp_path / "q.npy").exists()
+
+
+def test_warns_of_ill_conditioned_eps_on_cosine(tmp_path, capsys):
+    """ε-prediction on the cosine schedule (√ᾱ_T ≈ 5e-5): strided samplers get a one-line warning,
+    ancestral sampling on every step does not."""
+    out = tmp_path / "cos"
+    args = [a if a != "200" else "5" for a in FAST]
+    assert main(["train", "--dataset", "moons", "--schedule", "cosine", "--out", str(out), *args]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(out), "--n", "64", "--out", str(tmp_path / "a.npy")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # printed by the CLI, as outside pytest
+        assert main(["sample", str(out), "--n", "64", "--sampler", "ddim", "--steps", "10",
+                     "--out", str(tmp_path / "b.npy")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("physdiff: warning: this run predicts ε") and err.count("\n") == 1

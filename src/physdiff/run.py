@@ -131,6 +131,7 @@ class LoadedRun:
     def sample_normalized(self, x_T, generator=None, *, sampler="ddpm", steps=None, eta=0.0, spacing=None,
                           callback=None, cond=None, guidance=None) -> torch.Tensor:
         """Run one sampler from x_T in network units; sets ``last_nfe``."""
+        self._warn_if_ill_conditioned(sampler, steps)
         w = DEFAULT_GUIDANCE if guidance is None else guidance
         net = GuidedModel(self.model, w, self.num_classes) if self.num_classes else self.model
         model = CountingModel(net)
@@ -152,6 +153,26 @@ class LoadedRun:
             raise PhysdiffError(f"unknown sampler {sampler!r}; allowed: ddpm, ddim, dpm-solver, ode")
         self.last_nfe = model.nfe
         return x
+
+    def _warn_if_ill_conditioned(self, sampler: str, steps: int | None) -> None:
+        """ε-prediction gives x̂₀ = (x − σ ε̂)/α; at t = T with a tiny α (the cosine schedule's
+        clipped last step: √ᾱ_T ≈ 5e-5) a network error δ in ε̂ becomes δ/α in x̂₀, which any
+        sampler that jumps from T to a much less noisy step carries into the samples."""
+        if getattr(self, "_warned", False) or self.cfg.diffusion.prediction != "eps" or self.cfg.diffusion.clip_x0:
+            return
+        if sampler == "ddpm" and steps in (None, self.schedule.T):
+            return  # ancestral on every step: each step is small
+        sqrt_ab = float(self.schedule.sqrt_alpha_bar[-1])
+        if sqrt_ab < 1e-3:
+            import warnings
+
+            from .schedule import ScheduleWarning
+
+            self._warned = True
+            warnings.warn(f"this run predicts ε on a schedule with √ᾱ_T = {sqrt_ab:.1e}: its x̂₀ at t = T amplifies "
+                          f"network error by ~{1 / sqrt_ab:.0e}, and {sampler} on {steps or 'adaptive'} steps may "
+                          "produce outliers; use prediction v, diffusion.clip_x0, or ddpm on all steps",
+                          ScheduleWarning, stacklevel=3)
 
     def encode(self, x: np.ndarray, *, steps: int | None = None, spacing: str = "uniform") -> np.ndarray:
         """Deterministic DDIM inversion of data x (data units) to x_T (standardised units)."""
