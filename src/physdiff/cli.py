@@ -85,6 +85,12 @@ TRAIN_OPTIONS = {
     "folder": ("data.folder", str), "label_dropout": ("train.label_dropout", _finite_float),
     "precision": ("train.precision", str),
 }
+# flag → (config key, value it sets, help)
+TRAIN_FLAGS = {
+    "download": ("data.download", True, "mnist / fashion-mnist: fetch missing IDX files"),
+    "unconditional": ("data.conditional", False, "ignore the dataset's class labels"),
+    "compile": ("train.compile", True, "torch.compile the network (train.compile)"),
+}
 
 
 def _npy_out(path: str) -> Path:
@@ -130,7 +136,7 @@ def cmd_train(args) -> None:
 
     if args.resume:
         given = [k for k in TRAIN_OPTIONS if k != "steps" and getattr(args, k) is not None]
-        if given or args.config or args.data or args.download or args.unconditional or args.compile:
+        if given or args.config or args.data or any(getattr(args, k) for k in TRAIN_FLAGS):
             extra = ", ".join("--" + k.replace("_", "-") for k in given) or "--config/--data"
             raise PhysdiffError(f"--resume continues a run with its own config.toml; drop {extra} "
                                 "(only --steps may be given to extend it)")
@@ -139,12 +145,7 @@ def cmd_train(args) -> None:
         overrides = {key: getattr(args, k) for k, (key, _) in TRAIN_OPTIONS.items() if getattr(args, k) is not None}
         if args.data is not None:
             overrides["data.file"] = args.data
-        if args.download:
-            overrides["data.download"] = True
-        if args.unconditional:
-            overrides["data.conditional"] = False
-        if args.compile:
-            overrides["train.compile"] = True
+        overrides |= {key: value for k, (key, value, _) in TRAIN_FLAGS.items() if getattr(args, k)}
         cfg = load_config(args.config, overrides)
         run = train(cfg, args.out, overwrite=args.overwrite, progress=args.progress)
     print(f"trained run in {run} (weights: {run / 'ema.safetensors'})")
@@ -181,15 +182,14 @@ def _sample_command(args, out, traj_out, png_out, device) -> None:
     from .run import LoadedRun
 
     run = LoadedRun(args.run, weights=args.weights, device=device)
-    if png_out is not None and len(run.data_shape) != 3:
+    if png_out is not None and not run.is_image:
         raise PhysdiffError(f"--png needs an image run; this run's data have shape {run.data_shape}")
     sargs = _sampler_args(args, run)
     T = run.schedule.T
     steps = tuple(sorted({round(T * k / (args.snapshots - 1)) for k in range(args.snapshots)}, reverse=True))
     lo, hi = dist.shard(args.n)
-    batch_size = args.batch_size or (512 if len(run.data_shape) == 3 else 4096)
     t0 = time.perf_counter()
-    x, snaps = run.sample(hi - lo, args.seed, start=lo, batch_size=batch_size, classes=args.klass,
+    x, snaps = run.sample(hi - lo, args.seed, start=lo, batch_size=args.batch_size, classes=args.klass,
                           snapshot_steps=steps if traj_out else (), **sargs)
     kept = [k for k in steps if k in snaps]  # a respaced sampler visits only some steps
     traj = (np.stack([run.normalizer.decode(torch.from_numpy(snaps[k]).double()).numpy() for k in kept], axis=1)
@@ -215,20 +215,24 @@ def _sample_command(args, out, traj_out, png_out, device) -> None:
     print(msg)
 
 
+def _check_guidance(args, run) -> None:
+    if args.guidance is not None and not run.num_classes:
+        raise PhysdiffError("--guidance needs a class-conditional run; this run was trained without labels")
+
+
 def _sampler_args(args, run) -> dict:
     """Validate --sampler/--steps/--eta/--spacing against the run's T."""
-    from .image_eval import default_sampler, is_image_run
+    from .image_eval import default_sampler
     from .samplers import SAMPLERS
     from .schedule import SPACINGS
 
     if args.sampler is None:
         args.sampler = "ddpm"
-        if is_image_run(run) and args.steps is None:
+        if run.is_image and args.steps is None:
             args.steps = default_sampler(run)["steps"]
     if args.sampler not in SAMPLERS:
         raise PhysdiffError(f"unknown sampler {args.sampler!r}; allowed: {', '.join(SAMPLERS)}")
-    if args.guidance is not None and not run.num_classes:
-        raise PhysdiffError("--guidance needs a class-conditional run; this run was trained without labels")
+    _check_guidance(args, run)
     if args.steps is not None and args.steps > run.schedule.T:
         raise PhysdiffError(f"--steps {args.steps} exceeds the run's T = {run.schedule.T}")
     if not 0.0 <= args.eta <= 1.0:
@@ -343,10 +347,10 @@ def _format_report(report: dict) -> str:
 
 def cmd_evaluate(args) -> None:
     from .checkpoint import atomic_write_bytes
-    from .image_eval import evaluate_images, format_image_report, is_image_run
+    from .image_eval import evaluate_images, format_image_report
 
     run = _load(args)
-    if is_image_run(run):
+    if run.is_image:
         if args.nll:
             raise PhysdiffError("--nll is available for vector data only, not yet for image runs")
         report = evaluate_images(run, args.n, args.seed, sampler_args=_sampler_args(args, run),
@@ -405,16 +409,12 @@ def _loss_figure(run) -> dict:
     return {}
 
 
-
-
-
 def cmd_plot(args) -> None:
-    from .image_eval import default_sampler, image_figures, is_image_run
+    from .image_eval import default_sampler, image_figures
 
     run = _load(args)
-    if args.guidance is not None and not run.num_classes:
-        raise PhysdiffError("--guidance needs a class-conditional run; this run was trained without labels")
-    if is_image_run(run):
+    _check_guidance(args, run)
+    if run.is_image:
         figs = image_figures(run, args.seed, sampler_args=default_sampler(run, args.guidance))
         figs |= _loss_figure(run)
     else:
@@ -502,9 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", metavar="FILE.toml", help="TOML config; options given here override it")
     s.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     s.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN")
-    s.add_argument("--download", action="store_true", help="mnist / fashion-mnist: fetch missing IDX files")
-    s.add_argument("--unconditional", action="store_true", help="ignore the dataset's class labels")
-    s.add_argument("--compile", action="store_true", help="torch.compile the network (train.compile)")
+    for k, (_, _, help_) in TRAIN_FLAGS.items():
+        s.add_argument("--" + k, action="store_true", help=help_)
     for k, (key, typ) in TRAIN_OPTIONS.items():
         if k == "dataset":
             continue

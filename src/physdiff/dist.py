@@ -18,6 +18,11 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def group_size() -> int:
+    """Processes in the joined group (1 when none was joined)."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
 def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
 
@@ -50,8 +55,7 @@ def barrier() -> None:
 
 def shard(n: int) -> tuple[int, int]:
     """[lo, hi) of this rank's contiguous share of range(n) (sizes differ by at most one)."""
-    w = dist.get_world_size() if dist.is_initialized() else 1
-    r = rank()
+    w, r = group_size(), rank()
     return r * n // w, (r + 1) * n // w
 
 
@@ -59,7 +63,7 @@ def gather_rows(array: np.ndarray) -> np.ndarray | None:
     """Concatenate every rank's rows in rank order on rank 0 (None on the other ranks)."""
     if not dist.is_initialized():
         return array
-    parts = [None] * dist.get_world_size() if is_main() else None
+    parts = [None] * group_size() if is_main() else None
     dist.gather_object(array, parts, dst=0)
     return np.concatenate(parts) if is_main() else None
 
@@ -73,5 +77,5 @@ def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t /= dist.get_world_size()
+        t /= group_size()
     return t

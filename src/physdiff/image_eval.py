@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .data.images import ImageData, load_image_dataset
+from .run import resolve_guidance
 
 # `physdiff sample / evaluate / plot` on image runs: 1000 U-Net evaluations per sample (twice
 # with guidance) are minutes on a CPU; DDPM on 100 respaced steps is within the noise of the
@@ -26,10 +27,6 @@ IMAGE_SAMPLER = {"sampler": "ddpm", "steps": 100}
 def default_sampler(run, guidance: float | None = None) -> dict:
     """IMAGE_SAMPLER for this run (steps at most T), with ``guidance``."""
     return IMAGE_SAMPLER | {"steps": min(IMAGE_SAMPLER["steps"], run.schedule.T), "guidance": guidance}
-
-
-def is_image_run(run) -> bool:
-    return len(run.data_shape) == 3
 
 
 def _features(data: ImageData, log):
@@ -68,7 +65,7 @@ def evaluate_images(run, n: int | None = None, seed: int = 0, samples: np.ndarra
     metrics["memorisation_share"] = {"value": mem["share"], "floor": mem["expected_for_fresh_data"]}
     report = {"run": str(run.path), "dataset": data.name, "n": n, "seed": seed, "step": run.step,
               "feature_space": space, "n_train": len(data.train_x), "n_test": len(data.test_x),
-              "guidance": run_guidance(sargs.pop("guidance", None)) if run.num_classes else None,
+              "guidance": resolve_guidance(sargs.pop("guidance", None)) if run.num_classes else None,
               "sampler": sargs, "metrics": metrics,
               "memorisation": mem}
     if clf is not None:
@@ -112,7 +109,7 @@ def image_figures(run, seed: int = 0, *, sampler_args: dict | None = None, per_c
     if k:
         classes = np.repeat(np.arange(k), per_class)
         grid, _ = run.sample(len(classes), seed, classes=classes, guidance=guidance, **sargs)
-        w = run_guidance(guidance)
+        w = resolve_guidance(guidance)
         figs["samples.png"] = plot_class_grid(grid, run.class_names, per_class,
                                               f"{name}: samples by class (guidance w = {w:g}, step {run.step})")
     else:
@@ -140,9 +137,3 @@ def image_figures(run, seed: int = 0, *, sampler_args: dict | None = None, per_c
     figs["nearest.png"] = plot_nearest(pick, data.train_x[idx], dist, thr,
                                        f"{name}: samples (top) and nearest training images (pixel distance)")
     return figs
-
-
-def run_guidance(guidance: float | None) -> float:
-    from .run import DEFAULT_GUIDANCE
-
-    return DEFAULT_GUIDANCE if guidance is None else guidance

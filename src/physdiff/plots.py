@@ -86,15 +86,22 @@ def plot_loss(steps: np.ndarray, loss: np.ndarray, lr: np.ndarray | None = None,
 # ---------------------------------------------------------------- images
 
 
-def _image_panel(ax, images: np.ndarray, nrow: int, pad: int = 1):
-    """Tile (N, C, H, W) images in [0, 1] into one array on ``ax`` (ink dark on white)."""
+def tile_images(images: np.ndarray, nrow: int, pad: int = 1, fill: float = 1.0) -> np.ndarray:
+    """(N, C, H, W) images in [0, 1] (channels averaged) tiled ``nrow`` per row into one 2D
+    float32 array, ``pad`` pixels of value ``fill`` around and between them."""
     n, _, h, w = images.shape
     rows = int(np.ceil(n / nrow))
-    grid = np.ones((rows * (h + pad) + pad, nrow * (w + pad) + pad))
+    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad), fill, dtype=np.float32)
     for i, img in enumerate(np.clip(images.mean(axis=1), 0, 1)):
         r, c = divmod(i, nrow)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = 1 - img
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
+    return grid
+
+
+def _image_panel(ax, images: np.ndarray, nrow: int, pad: int = 1):
+    """Tile (N, C, H, W) images in [0, 1] on ``ax`` (ink dark on white); returns the cell size."""
+    _, _, h, w = images.shape
+    ax.imshow(1 - tile_images(images, nrow, pad, fill=0.0), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     return h + pad, w + pad

@@ -30,6 +30,11 @@ NOISE_BLOCK = 64  # samples per noise generator; see IndexedNoise
 DEFAULT_GUIDANCE = 0.5  # classifier-free guidance w for class-conditional runs (benchmarks/README.md)
 
 
+def resolve_guidance(guidance: float | None) -> float:
+    """The guidance w to use: ``guidance``, or DEFAULT_GUIDANCE when None."""
+    return DEFAULT_GUIDANCE if guidance is None else guidance
+
+
 class LoadedRun:
     """A run directory ready to sample from.
 
@@ -58,6 +63,8 @@ class LoadedRun:
                                 "written by physdiff train") from None
         self.device = torch.device(device)
         self.num_classes = len(self.class_names)
+        self.is_image = len(self.data_shape) == 3  # (C, H, W), pixels in [0, 1]
+        self._warned = False
         self.model = build_model(self.cfg.model, self.data_shape, self.num_classes)
         weights_only = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
         ck.load_module_state(self.model, weights_only, f"weights file {str(file)!r}")
@@ -105,7 +112,7 @@ class LoadedRun:
         which the state is kept (network units), returned as {t: (n, *data_shape)}; t = T means x_T.
         After the call, ``self.last_nfe`` holds the network evaluations per sample batch.
         """
-        batch_size = batch_size or (512 if len(self.data_shape) == 3 else 4096)
+        batch_size = batch_size or (512 if self.is_image else 4096)
         batch_size = max(NOISE_BLOCK, batch_size // NOISE_BLOCK * NOISE_BLOCK)
         all_labels = self.labels(np.arange(start, start + n), classes)
         outs, snaps = [], {k: [] for k in snapshot_steps}
@@ -125,15 +132,14 @@ class LoadedRun:
             x0 = self.sample_normalized(x_T, noise, sampler=sampler, steps=steps, eta=eta, spacing=spacing,
                                         callback=keep, cond=cond, guidance=guidance)
             x = self.normalizer.decode(x0.double()).float().cpu().numpy()
-            outs.append(np.clip(x, 0.0, 1.0) if len(self.data_shape) == 3 else x)  # images: pixels in [0, 1]
+            outs.append(np.clip(x, 0.0, 1.0) if self.is_image else x)  # images: pixels in [0, 1]
         return np.concatenate(outs), {k: np.concatenate(v) for k, v in snaps.items() if v}
 
     def sample_normalized(self, x_T, generator=None, *, sampler="ddpm", steps=None, eta=0.0, spacing=None,
                           callback=None, cond=None, guidance=None) -> torch.Tensor:
         """Run one sampler from x_T in network units; sets ``last_nfe``."""
         self._warn_if_ill_conditioned(sampler, steps)
-        w = DEFAULT_GUIDANCE if guidance is None else guidance
-        net = GuidedModel(self.model, w, self.num_classes) if self.num_classes else self.model
+        net = GuidedModel(self.model, resolve_guidance(guidance), self.num_classes) if self.num_classes else self.model
         model = CountingModel(net)
         kw = self.sampler_kwargs() | {"cond": cond}
         if spacing is not None:
@@ -158,7 +164,7 @@ class LoadedRun:
         """ε-prediction gives x̂₀ = (x − σ ε̂)/α; at t = T with a tiny α (the cosine schedule's
         clipped last step: √ᾱ_T ≈ 5e-5) a network error δ in ε̂ becomes δ/α in x̂₀, which any
         sampler that jumps from T to a much less noisy step carries into the samples."""
-        if getattr(self, "_warned", False) or self.cfg.diffusion.prediction != "eps" or self.cfg.diffusion.clip_x0:
+        if self._warned or self.cfg.diffusion.prediction != "eps" or self.cfg.diffusion.clip_x0:
             return
         if sampler == "ddpm" and steps in (None, self.schedule.T):
             return  # ancestral on every step: each step is small

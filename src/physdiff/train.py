@@ -153,11 +153,11 @@ class Trainer:
         ema_params = [p for p in self.ema.parameters()]
         # Data parallel: every rank draws the same global batch from the same generator and
         # keeps its slice, so W processes compute what one process does at the same global batch.
-        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        world = dist.group_size()
         if cfg.batch_size % world:
             raise PhysdiffError(f"train.batch_size = {cfg.batch_size} must be a multiple of the number of "
                                 f"processes ({world})")
-        lo, hi = dist.rank() * cfg.batch_size // world, (dist.rank() + 1) * cfg.batch_size // world
+        lo, hi = dist.shard(cfg.batch_size)
         net = self.model
         if world > 1:
             net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[self.device] if self.device.type

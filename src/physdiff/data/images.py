@@ -232,14 +232,9 @@ def save_png_grid(images: np.ndarray, path: str | Path, *, nrow: int | None = No
     from matplotlib.image import imsave
 
     from ..checkpoint import atomic_write_bytes
+    from ..plots import tile_images
 
-    n, _, h, w = images.shape
-    nrow = nrow or int(np.ceil(np.sqrt(n)))
-    rows = int(np.ceil(n / nrow))
-    grid = np.ones((rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32)
-    for i, img in enumerate(np.clip(images.mean(axis=1), 0, 1)):
-        r, c = divmod(i, nrow)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
+    grid = tile_images(images, nrow or int(np.ceil(np.sqrt(len(images)))), pad, fill=1.0)
     grid = np.kron(grid, np.ones((scale, scale), dtype=np.float32))
     buf = io.BytesIO()
     imsave(buf, grid, cmap="gray_r", vmin=0, vmax=1, format="png")
