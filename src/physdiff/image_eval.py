@@ -114,7 +114,7 @@ def image_figures(run, seed: int = 0, *, sampler_args: dict | None = None, per_c
                                               f"{name}: samples by class (guidance w = {w:g}, step {run.step})")
     else:
         grid, _ = run.sample(8 * per_class, seed, **sargs)
-        figs["samples.png"] = plot_class_grid(grid, [""] * 8, per_class, f"{name}: samples (step {run.step})")
+        figs["samples.png"] = plot_class_grid(grid, None, per_class, f"{name}: samples (step {run.step})")
     # reverse process of a few samples (all timesteps, so the snapshots are exact steps)
     times = snapshot_times(run.schedule, levels=(0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.97))
     m = min(6, k) if k else 6

@@ -108,14 +108,18 @@ def _image_panel(ax, images: np.ndarray, nrow: int, pad: int = 1):
 
 
 def plot_class_grid(images: np.ndarray, class_names, per_class: int, title: str = "") -> Figure:
-    """Samples in rows, one row per class: images (K·per_class, C, H, W) ordered by class."""
-    k = len(class_names)
+    """Samples in rows, one row per class: images (K·per_class, C, H, W) ordered by class.
+    ``class_names`` None: an unconditional run, rows of ``per_class`` samples without labels."""
+    k = len(class_names) if class_names is not None else int(np.ceil(len(images) / per_class))
     fig = Figure(figsize=(0.55 * per_class + 1.2, 0.55 * k + 0.8), layout="constrained")
     ax = fig.subplots()
     cell_h, _ = _image_panel(ax, images, per_class)
-    ax.set_yticks([1 + cell_h * (i + 0.5) for i in range(k)], [str(c) for c in class_names])
-    ax.set_ylabel("requested class")
-    ax.set_xlabel(f"{per_class} samples per class")
+    if class_names is not None:
+        ax.set_yticks([1 + cell_h * (i + 0.5) for i in range(k)], [str(c) for c in class_names])
+        ax.set_ylabel("requested class")
+        ax.set_xlabel(f"{per_class} samples per class")
+    else:
+        ax.set_xlabel(f"{len(images)} samples")
     ax.set_title(title or "Class-conditional samples")
     return fig
 
