@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import torch
+from physdiff.image_eval import default_sampler, evaluate_images, image_figures
 
 from physdiff.cli import _loss_figure
 from physdiff.config import config_from_dict
-from physdiff.image_eval import default_sampler, evaluate_images, image_figures
 from physdiff.nets.unet import UNet
 from physdiff.run import DEFAULT_GUIDANCE, LoadedRun
 from physdiff.train import train

@@ -9,7 +9,8 @@ import pytest
 from physdiff.cli import main
 from physdiff.config import config_from_dict
 from physdiff.data.images import load_digits
-from physdiff.image_eval import evaluate_images, image_figures
+from physdiff.evaluation.images import evaluate as evaluate_images
+from physdiff.evaluation.images import figures as image_figures
 from physdiff.run import LoadedRun
 from physdiff.train import train
 

@@ -38,7 +38,7 @@ def _run(mix, sched, variance, n=20_000, seed=0):
     model = CountingModel(OptimalEpsilon(mix, sched))
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn(n, mix.dim, generator=g, dtype=torch.float64)
-    x = ddpm_sample(model, sched, x_T, variance=variance, generator=g).numpy()
+    x = ddpm_sample(model, sched, x_T, variance=variance, generator=g).samples.numpy()
     return x, model.nfe
 
 
@@ -107,8 +107,9 @@ def test_trajectory_and_seed_reproducibility(gaussian_2d):
     model = OptimalEpsilon(gaussian_2d, sched)
     x_T = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
     out, traj = sample_with_trajectory(ddpm_sample, model, sched, x_T, generator=torch.Generator().manual_seed(1))
+    out = out.samples
     assert traj.shape == (30, 100, 2)
     torch.testing.assert_close(traj[-1], out)
-    again = ddpm_sample(model, sched, x_T, generator=torch.Generator().manual_seed(1))
+    again = ddpm_sample(model, sched, x_T, generator=torch.Generator().manual_seed(1)).samples
     assert torch.equal(out, again)
     assert torch.equal(x_T, torch.randn(100, 2, generator=torch.Generator().manual_seed(0)))  # input untouched

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from physdiff import diffusion as dif
-from physdiff.cli import evaluate_run
 from physdiff.config import Config
 from physdiff.errors import PhysdiffError
+from physdiff.evaluation import evaluate
 from physdiff.run import LoadedRun
 from physdiff.train import lr_at, train
 
@@ -114,6 +114,6 @@ def test_training_reaches_quality_bar(tmp_path, dataset, bar):
     """Fixed seeds, a budget this machine trains in ~15 s: sliced W2 within `bar` × noise floor."""
     cfg = Config().with_overrides({"data.dataset": dataset, "train.steps": 3000, "train.device": "cpu"})
     run = LoadedRun(train(cfg, tmp_path / dataset, progress=False))
-    report = evaluate_run(run, 4000, seed=0)
+    report = evaluate(run, 4000, seed=0)
     sw = report["metrics"]["sliced_wasserstein"]
     assert sw["value"] <= bar * sw["floor"], sw

@@ -55,6 +55,29 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def save_npy(path: str | Path, array) -> None:
+    """A float32 .npy file, written atomically (the exchange format of samples and latents)."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array, dtype=np.float32))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_figure(fig, path: str | Path, dpi: int = 130) -> None:
+    """A matplotlib Figure as PNG, written atomically; the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
     """safetensors file written atomically (tensors moved to CPU, made contiguous)."""
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
@@ -131,7 +154,7 @@ class RunLock:
             self.fh.close()
             self.fh = None
             raise PhysdiffError(f"run directory {str(self.path.parent)!r} is in use by another "
-                                "physdiff process; wait for it or choose another --out") from None
+                                "physdiff process; wait for it or choose another run directory") from None
         return self
 
     def release(self):

@@ -7,7 +7,6 @@ written atomically, so a failed command leaves nothing half-written.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import sys
@@ -43,54 +42,66 @@ class _Parser(argparse.ArgumentParser):
         raise PhysdiffError(f"{message} (see `{self.prog} --help`)")
 
 
-def _int_at_least(lo: int):
-    """argparse type: an integer >= lo."""
+def _number(kind: type, lo=None):
+    """argparse type: an int or a finite float, >= ``lo`` if given."""
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < lo:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if lo is not None and value < lo:
             raise argparse.ArgumentTypeError(f"{text!r} must be >= {lo}")
         return value
 
     return parse
 
 
-_positive_int = _int_at_least(1)
-_nonneg_int = _int_at_least(0)
+_positive_int, _nonneg_int, _finite_float = _number(int, 1), _number(int, 0), _number(float)
 
 
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
+def _config_type(flag: str, f):
+    """argparse type of a config field: parsed by the field's type, checked by the field's own
+    range and choices (config.py), the message naming the flag."""
+    from .config import check_value, field_type
+
+    kind = field_type(f)
+    base = {int: _number(int), float: _number(float)}.get(kind, str)
+
+    def parse(text: str):
+        try:
+            return check_value(flag, f, base(text))
+        except PhysdiffError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
-# option name → (config key, type)
-TRAIN_OPTIONS = {
-    "dataset": ("data.dataset", str), "n_train": ("data.n_train", _positive_int),
-    "steps": ("train.steps", _positive_int), "batch_size": ("train.batch_size", _positive_int),
-    "lr": ("train.lr", _finite_float), "seed": ("train.seed", _nonneg_int),
-    "device": ("train.device", str), "timesteps": ("diffusion.timesteps", _positive_int),
-    "schedule": ("diffusion.schedule", str), "prediction": ("diffusion.prediction", str),
-    "loss": ("diffusion.loss", str), "variance": ("diffusion.variance", str),
-    "width": ("model.width", _positive_int), "depth": ("model.depth", _positive_int),
-    "checkpoint_every": ("train.checkpoint_every", _positive_int),
-    "folder": ("data.folder", str), "label_dropout": ("train.label_dropout", _finite_float),
-    "precision": ("train.precision", str),
-}
+def _train_options() -> dict:
+    """{option name: (config key, field)} of the config fields that declare a command-line name."""
+    from dataclasses import fields
+
+    from .config import SECTIONS
+
+    out = {}
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            if f.metadata.get("cli"):
+                out[f.metadata["cli"]] = (f"{section}.{f.name}", f)
+    return out
+
+
 # flag → (config key, value it sets, help)
 TRAIN_FLAGS = {
     "download": ("data.download", True, "mnist / fashion-mnist: fetch missing IDX files"),
     "unconditional": ("data.conditional", False, "ignore the dataset's class labels"),
     "compile": ("train.compile", True, "torch.compile the network (train.compile)"),
 }
+# command-line types of sampler options (their help comes from the sampler registry)
+SAMPLER_OPTION_TYPES = {"steps": _positive_int, "eta": _finite_float, "spacing": str, "method": str,
+                        "rtol": _finite_float, "atol": _finite_float}
 
 
 def _npy_out(path: str) -> Path:
@@ -102,47 +113,33 @@ def _npy_out(path: str) -> Path:
     return out
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    from .checkpoint import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array, dtype=np.float32))
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _save_fig(fig, path: Path) -> None:
-    from .checkpoint import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 # ---------------------------------------------------------------- commands
 
 
 def cmd_data(args) -> None:
+    from .checkpoint import save_npy
     from .data import resolve_toy
 
     out = _npy_out(args.out)
     x = resolve_toy(args.name).sample(args.n, args.seed)
-    _save_npy(out, x)
+    save_npy(out, x)
     print(f"wrote {args.n} samples of {args.name!r} to {out}")
 
 
 def cmd_train(args) -> None:
-    from .config import Config, load_config
+    from .config import load_config
     from .train import train
 
+    options = _train_options()
     if args.resume:
-        given = [k for k in TRAIN_OPTIONS if k != "steps" and getattr(args, k) is not None]
+        given = [k for k in options if k != "steps" and getattr(args, k) is not None]
         if given or args.config or args.data or any(getattr(args, k) for k in TRAIN_FLAGS):
             extra = ", ".join("--" + k.replace("_", "-") for k in given) or "--config/--data"
             raise PhysdiffError(f"--resume continues a run with its own config.toml; drop {extra} "
                                 "(only --steps may be given to extend it)")
-        run = train(Config(), args.out, resume=True, steps=args.steps, progress=args.progress)
+        run = train(None, args.out, resume=True, steps=args.steps, progress=args.progress)
     else:
-        overrides = {key: getattr(args, k) for k, (key, _) in TRAIN_OPTIONS.items() if getattr(args, k) is not None}
+        overrides = {key: getattr(args, k) for k, (key, _) in options.items() if getattr(args, k) is not None}
         if args.data is not None:
             overrides["data.file"] = args.data
         overrides |= {key: value for k, (key, value, _) in TRAIN_FLAGS.items() if getattr(args, k)}
@@ -164,27 +161,33 @@ def cmd_sample(args) -> None:
 
     out = _npy_out(args.out)
     traj_out = _npy_out(args.trajectory) if args.trajectory else None
+    logp_out = _npy_out(args.log_prob) if args.log_prob else None
     png_out = Path(args.png) if args.png else None
     if png_out is not None and (png_out.suffix.lower() != ".png" or not png_out.parent.is_dir()):
         raise PhysdiffError(f"--png {args.png!r} must end in .png, in an existing folder")
     # under torchrun each process draws a contiguous share of the indices; rank 0 writes them all
     device, created = dist.init(resolve_device(args.device))
     try:
-        _sample_command(args, out, traj_out, png_out, device)
+        _sample_command(args, out, traj_out, logp_out, png_out, device)
     finally:
         dist.finish(created)
 
 
-def _sample_command(args, out, traj_out, png_out, device) -> None:
+def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
     import torch
 
     from . import dist
+    from .checkpoint import save_npy
     from .run import LoadedRun
 
     run = LoadedRun(args.run, weights=args.weights, device=device)
     if png_out is not None and not run.is_image:
         raise PhysdiffError(f"--png needs an image run; this run's data have shape {run.data_shape}")
     sargs = _sampler_args(args, run)
+    if logp_out is not None:
+        if sargs["sampler"] != "ode":
+            raise PhysdiffError("--log-prob needs --sampler ode: only the probability-flow ODE has an exact density")
+        sargs["log_prob"] = True
     T = run.schedule.T
     steps = tuple(sorted({round(T * k / (args.snapshots - 1)) for k in range(args.snapshots)}, reverse=True))
     lo, hi = dist.shard(args.n)
@@ -196,13 +199,14 @@ def _sample_command(args, out, traj_out, png_out, device) -> None:
             if traj_out else None)
     x = dist.gather_rows(x)
     traj = dist.gather_rows(traj) if traj_out else None
+    logp = dist.gather_rows(run.last_log_prob) if logp_out else None
     elapsed = time.perf_counter() - t0
     if not dist.is_main():
         return
-    _save_npy(out, x)
+    save_npy(out, x)
     procs = f", {dist.world_size()} processes" if dist.world_size() > 1 else ""
-    msg = (f"wrote {args.n} samples to {out} with {args.sampler} (NFE {run.last_nfe} per batch; "
-           f"{elapsed:.1f} s, {args.n / elapsed:.0f} samples/s{procs})")
+    msg = (f"wrote {args.n} samples to {out} with {sargs['sampler'] or run.default_sampler()['sampler']} "
+           f"(NFE {run.last_nfe} per batch; {elapsed:.1f} s, {args.n / elapsed:.0f} samples/s{procs})")
     if png_out is not None:
         from .data.images import save_png_grid
 
@@ -210,8 +214,17 @@ def _sample_command(args, out, traj_out, png_out, device) -> None:
         msg += f"; PNG grid {png_out}"
     if traj_out:
         traj = np.swapaxes(traj, 0, 1)  # (K, N, ...)
-        _save_npy(traj_out, traj)
+        save_npy(traj_out, traj)
         msg += f"; trajectory {traj.shape} at t = {kept} to {traj_out}"
+    if logp_out:
+        import io
+
+        from .checkpoint import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(logp, dtype=np.float64))
+        atomic_write_bytes(logp_out, buf.getvalue())
+        msg += f"; log-densities (nats, data units) to {logp_out}"
     print(msg)
 
 
@@ -221,29 +234,29 @@ def _check_guidance(args, run) -> None:
 
 
 def _sampler_args(args, run) -> dict:
-    """Validate --sampler/--steps/--eta/--spacing against the run's T."""
-    from .image_eval import default_sampler
-    from .samplers import SAMPLERS
-    from .schedule import SPACINGS
+    """The sampler and its options as given on the command line, checked by the registry (which
+    refuses an option the sampler does not take). No --sampler: the data kind's default."""
+    from .samplers import check_options, get_sampler
 
-    if args.sampler is None:
-        args.sampler = "ddpm"
-        if run.is_image and args.steps is None:
-            args.steps = default_sampler(run)["steps"]
-    if args.sampler not in SAMPLERS:
-        raise PhysdiffError(f"unknown sampler {args.sampler!r}; allowed: {', '.join(SAMPLERS)}")
     _check_guidance(args, run)
-    if args.steps is not None and args.steps > run.schedule.T:
-        raise PhysdiffError(f"--steps {args.steps} exceeds the run's T = {run.schedule.T}")
-    if not 0.0 <= args.eta <= 1.0:
-        raise PhysdiffError(f"--eta {args.eta} is out of range; allowed: 0 <= eta <= 1")
-    if args.spacing is not None and args.spacing not in SPACINGS:
-        raise PhysdiffError(f"unknown spacing {args.spacing!r}; allowed: {', '.join(SPACINGS)}")
-    return {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "spacing": args.spacing,
-            "guidance": args.guidance}
+    given = {k: getattr(args, k) for k in SAMPLER_OPTION_TYPES if getattr(args, k, None) is not None}
+    if args.sampler is None:
+        defaults = run.default_sampler()
+        name = defaults.pop("sampler")
+        defaults.pop("guidance")
+        given = defaults | given
+    else:
+        name = args.sampler
+        get_sampler(name)
+    try:
+        options = check_options(name, given, run.schedule.T)
+    except PhysdiffError as exc:
+        raise PhysdiffError(f"--sampler {name}: {exc}") from None
+    return {"sampler": name, "guidance": args.guidance} | options
 
 
 def cmd_encode(args) -> None:
+    from .checkpoint import save_npy
     from .data import load_array
 
     out = _npy_out(args.out)
@@ -254,220 +267,39 @@ def cmd_encode(args) -> None:
     if args.steps is not None and not 1 <= args.steps <= run.schedule.T:
         raise PhysdiffError(f"--steps must be between 1 and T = {run.schedule.T}")
     z = run.encode(x, steps=args.steps)
-    _save_npy(out, z)
+    save_npy(out, z)
     print(f"wrote DDIM latents x_T of {len(x)} points to {out}")
 
 
-def nll_report(run, n: int, seed: int) -> dict:
-    """Variational bound (Ho et al. 2020 eq. 5) and ODE log-likelihood on n fresh test points,
-    in data units; KL(p_data ‖ p_model) where the density is exact."""
-    import torch
-
-    from .likelihood import nats_to_bits_per_dim, ode_log_likelihood, variational_bound
-
-    refs, _, toy, n = _reference_sets(run, n, seed + 7, repeats=1)
-    x = refs[0]
-    D = int(np.prod(x.shape[1:]))
-    z = run.normalizer.encode(torch.from_numpy(x).double())
-    jac = run.normalizer.log_abs_det_jacobian()
-    d = run.cfg.diffusion
-    vb = variational_bound(run.denoiser, run.schedule, z, prediction=d.prediction, variance=d.variance,
-                           log_det_jacobian=jac, generator=torch.Generator().manual_seed(seed))
-    ode = ode_log_likelihood(run.denoiser, run.schedule, z, prediction=d.prediction, log_det_jacobian=jac)
-
-    def stat(v):
-        v = np.asarray(v, dtype=np.float64)
-        return {"mean": float(v.mean()), "stderr": float(v.std(ddof=1) / np.sqrt(len(v)))}
-
-    nll_ode = -ode["log_prob"].numpy()
-    terms = {k: stat(vb[k].numpy()) for k in ("prior", "diffusion", "decoder")}
-    out = {"n": n, "dim": D,
-           "vb_nats": stat(vb["total"].numpy()), "vb_bits_per_dim": nats_to_bits_per_dim(float(vb["total"].mean()), D),
-           "vb_terms_nats (standardised units)": terms,
-           "ode_nll_nats": stat(nll_ode), "ode_bits_per_dim": nats_to_bits_per_dim(float(nll_ode.mean()), D),
-           "ode_nfe": ode["nfe"], "divergence": ode["estimator"],
-           "data_log_det_jacobian": jac}
-    if toy is not None and toy.log_prob_fn is not None:
-        out["kl_data_model_nats"] = stat(toy.log_prob(x) + nll_ode)
-    return out
-
-
-def _reference_sets(run, n: int, seed: int, repeats: int = 5):
-    """(references, floor_references, toy, n): ``repeats`` pairs of independent true sets of n
-    samples (one pair, disjoint halves of the file, for a user's data file)."""
-    from .data import load_array, toy_for
-
-    toy = toy_for(run.cfg.data)
-    if toy is not None:
-        # seeds far from the training seed (0..), so no set repeats the training data
-        base = 1_000_003 + 1009 * seed
-        refs = [toy.sample(n, base + 2 * r) for r in range(repeats)]
-        floors = [toy.sample(n, base + 2 * r + 1) for r in range(repeats)]
-        return refs, floors, toy, n
-    data = load_array(run.cfg.data.file)
-    perm = np.random.default_rng(seed).permutation(len(data))
-    m = min(n, len(data) // 2)
-    return [data[perm[:m]]], [data[perm[m:2 * m]]], None, m
-
-
-def evaluate_run(run, n: int, seed: int, samples: np.ndarray | None = None, sampler_args=None) -> dict:
-    """The metrics of ``evaluate`` as a dict (samples drawn if not given)."""
-    from .metrics import compare
-
-    refs, floors, toy, n = _reference_sets(run, n, seed)
-    if samples is None:
-        samples, _ = run.sample(n, seed, **(sampler_args or {}))
-    flat = [r.reshape(n, -1) for r in refs], [f.reshape(n, -1) for f in floors]
-    metrics = compare(samples[:n].reshape(n, -1), *flat, toy=toy)
-    return {"run": str(run.path), "dataset": run.cfg.data.file or run.cfg.data.dataset, "n": n,
-            "seed": seed, "step": run.step, "metrics": metrics}
-
-
-def _format_report(report: dict) -> str:
-    lines = [f"run {report['run']}  dataset {report['dataset']}  step {report['step']}  n = {report['n']}",
-             f"{'metric':<20}{'model':>14}{'noise floor':>14}{'ratio':>9}"]
-    for name, row in report["metrics"].items():
-        ratio = row["value"] / row["floor"] if row["floor"] not in (0, 0.0) else float("nan")
-        shown = f"{ratio:9.2f}" if name in ("sliced_wasserstein", "mean_error", "cov_error") else f"{'':>9}"
-        lines.append(f"{name:<20}{row['value']:>14.5g}{row['floor']:>14.5g}{shown}")
-    if "nll" in report:
-        r = report["nll"]
-        lines.append(f"NLL on {r['n']} test points (data units): variational bound {r['vb_nats']['mean']:.4f} "
-                     f"± {r['vb_nats']['stderr']:.4f} nats ({r['vb_bits_per_dim']:.4f} bits/dim); ODE "
-                     f"{r['ode_nll_nats']['mean']:.4f} ± {r['ode_nll_nats']['stderr']:.4f} nats "
-                     f"({r['ode_bits_per_dim']:.4f} bits/dim, NFE {r['ode_nfe']}, divergence {r['divergence']})")
-        t = r["vb_terms_nats (standardised units)"]
-        lines.append("  bound terms (nats, standardised units): " +
-                     ", ".join(f"{k} {v['mean']:.4f}" for k, v in t.items()))
-        if "kl_data_model_nats" in r:
-            kl = r["kl_data_model_nats"]
-            lines.append(f"  KL(p_data ‖ p_model) = {kl['mean']:.4f} ± {kl['stderr']:.4f} nats")
-    return "\n".join(lines)
-
-
 def cmd_evaluate(args) -> None:
-    from .checkpoint import atomic_write_bytes
-    from .image_eval import evaluate_images, format_image_report
+    from .evaluation import evaluate, format_report, write_report
 
     run = _load(args)
-    if run.is_image:
-        if args.nll:
-            raise PhysdiffError("--nll is available for vector data only, not yet for image runs")
-        report = evaluate_images(run, args.n, args.seed, sampler_args=_sampler_args(args, run),
-                                 log=lambda m: print(m, file=sys.stderr))
-        atomic_write_bytes(run.path / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode())
-        print(json.dumps(report, indent=2) if args.json else format_image_report(report))
-        return
-    report = evaluate_run(run, args.n or 5000, args.seed, sampler_args=_sampler_args(args, run))
-    if args.nll:
-        report["nll"] = nll_report(run, args.nll_n, args.seed)
-    atomic_write_bytes(run.path / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode())
-    print(json.dumps(report, indent=2) if args.json else _format_report(report))
-
-
-def make_figures(run, n: int, seed: int, samples=None, snaps=None) -> dict:
-    """{file name: Figure} of ``plot``: samples beside data, forward and reverse process, loss."""
-    import torch
-
-    from . import diffusion as dif
-    from .plots import plot_process, plot_samples, snapshot_times
-
-    refs, _, _, n = _reference_sets(run, n, seed, repeats=1)
-    reference = refs[0]
-    T = run.schedule.T
-    times = snapshot_times(run.schedule)
-    if samples is None or snaps is None:
-        samples, snaps = run.sample(n, seed, snapshot_steps=tuple(times))
-    name = run.cfg.data.file or run.cfg.data.dataset
-    figs = {"samples.png": plot_samples(reference.reshape(n, -1), samples[:n].reshape(n, -1),
-                                        f"{name}: data vs. model (step {run.step})")}
-    x0 = run.normalizer.encode(torch.from_numpy(reference).double()).float()
-    g = torch.Generator().manual_seed(seed)
-    forward = []
-    for tt in times:
-        if tt == 0:
-            forward.append((0, x0.numpy()))
-            continue
-        t = torch.full((n,), tt - 1, dtype=torch.long)
-        forward.append((tt, dif.q_sample(run.schedule, x0, t, torch.randn(x0.shape, generator=g)).numpy()))
-    figs["forward.png"] = plot_process([(t, x.reshape(n, -1)) for t, x in forward], T, reverse=False,
-                                       title=f"{name}: forward process $x_0 \\to x_T$ (T = {T})")
-    figs["reverse.png"] = plot_process([(t, snaps[t].reshape(len(snaps[t]), -1)) for t in sorted(snaps, reverse=True)],
-                                       T, reverse=True, title=f"{name}: reverse process $x_T \\to x_0$ (T = {T})")
-    return figs | _loss_figure(run)
-
-
-def _loss_figure(run) -> dict:
-    from .plots import plot_loss
-
-    name = run.cfg.data.file or run.cfg.data.dataset
-    metrics_path = run.path / "metrics.csv"
-    if metrics_path.is_file():
-        rows = np.genfromtxt(metrics_path, delimiter=",", names=True, ndmin=1)
-        if rows.size:
-            return {"loss.png": plot_loss(rows["step"], rows["loss"], rows["lr"], f"{name}: training loss")}
-    return {}
+    if args.nll and run.is_image:
+        raise PhysdiffError("--nll is available for vector data only, not yet for image runs")
+    report = evaluate(run, args.n, args.seed, sampler_args=_sampler_args(args, run), nll=args.nll,
+                      nll_n=args.nll_n, log=lambda m: print(m, file=sys.stderr))
+    write_report(run, report)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
 
 
 def cmd_plot(args) -> None:
-    from .image_eval import default_sampler, image_figures
+    from .checkpoint import save_figure
+    from .evaluation import figures
 
     run = _load(args)
     _check_guidance(args, run)
-    if run.is_image:
-        figs = image_figures(run, args.seed, sampler_args=default_sampler(run, args.guidance))
-        figs |= _loss_figure(run)
-    else:
-        figs = make_figures(run, args.n, args.seed)
-    for fname, fig in figs.items():
-        _save_fig(fig, run.path / fname)
+    for fname, fig in figures(run, args.n, args.seed, guidance=args.guidance).items():
+        save_figure(fig, run.path / fname)
         print(f"wrote {run.path / fname}")
 
 
 def cmd_demo(args) -> None:
-    from .checkpoint import atomic_write_bytes
-    from .config import Config
-    from .plots import snapshot_times
-    from .run import LoadedRun
-    from .train import resolve_device, train
+    from .demo import run_demo
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name in ("gaussian", "two_gaussians", "spiral"):
-        t0 = time.perf_counter()
-        cfg = Config().with_overrides({"data.dataset": name, "train.steps": args.steps,
-                                       "train.device": args.device})
-        run_dir = train(cfg, out / name, overwrite=True, progress=args.progress)
-        train_s = time.perf_counter() - t0
-        run = LoadedRun(run_dir, device=resolve_device(args.device))
-        samples, snaps = run.sample(args.n, 0, snapshot_steps=tuple(snapshot_times(run.schedule)))
-        report = evaluate_run(run, args.n, 0, samples)
-        atomic_write_bytes(run_dir / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode())
-        for fname, fig in make_figures(run, args.n, 0, samples, snaps).items():
-            _save_fig(fig, run_dir / fname)
-        m = report["metrics"]
-        rows.append((name, train_s, m))
-        sw = m["sliced_wasserstein"]
-        print(f"{name:<14} trained in {train_s:5.1f} s; sliced W2 {sw['value']:.4f} "
-              f"(noise floor {sw['floor']:.4f}, ratio {sw['value'] / sw['floor']:.2f})")
-    lines = ["# physdiff demo", "",
-             f"Each model: default settings, {args.steps} training steps; metrics on n = {args.n} samples "
-             "against fresh true samples, beside the noise floor (two independent true sets).", "",
-             "| dataset | train time (s) | sliced W2 | floor | ratio | energy dist. | floor "
-             "| mean err | floor | cov err | floor |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, secs, m in rows:
-        sw, ed = m["sliced_wasserstein"], m["energy_distance"]
-        me, ce = m.get("mean_error"), m.get("cov_error")
-        cells = [f"{sw['value']:.4f}", f"{sw['floor']:.4f}", f"{sw['value'] / sw['floor']:.2f}",
-                 f"{ed['value']:.2e}", f"{ed['floor']:.2e}"]
-        cells += [f"{me['value']:.4f}", f"{me['floor']:.4f}"] if me else ["–", "–"]
-        cells += [f"{ce['value']:.4f}", f"{ce['floor']:.4f}"] if ce else ["–", "–"]
-        lines.append(f"| {name} | {secs:.1f} | " + " | ".join(cells) + " |")
-    lines += ["", "Figures: `<dataset>/samples.png`, `forward.png`, `reverse.png`, `loss.png`."]
-    atomic_write_bytes(out / "metrics.md", ("\n".join(lines) + "\n").encode())
-    print(f"wrote {out / 'metrics.md'}")
+    table = run_demo(args.out, steps=args.steps, n=args.n, device=args.device, progress=args.progress,
+                     overwrite=args.overwrite)
+    print(f"wrote {table}")
 
 
 # ---------------------------------------------------------------- parser
@@ -504,12 +336,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN")
     for k, (_, _, help_) in TRAIN_FLAGS.items():
         s.add_argument("--" + k, action="store_true", help=help_)
-    for k, (key, typ) in TRAIN_OPTIONS.items():
+    for k, (key, f) in _train_options().items():
         if k == "dataset":
             continue
         section, name = key.split(".")
         default = getattr(getattr(defaults, section), name)
-        s.add_argument("--" + k.replace("_", "-"), type=typ, default=None, help=f"{key} (default {default})")
+        choices = f" {{{','.join(f.metadata['choices'])}}}" if f.metadata.get("choices") else ""
+        doc = f.metadata.get("doc") or key
+        flag = "--" + k.replace("_", "-")
+        s.add_argument(flag, type=_config_type(flag, f), default=None, metavar=k.upper() + choices,
+                       help=f"{key}: {doc} (default {default})".replace("%", "%%"))
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on when stderr is a terminal)")
     s.set_defaults(func=cmd_train)
@@ -524,14 +360,17 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
     def sampler_options(s):
-        s.add_argument("--sampler", default=None,
-                       help="ddpm, ddim, dpm-solver or ode (default: ddpm; for images ddpm on 100 steps)")
-        s.add_argument("--steps", type=_positive_int, default=None,
-                       help="K network evaluations (default: T for ddpm/ddim, 20 for dpm-solver)")
+        from .samplers import SAMPLERS
+
+        listing = "; ".join(f"{name}: {spec.summary}" for name, spec in SAMPLERS.items())
+        s.add_argument("--sampler", default=None, choices=list(SAMPLERS), metavar="{" + ",".join(SAMPLERS) + "}",
+                       help=f"{listing} (default: the data kind's, ddpm; for images ddpm on 100 steps)")
+        for name, typ in SAMPLER_OPTION_TYPES.items():
+            takers = [s_ for s_, spec in SAMPLERS.items() if name in spec.options]
+            doc = next(SAMPLERS[t].options[name] for t in takers)
+            s.add_argument("--" + name, type=typ, default=None, help=f"{doc} ({', '.join(takers)})")
         s.add_argument("--guidance", type=_finite_float, default=None,
                        help="classifier-free guidance w for class-conditional runs (default 0.5)")
-        s.add_argument("--eta", type=_finite_float, default=0.0, help="DDIM η in [0, 1] (default 0)")
-        s.add_argument("--spacing", default=None, help="timesteps: uniform, quadratic, trailing, logsnr")
 
     s = add("sample", "Draw samples from a trained run (data units) into a .npy file.")
     run_options(s)
@@ -544,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--class", dest="klass", type=_nonneg_int, default=None,
                    help="class-conditional runs: draw every sample of this class (default: i mod K)")
     s.add_argument("--png", metavar="FILE.png", help="image runs: also write the samples as a PNG grid")
+    s.add_argument("--log-prob", metavar="FILE.npy",
+                   help="with --sampler ode: also write log q of each sample (nats, data units), shape (N,)")
     s.set_defaults(func=cmd_sample)
 
     s = add("evaluate", "Distances between model samples and fresh true samples, beside their noise floors.")
@@ -574,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive_int, default=defaults.train.steps)
     s.add_argument("--n", type=_positive_int, default=5000)
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument("--overwrite", action="store_true", help="replace an earlier demo in the folder")
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     s.set_defaults(func=cmd_demo)
     return p

@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from .data.images import IMAGE_DATASETS
+from .data.kinds import NORMALIZATIONS, resolve_kind
 from .diffusion import LOSSES, PREDICTIONS, VARIANCES
 from .errors import PhysdiffError
 from .schedule import SCHEDULES
 
 
-def _f(default, *, doc: str = "", lo=None, hi=None, lo_open=False, choices=None):
-    """A config field with its allowed range or choices."""
-    meta = {"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices}
+def _f(default, *, doc: str = "", lo=None, hi=None, lo_open=False, choices=None, cli=None):
+    """A config field with its allowed range or choices; ``cli``: the name of the `physdiff
+    train` option that sets it (the CLI builds the option, its type and help from this)."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "cli": cli}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -31,12 +33,18 @@ def _f(default, *, doc: str = "", lo=None, hi=None, lo_open=False, choices=None)
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = _f("spiral", doc="toy dataset name, or an image set: digits, mnist, fashion-mnist, images; "
-                      "ignored when `file` is set")
+                      "ignored when `file` is set", cli="dataset")
     file: str = _f("", doc="path of a (N, D) .npy or .csv file of the user's data; '' = use `dataset`")
-    folder: str = _f("", doc="folder of the IDX files (mnist, fashion-mnist) or PNG images (images)")
+    kind: str = _f("auto", choices=("auto", "toy", "file", "image"),
+                   doc="kind of data (normalisation, clipping, default network and sampler); auto = from "
+                   "dataset and file, written out resolved")
+    normalization: str = _f("auto", choices=NORMALIZATIONS,
+                            doc="standard = per-dimension mean/std; scalar = one scale, no shift (keeps "
+                            "symmetries); pixel = [0, 1] -> [-1, 1]; auto = the kind's")
+    folder: str = _f("", doc="folder of the IDX files (mnist, fashion-mnist) or PNG images (images)", cli="folder")
     download: bool = _f(False, doc="fetch the IDX files of mnist / fashion-mnist into `folder` if missing")
     conditional: bool = _f(True, doc="condition on class labels when the dataset has them")
-    n_train: int = _f(100_000, lo=16, doc="size of the training set drawn from a toy dataset")
+    n_train: int = _f(100_000, lo=16, doc="size of the training set drawn from a toy dataset", cli="n_train")
     seed: int = _f(0, lo=0, doc="seed of the toy training set")
     mean: list = _f([1.0, -0.5], doc="mean of the `gaussian` dataset")  # noqa: RUF009
     cov: list = _f([[1.0, 0.6], [0.6, 0.5]], doc="covariance of the `gaussian` dataset")  # noqa: RUF009
@@ -44,19 +52,19 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    timesteps: int = _f(1000, lo=1, doc="T, the number of diffusion steps")
-    schedule: str = _f("linear", choices=SCHEDULES)
-    prediction: str = _f("eps", choices=PREDICTIONS, doc="what the network predicts")
-    loss: str = _f("simple", choices=LOSSES, doc="simple = ε-MSE (Ho eq. 14); mu = 1/(2σ²)‖μ̃-μ_θ‖²")
-    variance: str = _f("beta", choices=VARIANCES, doc="σ_t² of the reverse step: β_t or β̃_t")
+    timesteps: int = _f(1000, lo=1, doc="T, the number of diffusion steps", cli="timesteps")
+    schedule: str = _f("linear", choices=SCHEDULES, cli="schedule")
+    prediction: str = _f("eps", choices=PREDICTIONS, doc="what the network predicts", cli="prediction")
+    loss: str = _f("simple", choices=LOSSES, doc="simple = ε-MSE (Ho eq. 14); mu = 1/(2σ²)‖μ̃-μ_θ‖²", cli="loss")
+    variance: str = _f("beta", choices=VARIANCES, doc="σ_t² of the reverse step: β_t or β̃_t", cli="variance")
     clip_x0: float = _f(0.0, lo=0.0, doc="clamp predicted x_0 to [-c, c] when sampling; 0 = off")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = _f("auto", choices=("auto", "mlp", "unet"), doc="auto: mlp for vectors, unet for images")
-    width: int = _f(128, lo=1, doc="mlp: hidden width")
-    depth: int = _f(3, lo=1, doc="mlp: number of residual blocks")
+    width: int = _f(128, lo=1, doc="mlp: hidden width", cli="width")
+    depth: int = _f(3, lo=1, doc="mlp: number of residual blocks", cli="depth")
     time_dim: int = _f(64, lo=2, doc="size of the sinusoidal timestep features")
     fourier_features: int = _f(0, lo=0, doc="random Fourier features of the input; 0 = off")
     fourier_scale: float = _f(1.0, lo=0.0, lo_open=True)
@@ -70,21 +78,22 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = _f(6000, lo=1)
-    batch_size: int = _f(512, lo=1)
-    lr: float = _f(2e-3, lo=0.0, lo_open=True, doc="peak learning rate of AdamW")
+    steps: int = _f(6000, lo=1, cli="steps")
+    batch_size: int = _f(512, lo=1, cli="batch_size")
+    lr: float = _f(2e-3, lo=0.0, lo_open=True, doc="peak learning rate of AdamW", cli="lr")
     warmup: int = _f(200, lo=0, doc="linear warm-up steps, then cosine decay")
     lr_min_ratio: float = _f(0.05, lo=0.0, hi=1.0, doc="final lr as a fraction of the peak")
     weight_decay: float = _f(0.0, lo=0.0)
     grad_clip: float = _f(1.0, lo=0.0, doc="max gradient norm; 0 = off")
     ema_decay: float = _f(0.995, lo=0.0, hi=1.0, doc="EMA of the weights, used for sampling; 0 = off")
-    label_dropout: float = _f(0.1, lo=0.0, hi=1.0, doc="share of labels replaced by 'no label' (for guidance)")
-    seed: int = _f(0, lo=0)
+    label_dropout: float = _f(0.1, lo=0.0, hi=1.0, cli="label_dropout",
+                          doc="share of labels replaced by 'no label' (for guidance)")
+    seed: int = _f(0, lo=0, cli="seed")
     log_every: int = _f(100, lo=1, doc="steps between rows of metrics.csv")
-    checkpoint_every: int = _f(1000, lo=1, doc="steps between checkpoints")
-    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+    checkpoint_every: int = _f(1000, lo=1, doc="steps between checkpoints", cli="checkpoint_every")
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"), cli="device")
     precision: str = _f("fp32", choices=("fp32", "bf16", "fp16"),
-                        doc="autocast dtype of the forward pass; fp16 adds gradient scaling")
+                        doc="autocast dtype of the forward pass; fp16 adds gradient scaling", cli="precision")
     compile: bool = _f(False, doc="torch.compile the network (needs a C++ compiler on CPU)")
 
 
@@ -106,6 +115,7 @@ class Config:
 
 
 SECTIONS = {f.name: f.default_factory for f in fields(Config)}
+CONFIG_VERSION = 2  # 1: no version key, no data.kind / data.normalization (read as auto)
 
 
 def _show(name) -> str:
@@ -118,11 +128,15 @@ def _suggest(name: str, allowed) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _check_value(where: str, f, value):
+def field_type(f) -> type:
+    """The Python type of a config field's values (that of its default)."""
+    return type(f.default if f.default is not MISSING else f.default_factory())
+
+
+def check_value(where: str, f, value):
     """Type and range check of one value against its field; returns the value typed."""
-    default = f.default if f.default is not MISSING else f.default_factory()
     meta = f.metadata
-    kind = type(default)
+    kind = field_type(f)
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:
@@ -165,6 +179,10 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
     if not isinstance(raw, dict):
         raise PhysdiffError("a config must be a table of sections")
     raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    version = raw.pop("version", CONFIG_VERSION)  # configs of runs written before the key: version 1
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= CONFIG_VERSION:
+        raise PhysdiffError(f"config version = {version!r} is not supported; this physdiff reads versions "
+                            f"1..{CONFIG_VERSION}")
     for dotted, value in (overrides or {}).items():
         section, key = dotted.split(".", 1)
         if not isinstance(raw.setdefault(section, {}), dict):
@@ -189,20 +207,19 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
             if key not in known:
                 raise PhysdiffError(f"unknown config key {sname}.{_show(key)}{_suggest(key, known)}; "
                                     f"allowed in [{sname}]: {', '.join(known)}")
-            values[key] = _check_value(f"{sname}.{key}", known[key], value)
+            values[key] = check_value(f"{sname}.{key}", known[key], value)
         sections[sname] = cls(**values)
-    cfg = Config(**sections)
-    _check_cross(cfg)
-    return cfg
+    return _check_cross(Config(**sections))
 
 
-def _check_cross(cfg: Config):
+def _check_cross(cfg: Config) -> Config:
+    """Checks that involve several keys; returns cfg with ``data.kind`` resolved."""
     d = cfg.data
     m = cfg.model.channel_mult
     if not m or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in m):
         raise PhysdiffError(f"model.channel_mult = {m!r} must be a non-empty list of integers >= 1")
     if d.dataset in ("mnist", "fashion-mnist", "images") and not d.file and not d.folder:
-        raise PhysdiffError(f"data.dataset = {d.dataset!r} needs data.folder (--folder): the folder of its "
+        raise PhysdiffError(f"data.dataset = {d.dataset!r} needs data.folder: the folder of its "
                             + ("PNG images" if d.dataset == "images" else "IDX files"))
     mean, cov = d.mean, d.cov
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in mean) or not mean:
@@ -215,6 +232,13 @@ def _check_cross(cfg: Config):
     c = np.asarray(cov, dtype=np.float64)
     if not np.allclose(c, c.T) or np.linalg.eigvalsh(c).min() <= 0:
         raise PhysdiffError(f"data.cov = {cov!r} must be symmetric positive definite")
+    kind = resolve_kind(replace(d, kind="auto")).name
+    if d.kind not in ("auto", kind):
+        raise PhysdiffError(f"data.kind = {d.kind!r} does not match the data (data.dataset = {d.dataset!r}, "
+                            f"data.file = {d.file!r} are of kind {kind!r})")
+    if d.normalization == "pixel" and kind != "image":
+        raise PhysdiffError(f"data.normalization = 'pixel' is for images in [0, 1]; this data is of kind {kind!r}")
+    return replace(cfg, data=replace(d, kind=kind))
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
@@ -248,8 +272,8 @@ def _toml_value(v) -> str:
 
 
 def dump_config(cfg: Config) -> str:
-    """The resolved config as TOML text, every field written out."""
-    lines = ["# physdiff resolved configuration: every default written out"]
+    """The resolved config as TOML text, every field written out, with the format version."""
+    lines = ["# physdiff resolved configuration: every default written out", f"version = {CONFIG_VERSION}"]
     for sname, values in cfg.to_dict().items():
         lines.append(f"\n[{sname}]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]

@@ -13,9 +13,11 @@ import numpy as np
 import torch
 
 from . import diffusion as dif
-from .schedule import Schedule, log_sigma_bar
+from . import ode as pf_ode
+from .schedule import Schedule
 
 LOG2 = math.log(2.0)
+DECODERS = ("gaussian", "discretized")
 
 
 def gaussian_kl(mean1, var1, mean2, var2) -> torch.Tensor:
@@ -54,6 +56,8 @@ def variational_bound(model, sched: Schedule, x0: torch.Tensor, *, prediction: s
     ``log_det_jacobian``: log|∂x_net/∂x| per example, added to turn nats into data units.
     Returns {"prior", "diffusion", "decoder", "total"}, each (B,) float64; total in data units.
     """
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; allowed: {', '.join(DECODERS)}")
     x0 = x0.double()
     B, T = x0.shape[0], sched.T
     sched = sched.to(x0.device)
@@ -73,10 +77,8 @@ def variational_bound(model, sched: Schedule, x0: torch.Tensor, *, prediction: s
         if i == 0:
             if decoder == "gaussian":
                 decoder_nll = -gaussian_log_density(x0, mean, var)
-            elif decoder == "discretized":
-                decoder_nll = -discretized_gaussian_log_likelihood(x0, mean, var)
             else:
-                raise ValueError(f"unknown decoder {decoder!r}; allowed: gaussian, discretized")
+                decoder_nll = -discretized_gaussian_log_likelihood(x0, mean, var)
         else:
             post_mean, post_var = dif.q_posterior_mean_variance(sched, x0, xt, t)
             diffusion = diffusion + gaussian_kl(post_mean, post_var, mean, var)
@@ -89,56 +91,18 @@ def ode_log_likelihood(model, sched: Schedule, x: torch.Tensor, *, prediction: s
                        atol: float = 1e-5, log_det_jacobian: float = 0.0, seed: int = 0,
                        cond=None) -> dict[str, object]:
     """log p(x) under the probability-flow ODE (Chen et al. 2018; Song et al. 2021, score SDE,
-    eq. 39), x: (B, D) standardised data taken as the state at index 0.
+    eq. 39), x: (B, ...) standardised data taken as the state at index 0; see ``ode.log_likelihood``.
 
-    With u = log σ̄, dx/du = f(x, u) (samplers._ode_rhs) and d log p(x(u))/du = -∇·f, so
-    log p_0(x) = log N(x_T; 0, I) + ∫_{u_0}^{u_{T-1}} ∇·f du, integrated by SciPy's RK45 jointly
-    with x. ∇·f = -(1-ᾱ) D + √(1-ᾱ) ∇·ε̂: exact (D backward passes) when ``exact_divergence``
-    (default for D ≤ 16), else Hutchinson's estimator E_v[vᵀ(∂ε̂/∂x)v] with ``probes``
-    Rademacher vectors fixed along the path (Grathwohl et al. 2019).
+    The divergence is exact when ``exact_divergence`` (default for D <= ode.EXACT_MAX_DIM),
+    else Hutchinson's estimator with ``probes`` Rademacher vectors fixed along the path.
     Returns {"log_prob": (B,) float64 in data units, "nfe": int, "estimator": str}.
     """
-    from scipy.integrate import solve_ivp
-
-    from .samplers import _ode_rhs
-
-    B, D = x.shape[0], int(np.prod(x.shape[1:]))
+    D = int(np.prod(x.shape[1:]))
     if exact_divergence is None:
-        exact_divergence = D <= 16
-    g = torch.Generator().manual_seed(seed)
-    vs = (torch.randint(0, 2, (probes, *x.shape), generator=g).to(x) * 2 - 1).double()
-    nfe = 0
-    base = _ode_rhs(model, sched, prediction, cond, x.shape, x.device, torch.float64)
-
-    def f(u, y):
-        nonlocal nfe
-        nfe += 1
-        with torch.enable_grad():
-            xs = torch.from_numpy(y[: B * D]).reshape(x.shape).to(x.device).requires_grad_(True)
-            dx = base(u, xs)
-            if exact_divergence:
-                div = torch.zeros(B, dtype=torch.float64, device=x.device)
-                flat = dx.reshape(B, D)
-                for j in range(D):
-                    grad = torch.autograd.grad(flat[:, j].sum(), xs, retain_graph=j < D - 1)[0]
-                    div = div + grad.reshape(B, D)[:, j]
-            else:
-                div = torch.zeros(B, dtype=torch.float64, device=x.device)
-                for p in range(probes):
-                    grad = torch.autograd.grad((dx * vs[p]).sum(), xs, retain_graph=p < probes - 1)[0]
-                    div = div + dif.sum_flat(grad * vs[p]) / probes
-        return np.concatenate([dx.detach().reshape(-1).cpu().numpy(), div.detach().cpu().numpy()])
-
-    u = log_sigma_bar(sched)
-    y0 = np.concatenate([x.double().reshape(-1).cpu().numpy(), np.zeros(B)])
-    sol = solve_ivp(f, (u[0], u[-1]), y0, method="RK45", rtol=rtol, atol=atol)
-    if not sol.success:
-        raise RuntimeError(f"ODE solver failed: {sol.message}")
-    x_T = torch.from_numpy(sol.y[: B * D, -1]).reshape(B, D)
-    integral = torch.from_numpy(sol.y[B * D:, -1])
-    prior = -0.5 * (x_T**2).sum(1) - 0.5 * D * math.log(2 * math.pi)
-    return {"log_prob": prior + integral + log_det_jacobian, "nfe": nfe,
-            "estimator": "exact" if exact_divergence else f"hutchinson({probes})"}
+        exact_divergence = D <= pf_ode.EXACT_MAX_DIM
+    res = pf_ode.log_likelihood(model, sched, x.double(), prediction=prediction, cond=cond, rtol=rtol, atol=atol,
+                                divergence="exact" if exact_divergence else "hutchinson", probes=probes, seed=seed)
+    return {"log_prob": res.log_prob.cpu() + log_det_jacobian, "nfe": res.nfe, "estimator": res.divergence}
 
 
 def nats_to_bits_per_dim(nats: float, dim: int) -> float:

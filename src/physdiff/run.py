@@ -10,20 +10,10 @@ import torch
 
 from . import checkpoint as ck
 from .config import load_config
-from .data import Normalizer
+from .data import Normalizer, resolve_kind
 from .errors import PhysdiffError
 from .nets import build_model
-from .samplers import (
-    CountingModel,
-    GuidedModel,
-    IndexedNoise,
-    ddim_invert,
-    ddim_sample,
-    ddpm_sample,
-    dpm_solver_sample,
-    ode_sample,
-    randn_like,
-)
+from .samplers import GuidedModel, IndexedNoise, SamplerResult, ddim_invert, randn_like, run_sampler
 from .schedule import make_schedule
 
 NOISE_BLOCK = 64  # samples per noise generator; see IndexedNoise
@@ -39,15 +29,16 @@ class LoadedRun:
     """A run directory ready to sample from.
 
     ``weights``: "ema" (default, the averaged weights) or "model" (the raw ones).
-    Attributes: cfg, model (eval mode, on ``device``), normalizer, schedule, data_shape, step,
-    class_names (empty for an unconditional run), num_classes.
+    Attributes: cfg, kind (the DataKind of ``data/kinds.py``), model (eval mode, on ``device``),
+    normalizer, schedule, data_shape, step, class_names (empty for an unconditional run),
+    num_classes.
     """
 
     def __init__(self, run: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu"):
         self.path = Path(run)
         if not (self.path / ck.CONFIG_FILE).is_file():
             raise PhysdiffError(f"{str(self.path)!r} is not a physdiff run (no {ck.CONFIG_FILE}); "
-                                "give the --out folder of `physdiff train`")
+                                "give the run directory that training wrote")
         if weights not in ("ema", "model"):
             raise PhysdiffError(f"unknown weights {weights!r}; allowed: ema, model")
         self.cfg = load_config(self.path / ck.CONFIG_FILE)
@@ -63,9 +54,10 @@ class LoadedRun:
                                 "written by physdiff train") from None
         self.device = torch.device(device)
         self.num_classes = len(self.class_names)
-        self.is_image = len(self.data_shape) == 3  # (C, H, W), pixels in [0, 1]
+        self.kind = resolve_kind(self.cfg.data)
+        self.is_image = self.kind.name == "image"
         self._warned = False
-        self.model = build_model(self.cfg.model, self.data_shape, self.num_classes)
+        self.model = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind.arch)
         weights_only = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
         ck.load_module_state(self.model, weights_only, f"weights file {str(file)!r}")
         self.model.to(self.device).eval().requires_grad_(False)
@@ -74,18 +66,14 @@ class LoadedRun:
 
     def denoiser(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         """The network as a model callable for any input dtype (it runs in float32)."""
-        return self.model(x.float(), t, cond).to(x.dtype)
-
-    def sampler_kwargs(self) -> dict:
-        d = self.cfg.diffusion
-        return {"prediction": d.prediction, "variance": d.variance, "clip_x0": d.clip_x0 or None}
+        return _float32(self.model)(x, t, cond)
 
     def labels(self, indices: np.ndarray, classes=None) -> np.ndarray | None:
         """Labels of sample indices: None for an unconditional run; ``classes`` None → i mod K
         (balanced), an int k → all k, a sequence → one per index (indexed from ``indices[0]``)."""
         if not self.num_classes:
             if classes is not None:
-                raise PhysdiffError("this run was trained without class labels; drop --class")
+                raise PhysdiffError("this run was trained without class labels; ask for no class")
             return None
         if classes is None:
             return indices % self.num_classes
@@ -98,24 +86,41 @@ class LoadedRun:
                                 f"this run has classes 0..{self.num_classes - 1} ({', '.join(self.class_names)})")
         return arr
 
+    def default_sampler(self, guidance: float | None = None) -> dict:
+        """The sampler options of this run's data kind (steps at most T), with ``guidance``."""
+        opts = dict(self.kind.sampler)
+        if "steps" in opts:
+            opts["steps"] = min(opts["steps"], self.schedule.T)
+        return opts | {"guidance": guidance}
+
     def sample(self, n: int, seed: int, *, batch_size: int | None = None, start: int = 0,
-               snapshot_steps: tuple[int, ...] = (), sampler: str = "ddpm", steps: int | None = None,
-               eta: float = 0.0, spacing: str | None = None, classes=None,
-               guidance: float | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+               snapshot_steps: tuple[int, ...] = (), sampler: str | None = None, classes=None,
+               guidance: float | None = None, log_prob: bool = False,
+               **options) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """n samples in data units, (n, *data_shape) float32, for sample indices start..start+n-1.
 
         Sample i depends only on (seed, i): noise comes from IndexedNoise blocks, so neither
-        ``batch_size`` nor how the indices are split changes it. ``sampler``: ddpm, ddim,
-        dpm-solver or ode, with ``steps`` K (None: T for ddpm/ddim, 20 for dpm-solver) and
-        ``spacing``. ``classes`` (class-conditional runs): see :meth:`labels`; ``guidance``: the
-        classifier-free guidance w (None: DEFAULT_GUIDANCE). ``snapshot_steps``: paper steps after
-        which the state is kept (network units), returned as {t: (n, *data_shape)}; t = T means x_T.
+        ``batch_size`` nor how the indices are split changes it. ``sampler``: a name registered
+        in ``samplers.SAMPLERS`` (None: the data kind's default, with its options), ``options``:
+        that sampler's options (steps, spacing, eta, ...). ``classes`` (class-conditional runs):
+        see :meth:`labels`; ``guidance``: the classifier-free guidance w (None: DEFAULT_GUIDANCE).
+        ``snapshot_steps``: paper steps after which the state is kept (network units), returned
+        as {t: (n, *data_shape)}; t = T means x_T. ``log_prob`` (sampler ode): the exact
+        log-density of each sample in data units is kept in ``self.last_log_prob`` (n,).
         After the call, ``self.last_nfe`` holds the network evaluations per sample batch.
         """
-        batch_size = batch_size or (512 if self.is_image else 4096)
+        if sampler is None:
+            defaults = self.default_sampler()
+            sampler = defaults.pop("sampler")
+            options = {k: v for k, v in defaults.items() if k != "guidance"} | {
+                k: v for k, v in options.items() if v is not None}
+        if log_prob:
+            options["log_prob"] = True
+        batch_size = batch_size or self.kind.sample_batch
         batch_size = max(NOISE_BLOCK, batch_size // NOISE_BLOCK * NOISE_BLOCK)
         all_labels = self.labels(np.arange(start, start + n), classes)
-        outs, snaps = [], {k: [] for k in snapshot_steps}
+        outs, logps, snaps = [], [], {k: [] for k in snapshot_steps}
+        jac = self.normalizer.log_abs_det_jacobian(self.data_shape)
         for lo in range(start, start + n, batch_size):
             count = min(batch_size, start + n - lo)
             noise = IndexedNoise(seed, lo, count, NOISE_BLOCK)
@@ -129,36 +134,27 @@ class LoadedRun:
 
             cond = None if all_labels is None else torch.from_numpy(all_labels[lo - start:lo - start + count]).to(
                 self.device)
-            x0 = self.sample_normalized(x_T, noise, sampler=sampler, steps=steps, eta=eta, spacing=spacing,
-                                        callback=keep, cond=cond, guidance=guidance)
-            x = self.normalizer.decode(x0.double()).float().cpu().numpy()
-            outs.append(np.clip(x, 0.0, 1.0) if self.is_image else x)  # images: pixels in [0, 1]
+            res = self.sample_normalized(x_T, noise, sampler=sampler, callback=keep, cond=cond, guidance=guidance,
+                                         **options)
+            x = self.normalizer.decode(res.samples.double()).float().cpu().numpy()
+            outs.append(self.kind.postprocess(x))
+            if res.log_prob is not None:
+                logps.append(res.log_prob.cpu().numpy() + jac)  # data units: log p_x = log p_z + log|∂z/∂x|
+        self.last_log_prob = np.concatenate(logps) if logps else None
         return np.concatenate(outs), {k: np.concatenate(v) for k, v in snaps.items() if v}
 
-    def sample_normalized(self, x_T, generator=None, *, sampler="ddpm", steps=None, eta=0.0, spacing=None,
-                          callback=None, cond=None, guidance=None) -> torch.Tensor:
-        """Run one sampler from x_T in network units; sets ``last_nfe``."""
-        self._warn_if_ill_conditioned(sampler, steps)
+    def sample_normalized(self, x_T, generator=None, *, sampler="ddpm", callback=None, cond=None, guidance=None,
+                          **options) -> SamplerResult:
+        """Run one registered sampler from x_T in network units; sets ``last_nfe``."""
+        self._warn_if_ill_conditioned(sampler, options.get("steps"))
         net = GuidedModel(self.model, resolve_guidance(guidance), self.num_classes) if self.num_classes else self.model
-        model = CountingModel(net)
-        kw = self.sampler_kwargs() | {"cond": cond}
-        if spacing is not None:
-            kw["spacing"] = spacing
-        if sampler == "ddpm":
-            x = ddpm_sample(model, self.schedule, x_T, steps=steps, generator=generator, callback=callback, **kw)
-        elif sampler == "ddim":
-            kw.pop("variance")
-            x = ddim_sample(model, self.schedule, x_T, steps=steps, eta=eta, generator=generator,
-                            callback=callback, **kw)
-        elif sampler == "dpm-solver":
-            kw.pop("variance")
-            x = dpm_solver_sample(model, self.schedule, x_T, steps=steps or 20, callback=callback, **kw)
-        elif sampler == "ode":
-            x, _ = ode_sample(model, self.schedule, x_T, prediction=kw["prediction"], cond=cond)
-        else:
-            raise PhysdiffError(f"unknown sampler {sampler!r}; allowed: ddpm, ddim, dpm-solver, ode")
-        self.last_nfe = model.nfe
-        return x
+        if options.get("log_prob") or sampler == "ode":
+            net = _float32(net)
+        d = self.cfg.diffusion
+        res = run_sampler(sampler, net, self.schedule, x_T, prediction=d.prediction, variance=d.variance,
+                          clip_x0=d.clip_x0 or None, cond=cond, generator=generator, callback=callback, **options)
+        self.last_nfe = res.nfe
+        return res
 
     def _warn_if_ill_conditioned(self, sampler: str, steps: int | None) -> None:
         """ε-prediction gives x̂₀ = (x − σ ε̂)/α; at t = T with a tiny α (the cosine schedule's
@@ -185,3 +181,12 @@ class LoadedRun:
         z = self.normalizer.encode(torch.as_tensor(x, dtype=torch.float64)).float().to(self.device)
         return ddim_invert(self.model, self.schedule, z, steps=steps, spacing=spacing,
                            prediction=self.cfg.diffusion.prediction).cpu().numpy()
+
+
+def _float32(net):
+    """The network as a model callable for any input dtype (it runs in float32)."""
+
+    def call(x, t, cond=None):
+        return net(x.float(), t.float() if t.is_floating_point() else t, cond).to(x.dtype)
+
+    return call

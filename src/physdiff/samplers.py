@@ -1,25 +1,30 @@
-"""Samplers: plain functions of (model, schedule, x_T, ...) returning samples x_0.
+"""Samplers: a registry of plain functions with one signature and one result type.
 
-``model(x, t, cond)`` is any callable returning the network output (ε, x_0 or v,
-named by ``prediction``) with the shape of ``x``; ``t`` is a (B,) int64 tensor of
-timestep indices (see ``schedule.py``). Randomness comes only from ``generator``: a
-``torch.Generator`` or an :class:`IndexedNoise` (sample i's noise depends only on the
-seed and i, not on the batch it falls in). ``callback(i, t, x)`` is called after each
-step with the new state; use it for trajectories and progress.
+Every sampler is ``fn(model, sched, x_T, *, prediction, variance, clip_x0, cond, generator,
+callback, **options) -> SamplerResult`` and is registered in :data:`SAMPLERS` with the options
+it takes; :func:`run_sampler` looks it up by name, refuses unknown options and checks their
+values. ``model(x, t, cond)`` is any callable returning the network output (ε, x_0 or v, named
+by ``prediction``) with the shape of ``x``; ``t`` is a (B,) tensor of timestep indices (see
+``schedule.py``). Randomness comes only from ``generator``: a ``torch.Generator`` or an
+:class:`IndexedNoise` (sample i's noise depends only on the seed and i, not on the batch it
+falls in). ``callback(i, t, x)`` is called after each step with the new state; use it for
+trajectories and progress. A sampler ignores the common keywords it has no use for (the
+deterministic ones ignore ``generator``, only ``ddpm`` reads ``variance``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from . import diffusion as dif
-from .schedule import Schedule, continuous_time, log_sigma_bar, respace, timestep_subsequence
-
-SAMPLERS = ("ddpm", "ddim", "dpm-solver", "ode")
+from . import ode as pf_ode
+from .errors import PhysdiffError
+from .schedule import SPACINGS, Schedule, log_sigma_bar, respace, timestep_subsequence
 
 
 class IndexedNoise:
@@ -87,6 +92,88 @@ class GuidedModel:
         return c + self.w * (c - u)
 
 
+@dataclass(frozen=True)
+class SamplerResult:
+    """What every sampler returns. samples: (B, *data_shape) x_0 in network units; nfe: network
+    evaluations per batch; log_prob: (B,) float64 log-density (nats, network units) of the
+    distribution the samples were drawn from, for samplers that know it exactly, else None."""
+
+    samples: torch.Tensor
+    nfe: int
+    log_prob: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A registered sampler: its function, one-line summary, options {name: help} and whether
+    it can return the exact log-density of its samples (option ``log_prob``)."""
+
+    name: str
+    fn: Callable[..., SamplerResult]
+    summary: str
+    options: dict[str, str] = field(default_factory=dict)
+    default_steps: int | None = None  # None: every timestep (or adaptive)
+
+
+SAMPLERS: dict[str, SamplerSpec] = {}
+STEP_OPTIONS = {"steps": "K network evaluations", "spacing": f"timesteps visited: {', '.join(SPACINGS)}"}
+
+
+def register(name: str, summary: str, options: dict[str, str], default_steps: int | None = None):
+    """Decorator adding a sampler function to :data:`SAMPLERS`."""
+
+    def add(fn):
+        SAMPLERS[name] = SamplerSpec(name, fn, summary, options, default_steps)
+        return fn
+
+    return add
+
+
+def get_sampler(name: str) -> SamplerSpec:
+    if name not in SAMPLERS:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(SAMPLERS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise PhysdiffError(f"unknown sampler {name!r}{hint}; allowed: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
+def check_options(name: str, options: dict, T: int) -> dict:
+    """The options of sampler ``name`` with Nones dropped, validated against a schedule of T
+    steps; unknown names and values out of range raise PhysdiffError."""
+    spec = get_sampler(name)
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        allowed = ", ".join(spec.options) or "none"
+        raise PhysdiffError(f"sampler {name!r} takes no option {unknown[0]!r}; its options: {allowed}")
+    steps = options.get("steps")
+    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
+        raise PhysdiffError(f"steps = {steps!r} is out of range for a run with T = {T}; allowed: 1..{T}")
+    if "eta" in options and not 0.0 <= float(options["eta"]) <= 1.0:
+        raise PhysdiffError(f"eta = {options['eta']!r} is out of range; allowed: 0 <= eta <= 1")
+    if "spacing" in options and options["spacing"] not in SPACINGS:
+        raise PhysdiffError(f"unknown spacing {options['spacing']!r}; allowed: {', '.join(SPACINGS)}")
+    if "method" in options and options["method"] not in pf_ode.METHODS:
+        raise PhysdiffError(f"unknown ODE method {options['method']!r}; allowed: {', '.join(pf_ode.METHODS)}")
+    for tol in ("rtol", "atol"):
+        if tol in options and not float(options[tol]) > 0:
+            raise PhysdiffError(f"{tol} = {options[tol]!r} must be > 0")
+    if spec.default_steps is not None and "steps" not in options:
+        options["steps"] = min(spec.default_steps, T)
+    return options
+
+
+def run_sampler(name: str, model, sched: Schedule, x_T: torch.Tensor, *, prediction: str = "eps",
+                variance: str = "beta", clip_x0: float | None = None, cond=None, generator=None, callback=None,
+                **options) -> SamplerResult:
+    """Run the registered sampler ``name`` with validated ``options`` (see :func:`check_options`)."""
+    options = check_options(name, options, sched.T)
+    return SAMPLERS[name].fn(model, sched, x_T, prediction=prediction, variance=variance, clip_x0=clip_x0,
+                             cond=cond, generator=generator, callback=callback, **options)
+
+
 def _visited_timesteps(sched: Schedule, steps: int | None, spacing: str) -> list[int]:
     """Ascending indices a K-step sampler visits: all T when ``steps`` is None."""
     return list(range(sched.T)) if steps is None else timestep_subsequence(sched.T, steps, spacing, sched)
@@ -96,10 +183,26 @@ def _timestep(i: int, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
 
 
+def _respaced_loop(model, sched: Schedule, x_T: torch.Tensor, steps, spacing, update, cond, callback) -> SamplerResult:
+    """The loop shared by ancestral DDPM and DDIM: visit the K indices τ_K > ... > τ_1 on the
+    respaced schedule; ``update(sub, out, x, t_sub, k)`` returns the state at the next index
+    from the network output at τ_k. ``callback`` gets the paper step of the new state."""
+    taus = _visited_timesteps(sched, steps, spacing)
+    sub = (sched if steps is None else respace(sched, taus)).to(x_T.device)
+    x = x_T
+    for k in reversed(range(len(taus))):
+        t_sub, t_model = _timestep(k, x), _timestep(taus[k], x)
+        x = update(sub, model(x, t_model, cond), x, t_sub, k)
+        if callback is not None:
+            callback(taus[k - 1] + 1 if k > 0 else 0, t_model, x)
+    return SamplerResult(x, len(taus))
+
+
+@register("ddpm", "ancestral, Ho et al. 2020 Alg. 2; any K-step subset with the respaced schedule", STEP_OPTIONS)
 @torch.no_grad()
 def ddpm_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int | None = None,
                 spacing: str = "uniform", prediction: str = "eps", variance: str = "beta",
-                clip_x0: float | None = None, cond=None, generator=None, callback=None) -> torch.Tensor:
+                clip_x0: float | None = None, cond=None, generator=None, callback=None) -> SamplerResult:
     """Ancestral sampling, Ho et al. 2020 Algorithm 2:
     x_{t-1} = μ_θ(x_t, t) + σ_t z, z ~ N(0, I) for t > 1 and z = 0 at the last step.
 
@@ -108,36 +211,30 @@ def ddpm_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int | None 
     x_T: (B, *data_shape) standard normal. Returns x_0 of the same shape. NFE = K.
     ``callback(i, t, x)`` gets the paper step i of the new state x_i (original indexing).
     """
-    taus = _visited_timesteps(sched, steps, spacing)
-    sub = (sched if steps is None else respace(sched, taus)).to(x_T.device)
-    x = x_T
-    for k in reversed(range(len(taus))):
-        t_sub, t_model = _timestep(k, x), _timestep(taus[k], x)
-        mean, var, _ = dif.p_mean_variance(sub, model(x, t_model, cond), x, t_sub, prediction=prediction,
-                                           variance=variance, clip_x0=clip_x0)
-        x = mean + var.sqrt() * randn_like(x, generator) if k > 0 else mean
-        if callback is not None:
-            callback(taus[k - 1] + 1 if k > 0 else 0, t_model, x)
-    return x
+
+    def update(sub, out, x, t_sub, k):
+        mean, var, _ = dif.p_mean_variance(sub, out, x, t_sub, prediction=prediction, variance=variance,
+                                           clip_x0=clip_x0)
+        return mean + var.sqrt() * randn_like(x, generator) if k > 0 else mean
+
+    return _respaced_loop(model, sched, x_T, steps, spacing, update, cond, callback)
 
 
+@register("ddim", "Song et al. 2021 eq. 12; eta = 0 deterministic, eta = 1 equals DDPM with σ² = β̃",
+          STEP_OPTIONS | {"eta": "DDIM η in [0, 1]"})
 @torch.no_grad()
 def ddim_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int | None = None,
-                spacing: str = "uniform", eta: float = 0.0, prediction: str = "eps",
-                clip_x0: float | None = None, cond=None, generator=None, callback=None, **_) -> torch.Tensor:
+                spacing: str = "uniform", eta: float = 0.0, prediction: str = "eps", variance: str = "beta",
+                clip_x0: float | None = None, cond=None, generator=None, callback=None) -> SamplerResult:
     """DDIM (Song et al. 2021, eq. 12) on K timesteps: η = 0 deterministic, η = 1 equal to
-    ancestral DDPM with σ² = β̃. NFE = K."""
-    taus = _visited_timesteps(sched, steps, spacing)
-    sub = respace(sched, taus).to(x_T.device)
-    x = x_T
-    for k in reversed(range(len(taus))):
-        t_sub, t_model = _timestep(k, x), _timestep(taus[k], x)
-        x0_hat, eps_hat = dif.split_prediction(sub, model(x, t_model, cond), x, t_sub, prediction, clip_x0)
+    ancestral DDPM with σ² = β̃ (``variance`` is not used). NFE = K."""
+
+    def update(sub, out, x, t_sub, k):
+        x0_hat, eps_hat = dif.split_prediction(sub, out, x, t_sub, prediction, clip_x0)
         noise = randn_like(x, generator) if eta > 0 and k > 0 else None
-        x = dif.ddim_step(sub, x0_hat, eps_hat, t_sub, eta=eta if k > 0 else 0.0, noise=noise)
-        if callback is not None:
-            callback(taus[k - 1] + 1 if k > 0 else 0, t_model, x)
-    return x
+        return dif.ddim_step(sub, x0_hat, eps_hat, t_sub, eta=eta if k > 0 else 0.0, noise=noise)
+
+    return _respaced_loop(model, sched, x_T, steps, spacing, update, cond, callback)
 
 
 @torch.no_grad()
@@ -163,18 +260,21 @@ def ddim_invert(model, sched: Schedule, x0: torch.Tensor, *, steps: int | None =
     return x
 
 
+@register("dpm-solver", "DPM-Solver++(2M), Lu et al. 2022, data prediction, first-order last step",
+          STEP_OPTIONS, default_steps=20)
 @torch.no_grad()
 def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int = 20,
-                      spacing: str = "logsnr", prediction: str = "eps", clip_x0: float | None = None,
-                      cond=None, callback=None, **_) -> torch.Tensor:
+                      spacing: str = "logsnr", prediction: str = "eps", variance: str = "beta",
+                      clip_x0: float | None = None, cond=None, generator=None, callback=None) -> SamplerResult:
     """DPM-Solver++(2M), Lu et al. 2022 ("DPM-Solver++", Algorithm 2), for a discrete-time model.
 
     With α = √ᾱ, σ = √(1-ᾱ), λ = log(α/σ) and h_i = λ_{t_i} - λ_{t_{i-1}}:
     x_{t_i} = (σ_{t_i}/σ_{t_{i-1}}) x - α_{t_i}(e^{-h_i} - 1) D_i, with D_i = x̂_0 at the first
     step and (1 + 1/2r) x̂_0^{(i-1)} - (1/2r) x̂_0^{(i-2)}, r = h_{i-1}/h_i, after it. The last
     step, to σ = 0, is first order (it returns x̂_0), as in the solver's "lower order final".
-    Deterministic; NFE = K. Default spacing: uniform in λ, which the solver's step-size
-    ratios r need (with uniform t the last step spans a large λ range and 2M overshoots).
+    Deterministic (``generator`` and ``variance`` unused); NFE = K. Default spacing: uniform in
+    λ, which the solver's step-size ratios r need (with uniform t the last step spans a large λ
+    range and 2M overshoots).
     """
     taus = timestep_subsequence(sched.T, steps, spacing, sched)[::-1]  # descending
     sched = sched.to(x_T.device)
@@ -200,54 +300,41 @@ def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int =
         prev_x0, prev_h = x0_hat, h
         if callback is not None:
             callback(taus[k + 1] + 1, t, x)
-    return x
+    return SamplerResult(x, len(taus))
 
 
-def _ode_rhs(model, sched: Schedule, prediction: str, cond, shape, device, dtype):
-    """f(u, x) of the probability-flow ODE in u = log σ̄ (σ̄² = (1-ᾱ)/ᾱ):
-    dx/du = -(1-ᾱ) x + √(1-ᾱ) ε̂(x, t(u)), which is DDIM's ODE dx̄/dσ̄ = ε̂ (Song et al. 2021,
-    DDIM eq. 14) written for x = √ᾱ x̄; t(u) is the fractional index (continuous_time)."""
-
-    def rhs(u: float, x: torch.Tensor) -> torch.Tensor:
-        ab = 1.0 / (1.0 + math.exp(2.0 * u))
-        t = torch.full((shape[0],), float(continuous_time(sched, u)), device=device, dtype=dtype)
-        out = model(x, t, cond)
-        if prediction != "eps":
-            at_u = Schedule("constant", torch.tensor([1.0 - ab], dtype=torch.float64))  # ᾱ_0 = ab
-            _, out = dif.split_prediction(at_u, out, x, torch.zeros(shape[0], dtype=torch.long, device=device),
-                                          prediction)
-        return -(1.0 - ab) * x + math.sqrt(1.0 - ab) * out
-
-    return rhs
+ODE_OPTIONS = {"method": f"ODE solver: {', '.join(pf_ode.METHODS)} (default dopri5, adaptive)",
+               "rtol": "relative tolerance of dopri5 (default 1e-5)", "atol": "absolute tolerance (default 1e-5)",
+               "steps": "fixed-step methods: number of steps (default 100)",
+               "log_prob": "also return the exact log-density of each sample (costs D× per evaluation)"}
 
 
+@register("ode", "probability-flow ODE in torch (adaptive dopri5 by default); exact log-density on request",
+          ODE_OPTIONS)
 @torch.no_grad()
-def ode_sample(model, sched: Schedule, x_T: torch.Tensor, *, rtol: float = 1e-5, atol: float = 1e-5,
-               prediction: str = "eps", cond=None, method: str = "RK45", **_) -> tuple[torch.Tensor, int]:
-    """Integrate the probability-flow ODE (see _ode_rhs) from index T-1 down to index 0 with
-    SciPy's adaptive ``solve_ivp`` (Dormand-Prince RK45 by default). Returns (x at index 0, NFE).
+def ode_sample(model, sched: Schedule, x_T: torch.Tensor, *, method: str = "dopri5", rtol: float = 1e-5,
+               atol: float = 1e-5, steps: int = 100, log_prob: bool = False, prediction: str = "eps",
+               variance: str = "beta", clip_x0: float | None = None, cond=None, generator=None,
+               callback=None) -> SamplerResult:
+    """Integrate the probability-flow ODE (``ode.py``) from index T-1 down to index 0.
     The state at index 0 carries noise √(1-ᾱ_0) ≈ 1e-2 (standardised units), as in Song et al.
-    2021 (score SDE), which stop at a small time ε rather than at 0."""
-    from scipy.integrate import solve_ivp
-
-    u = log_sigma_bar(sched)
-    counter = CountingModel(model)
-    rhs = _ode_rhs(counter, sched, prediction, cond, x_T.shape, x_T.device, x_T.dtype)
-
-    def f(s, y):
-        x = torch.from_numpy(y).reshape(x_T.shape).to(device=x_T.device, dtype=x_T.dtype)
-        return rhs(s, x).reshape(-1).double().cpu().numpy()
-
-    sol = solve_ivp(f, (u[-1], u[0]), x_T.reshape(-1).double().cpu().numpy(), method=method,
-                    rtol=rtol, atol=atol)
-    if not sol.success:
-        raise RuntimeError(f"ODE solver failed: {sol.message}")
-    x = torch.from_numpy(sol.y[:, -1]).reshape(x_T.shape).to(device=x_T.device, dtype=x_T.dtype)
-    return x, counter.nfe
+    2021 (score SDE), which stop at a small time ε rather than at 0. With ``log_prob`` the
+    result carries log q(x_0) of the pushforward of N(0, I), accumulated along the same
+    trajectory with the exact divergence. Deterministic; ``clip_x0`` is not applied (it would
+    make the flow non-invertible); ``callback`` gets the final state only."""
+    kw = {"prediction": prediction, "cond": cond, "method": method, "rtol": rtol, "atol": atol, "steps": steps}
+    if log_prob:
+        res = pf_ode.sample_with_log_prob(model, sched, x_T, **kw)
+    else:
+        res = pf_ode.integrate(model, sched, x_T, direction="sample", **kw)
+    if callback is not None:
+        callback(0, _timestep(0, x_T), res.x)
+    return SamplerResult(res.x, res.nfe, res.log_prob)
 
 
 def sample_with_trajectory(sampler, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``sampler`` and also return every intermediate state, stacked: (steps, B, ...)."""
+    """Run ``sampler`` and also return its result and every intermediate state, stacked:
+    (steps, B, ...)."""
     states = []
     user_cb = kwargs.pop("callback", None)
 

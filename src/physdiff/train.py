@@ -24,12 +24,12 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ck
-from . import diffusion as dif
 from . import dist
 from .config import Config, dump_config, load_config
-from .data import Normalizer, load_training
+from .data import Normalizer, load_training, resolve_kind
 from .errors import PhysdiffError
 from .nets import build_model
+from .objective import DenoisingLoss
 from .schedule import make_schedule
 
 METRICS_HEADER = "step,loss,lr,grad_norm,steps_per_s,elapsed_s"
@@ -40,7 +40,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise PhysdiffError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+        raise PhysdiffError("device cuda was asked for but no CUDA GPU is available; use device cpu or auto")
     if name not in ("cpu", "cuda"):
         raise PhysdiffError(f"unknown device {name!r}; allowed: auto, cpu, cuda")
     return torch.device(name)
@@ -93,8 +93,9 @@ class Trainer:
         data = normalizer.encode(torch.from_numpy(ts.x).double()).to(device=device, dtype=torch.float32)
         labels = None if ts.labels is None else torch.from_numpy(ts.labels).to(device)
         torch.manual_seed(cfg.train.seed)  # network initialisation
-        model = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes).to(device)
-        ema = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes).to(device)
+        arch = resolve_kind(cfg.data).arch
+        model = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, arch).to(device)
+        ema = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, arch).to(device)
         ema.load_state_dict(model.state_dict())
         ema.requires_grad_(False)
         fused = device.type in ("cpu", "cuda")
@@ -148,7 +149,7 @@ class Trainer:
     def train(self, progress: bool | None = None) -> dict[str, float]:
         cfg, d = self.cfg.train, self.cfg.diffusion
         sched = make_schedule(d.schedule, d.timesteps, warn=False).to(self.device)
-        n, T = self.data.shape[0], sched.T
+        n = self.data.shape[0]
         params = [p for p in self.model.parameters()]
         ema_params = [p for p in self.ema.parameters()]
         # Data parallel: every rank draws the same global batch from the same generator and
@@ -165,6 +166,8 @@ class Trainer:
         if cfg.compile:
             net = torch.compile(net)
         amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        objective = DenoisingLoss(sched, d.prediction, d.loss, d.variance, cfg.label_dropout, len(self.class_names),
+                                  amp_dtype=amp_dtype)
         main = dist.is_main()
         metrics = open(self.run / ck.METRICS_FILE, "a", encoding="utf-8") if main else None
         if progress is None:
@@ -182,20 +185,8 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 idx = torch.randint(n, (cfg.batch_size,), generator=self.generator, device=self.device)
-                t = torch.randint(T, (cfg.batch_size,), generator=self.generator, device=self.device)
-                noise = torch.randn((cfg.batch_size, *self.data.shape[1:]), generator=self.generator,
-                                    device=self.device)
-                cond = None
-                if self.labels is not None:  # label dropout: one model, conditional and not
-                    drop = torch.rand((cfg.batch_size,), generator=self.generator, device=self.device)
-                    cond = torch.where(drop < cfg.label_dropout, len(self.class_names), self.labels[idx])[lo:hi]
-                idx, t, noise = idx[lo:hi], t[lo:hi], noise[lo:hi]
-                x0 = self.data[idx]
-                xt = dif.q_sample(sched, x0, t, noise)
-                with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = net(xt, t, cond)
-                loss = dif.training_loss(sched, out.float(), x0, xt, t, noise, prediction=d.prediction,
-                                         loss=d.loss, variance=d.variance).mean()
+                labels = None if self.labels is None else self.labels[idx]
+                loss = objective(net, self.data[idx], labels, self.generator, (lo, hi)).mean()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 self.scaler.unscale_(self.optimizer)
@@ -272,31 +263,31 @@ def prepare_run(out: Path, *, overwrite: bool) -> None:
     """Refuse to train into an existing non-empty folder unless ``overwrite``; an overwrite
     only ever deletes a physdiff run (a folder holding config.toml)."""
     if out.exists() and not out.is_dir():
-        raise PhysdiffError(f"--out {str(out)!r} is a file, not a run directory")
+        raise PhysdiffError(f"{str(out)!r} is a file, not a run directory")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise PhysdiffError(f"run directory {str(out)!r} already exists; use --resume to continue it, "
-                                "--overwrite to replace it, or another --out")
+            raise PhysdiffError(f"run directory {str(out)!r} already exists; resume it, allow overwriting "
+                                "it, or choose another run directory")
         if not (out / ck.CONFIG_FILE).is_file():
-            raise PhysdiffError(f"--overwrite refused: {str(out)!r} is not a physdiff run (no config.toml)")
+            raise PhysdiffError(f"refusing to overwrite {str(out)!r}: it is not a physdiff run (no config.toml)")
         with ck.RunLock(out):
             pass  # refuse to delete a run another process is training
         shutil.rmtree(out)
 
 
-def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+def train(cfg: Config | None, out: str | Path, *, resume: bool = False, overwrite: bool = False,
           progress: bool | None = None, steps: int | None = None) -> Path:
     """Train a model as ``cfg`` says into run directory ``out`` and return its path.
 
-    ``resume=True`` continues ``out`` from its last checkpoint (its own config.toml is used;
-    ``steps`` may extend it). The result of a resumed run is bitwise identical to an
+    ``resume=True`` continues ``out`` from its last checkpoint (its own config.toml is used and
+    ``cfg`` is ignored; ``steps`` may extend it). The result of a resumed run is bitwise identical to an
     uninterrupted one on the same machine. Launched by ``torchrun`` with several processes it
     trains data-parallel (DistributedDataParallel); only rank 0 writes.
     """
     out = Path(out)
     if resume:
         if not (out / ck.CONFIG_FILE).is_file():
-            raise PhysdiffError(f"--resume: {str(out)!r} is not a physdiff run (no config.toml)")
+            raise PhysdiffError(f"cannot resume {str(out)!r}: it is not a physdiff run (no config.toml)")
         cfg = load_config(out / ck.CONFIG_FILE)
         if steps is not None:
             cfg = cfg.with_overrides({"train.steps": steps})

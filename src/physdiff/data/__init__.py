@@ -1,5 +1,5 @@
-"""Datasets: toy 2D distributions and users' own (N, D) files, with the normalisation
-fitted on the training data and undone at sampling."""
+"""Datasets: toy 2D distributions, users' own (N, D) files and image sets, with the
+normalisation of their kind (``kinds.py``) fitted on the training data and undone at sampling."""
 
 from __future__ import annotations
 
@@ -11,17 +11,31 @@ import torch
 
 from ..errors import PhysdiffError
 from .images import IMAGE_DATASETS, ImageData, load_image_dataset
+from .kinds import KINDS, DataKind, resolve_kind
 from .toy import TOY_DATASETS, ToyDataset, get_toy
 
 MIN_ROWS = 16
 
-__all__ = ["IMAGE_DATASETS", "MIN_ROWS", "TOY_DATASETS", "ImageData", "Normalizer", "ToyDataset", "TrainingSet",
-           "get_toy", "load_array", "load_image_dataset", "load_training", "resolve_toy", "toy_for",
-           "training_array"]
-
-
-def is_image_config(data_cfg) -> bool:
-    return not data_cfg.file and data_cfg.dataset in IMAGE_DATASETS
+__all__ = [
+    "IMAGE_DATASETS",
+    "KINDS",
+    "MIN_ROWS",
+    "TOY_DATASETS",
+    "DataKind",
+    "ImageData",
+    "Normalizer",
+    "ToyDataset",
+    "TrainingSet",
+    "get_toy",
+    "load_array",
+    "load_image_dataset",
+    "load_training",
+    "normalization_of",
+    "resolve_kind",
+    "resolve_toy",
+    "toy_for",
+    "training_array",
+]
 
 
 def resolve_toy(name: str) -> ToyDataset:
@@ -101,8 +115,30 @@ class Normalizer:
         return cls(x.mean(dim=0), std)
 
     @classmethod
-    def identity(cls, shape) -> Normalizer:
-        return cls(torch.zeros(shape, dtype=torch.float64), torch.ones(shape, dtype=torch.float64))
+    def scalar(cls, x: np.ndarray | torch.Tensor) -> Normalizer:
+        """x_net = x / s with one s = √⟨x²⟩ over every sample and site: no shift and one scale,
+        so the map commutes with translations, rotations and x → −x of the data."""
+        x = torch.as_tensor(x, dtype=torch.float64)
+        rms = x.square().mean().sqrt()
+        rms = torch.where(rms > 0, rms, torch.ones_like(rms))
+        return cls(torch.zeros(()), rms.reshape(()))
+
+    @classmethod
+    def pixel(cls, shape) -> Normalizer:
+        """Pixels in [0, 1] → network units 2·pixel − 1 ∈ [−1, 1]."""
+        half = torch.full(tuple(shape), 0.5, dtype=torch.float64)
+        return cls(half, half.clone())
+
+    @classmethod
+    def fit(cls, name: str, x: np.ndarray) -> Normalizer:
+        """The normaliser ``name`` (standard, scalar or pixel) for training data x: (N, ...)."""
+        if name == "standard":
+            return cls.standardize(x.reshape(len(x), -1)) if x.ndim == 2 else cls.standardize(x)
+        if name == "scalar":
+            return cls.scalar(x)
+        if name == "pixel":
+            return cls.pixel(x.shape[1:])
+        raise PhysdiffError(f"unknown normalization {name!r}; allowed: standard, scalar, pixel")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - self.shift.to(x)) / self.scale.to(x))
@@ -110,10 +146,6 @@ class Normalizer:
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale.to(x) + self.shift.to(x)
 
-    def log_abs_det_jacobian(self) -> float:
-        """log |det ∂x_net/∂x| per sample = -Σ log scale (to turn densities into data units)."""
-        full = torch.broadcast_to(self.scale, torch.broadcast_shapes(self.scale.shape, self.shift.shape))
-        return float(-full.log().sum())
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"normalizer.shift": self.shift.contiguous(), "normalizer.scale": self.scale.contiguous()}
@@ -122,10 +154,15 @@ class Normalizer:
     def from_state(cls, tensors: dict[str, torch.Tensor]) -> Normalizer:
         return cls(tensors["normalizer.shift"].to(torch.float64), tensors["normalizer.scale"].to(torch.float64))
 
+    def log_abs_det_jacobian(self, shape) -> float:
+        """log |det ∂x_net/∂x| for one sample of ``shape`` (a scalar scale counts once per site)."""
+        full = torch.broadcast_to(self.scale, tuple(shape))
+        return float(-full.log().sum())
+
 
 def toy_for(data_cfg) -> ToyDataset | None:
     """The toy dataset a [data] config names (None when it names a file or an image set)."""
-    if data_cfg.file or is_image_config(data_cfg):
+    if resolve_kind(data_cfg).name != "toy":
         return None
     if data_cfg.dataset == "gaussian":
         from .toy import gaussian
@@ -156,19 +193,19 @@ class TrainingSet:
         return len(self.class_names) if self.labels is not None else 0
 
 
-def image_normalizer(shape) -> Normalizer:
-    """Pixels in [0, 1] → network units 2·pixel − 1 ∈ [−1, 1]."""
-    return Normalizer(torch.full(tuple(shape), 0.5, dtype=torch.float64),
-                      torch.full(tuple(shape), 0.5, dtype=torch.float64))
+def normalization_of(data_cfg) -> str:
+    """The normaliser a [data] config asks for: ``data.normalization``, or its kind's default."""
+    return resolve_kind(data_cfg).normalization if data_cfg.normalization == "auto" else data_cfg.normalization
 
 
 def load_training(data_cfg) -> TrainingSet:
-    """The training split a [data] config describes, with its normaliser (standardisation for
-    vectors, fixed [0, 1] → [−1, 1] for images) and labels if ``data.conditional``."""
-    if is_image_config(data_cfg):
+    """The training split a [data] config describes, with the normaliser of its kind (or of
+    ``data.normalization``) fitted on it, and labels if ``data.conditional``."""
+    norm = normalization_of(data_cfg)
+    if resolve_kind(data_cfg).name == "image":
         images = load_image_dataset(data_cfg)
         labels = images.train_y if data_cfg.conditional and images.num_classes > 1 else None
         return TrainingSet(images.train_x, labels, images.class_names if labels is not None else (),
-                           image_normalizer(images.shape))
+                           Normalizer.fit(norm, images.train_x))
     x = training_array(data_cfg)
-    return TrainingSet(x, None, (), Normalizer.standardize(x))
+    return TrainingSet(x, None, (), Normalizer.fit(norm, x))

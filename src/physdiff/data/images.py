@@ -130,7 +130,7 @@ def download_idx(name: str, folder: str | Path, base_url: str | None = None) -> 
                 data = response.read()
         except OSError as exc:
             raise PhysdiffError(f"could not download {url}: {exc}; put the IDX files in {str(folder)!r} "
-                                "by hand and run without --download") from None
+                                "by hand and train without downloading") from None
         atomic_write_bytes(folder / f"{stem}.gz", data)
 
 
@@ -143,7 +143,7 @@ def load_idx_dataset(name: str, folder: str | Path, *, download: bool = False) -
     if download:
         download_idx(name, folder)
     if not folder.is_dir():
-        raise PhysdiffError(f"IDX folder {str(folder)!r} does not exist (use --download to fetch {name})")
+        raise PhysdiffError(f"IDX folder {str(folder)!r} does not exist (allow data.download to fetch {name})")
     arrays = {}
     for key, stem in IDX_FILES.items():
         path = _find_idx(folder, stem)

@@ -8,13 +8,11 @@ from .unet import UNet
 __all__ = ["FourierFeatures", "ResMLP", "TimestepEmbedding", "UNet", "build_model", "sinusoidal_embedding"]
 
 
-def build_model(model_cfg, data_shape: tuple[int, ...], num_classes: int = 0):
+def build_model(model_cfg, data_shape: tuple[int, ...], num_classes: int = 0, default_arch: str = "mlp"):
     """The denoiser a [model] config describes, for samples of shape ``data_shape``:
-    ``arch = auto`` picks the residual MLP for vectors (D,) and the U-Net for images (C, H, W).
+    ``arch = auto`` takes ``default_arch``, the choice of the data's kind (``data/kinds.py``).
     ``num_classes`` > 0 adds a label embedding (with a "no label" token for guidance)."""
-    arch = model_cfg.arch
-    if arch == "auto":
-        arch = "mlp" if len(data_shape) == 1 else "unet"
+    arch = default_arch if model_cfg.arch == "auto" else model_cfg.arch
     if arch == "mlp":
         if len(data_shape) != 1:
             raise PhysdiffError(f"model.arch = 'mlp' needs vector data (D,), got shape {data_shape}")

@@ -15,41 +15,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data.images import ImageData, load_image_dataset
-from .run import resolve_guidance
-
-# `physdiff sample / evaluate / plot` on image runs: 1000 U-Net evaluations per sample (twice
-# with guidance) are minutes on a CPU; DDPM on 100 respaced steps is within the noise of the
-# 1000-step sampler here (benchmarks/README.md) at a tenth of the cost.
-IMAGE_SAMPLER = {"sampler": "ddpm", "steps": 100}
-
-
-def default_sampler(run, guidance: float | None = None) -> dict:
-    """IMAGE_SAMPLER for this run (steps at most T), with ``guidance``."""
-    return IMAGE_SAMPLER | {"steps": min(IMAGE_SAMPLER["steps"], run.schedule.T), "guidance": guidance}
+from ..data.images import ImageData, load_image_dataset
+from ..run import resolve_guidance
 
 
 def _features(data: ImageData, log):
     """(feature function, name of the space, classifier or None, its test accuracy or None)."""
     if data.train_y is None or data.num_classes < 2:
         return (lambda x: np.asarray(x, dtype=np.float64).reshape(len(x), -1)), "pixels", None, None
-    from .classifier import features, load_or_train
+    from ..classifier import features, load_or_train
 
     clf, acc = load_or_train(data, log=log)
     return (lambda x: features(clf, x)), "classifier features", clf, acc
 
 
-def evaluate_images(run, n: int | None = None, seed: int = 0, samples: np.ndarray | None = None, *,
+def evaluate(run, n: int | None = None, seed: int = 0, samples: np.ndarray | None = None, *,
                     sampler_args: dict | None = None, log=print) -> dict:
     """The image metrics of ``run`` on n samples (default: the size of the training split, so
     the FCD is comparable with its floor), drawn with labels i mod K if not given.
     ``sampler_args``: keyword arguments of LoadedRun.sample (sampler, steps, guidance, ...)."""
-    from .classifier import predict
-    from .metrics import frechet_distance, memorisation, precision_recall
+    from ..classifier import predict
+    from ..metrics import frechet_distance, memorisation, precision_recall
 
     data = load_image_dataset(run.cfg.data)
     n = n or len(data.train_x)
-    sargs = dict(sampler_args or default_sampler(run))
+    sargs = dict(sampler_args or run.default_sampler())
     if samples is None:
         samples, _ = run.sample(n, seed, **sargs)
     samples = samples[:n]
@@ -63,7 +53,7 @@ def evaluate_images(run, n: int | None = None, seed: int = 0, samples: np.ndarra
     }
     mem = memorisation(samples, data.train_x, data.test_x)
     metrics["memorisation_share"] = {"value": mem["share"], "floor": mem["expected_for_fresh_data"]}
-    report = {"run": str(run.path), "dataset": data.name, "n": n, "seed": seed, "step": run.step,
+    report = {"kind": "image", "run": str(run.path), "dataset": data.name, "n": n, "seed": seed, "step": run.step,
               "feature_space": space, "n_train": len(data.train_x), "n_test": len(data.test_x),
               "guidance": resolve_guidance(sargs.pop("guidance", None)) if run.num_classes else None,
               "sampler": sargs, "metrics": metrics,
@@ -79,7 +69,7 @@ def evaluate_images(run, n: int | None = None, seed: int = 0, samples: np.ndarra
     return report
 
 
-def format_image_report(report: dict) -> str:
+def format_report(report: dict) -> str:
     lines = [f"run {report['run']}  dataset {report['dataset']}  step {report['step']}  n = {report['n']}  "
              f"(features: {report['feature_space']})"]
     if "classifier_test_accuracy" in report:
@@ -92,16 +82,16 @@ def format_image_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def image_figures(run, seed: int = 0, *, sampler_args: dict | None = None, per_class: int = 10,
+def figures(run, seed: int = 0, *, sampler_args: dict | None = None, per_class: int = 10,
                   report: dict | None = None) -> dict:
     """{file name: Figure}: samples (a row per class), reverse process, guidance sweep (for
     conditional runs), samples beside their nearest training images, training loss."""
     import torch
 
-    from .metrics import memorisation, nearest
-    from .plots import plot_class_grid, plot_guidance_sweep, plot_image_process, plot_nearest, snapshot_times
+    from ..metrics import memorisation, nearest
+    from ..plots import plot_class_grid, plot_guidance_sweep, plot_image_process, plot_nearest, snapshot_times
 
-    sargs = dict(sampler_args or default_sampler(run))
+    sargs = dict(sampler_args or run.default_sampler())
     guidance = sargs.pop("guidance", None)
     data = load_image_dataset(run.cfg.data)
     name, figs = data.name, {}
