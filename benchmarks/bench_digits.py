@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import torch
-from physdiff.image_eval import default_sampler, evaluate_images, image_figures
 
-from physdiff.cli import _loss_figure
 from physdiff.config import config_from_dict
+from physdiff.evaluation import images, loss_figure
 from physdiff.nets.unet import UNet
 from physdiff.run import DEFAULT_GUIDANCE, LoadedRun
 from physdiff.train import train
@@ -70,7 +69,7 @@ def main():
     rows = {}
     for w in (float(v) for v in args.guidance.split(",")):
         t0 = time.perf_counter()
-        r = evaluate_images(run, None, 0, sampler_args=default_sampler(run, w))
+        r = images.evaluate(run, None, 0, sampler_args=run.default_sampler(w))
         secs = time.perf_counter() - t0
         rows[w] = r
         m = r["metrics"]
@@ -81,13 +80,13 @@ def main():
     for name, sargs in (("dpm-solver@20", {"sampler": "dpm-solver", "steps": 20}),
                         ("ddim@50", {"sampler": "ddim", "steps": 50})):
         t0 = time.perf_counter()
-        r = evaluate_images(run, None, 0, sampler_args=sargs)
+        r = images.evaluate(run, None, 0, sampler_args=sargs)
         secs = time.perf_counter() - t0
         report[name] = r | {"seconds": secs}
         print(f"{name} ({secs:.0f} s): " + ", ".join(f"{k} {v['value']:.4g}" for k, v in r["metrics"].items()),
               flush=True)
-    figs = image_figures(run, 0, sampler_args=default_sampler(run), report=rows.get(DEFAULT_GUIDANCE))
-    figs |= _loss_figure(run)
+    figs = images.figures(run, 0, sampler_args=run.default_sampler(), report=rows.get(DEFAULT_GUIDANCE))
+    figs |= loss_figure(run)
     for fname, fig in figs.items():
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=130)

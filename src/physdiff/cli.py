@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         from .samplers import SAMPLERS
 
         listing = "; ".join(f"{name}: {spec.summary}" for name, spec in SAMPLERS.items())
-        s.add_argument("--sampler", default=None, choices=list(SAMPLERS), metavar="{" + ",".join(SAMPLERS) + "}",
+        s.add_argument("--sampler", default=None, metavar="{" + ",".join(SAMPLERS) + "}",
                        help=f"{listing} (default: the data kind's, ddpm; for images ddpm on 100 steps)")
         for name, typ in SAMPLER_OPTION_TYPES.items():
             takers = [s_ for s_, spec in SAMPLERS.items() if name in spec.options]
