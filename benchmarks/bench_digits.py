@@ -21,7 +21,7 @@ from physdiff.config import config_from_dict
 from physdiff.evaluation import images, loss_figure
 from physdiff.nets.unet import UNet
 from physdiff.run import DEFAULT_GUIDANCE, LoadedRun
-from physdiff.train import train
+from physdiff.training import train
 
 
 def speed(shape, mult, batch=128, n_sample=512, reps=10):

@@ -27,7 +27,7 @@ from physdiff.likelihood import nats_to_bits_per_dim
 from physdiff.metrics import sliced_wasserstein
 from physdiff.run import LoadedRun
 from physdiff.schedule import continuous_time, log_sigma_bar
-from physdiff.train import train
+from physdiff.training import train
 
 
 def scipy_rhs(model, sched, shape):

@@ -24,7 +24,7 @@ from physdiff.config import Config
 from physdiff.data import get_toy
 from physdiff.metrics import sliced_wasserstein
 from physdiff.run import LoadedRun
-from physdiff.train import train
+from physdiff.training import train
 
 NFES = (5, 10, 20, 50, 100, 1000)
 SAMPLERS = ("ddpm", "ddim", "dpm-solver")

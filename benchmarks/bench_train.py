@@ -21,7 +21,7 @@ from physdiff.data import Normalizer, training_array
 from physdiff.nets import build_model
 from physdiff.run import LoadedRun
 from physdiff.schedule import make_schedule
-from physdiff.train import train
+from physdiff.training import train
 
 
 def bare_loop(cfg: Config, steps: int) -> float:

@@ -12,7 +12,7 @@ from physdiff.data.images import load_digits
 from physdiff.evaluation.images import evaluate as evaluate_images
 from physdiff.evaluation.images import figures as image_figures
 from physdiff.run import LoadedRun
-from physdiff.train import train
+from physdiff.training import train
 
 TINY = {"data": {"dataset": "digits"},
         "diffusion": {"timesteps": 50},

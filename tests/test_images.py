@@ -214,6 +214,25 @@ def test_frechet_distance_matches_the_closed_form():
     assert abs(frechet_distance(a, a)) < 1e-8
 
 
+def test_frechet_distance_with_non_commuting_covariances():
+    """Σ₁Σ₂ ≠ Σ₂Σ₁: the trace of (Σ₁Σ₂)^½ must be that of the true matrix square root
+    (scipy.linalg.sqrtm), not Σ √(λ₁λ₂) or Tr(Σ₁^½ Σ₂^½)."""
+    from scipy.linalg import sqrtm
+
+    rng = np.random.default_rng(1)
+    th = np.pi / 3  # the same ellipse, rotated by 60°
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    c2 = np.diag([4.0, 0.25])
+    c1 = rot @ c2 @ rot.T
+    assert not np.allclose(c1 @ c2, c2 @ c1)
+    a = rng.multivariate_normal(np.zeros(2), c1, size=400_000)
+    b = rng.multivariate_normal(np.zeros(2), c2, size=400_000)
+    exact = np.trace(c1 + c2 - 2 * sqrtm(c1 @ c2).real)  # 3.017
+    wrong = np.trace(c1 + c2 - 2 * sqrtm(c1).real @ sqrtm(c2).real)  # 3.375; Σ√(λ₁λ₂) would give 0
+    assert abs(exact - wrong) > 0.3  # the test can tell them apart
+    assert abs(frechet_distance(a, b) - exact) < 0.05
+
+
 def test_precision_recall_and_memorisation_extremes():
     rng = np.random.default_rng(0)
     real = rng.normal(size=(400, 4))

@@ -14,7 +14,7 @@ from physdiff.config import Config
 from physdiff.errors import PhysdiffError
 from physdiff.evaluation import evaluate
 from physdiff.run import LoadedRun
-from physdiff.train import lr_at, train
+from physdiff.training import lr_at, train
 
 
 def small(**over):

@@ -128,7 +128,7 @@ def cmd_data(args) -> None:
 
 def cmd_train(args) -> None:
     from .config import load_config
-    from .train import train
+    from .training import train
 
     options = _train_options()
     if args.resume:
@@ -150,14 +150,14 @@ def cmd_train(args) -> None:
 
 def _load(args):
     from .run import LoadedRun
-    from .train import resolve_device
+    from .training import resolve_device
 
     return LoadedRun(args.run, weights=args.weights, device=resolve_device(args.device))
 
 
 def cmd_sample(args) -> None:
     from . import dist
-    from .train import resolve_device
+    from .training import resolve_device
 
     out = _npy_out(args.out)
     traj_out = _npy_out(args.trajectory) if args.trajectory else None

@@ -12,7 +12,7 @@ from .errors import PhysdiffError
 from .evaluation import vectors, write_report
 from .plots import snapshot_times
 from .run import LoadedRun
-from .train import resolve_device, train
+from .training import resolve_device, train
 
 DEMO_DATASETS = ("gaussian", "two_gaussians", "spiral")
 DEMO_MARKER = "metrics.md"
