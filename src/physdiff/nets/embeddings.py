@@ -32,6 +32,19 @@ class TimestepEmbedding(nn.Module):
         return self.mlp(sinusoidal_embedding(t, self.dim))
 
 
+def conditioning(time: TimestepEmbedding, label: nn.Embedding | None, t: torch.Tensor,
+                 cond: torch.Tensor | None) -> torch.Tensor:
+    """The embedding a denoiser adds in its blocks: time(t), plus label(cond) for a conditional
+    network, whose last token (index num_classes) is "no label" (classifier-free guidance) and
+    stands in for ``cond = None``. t: (B,) → (B, emb_dim)."""
+    emb = time(t)
+    if label is None:
+        return emb
+    if cond is None:
+        cond = torch.full((t.shape[0],), label.num_embeddings - 1, device=t.device, dtype=torch.long)
+    return emb + label(cond)
+
+
 class FourierFeatures(nn.Module):
     """Random Fourier features of the input, [cos 2πBx, sin 2πBx] with B ~ N(0, scale²)
     fixed at construction from ``seed`` (Tancik et al. 2020). (B, D) → (B, 2·n_features).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .embeddings import FourierFeatures, TimestepEmbedding
+from .embeddings import FourierFeatures, TimestepEmbedding, conditioning
 
 
 class ResidualBlock(nn.Module):
@@ -46,11 +46,7 @@ class ResMLP(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         feats = x if self.fourier is None else torch.cat([x, self.fourier(x)], dim=1)
         h = self.inp(feats)
-        emb = self.time(t)
-        if self.label is not None:
-            if cond is None:
-                cond = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
-            emb = emb + self.label(cond)
+        emb = conditioning(self.time, self.label, t, cond)
         for block in self.blocks:
             h = block(h, emb)
         return self.out(torch.nn.functional.silu(self.out_norm(h)))

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import TimestepEmbedding
+from .embeddings import TimestepEmbedding, conditioning
 
 PADDINGS = ("zeros", "circular")
 
@@ -114,11 +114,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.time(t)
-        if self.label is not None:
-            if cond is None:
-                cond = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
-            emb = emb + self.label(cond)
+        emb = conditioning(self.time, self.label, t, cond)
         h = self.inp(x)
         hs = [h]
         for layer in self.down:
