@@ -17,6 +17,11 @@ from .samplers import GuidedModel, IndexedNoise, SamplerResult, ddim_invert, ran
 from .schedule import make_schedule
 
 NOISE_BLOCK = 64  # samples per noise generator; see IndexedNoise
+OUTLIER_MARGIN = 1.0  # far outlier: beyond the data's range widened by this many widths on each side
+
+
+class OutlierWarning(UserWarning):
+    """Samples far outside the training data's range."""
 DEFAULT_GUIDANCE = 0.5  # classifier-free guidance w for class-conditional runs (benchmarks/README.md)
 
 
@@ -49,19 +54,31 @@ class LoadedRun:
             self.step = int(meta.get("step", 0))
             self.normalizer = Normalizer.from_state(tensors)
             self.class_names = tuple(json.loads(meta.get("class_names", "[]")))
+            self.data_range = json.loads(meta["data_range"]) if "data_range" in meta else None
+            trained = json.loads(meta["diffusion"]) if "diffusion" in meta else None
         except (KeyError, ValueError, TypeError):
             raise PhysdiffError(f"weights file {str(file)!r} lacks physdiff metadata; it was not "
                                 "written by physdiff train") from None
+        d = self.cfg.diffusion
+        if trained is not None:  # runs written before the key was stored are not checked
+            for key in ("timesteps", "schedule", "prediction"):
+                if trained.get(key) != getattr(d, key):
+                    raise PhysdiffError(f"{str(self.path / ck.CONFIG_FILE)!r} says diffusion.{key} = "
+                                        f"{getattr(d, key)!r} but the weights were trained with {trained.get(key)!r}; "
+                                        "restore the run's config.toml")
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise PhysdiffError(f"weights file {str(file)!r} holds non-finite values (in {bad[0]}); "
+                                "restore it from a good copy or retrain")
         self.device = torch.device(device)
         self.num_classes = len(self.class_names)
         self.kind = resolve_kind(self.cfg.data)
         self.is_image = self.kind.name == "image"
-        self._warned = False
+        self._warned = self._warned_outliers = False
         self.model = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind.arch)
         weights_only = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
         ck.load_module_state(self.model, weights_only, f"weights file {str(file)!r}")
         self.model.to(self.device).eval().requires_grad_(False)
-        d = self.cfg.diffusion
         self.schedule = make_schedule(d.schedule, d.timesteps, warn=False)
 
     def denoiser(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
@@ -137,6 +154,10 @@ class LoadedRun:
             res = self.sample_normalized(x_T, noise, sampler=sampler, callback=keep, cond=cond, guidance=guidance,
                                          **options)
             x = self.normalizer.decode(res.samples.double()).float().cpu().numpy()
+            if not np.isfinite(x).all():
+                raise PhysdiffError(f"sampler {sampler} produced {int((~np.isfinite(x)).sum())} non-finite values in "
+                                    f"samples {lo}..{lo + count - 1}; nothing was written")
+            self._warn_far_outliers(x, sampler)
             outs.append(self.kind.postprocess(x))
             if res.log_prob is not None:
                 logps.append(res.log_prob.cpu().numpy() + jac)  # data units: log p_x = log p_z + log|∂z/∂x|
@@ -155,6 +176,23 @@ class LoadedRun:
                           clip_x0=d.clip_x0 or None, cond=cond, generator=generator, callback=callback, **options)
         self.last_nfe = res.nfe
         return res
+
+    def _warn_far_outliers(self, x: np.ndarray, sampler: str) -> None:
+        """One warning when samples land far outside the training data's range: more than
+        OUTLIER_MARGIN widths of the range beyond either end (fresh data essentially never do)."""
+        if self.data_range is None or self.kind.value_range is not None or self._warned_outliers:
+            return
+        lo, hi = self.data_range
+        w = hi - lo
+        far = ((x < lo - OUTLIER_MARGIN * w) | (x > hi + OUTLIER_MARGIN * w)).reshape(len(x), -1).any(1)
+        if far.any():
+            import warnings
+
+            self._warned_outliers = True
+            warnings.warn(f"{int(far.sum())} of {len(x)} samples from {sampler} lie more than {OUTLIER_MARGIN:g} data "
+                          f"widths outside the training data's range [{lo:.3g}, {hi:.3g}] (largest |x| = "
+                          f"{float(np.abs(x).max()):.3g}); see the outlier share of evaluate", OutlierWarning,
+                          stacklevel=3)
 
     def _warn_if_ill_conditioned(self, sampler: str, steps: int | None) -> None:
         """ε-prediction gives x̂₀ = (x − σ ε̂)/α; at t = T with a tiny α (the cosine schedule's

@@ -16,7 +16,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +82,7 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     scaler: torch.amp.GradScaler
+    data_range: list  # [min, max] over the training data, data units
     step: int = 0
 
     # ------------------------------------------------------------ set-up
@@ -104,8 +105,9 @@ class Trainer:
         generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
         fingerprint = data_fingerprint(ts.x, ts.labels)
         scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
+        data_range = [float(ts.x.min()), float(ts.x.max())]
         return cls(cfg, run, device, data, labels, ts.class_names, normalizer, fingerprint, model, ema, optimizer,
-                   generator, scaler)
+                   generator, scaler, data_range)
 
     def restore(self) -> None:
         """Load RUN/state.safetensors into this trainer (refusing a mismatched run)."""
@@ -125,9 +127,13 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
 
     def weights_metadata(self) -> dict[str, str]:
+        """What the weights were trained with, checked when a run is loaded: data shape and
+        range (data units), classes, and the diffusion settings the network's output assumes."""
         return {"format": "physdiff", "step": str(self.step),
                 "data_shape": json.dumps(list(self.data.shape[1:])),
-                "class_names": json.dumps(list(self.class_names))}
+                "data_range": json.dumps(self.data_range),
+                "class_names": json.dumps(list(self.class_names)),
+                "diffusion": json.dumps(asdict(self.cfg.diffusion), sort_keys=True)}
 
     def save(self) -> None:
         """state.safetensors (atomic, the one --resume reads), then model and EMA weights."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..run import OUTLIER_MARGIN
 from .references import reference_sets
 
 DISTANCE_ROWS = ("sliced_wasserstein", "mean_error", "cov_error")
-OUTLIER_MARGIN = 1.0  # a sample is a far outlier beyond the reference box widened by this many widths per side
 
 
 def outlier_share(x: np.ndarray, reference: np.ndarray, margin: float = OUTLIER_MARGIN) -> float:
