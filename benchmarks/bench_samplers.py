@@ -1,11 +1,16 @@
-"""Quality against cost: sliced W2 / noise floor against NFE for each sampler, on trained 2D
-models; plus bits/dim (variational bound, ODE) and KL(p_data ‖ p_model) where defined.
+"""Every advertised sampler on default runs: sliced W2 / noise floor for DDPM (1000 steps),
+DPM-Solver++ (20 NFE), DDIM (50 NFE) and the probability-flow ODE (RK4, 72 NFE), on every 2D
+dataset at the default settings (`physdiff train --dataset NAME`), with far outliers counted.
 
-    .venv/bin/python benchmarks/bench_samplers.py [--steps 20000 --width 256] [--out benchmarks/samplers.png]
+    .venv/bin/python benchmarks/bench_samplers.py [--datasets spiral,moons] [--seeds 3] [--n 10000]
 
-Trains spiral, moons and two_gaussians (about 5 min each on 2 cores at 20 000 steps, width 256; the
-default 6000-step, width-128 models leave score errors that deterministic samplers integrate, see
-benchmarks/README.md). Only the sliced W2 is computed (against 5 fresh true sets; floor from 5 pairs).
+Per dataset: train with the defaults (about 1 min on 2 cores), then for each sampler and sample
+seed draw n samples and compute the sliced W2 against R = 4 fresh true sets (physdiff's
+reference policy, ``evaluation/references.py``), divided by the floor (the same distance between
+R pairs of independent true sets). Prints a Markdown table (mean ± spread over seeds) and, for
+two_gaussians, the mode weights with their binomial errors and the per-mode moments, for the
+trained model and for the exact denoiser sampled the same way (training vs sampling).
+Results: benchmarks/samplers_defaults.json; the tables in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -13,78 +18,98 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
-from physdiff.cli import nll_report
+from physdiff.analytic import GaussianMixture, OptimalEpsilon
 from physdiff.config import Config
-from physdiff.data import get_toy
+from physdiff.data import TOY_DATASETS, get_toy
+from physdiff.evaluation.references import reference_sets
+from physdiff.evaluation.vectors import outlier_share
 from physdiff.metrics import sliced_wasserstein
 from physdiff.run import LoadedRun
+from physdiff.samplers import run_sampler
 from physdiff.training import train
 
-NFES = (5, 10, 20, 50, 100, 1000)
-SAMPLERS = ("ddpm", "ddim", "dpm-solver")
+CELLS = (("ddpm", None), ("dpm-solver", 20), ("ddim", 50), ("ode", None))
+
+
+def mode_stats(x: np.ndarray) -> dict:
+    """two_gaussians (modes at x₁ = ±2): share of the left mode with its binomial error, and the
+    mean and covariance of each mode."""
+    left = x[:, 0] < 0
+    p = float(left.mean())
+    out = {"left_share": p, "left_share_err": float(np.sqrt(p * (1 - p) / len(x)))}
+    for name, sel in (("left", left), ("right", ~left)):
+        out[f"{name}_mean"] = x[sel].mean(0).round(4).tolist()
+        out[f"{name}_cov"] = np.cov(x[sel], rowvar=False).round(4).tolist()
+    return out
+
+
+def exact_mode_check(run: LoadedRun, n: int, seed: int) -> dict:
+    """The same DDPM sampler driven by the exact denoiser of two_gaussians (in network units)."""
+    toy = get_toy("two_gaussians")
+    shift, scale = run.normalizer.shift.numpy(), run.normalizer.scale.numpy()
+    mix = toy.mixture
+    means = (mix.means.numpy() - shift) / scale
+    covs = mix.covs.numpy() / np.outer(scale, scale)
+    eps = OptimalEpsilon(GaussianMixture(means, covs, mix.weights.numpy()), run.schedule)
+    g = torch.Generator().manual_seed(seed)
+    x_T = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    res = run_sampler("ddpm", eps, run.schedule, x_T, generator=g)
+    return mode_stats(run.normalizer.decode(res.samples).numpy())
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--out", default="benchmarks/samplers.png")
-    p.add_argument("--n", type=int, default=5000)
-    p.add_argument("--steps", type=int, default=20000, help="training steps")
-    p.add_argument("--width", type=int, default=256, help="ResMLP width")
-    p.add_argument("--datasets", default="spiral,moons,two_gaussians")
-    p.add_argument("--prediction", default="eps", help="what the network predicts: eps, x0 or v")
-    p.add_argument("--seeds", type=int, default=1, help="sample seeds averaged per cell")
+    p.add_argument("--datasets", default=",".join(d for d in TOY_DATASETS))
+    p.add_argument("--n", type=int, default=10_000)
+    p.add_argument("--seeds", type=int, default=2, help="sample seeds per cell")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="benchmarks/samplers_defaults.json")
     args = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     results = {}
-    datasets = args.datasets.split(",")
-    fig = Figure(figsize=(4.4 * len(datasets), 4), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(datasets), sharey=True))
+    print("| dataset | " + " | ".join(f"{s} {k or ''}".strip() for s, k in CELLS) + " | far outliers (worst cell) |")
+    print("|---" * (len(CELLS) + 2) + "|")
     with tempfile.TemporaryDirectory() as tmp:
-        for ax, ds in zip(axes, datasets, strict=True):
-            cfg = Config().with_overrides({"data.dataset": ds, "train.device": "cpu", "train.steps": args.steps,
-                                           "model.width": args.width, "diffusion.prediction": args.prediction})
-            run = LoadedRun(train(cfg, Path(tmp) / ds, progress=False))
-            toy = get_toy(ds)
-            refs = [toy.sample(args.n, 1_000_003 + 2 * r) for r in range(5)]
-            floor = float(np.sqrt(np.mean([sliced_wasserstein(a, toy.sample(args.n, 1_000_004 + 2 * r)) ** 2
-                                           for r, a in enumerate(refs)])))
-
-            def ratio(samples, refs=refs, floor=floor):
-                return float(np.mean([sliced_wasserstein(samples, r) for r in refs])) / floor
-
-            def mean_ratio(run=run, ratio=ratio, **kw):
-                return float(np.mean([ratio(run.sample(args.n, seed, **kw)[0]) for seed in range(args.seeds)]))
-
-            rows = {}
-            for sampler in SAMPLERS:
-                for k in NFES:
-                    rows[(sampler, k)] = mean_ratio(sampler=sampler, steps=k)
-                ax.plot(NFES, [rows[(sampler, k)] for k in NFES], marker="o", label=sampler)
-            rows[("ode", "adaptive")] = mean_ratio(sampler="ode")
-            nfe = run.last_nfe
-            ax.scatter([nfe], [rows[("ode", "adaptive")]], marker="*", s=140, color="k",
-                       label="ode (RK45, adaptive)", zorder=3)
-            rows[("ode_nfe", "")] = nfe
-            ax.axhline(1.0, color="gray", ls=":", lw=1)
-            ax.set(xscale="log", xlabel="network evaluations (NFE)", title=ds)
-            ax.grid(alpha=0.3, which="both")
-            nll = nll_report(run, 1000, 0)
-            results[ds] = {"sw_ratio": {f"{s}@{k}": v for (s, k), v in rows.items()}, "nll": nll}
-            print(ds, json.dumps({f"{s}@{k}": round(v, 3) for (s, k), v in rows.items()}), flush=True)
-            print(ds, "VB bits/dim", round(nll["vb_bits_per_dim"], 4), "ODE bits/dim",
-                  round(nll["ode_bits_per_dim"], 4), "KL", nll.get("kl_data_model_nats"), flush=True)
-    axes[0].set_ylabel(f"sliced W2 / noise floor (mean of {args.seeds} sample seed{'s' * (args.seeds > 1)})")
-    axes[0].legend()
-    fig.suptitle(f"Sample quality against cost (n = {args.n}; 1 = as good as the data can tell; "
-                 f"ResMLP width {args.width}, {args.steps} steps, {args.prediction}-prediction)")
-    fig.savefig(args.out, dpi=120)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
+        for ds in args.datasets.split(","):
+            t0 = time.perf_counter()
+            run = LoadedRun(train(Config().with_overrides({"data.dataset": ds, "train.device": "cpu"}),
+                                  Path(tmp) / ds, progress=False))
+            train_s = time.perf_counter() - t0
+            refs, floors, _, n = reference_sets(run, args.n, 0, repeats=4)
+            floor = float(np.sqrt(np.mean([sliced_wasserstein(a, b) ** 2 for a, b in zip(floors, refs, strict=True)])))
+            row, worst_outliers = {}, 0.0
+            for sampler, steps in CELLS:
+                ratios, nfe = [], None
+                for seed in range(1, args.seeds + 1):
+                    x, _ = run.sample(n, seed, sampler=sampler, steps=steps)
+                    nfe = run.last_nfe
+                    ratios.append(float(np.mean([sliced_wasserstein(x, r) for r in refs])) / floor)
+                    worst_outliers = max(worst_outliers, outlier_share(x, refs[0]))
+                    if ds == "two_gaussians":
+                        row.setdefault(f"{sampler}_modes", []).append(mode_stats(x))
+                row[sampler] = {"nfe": nfe, "ratios": ratios, "mean": float(np.mean(ratios)),
+                                "spread": float(np.std(ratios))}
+            if ds == "two_gaussians":
+                row["exact_denoiser_ddpm_modes"] = [exact_mode_check(run, n, seed) for seed in range(1, 4)]
+                row["training_set_modes"] = mode_stats(get_toy(ds).sample(run.cfg.data.n_train, run.cfg.data.seed))
+            row["far_outlier_share_worst"] = worst_outliers
+            row["train_s"] = train_s
+            results[ds] = row
+            cells = [f"{row[s]['mean']:.2f} ± {row[s]['spread']:.2f}" for s, _ in CELLS]
+            print(f"| {ds} | " + " | ".join(cells) + f" | {worst_outliers:.2%} |", flush=True)
+            Path(args.out).write_text(json.dumps(results, indent=2))
+    if "two_gaussians" in results:
+        r = results["two_gaussians"]
+        print("\ntwo_gaussians, share of the left mode (true 0.5):")
+        for key in [k for k in r if k.endswith("_modes")]:
+            stats = r[key] if isinstance(r[key], list) else [r[key]]
+            print(f"  {key}: " + ", ".join(f"{s['left_share']:.4f} ± {s['left_share_err']:.4f}" for s in stats))
     print(f"wrote {args.out}")
 
 
