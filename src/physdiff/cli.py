@@ -32,6 +32,10 @@ EPILOGS = {
     "plot": "example:\n  physdiff plot runs/spiral   # writes runs/spiral/{samples,forward,reverse,loss}.png",
     "encode": "example:\n  physdiff encode runs/spiral --data spiral.npy --steps 100 --out latents.npy",
     "demo": "example:\n  physdiff demo --out demo-out   # gaussian, two_gaussians, spiral: figures + metrics.md",
+    "mcmc": ("examples:\n  physdiff mcmc phi4 --L 8 --kappa 0.2705 --lam 0.022 --n 10000 --seed 0 --out phi4.npy\n"
+             "  physdiff mcmc ising --L 16 --beta 0.44 --n 10000 --seed 0 --out ising.npy"),
+    "observables": ("examples:\n  physdiff observables phi4.npy\n"
+                    "  physdiff observables model.npy --compare phi4.npy --plot figs/"),
 }
 
 
@@ -294,6 +298,97 @@ def cmd_plot(args) -> None:
         print(f"wrote {run.path / fname}")
 
 
+def _new_output(path: Path, overwrite: bool, *others: Path) -> Path:
+    """Refuse an existing output unless overwrite, and one path named twice by a command."""
+    if path.is_dir():
+        raise PhysdiffError(f"output {str(path)!r} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise PhysdiffError(f"output {str(path)!r} already exists; add --overwrite to replace it")
+    for other in others:
+        if other is not None and other.resolve() == path.resolve():
+            raise PhysdiffError(f"{str(path)!r} is named twice as an output; give each output its own file")
+    return path
+
+
+def cmd_mcmc(args) -> None:
+    from .lattice.ensemble import check_theory_params, save_ensemble, sidecar
+    from .lattice.mc import run_mcmc
+
+    out = _new_output(_npy_out(args.out), args.overwrite)
+    _new_output(sidecar(out), args.overwrite)
+    theory = check_theory_params(args.model, args.L, args.kappa, args.lam, args.beta)
+    if args.n % args.chains:
+        raise PhysdiffError(f"--n {args.n} must be a multiple of --chains {args.chains}")
+    t0 = time.perf_counter()
+    x, report = run_mcmc(theory, args.L, args.n, seed=args.seed, chains=args.chains, cluster=not args.no_cluster,
+                         log=lambda m: print(m, file=sys.stderr))
+    report["seconds"] = time.perf_counter() - t0
+    save_ensemble(out, x, {"params": theory.params, "generator": "physdiff mcmc", **report})
+    therm = report["thermalisation"]
+    acc = f", HMC acceptance {report['hmc_acceptance']:.3f} (step {report['hmc_step']:.3f})" \
+        if "hmc_acceptance" in report else ""
+    print(f"wrote {args.n} configurations ({args.chains} chains) to {out} and {sidecar(out)}{acc}; hot/cold starts "
+          f"{'agree' if therm['agree'] else 'DISAGREE'} (z = {therm['abs_m']['z']:+.2f} for |M|, "
+          f"{therm['action_density']['z']:+.2f} for the action density); {report['seconds']:.1f} s")
+
+
+def cmd_observables(args) -> None:
+    from .lattice.ensemble import load_ensemble
+    from .lattice.observables import SCALARS, as_table, compare, measure, theory_from_params
+
+    x, info = load_ensemble(args.ensemble)
+    theory = theory_from_params(info["params"])
+    table = as_table(measure(x, theory, chains=int(info.get("chains", 1))))
+    result = {"ensemble": args.ensemble, "params": info["params"], "n": len(x), "observables": table}
+    if args.compare:
+        y, info_b = load_ensemble(args.compare)
+        if y.shape[1:] != x.shape[1:] or info_b["params"] != info["params"]:
+            raise PhysdiffError(f"--compare {args.compare!r}: lattice {y.shape[1:]} {info_b['params']} differs "
+                                f"from {x.shape[1:]} {info['params']}")
+        other = as_table(measure(y, theory, chains=int(info_b.get("chains", 1))))
+        result["compare"] = {"ensemble": args.compare, "observables": other, "z": compare(table, other)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        head = f"{'observable':<16}{'value':>14}{'error':>11}{'τ_int':>8}"
+        if args.compare:
+            head += f"{'other':>14}{'error':>11}{'z':>7}"
+        lines = [f"{args.ensemble}: {len(x)} configurations, {info['params']}", head]
+        for k in SCALARS:
+            row = table[k]
+            line = f"{k:<16}{row['value']:>14.6g}{row['error']:>11.3g}{row['tau_int']:>8.2f}"
+            if args.compare:
+                o = result["compare"]["observables"][k]
+                line += f"{o['value']:>14.6g}{o['error']:>11.3g}{result['compare']['z'][k]:>+7.2f}"
+            lines.append(line)
+        lines.append("chi2 = V<M^2>; chi_connected = V(<M^2> - <|M|>^2); errors: Γ-method (Wolff 2004), τ_int in "
+                     "measurements" + ("; z = difference / combined error" if args.compare else ""))
+        print("\n".join(lines))
+    if args.plot:
+        _observable_figures(args, x, theory, result, y if args.compare else None)
+
+
+def _observable_figures(args, x, theory, result, y) -> None:
+    from .checkpoint import save_figure
+    from .lattice.action import Ising
+    from .lattice.observables import primaries
+    from .plots import plot_configurations, plot_correlator, plot_lattice_histograms
+
+    folder = Path(args.plot)
+    if not folder.is_dir():
+        raise PhysdiffError(f"--plot {args.plot!r} must be an existing folder")
+    names = {Path(args.ensemble).stem: x} | ({Path(args.compare).stem: y} if y is not None else {})
+    label = "energy density $E/V$" if isinstance(theory, Ising) else "action density $S/V$"
+    figs = {"histograms.png": plot_lattice_histograms({k: primaries(v, theory) for k, v in names.items()}, label,
+                                                      f"{theory.params}"),
+            "correlator.png": plot_correlator({Path(args.ensemble).stem: result["observables"]["G"]} | (
+                {Path(args.compare).stem: result["compare"]["observables"]["G"]} if y is not None else {})),
+            "configurations.png": plot_configurations(names)}
+    for fname, fig in figs.items():
+        save_figure(fig, folder / fname)
+        print(f"wrote {folder / fname}")
+
+
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
@@ -409,6 +504,27 @@ def build_parser() -> argparse.ArgumentParser:
     run_options(s, 3000)
     s.add_argument("--guidance", type=_finite_float, default=None, help="image runs: guidance w (default 0.5)")
     s.set_defaults(func=cmd_plot)
+
+    s = add("mcmc", "Reference Monte Carlo of a lattice theory: φ⁴ by HMC + Wolff clusters, Ising by Wolff.")
+    s.add_argument("model", metavar="MODEL", help="phi4 or ising")
+    s.add_argument("--L", type=_positive_int, required=True, help="lattice size L (L×L, periodic), >= 2")
+    s.add_argument("--kappa", type=_finite_float, default=None, help="phi4: hopping parameter κ >= 0")
+    s.add_argument("--lam", type=_finite_float, default=None, help="phi4: quartic coupling λ >= 0")
+    s.add_argument("--beta", type=_finite_float, default=None, help="ising: inverse temperature β >= 0")
+    s.add_argument("--n", type=_positive_int, default=10_000, help="configurations to save (default 10000)")
+    s.add_argument("--chains", type=_positive_int, default=16, help="parallel chains, half hot and half cold")
+    s.add_argument("--seed", type=_nonneg_int, default=0)
+    s.add_argument("--no-cluster", action="store_true", help="phi4: HMC only, no Wolff updates of the signs")
+    s.add_argument("--out", required=True, help="output .npy (N, L, L); its parameters go to the .json beside it")
+    s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    s.set_defaults(func=cmd_mcmc)
+
+    s = add("observables", "Lattice observables of an ensemble with Γ-method errors; --compare another ensemble.")
+    s.add_argument("ensemble", metavar="ENSEMBLE.npy", help="(N, L, L) with its .json of parameters beside it")
+    s.add_argument("--compare", metavar="OTHER.npy", help="a second ensemble of the same theory")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.add_argument("--plot", metavar="DIR", help="write histograms.png, correlator.png, configurations.png to DIR")
+    s.set_defaults(func=cmd_observables)
 
     s = add("demo", "The course's tour: train gaussian, two_gaussians and spiral; figures and a metrics table.")
     s.add_argument("--out", default="demo-out", help="output folder (default demo-out)")

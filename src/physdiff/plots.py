@@ -165,3 +165,82 @@ def plot_nearest(samples: np.ndarray, neighbours: np.ndarray, distances: np.ndar
     axes[1, 0].set_ylabel("nearest\ntrain")
     fig.suptitle(title or f"Samples and their nearest training images (pixel distance; copy threshold {threshold:.2f})")
     return fig
+
+
+# ---------------------------------------------------------------- lattice
+
+LATTICE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+
+
+def plot_lattice_histograms(sets: dict[str, dict[str, np.ndarray]], action_label: str, title: str = "") -> Figure:
+    """Histograms of the magnetisation M (both peaks) and of the action (or energy) density,
+    one step curve per ensemble. sets: {label: {"m": (N,), "s": (N,)}}."""
+    fig = Figure(figsize=(9, 3.8), layout="constrained")
+    ax_m, ax_s = fig.subplots(1, 2)
+    m_all = np.concatenate([v["m"] for v in sets.values()])
+    s_all = np.concatenate([v["s"] for v in sets.values()])
+    bins_m = np.linspace(m_all.min(), m_all.max(), 61)
+    bins_s = np.linspace(*np.percentile(s_all, [0.1, 99.9]), 61)
+    for (label, v), color in zip(sets.items(), LATTICE_COLORS, strict=False):
+        ax_m.hist(v["m"], bins=bins_m, density=True, histtype="step", lw=1.5, color=color, label=label)
+        ax_s.hist(v["s"], bins=bins_s, density=True, histtype="step", lw=1.5, color=color, label=label)
+    ax_m.set(xlabel="magnetisation $M = V^{-1}\\sum_x \\phi_x$", ylabel="density", title="magnetisation")
+    ax_s.set(xlabel=action_label, ylabel="density", title=action_label)
+    for ax in (ax_m, ax_s):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "Ensemble histograms")
+    return fig
+
+
+def plot_correlator(tables: dict[str, list[dict]], title: str = "") -> Figure:
+    """Connected G(r) with Γ-method error bars, log scale, one series per ensemble."""
+    fig = Figure(figsize=(5.5, 4), layout="constrained")
+    ax = fig.subplots()
+    for i, ((label, rows), color) in enumerate(zip(tables.items(), LATTICE_COLORS, strict=False)):
+        r = np.arange(len(rows)) + 0.06 * i  # small offsets keep error bars apart
+        ax.errorbar(r, [g["value"] for g in rows], yerr=[g["error"] for g in rows], fmt="o-", ms=4, capsize=3,
+                    color=color, label=label)
+    ax.set(yscale="symlog", xlabel="distance $r$ (lattice units)", ylabel="$G_c(r)$",
+           title=title or "connected two-point function")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_configurations(sets: dict[str, np.ndarray], per_row: int = 4, title: str = "") -> Figure:
+    """A few configurations of each ensemble side by side, one row per ensemble, one colour scale."""
+    k = len(sets)
+    fig = Figure(figsize=(2.0 * per_row + 0.8, 2.1 * k + 0.4), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(k, per_row))
+    lim = max(float(np.percentile(np.abs(np.concatenate([v[:per_row].ravel() for v in sets.values()])), 99)), 1e-6)
+    image = None
+    for row, (label, x) in zip(axes, sets.items(), strict=True):
+        for j, ax in enumerate(row):
+            image = ax.imshow(x[j], cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+            ax.set(xticks=[], yticks=[])
+        row[0].set_ylabel(label)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="$\\phi_x$")
+    fig.suptitle(title or "Configurations")
+    return fig
+
+
+def plot_log_weights(action: np.ndarray, log_q: np.ndarray, title: str = "") -> Figure:
+    """−log q against S (slope 1, up to a constant, for a perfect model) and the histogram of
+    the log importance weights log w = −S − log q (centred)."""
+    fig = Figure(figsize=(9, 3.8), layout="constrained")
+    ax_a, ax_w = fig.subplots(1, 2)
+    ax_a.scatter(action, -log_q, **SCATTER)
+    shift = float(np.mean(-log_q - action))
+    line = np.array([action.min(), action.max()])
+    ax_a.plot(line, line + shift, color="k", lw=1, label="slope 1 (perfect model)")
+    ax_a.set(xlabel="action $S(\\phi)$", ylabel="$-\\log q(\\phi)$ (nats)", title="model density against action")
+    ax_a.legend(fontsize=8)
+    lw = -action - log_q
+    ax_w.hist(lw - lw.max(), bins=60, color="tab:gray")
+    ax_w.set(xlabel="$\\log w - \\max \\log w$", ylabel="count", title="log importance weights")
+    for ax in (ax_a, ax_w):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "Diffusion proposals")
+    return fig

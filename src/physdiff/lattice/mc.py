@@ -146,8 +146,8 @@ def run_mcmc(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster
         series.append(np.abs(magnetisation(ch.x)))
     ch.accepted.clear()
     tau = gamma_method(np.stack(series, axis=1)).tau_int  # in sweeps, |M| over all chains
-    burn_in = int(math.ceil(20 * tau))
-    spacing = max(1, int(math.ceil(2 * tau)))
+    burn_in = math.ceil(20 * tau)
+    spacing = max(1, math.ceil(2 * tau))
     for _ in range(burn_in):
         ch.update()
     per_chain = n // chains
