@@ -196,7 +196,7 @@ def test_vector_figures_show_the_data(run_dir):
     from physdiff.run import LoadedRun
 
     run = LoadedRun(run_dir)
-    samples, snaps = run.sample(300, 0, snapshot_steps=(0, run.schedule.T))
+    samples, _ = run.sample(300, 0, snapshot_steps=(0, run.schedule.T))
     figs = figures(run, 300, 0)
     assert set(figs) == {"samples.png", "forward.png", "reverse.png", "loss.png"}
     for name, fig in figs.items():
