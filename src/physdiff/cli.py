@@ -124,7 +124,7 @@ def cmd_data(args) -> None:
     from .checkpoint import save_npy
     from .data import resolve_toy
 
-    out = _npy_out(args.out)
+    out = _new_output(_npy_out(args.out), args.overwrite)
     x = resolve_toy(args.name).sample(args.n, args.seed)
     save_npy(out, x)
     print(f"wrote {args.n} samples of {args.name!r} to {out}")
@@ -169,6 +169,10 @@ def cmd_sample(args) -> None:
     png_out = Path(args.png) if args.png else None
     if png_out is not None and (png_out.suffix.lower() != ".png" or not png_out.parent.is_dir()):
         raise PhysdiffError(f"--png {args.png!r} must end in .png, in an existing folder")
+    _new_output(out, args.overwrite, traj_out, logp_out, png_out)
+    for i, extra in enumerate((traj_out, logp_out, png_out)):
+        if extra is not None:
+            _new_output(extra, args.overwrite, *(p for j, p in enumerate((traj_out, logp_out, png_out)) if j > i))
     # under torchrun each process draws a contiguous share of the indices; rank 0 writes them all
     device, created = dist.init(resolve_device(args.device))
     try:
@@ -185,10 +189,17 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
     from .run import LoadedRun
 
     run = LoadedRun(args.run, weights=args.weights, device=device)
+    if run.kind.name == "lattice":
+        from .lattice.ensemble import sidecar
+
+        _new_output(sidecar(out), args.overwrite)  # the ensemble's parameters go beside it
     if png_out is not None and not run.is_image:
         raise PhysdiffError(f"--png needs an image run; this run's data have shape {run.data_shape}")
     sargs = _sampler_args(args, run)
-    if logp_out is not None:
+    if args.metropolis:
+        _check_metropolis(run, args)
+        sargs = _sampler_args(argparse.Namespace(**(vars(args) | {"sampler": "ode"})), run)
+    if logp_out is not None or args.metropolis:
         if sargs["sampler"] != "ode":
             raise PhysdiffError("--log-prob needs --sampler ode: only the probability-flow ODE has an exact density")
         sargs["log_prob"] = True
@@ -203,10 +214,24 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
             if traj_out else None)
     x = dist.gather_rows(x)
     traj = dist.gather_rows(traj) if traj_out else None
-    logp = dist.gather_rows(run.last_log_prob) if logp_out else None
+    logp = dist.gather_rows(run.last_log_prob) if (logp_out or args.metropolis) else None
     elapsed = time.perf_counter() - t0
     if not dist.is_main():
         return
+    extra = ""
+    if run.kind.name == "lattice":
+        x = x[:, 0]  # (N, L, L): the ensemble format
+        info = {"params": _lattice_theory(run).params, "generator": f"physdiff sample {args.run}", "chains": 1,
+                "sampler": sargs}
+        if args.metropolis:
+            x, mh = _metropolis(run, x, logp, args.seed)
+            info |= mh
+            extra = (f"; Metropolis acceptance {mh['acceptance']:.3f}, ESS/N {mh['ess_per_sample']:.3f} ± "
+                     f"{mh['ess_per_sample_error']:.3f}")
+        from .checkpoint import atomic_write_bytes
+        from .lattice.ensemble import sidecar
+
+        atomic_write_bytes(sidecar(out), (json.dumps(info, indent=2, default=float) + "\n").encode())
     save_npy(out, x)
     procs = f", {dist.world_size()} processes" if dist.world_size() > 1 else ""
     msg = (f"wrote {args.n} samples to {out} with {sargs['sampler'] or run.default_sampler()['sampler']} "
@@ -229,7 +254,44 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
         np.save(buf, np.asarray(logp, dtype=np.float64))
         atomic_write_bytes(logp_out, buf.getvalue())
         msg += f"; log-densities (nats, data units) to {logp_out}"
-    print(msg)
+    print(msg + extra)
+
+
+def _lattice_theory(run):
+    from .lattice.data import theory_of
+
+    return theory_of(run.cfg.data)
+
+
+def _check_metropolis(run, args) -> None:
+    if run.kind.name != "lattice":
+        raise PhysdiffError("--metropolis needs a lattice run (a theory with an action); this run's data are of kind "
+                            f"{run.kind.name!r}")
+    if run.cfg.data.dataset == "ising":
+        raise PhysdiffError("--metropolis is not available for Ising runs: a continuous model read through the sign "
+                            "of its samples has no density on ±1 spins; compare its raw observables with Wolff")
+
+
+def _metropolis(run, proposals: np.ndarray, log_q: np.ndarray, seed: int):
+    """The independence Metropolis–Hastings chain built from the proposals and their exact log q."""
+    import torch
+
+    from .lattice import exact_sampler as es
+    from .stats import gamma_method
+
+    theory = _lattice_theory(run)
+    action = theory.action(torch.from_numpy(proposals.astype(np.float64))).numpy()
+    log_w = es.log_weights(action, log_q)
+    idx, acc = es.independence_metropolis(log_w, seed)
+    chain = proposals[idx]
+    m = chain.reshape(len(chain), -1).mean(1)
+    V = m.size and chain[0].size
+    pm = proposals.reshape(len(proposals), -1).mean(1)
+    info = {"metropolis": True, "acceptance": acc, **es.summary(log_w, seed),
+            "tau_int_m_chain": gamma_method(m).tau_int, "tau_int_abs_m_chain": gamma_method(np.abs(m)).tau_int,
+            "reweighted": es.reweighted({"abs_m": np.abs(pm), "chi2": V * pm**2, "action_density": action / V},
+                                        log_w)}
+    return chain, info
 
 
 def _check_guidance(args, run) -> None:
@@ -263,7 +325,7 @@ def cmd_encode(args) -> None:
     from .checkpoint import save_npy
     from .data import load_array
 
-    out = _npy_out(args.out)
+    out = _new_output(_npy_out(args.out), args.overwrite)
     run = _load(args)
     x = load_array(args.data, min_rows=1)
     if tuple(x.shape[1:]) != run.data_shape:
@@ -418,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=_positive_int, default=5000, help="number of samples (default 5000)")
     s.add_argument("--seed", type=_nonneg_int, default=0)
     s.add_argument("--out", required=True, help="output .npy, shape (N, 2)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     s.set_defaults(func=cmd_data)
 
     s = add("train", "Train a model into a run directory.")
@@ -480,6 +543,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--png", metavar="FILE.png", help="image runs: also write the samples as a PNG grid")
     s.add_argument("--log-prob", metavar="FILE.npy",
                    help="with --sampler ode: also write log q of each sample (nats, data units), shape (N,)")
+    s.add_argument("--metropolis", action="store_true",
+                   help="lattice φ⁴ runs: an independence Metropolis-Hastings chain of ODE proposals accepted with "
+                        "e^-S and their exact log q; acceptance, ESS and reweighted observables in the .json")
+    s.add_argument("--overwrite", action="store_true", help="replace existing output files")
     s.set_defaults(func=cmd_sample)
 
     s = add("evaluate", "Distances between model samples and fresh true samples, beside their noise floors.")
@@ -496,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, metavar="FILE", help=".npy or .csv of points in data units")
     s.add_argument("--out", required=True, help="output .npy of latents (standardised units)")
     s.add_argument("--steps", type=_positive_int, default=None, help="DDIM steps (default T)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     s.add_argument("--weights", default="ema")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_encode)

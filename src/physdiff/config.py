@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.images import IMAGE_DATASETS
-from .data.kinds import NORMALIZATIONS, resolve_kind
+from .data.kinds import LATTICE_DATASETS, NORMALIZATIONS, resolve_kind
 from .diffusion import LOSSES, PREDICTIONS, VARIANCES
 from .errors import PhysdiffError
 from .schedule import SCHEDULES
@@ -35,7 +35,7 @@ class DataConfig:
     dataset: str = _f("spiral", doc="toy dataset name, or an image set: digits, mnist, fashion-mnist, images; "
                       "ignored when `file` is set", cli="dataset")
     file: str = _f("", doc="path of a (N, D) .npy or .csv file of the user's data; '' = use `dataset`")
-    kind: str = _f("auto", choices=("auto", "toy", "file", "image"),
+    kind: str = _f("auto", choices=("auto", "toy", "file", "image", "lattice"),
                    doc="kind of data (normalisation, clipping, default network and sampler); auto = from "
                    "dataset and file, written out resolved")
     normalization: str = _f("auto", choices=NORMALIZATIONS,
@@ -46,6 +46,10 @@ class DataConfig:
     conditional: bool = _f(True, doc="condition on class labels when the dataset has them")
     n_train: int = _f(100_000, lo=16, doc="size of the training set drawn from a toy dataset", cli="n_train")
     seed: int = _f(0, lo=0, doc="seed of the toy training set")
+    L: int = _f(8, lo=2, cli="L", doc="lattice datasets (phi4, ising): the lattice is L×L, periodic")
+    kappa: float = _f(0.2705, lo=0.0, cli="kappa", doc="phi4: hopping parameter κ")
+    lam: float = _f(0.022, lo=0.0, cli="lam", doc="phi4: quartic coupling λ")
+    beta: float = _f(0.44, lo=0.0, cli="beta", doc="ising: inverse temperature β")
     mean: list = _f([1.0, -0.5], doc="mean of the `gaussian` dataset")  # noqa: RUF009
     cov: list = _f([[1.0, 0.6], [0.6, 0.5]], doc="covariance of the `gaussian` dataset")  # noqa: RUF009
 
@@ -76,6 +80,8 @@ class ModelConfig:
     attention: bool = _f(True, doc="unet: self-attention at the lowest resolution")
     dropout: float = _f(0.0, lo=0.0, hi=1.0, doc="unet: dropout in residual blocks")
     padding: str = _f("zeros", choices=("zeros", "circular"), doc="unet: circular = periodic lattice")
+    symmetry: str = _f("auto", choices=("auto", "none", "odd"),
+                       doc="odd: ε(−x) = −ε(x) by construction, so q(x) = q(−x) exactly; auto = the data kind's")
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,17 @@ IMAGE_DEFAULTS = {  # images keep ε-prediction (measured in benchmarks/README.m
 }
 
 
+# Defaults for lattice datasets (benchmarks/README.md): the kind's odd residual MLP, sized so that
+# its exact divergence (one forward and D = L² backward passes per ODE evaluation) stays
+# affordable; if model.arch = unet is chosen, a periodic one.
+LATTICE_DEFAULTS = {
+    "data": {"n_train": 10_000},
+    "model": {"width": 128, "depth": 3, "padding": "circular", "channels": 16, "channel_mult": [1],
+              "attention": False},
+    "train": {"steps": 6000, "batch_size": 512, "lr": 2e-3, "ema_decay": 0.999, "checkpoint_every": 1000},
+}
+
+
 def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
     """Validated Config from nested dicts (a parsed TOML file) and {"section.key": value}
     overrides; unknown sections or keys are errors. Keys left out take their defaults, which
@@ -191,8 +208,10 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
             raise PhysdiffError(f"config section [{section}] must be a table, got {type(raw[section]).__name__}")
         raw[section][key] = value
     data = raw.get("data", {})
-    if isinstance(data, dict) and data.get("dataset") in IMAGE_DATASETS and not data.get("file"):
-        for sname, values in IMAGE_DEFAULTS.items():
+    if isinstance(data, dict) and not data.get("file"):
+        defaults = {**dict.fromkeys(IMAGE_DATASETS, IMAGE_DEFAULTS),
+                    **dict.fromkeys(LATTICE_DATASETS, LATTICE_DEFAULTS)}.get(data.get("dataset"), {})
+        for sname, values in defaults.items():
             if isinstance(raw.setdefault(sname, {}), dict):
                 raw[sname] = values | raw[sname]
     sections = {}

@@ -75,7 +75,7 @@ class LoadedRun:
         self.kind = resolve_kind(self.cfg.data)
         self.is_image = self.kind.name == "image"
         self._warned = self._warned_outliers = False
-        self.model = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind.arch)
+        self.model = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind)
         weights_only = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
         ck.load_module_state(self.model, weights_only, f"weights file {str(file)!r}")
         self.model.to(self.device).eval().requires_grad_(False)
@@ -158,7 +158,7 @@ class LoadedRun:
                 raise PhysdiffError(f"sampler {sampler} produced {int((~np.isfinite(x)).sum())} non-finite values in "
                                     f"samples {lo}..{lo + count - 1}; nothing was written")
             self._warn_far_outliers(x, sampler)
-            outs.append(self.kind.postprocess(x))
+            outs.append(self.kind.postprocess(x, self.cfg.data))
             if res.log_prob is not None:
                 logps.append(res.log_prob.cpu().numpy() + jac)  # data units: log p_x = log p_z + log|∂z/∂x|
         self.last_log_prob = np.concatenate(logps) if logps else None

@@ -28,6 +28,7 @@ from . import dist
 from .config import Config, dump_config, load_config
 from .data import Normalizer, load_training, resolve_kind
 from .errors import PhysdiffError
+from .lattice.data import random_lattice_symmetry
 from .nets import build_model
 from .objective import DenoisingLoss
 from .schedule import make_schedule
@@ -94,9 +95,9 @@ class Trainer:
         data = normalizer.encode(torch.from_numpy(ts.x).double()).to(device=device, dtype=torch.float32)
         labels = None if ts.labels is None else torch.from_numpy(ts.labels).to(device)
         torch.manual_seed(cfg.train.seed)  # network initialisation
-        arch = resolve_kind(cfg.data).arch
-        model = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, arch).to(device)
-        ema = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, arch).to(device)
+        kind = resolve_kind(cfg.data)
+        model = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, kind).to(device)
+        ema = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, kind).to(device)
         ema.load_state_dict(model.state_dict())
         ema.requires_grad_(False)
         fused = device.type in ("cpu", "cuda")
@@ -172,8 +173,9 @@ class Trainer:
         if cfg.compile:
             net = torch.compile(net)
         amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        augment = random_lattice_symmetry if resolve_kind(self.cfg.data).name == "lattice" else None
         objective = DenoisingLoss(sched, d.prediction, d.loss, d.variance, cfg.label_dropout, len(self.class_names),
-                                  amp_dtype=amp_dtype)
+                                  augment=augment, amp_dtype=amp_dtype)
         main = dist.is_main()
         metrics = open(self.run / ck.METRICS_FILE, "a", encoding="utf-8") if main else None
         if progress is None:

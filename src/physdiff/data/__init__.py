@@ -45,7 +45,9 @@ def resolve_toy(name: str) -> ToyDataset:
     except KeyError:
         import difflib
 
-        allowed = (*TOY_DATASETS, *IMAGE_DATASETS)
+        from .kinds import LATTICE_DATASETS
+
+        allowed = (*TOY_DATASETS, *IMAGE_DATASETS, *LATTICE_DATASETS)
         close = difflib.get_close_matches(name, allowed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise PhysdiffError(f"unknown dataset {name!r}{hint}; allowed: {', '.join(allowed)}") from None
@@ -202,7 +204,14 @@ def load_training(data_cfg) -> TrainingSet:
     """The training split a [data] config describes, with the normaliser of its kind (or of
     ``data.normalization``) fitted on it, and labels if ``data.conditional``."""
     norm = normalization_of(data_cfg)
-    if resolve_kind(data_cfg).name == "image":
+    kind = resolve_kind(data_cfg).name
+    if kind == "lattice":
+        from ..lattice.data import lattice_training_set
+
+        x, _ = lattice_training_set(data_cfg)
+        x = x[:data_cfg.n_train, None]  # (N, 1, L, L): one channel for the U-Net
+        return TrainingSet(x, None, (), Normalizer.fit(norm, x))
+    if kind == "image":
         images = load_image_dataset(data_cfg)
         labels = images.train_y if data_cfg.conditional and images.num_classes > 1 else None
         return TrainingSet(images.train_x, labels, images.class_names if labels is not None else (),

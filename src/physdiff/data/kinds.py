@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 KIND_NAMES = ("toy", "file", "image", "lattice")
+LATTICE_DATASETS = ("phi4", "ising")
 NORMALIZATIONS = ("auto", "standard", "scalar", "pixel")
 
 
@@ -30,9 +31,14 @@ class DataKind:
     value_range: tuple[float, float] | None = None
     sampler: dict = field(default_factory=lambda: {"sampler": "ddpm"})
     sample_batch: int = 4096
+    symmetry: str = "none"  # model.symmetry = auto: "odd" makes the network odd in x (nets/symmetry.py)
 
-    def postprocess(self, x: np.ndarray) -> np.ndarray:
-        """Samples in data units as the kind allows them (images: pixels in [0, 1])."""
+    def postprocess(self, x: np.ndarray, data_cfg=None) -> np.ndarray:
+        """Samples in data units as the kind allows them: images clipped to [0, 1]; Ising
+        spins read through their sign (a continuous model of a discrete law has no density
+        on ±1: its samples are mapped, not drawn exactly)."""
+        if self.name == "lattice" and data_cfg is not None and data_cfg.dataset == "ising":
+            return np.where(x >= 0, 1.0, -1.0).astype(x.dtype)
         return x if self.value_range is None else np.clip(x, *self.value_range)
 
 
@@ -42,7 +48,9 @@ KINDS = {
     "toy": DataKind("toy", "standard", "mlp"),
     "file": DataKind("file", "standard", "mlp"),
     "image": DataKind("image", "pixel", "unet", (0.0, 1.0), {"sampler": "ddpm", "steps": 100}, 512),
-    "lattice": DataKind("lattice", "scalar", "unet", None, {"sampler": "ddpm", "steps": 100}, 512),
+    # lattice: a residual MLP on the flattened field; its exact divergence (D = L² backward passes
+    # per ODE evaluation) is ~10x cheaper on a CPU than the periodic U-Net's (model.arch = unet)
+    "lattice": DataKind("lattice", "scalar", "mlp", None, {"sampler": "ddpm", "steps": 100}, 1024, "odd"),
 }
 
 
@@ -52,8 +60,9 @@ def resolve_kind(data_cfg) -> DataKind:
 
     name = data_cfg.kind
     if name == "auto":
-        name = "file" if data_cfg.file else "image" if data_cfg.dataset in IMAGE_DATASETS else "toy"
+        name = ("file" if data_cfg.file else "image" if data_cfg.dataset in IMAGE_DATASETS
+                else "lattice" if data_cfg.dataset in LATTICE_DATASETS else "toy")
     return KINDS[name]
 
 
-__all__ = ["KINDS", "KIND_NAMES", "NORMALIZATIONS", "DataKind", "resolve_kind"]
+__all__ = ["KINDS", "KIND_NAMES", "LATTICE_DATASETS", "NORMALIZATIONS", "DataKind", "resolve_kind"]

@@ -1,24 +1,35 @@
 """Denoiser networks. Each takes (x_t, t, cond=None) and returns a tensor shaped like x_t."""
 
+import math
+
 from ..errors import PhysdiffError
 from .embeddings import FourierFeatures, TimestepEmbedding, sinusoidal_embedding
 from .mlp import ResMLP
+from .symmetry import Flattened, OddNetwork
 from .unet import UNet
 
-__all__ = ["FourierFeatures", "ResMLP", "TimestepEmbedding", "UNet", "build_model", "sinusoidal_embedding"]
+__all__ = ["FourierFeatures", "OddNetwork", "ResMLP", "TimestepEmbedding", "UNet", "build_model",
+           "sinusoidal_embedding"]
 
 
-def build_model(model_cfg, data_shape: tuple[int, ...], num_classes: int = 0, default_arch: str = "mlp"):
+def build_model(model_cfg, data_shape: tuple[int, ...], num_classes: int = 0, kind=None):
     """The denoiser a [model] config describes, for samples of shape ``data_shape``:
-    ``arch = auto`` takes ``default_arch``, the choice of the data's kind (``data/kinds.py``).
-    ``num_classes`` > 0 adds a label embedding (with a "no label" token for guidance)."""
+    ``arch = auto`` and ``symmetry = auto`` take the choices of the data's ``kind``
+    (``data/kinds.py``; None: mlp, no symmetry). ``num_classes`` > 0 adds a label embedding
+    (with a "no label" token for guidance)."""
+    net = _network(model_cfg, data_shape, num_classes, kind.arch if kind is not None else "mlp")
+    symmetry = (kind.symmetry if kind is not None else "none") if model_cfg.symmetry == "auto" else model_cfg.symmetry
+    return OddNetwork(net) if symmetry == "odd" else net
+
+
+def _network(model_cfg, data_shape, num_classes, default_arch):
     arch = default_arch if model_cfg.arch == "auto" else model_cfg.arch
     if arch == "mlp":
-        if len(data_shape) != 1:
-            raise PhysdiffError(f"model.arch = 'mlp' needs vector data (D,), got shape {data_shape}")
-        return ResMLP(data_shape[0], width=model_cfg.width, depth=model_cfg.depth,
-                      time_dim=model_cfg.time_dim, fourier_features=model_cfg.fourier_features,
-                      fourier_scale=model_cfg.fourier_scale, num_classes=num_classes)
+        dim = math.prod(data_shape)
+        mlp = ResMLP(dim, width=model_cfg.width, depth=model_cfg.depth, time_dim=model_cfg.time_dim,
+                     fourier_features=model_cfg.fourier_features, fourier_scale=model_cfg.fourier_scale,
+                     num_classes=num_classes)
+        return mlp if len(data_shape) == 1 else Flattened(mlp, data_shape)
     if len(data_shape) != 3:
         raise PhysdiffError(f"model.arch = 'unet' needs images (C, H, W), got shape {data_shape}")
     return UNet(data_shape[0], channels=model_cfg.channels, channel_mult=tuple(model_cfg.channel_mult),

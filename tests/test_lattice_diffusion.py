@@ -1,0 +1,100 @@
+"""Diffusion on the lattice: exact φ → −φ symmetry, lattice symmetries as augmentation, and the
+exact sampler (Metropolis–Hastings with the model's own density) against the free field."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from physdiff import LoadedRun
+from physdiff.cli import main
+from physdiff.lattice import exact_sampler as es
+from physdiff.lattice.action import Phi4
+from physdiff.lattice.data import random_lattice_symmetry
+from physdiff.stats import gamma_method
+
+TRAIN = ["--L", "4", "--lam", "0", "--n-train", "2000", "--width", "64", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def wrong_model(tmp_path_factory):
+    """A deliberately wrong model of the free field at κ = 0.15: trained (briefly) at κ = 0.17,
+    so its χ₂ is ~1.5 where the target's is 1.25 — wider than the target, so the weights
+    w = e^{−S}/q stay bounded (a proposal narrower than the target would leave them unbounded
+    and the chain slow to correct it)."""
+    out = tmp_path_factory.mktemp("lattice") / "ff"
+    assert main(["train", "--dataset", "phi4", "--kappa", "0.17", "--steps", "300", "--out", str(out), *TRAIN]) == 0
+    return LoadedRun(out)
+
+
+def test_free_field_metropolis_is_exact(wrong_model):
+    """Raw samples are far off the exact V⟨M²⟩ = 1/(2(1 − 4κ)) = 1.25; the Metropolis chain with
+    e^{−S} and the model's exact log q, and the reweighted estimate, agree with it."""
+    theory, V, n = Phi4(0.15, 0.0), 16, 4000
+    x, _ = wrong_model.sample(n, 1, sampler="ode", log_prob=True)
+    x = x[:, 0].astype(np.float64)
+    action = theory.action(torch.from_numpy(x)).numpy()
+    log_w = es.log_weights(action, wrong_model.last_log_prob)
+    idx, acceptance = es.independence_metropolis(log_w, seed=0)
+    m = x.reshape(n, -1).mean(1)
+    raw, chain = gamma_method(V * m**2), gamma_method(V * m[idx] ** 2)
+    exact = 1 / (2 * (1 - 4 * 0.15))
+    assert (raw.value - exact) / raw.error > 5  # the model is wrong ...
+    assert abs(chain.value - exact) < 3 * chain.error  # ... the chain is not
+    rw = es.reweighted({"chi2": V * m**2}, log_w)["chi2"]
+    assert abs(rw["value"] - exact) < 3 * rw["error"]
+    s = gamma_method(action[idx] / V)  # equipartition: ⟨S⟩/V = 1/2 for a quadratic action
+    assert abs(s.value - 0.5) < 3 * s.error
+    assert 0.3 < acceptance < 1.0 and es.summary(log_w)["ess_per_sample"] > 0.5
+
+
+def test_solver_tolerance_does_not_matter(wrong_model):
+    """The density that enters the acceptance ratio is that of the map actually run: RK4 on 18
+    steps and on 72 steps give the same samples (within 5e-3) and log q (within 1e-2
+    nats for 16 sites) — far below the spread of log w (~0.5 nats) that decides acceptance."""
+    a, _ = wrong_model.sample(16, 3, sampler="ode", log_prob=True)
+    la = wrong_model.last_log_prob
+    b, _ = wrong_model.sample(16, 3, sampler="ode", log_prob=True, method="rk4", steps=72)
+    assert np.abs(a - b).max() < 5e-3 and np.abs(la - wrong_model.last_log_prob).max() < 1e-2
+
+
+def test_odd_network_makes_the_density_symmetric(wrong_model):
+    """ε(−x) = −ε(x) by construction, so the flow maps −x_T to −x₀ with the same log q."""
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(32, 1, 4, 4, generator=g, dtype=torch.float64)
+    plus = wrong_model.sample_normalized(x_T, sampler="ode", log_prob=True)
+    minus = wrong_model.sample_normalized(-x_T, sampler="ode", log_prob=True)
+    torch.testing.assert_close(minus.samples, -plus.samples, atol=1e-6, rtol=0)
+    torch.testing.assert_close(minus.log_prob, plus.log_prob, atol=1e-6, rtol=0)
+
+
+def test_lattice_symmetries_leave_the_action_invariant():
+    theory = Phi4(0.27, 0.022)
+    x = torch.randn(50, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = random_lattice_symmetry(x, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(theory.action(y[:, 0]), theory.action(x[:, 0]))
+    torch.testing.assert_close(y.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+    assert not torch.equal(x, y)
+
+
+def test_independence_metropolis_targets_the_known_law():
+    """Target N(0, 1), proposal N(0, 2²) with its exact density: the chain has variance 1."""
+    rng = np.random.default_rng(0)
+    y = 2 * rng.normal(size=20_000)
+    log_q = -0.5 * (y / 2) ** 2 - np.log(2)
+    idx, acc = es.independence_metropolis(-0.5 * y**2 - log_q, seed=1)
+    v = gamma_method(y[idx] ** 2)
+    assert abs(v.value - 1) < 4 * v.error and 0.4 < acc < 0.8
+
+
+def test_cli_lattice_sampling_and_refusals(wrong_model, tmp_path, capsys):
+    out = tmp_path / "chain.npy"
+    assert main(["sample", str(wrong_model.path), "--metropolis", "--n", "128", "--out", str(out)]) == 0
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert np.load(out).shape == (128, 4, 4) and info["params"]["model"] == "phi4"
+    assert {"acceptance", "ess_per_sample", "reweighted", "tau_int_abs_m_chain"} <= set(info)
+    assert main(["observables", str(out), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(wrong_model.path), "--metropolis", "--n", "8", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
