@@ -19,3 +19,17 @@ def k_sigma(estimate, truth, std_error, k=4.0):
     """|estimate - truth| <= k standard errors, elementwise."""
     estimate, truth, std_error = map(np.asarray, (estimate, truth, std_error))
     return np.all(np.abs(estimate - truth) <= k * std_error)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Caches (classifier, lattice training sets) in a folder of the test session, never in ~."""
+    import os
+
+    old = os.environ.get("PHYSDIFF_CACHE")
+    os.environ["PHYSDIFF_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("PHYSDIFF_CACHE", None)
+    else:
+        os.environ["PHYSDIFF_CACHE"] = old

@@ -31,18 +31,22 @@ EMA_FILE = "ema.safetensors"
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.csv"
 LOCK_FILE = ".lock"
+TMP_SUFFIX = ".tmp"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash at any moment leaves either the old file or
     the new one: temporary file in the same folder, fsync, rename, fsync the folder."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # a short temporary name when the final one is long, so the suffix cannot exceed NAME_MAX
+    prefix = f".{path.name}." if len(path.name.encode()) < 200 else ".physdiff-"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -53,6 +57,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def clear_stale_temporaries(folder: str | Path) -> list[str]:
+    """Remove the temporary files an interrupted atomic write (kill -9) left in ``folder``."""
+    removed = []
+    for p in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p.name)
+    return removed
 
 
 def save_npy(path: str | Path, array) -> None:

@@ -64,6 +64,14 @@ def _number(kind: type, lo=None):
 
 
 _positive_int, _nonneg_int, _finite_float = _number(int, 1), _number(int, 0), _number(float)
+MAX_SEED = 2**63 - 1
+
+
+def _seed(text: str) -> int:
+    value = _nonneg_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text!r} must be <= 2**63 - 1")
+    return value
 
 
 def _config_type(flag: str, f):
@@ -135,6 +143,12 @@ def cmd_train(args) -> None:
     from .training import train
 
     options = _train_options()
+    if isinstance(args.resume, str):
+        if args.out is not None and Path(args.out) != Path(args.resume):
+            raise PhysdiffError(f"--resume {args.resume!r} and --out {args.out!r} name two runs; give one")
+        args.out = args.resume
+    if args.out is None:
+        raise PhysdiffError("train needs a run directory: --out RUN (or --resume RUN to continue one)")
     if args.resume:
         given = [k for k in options if k != "steps" and getattr(args, k) is not None]
         if given or args.config or args.data or any(getattr(args, k) for k in TRAIN_FLAGS):
@@ -340,6 +354,8 @@ def cmd_encode(args) -> None:
 def cmd_evaluate(args) -> None:
     from .evaluation import evaluate, format_report, write_report
 
+    if args.n is not None and args.n < 2:
+        raise PhysdiffError(f"--n {args.n} is too small for evaluate: distances need at least 2 samples")
     run = _load(args)
     if args.nll and run.is_image:
         raise PhysdiffError("--nll is available for vector data only, not yet for image runs")
@@ -454,6 +470,8 @@ def _observable_figures(args, x, theory, result, y) -> None:
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
+    if args.n < 2:
+        raise PhysdiffError(f"--n {args.n} is too small for the demo: distances need at least 2 samples")
     table = run_demo(args.out, steps=args.steps, n=args.n, device=args.device, progress=args.progress,
                      overwrite=args.overwrite)
     print(f"wrote {table}")
@@ -478,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("data", "Write samples of a true toy distribution to a .npy file.")
     s.add_argument("name", metavar="NAME", help=f"one of: {', '.join(TOY_DATASETS)}")
     s.add_argument("--n", type=_positive_int, default=5000, help="number of samples (default 5000)")
-    s.add_argument("--seed", type=_nonneg_int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", required=True, help="output .npy, shape (N, 2)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     s.set_defaults(func=cmd_data)
@@ -488,9 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--dataset", help=f"toy dataset ({', '.join(TOY_DATASETS)}) or image set "
                      f"({', '.join(IMAGE_DATASETS)}); default {defaults.data.dataset}")
     src.add_argument("--data", metavar="FILE", help="your own (N, D) .npy or .csv file")
-    s.add_argument("--out", required=True, metavar="RUN", help="run directory to create")
+    s.add_argument("--out", metavar="RUN", help="run directory to create")
     s.add_argument("--config", metavar="FILE.toml", help="TOML config; options given here override it")
-    s.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    s.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
+                   help="continue a run from its last checkpoint: --resume RUN, or --resume --out RUN")
     s.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN")
     for k, (_, _, help_) in TRAIN_FLAGS.items():
         s.add_argument("--" + k, action="store_true", help=help_)
@@ -513,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--n", "--num-samples", dest="n", type=_positive_int, default=n_default,
                        help=(n_help or f"number of samples (default {n_default})")
                        + "; under torchrun write --num-samples")
-        s.add_argument("--seed", type=_nonneg_int, default=0, help="sample i depends only on (seed, i)")
+        s.add_argument("--seed", type=_seed, default=0, help="sample i depends only on (seed, i)")
         s.add_argument("--weights", default="ema", help="ema (default) or model")
         s.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
@@ -581,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--beta", type=_finite_float, default=None, help="ising: inverse temperature β >= 0")
     s.add_argument("--n", type=_positive_int, default=10_000, help="configurations to save (default 10000)")
     s.add_argument("--chains", type=_positive_int, default=16, help="parallel chains, half hot and half cold")
-    s.add_argument("--seed", type=_nonneg_int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--no-cluster", action="store_true", help="phi4: HMC only, no Wolff updates of the signs")
     s.add_argument("--out", required=True, help="output .npy (N, L, L); its parameters go to the .json beside it")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -605,6 +624,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _join_negative_numbers(argv: list[str]) -> list[str]:
+    """``--lr -1e-3`` → ``--lr=-1e-3``: argparse reads a value that starts with '-' and is not a
+    plain negative integer or decimal (an exponent) as an option; the value's own check then
+    names it."""
+    out, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if tok.startswith("--") and "=" not in tok and nxt is not None and nxt.startswith("-") and len(nxt) > 1:
+            try:
+                float(nxt)
+            except ValueError:
+                pass
+            else:
+                out.append(f"{tok}={nxt}")
+                i += 2
+                continue
+        out.append(tok)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     def one_line_warning(message, category, filename, lineno, file=None, line=None):
         print(f"physdiff: warning: {message}", file=sys.stderr)
@@ -612,13 +653,21 @@ def main(argv: list[str] | None = None) -> int:
     old = warnings.showwarning
     warnings.showwarning = one_line_warning
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(_join_negative_numbers(sys.argv[1:] if argv is None else argv))
         if getattr(args, "snapshots", 2) < 2 and getattr(args, "trajectory", None):
             raise PhysdiffError("--snapshots must be >= 2")
         args.func(args)
     except PhysdiffError as exc:
         message = " ".join(str(exc).splitlines())  # always one line
         print(f"physdiff: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # every write path: read-only folder, full disk, name too long, ...
+        where = f" ({exc.filename!r})" if exc.filename else ""
+        print(f"physdiff: error: cannot write or read a file{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("physdiff: error: out of memory; ask for fewer samples, a smaller batch or a smaller model",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("physdiff: interrupted", file=sys.stderr)

@@ -45,7 +45,7 @@ class DataConfig:
     download: bool = _f(False, doc="fetch the IDX files of mnist / fashion-mnist into `folder` if missing")
     conditional: bool = _f(True, doc="condition on class labels when the dataset has them")
     n_train: int = _f(100_000, lo=16, doc="size of the training set drawn from a toy dataset", cli="n_train")
-    seed: int = _f(0, lo=0, doc="seed of the toy training set")
+    seed: int = _f(0, lo=0, hi=2**63 - 1, doc="seed of the toy (or lattice Monte Carlo) training set")
     L: int = _f(8, lo=2, cli="L", doc="lattice datasets (phi4, ising): the lattice is L×L, periodic")
     kappa: float = _f(0.2705, lo=0.0, cli="kappa", doc="phi4: hopping parameter κ")
     lam: float = _f(0.022, lo=0.0, cli="lam", doc="phi4: quartic coupling λ")
@@ -96,7 +96,7 @@ class TrainConfig:
     ema_decay: float = _f(0.995, lo=0.0, hi=1.0, doc="EMA of the weights, used for sampling; 0 = off")
     label_dropout: float = _f(0.1, lo=0.0, hi=1.0, cli="label_dropout",
                           doc="share of labels replaced by 'no label' (for guidance)")
-    seed: int = _f(0, lo=0, cli="seed")
+    seed: int = _f(0, lo=0, hi=2**63 - 1, cli="seed")
     log_every: int = _f(100, lo=1, doc="steps between rows of metrics.csv")
     checkpoint_every: int = _f(1000, lo=1, doc="steps between checkpoints", cli="checkpoint_every")
     device: str = _f("auto", choices=("auto", "cpu", "cuda"), cli="device")

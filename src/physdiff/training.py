@@ -16,7 +16,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -249,8 +249,10 @@ class Trainer:
     def _check_finite(self, first_bad: torch.Tensor):
         bad_step = int(first_bad)
         if bad_step >= 0:
-            raise PhysdiffError(f"training diverged: non-finite loss or gradient at step {bad_step + 1}; "
-                                "the last good checkpoint is kept. Lower train.lr or set train.grad_clip")
+            kept = ("the last good checkpoint is kept" if (self.run / ck.STATE_FILE).is_file()
+                    else "no checkpoint had been written, so the run is removed")
+            raise PhysdiffError(f"training diverged: non-finite loss or gradient at step {bad_step + 1}; {kept}. "
+                                "Lower train.lr or set train.grad_clip")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -296,10 +298,16 @@ def train(cfg: Config | None, out: str | Path, *, resume: bool = False, overwrit
     if resume:
         if not (out / ck.CONFIG_FILE).is_file():
             raise PhysdiffError(f"cannot resume {str(out)!r}: it is not a physdiff run (no config.toml)")
+        if not (out / ck.STATE_FILE).is_file():
+            raise PhysdiffError(f"cannot resume {str(out)!r}: it has no training state ({ck.STATE_FILE}); resuming "
+                                "would retrain from step 0 over its weights. Start a new run instead")
         cfg = load_config(out / ck.CONFIG_FILE)
         if steps is not None:
             cfg = cfg.with_overrides({"train.steps": steps})
+    elif cfg.data.file:  # record the data file so that the run works from any folder
+        cfg = replace(cfg, data=replace(cfg.data, file=str(Path(cfg.data.file).expanduser().resolve())))
     device, created = dist.init(resolve_device(cfg.train.device))  # several processes under torchrun
+    made_here = not resume and not (out.is_dir() and any(out.iterdir()))
     try:
         if not resume and dist.is_main():
             prepare_run(out, overwrite=overwrite)
@@ -310,8 +318,13 @@ def train(cfg: Config | None, out: str | Path, *, resume: bool = False, overwrit
         if main:
             out.mkdir(parents=True, exist_ok=True)
         with ck.RunLock(out) if main else contextlib.nullcontext():
-            if resume and (out / ck.STATE_FILE).is_file():
+            if resume:
+                if main:
+                    ck.clear_stale_temporaries(out)
                 trainer.restore()
+                if trainer.step >= cfg.train.steps:
+                    raise PhysdiffError(f"run {str(out)!r} is already at step {trainer.step}; train.steps = "
+                                        f"{cfg.train.steps} would train nothing (give more steps to extend it)")
                 if main:
                     _truncate_metrics(out / ck.METRICS_FILE, trainer.step)
             elif main:
@@ -321,6 +334,12 @@ def train(cfg: Config | None, out: str | Path, *, resume: bool = False, overwrit
             dist.barrier()
             trainer.train(progress=progress)
         dist.barrier()
+    except BaseException:
+        # a run that failed before its first checkpoint leaves nothing behind (a config without
+        # weights is not a run); one with a checkpoint keeps it for --resume
+        if made_here and dist.is_main() and out.is_dir() and not (out / ck.STATE_FILE).is_file():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         dist.finish(created)
     return out

@@ -3,6 +3,7 @@ normalisation of their kind (``kinds.py``) fitted on the training data and undon
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from .kinds import KINDS, DataKind, resolve_kind
 from .toy import TOY_DATASETS, ToyDataset, get_toy
 
 MIN_ROWS = 16
+MAX_ABS_VALUE = 1e30  # squares of larger values overflow float32 (3.4e38) in training
 
 __all__ = [
     "IMAGE_DATASETS",
@@ -58,8 +60,12 @@ def load_array(path: str | Path, *, min_rows: int = MIN_ROWS) -> np.ndarray:
     line). Raises PhysdiffError for a missing/unreadable file, wrong shape, NaN/inf, or
     fewer than ``min_rows`` rows."""
     path = Path(path)
+    if path.is_dir():
+        raise PhysdiffError(f"data file {str(path)!r} is a folder; give a .npy or .csv file")
     if not path.is_file():
         raise PhysdiffError(f"data file {str(path)!r} does not exist")
+    if not os.access(path, os.R_OK):
+        raise PhysdiffError(f"data file {str(path)!r} is not readable (permission denied)")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -80,11 +86,12 @@ def load_array(path: str | Path, *, min_rows: int = MIN_ROWS) -> np.ndarray:
         raise PhysdiffError(f"data file {str(path)!r} has {arr.shape[0]} rows of {arr.shape[1]} values; "
                             f"need at least {min_rows} rows and 1 column")
     arr = arr.astype(np.float64)
-    bad = ~np.isfinite(arr)
+    bad = ~np.isfinite(arr) | (np.abs(arr) > MAX_ABS_VALUE)
     if bad.any():
         row = int(np.argwhere(bad)[0][0])
-        raise PhysdiffError(f"data file {str(path)!r} contains {int(bad.sum())} NaN/inf values "
-                            f"(first in row {row}); remove or fix those rows")
+        what = "NaN/inf values" if not np.isfinite(arr).all() else f"values beyond ±{MAX_ABS_VALUE:g}"
+        raise PhysdiffError(f"data file {str(path)!r} contains {int(bad.sum())} {what} "
+                            f"(first in row {row}); remove or rescale those rows (float32 arithmetic overflows)")
     return arr
 
 

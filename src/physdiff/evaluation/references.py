@@ -26,6 +26,13 @@ def reference_sets(run, n: int, seed: int, repeats: int = 5):
         refs = [toy.sample(n, base + 2 * r) for r in range(repeats)]
         floors = [toy.sample(n, base + 2 * r + 1) for r in range(repeats)]
         return refs, floors, toy, n
+    from pathlib import Path
+
+    from ..errors import PhysdiffError
+
+    if not Path(run.cfg.data.file).is_file():
+        raise PhysdiffError(f"the run's data file {run.cfg.data.file!r} is no longer there (moved?); put it back at "
+                            "that path (its fingerprint in state.safetensors tells whether it is the same data)")
     data = load_array(run.cfg.data.file)
     perm = np.random.default_rng(seed).permutation(len(data))
     m = min(n, len(data) // 2)
