@@ -98,7 +98,7 @@ def main():
                                  "acceptance": acc, **es.summary(log_w),
                                  "tau_int_m": gamma_method(m).tau_int, "tau_int_abs_m": gamma_method(np.abs(m)).tau_int}
             figs["lattice_weights.png"] = plot_log_weights(action, run.last_log_prob,
-                                                           f"φ⁴ L = {L}, κ = {coupling}: diffusion proposals")
+                                                           f"{theory.label}, L = {L}: diffusion proposals")
         # cost per effectively independent configuration (τ in saved configurations)
         tau_ref = row["reference"]["observables"]["abs_m"]["tau_int"]
         row["cost_per_independent_s"] = {"reference": cost(row["reference"]["seconds"], args.n_ref, tau_ref)}
@@ -114,12 +114,12 @@ def main():
         if model == "phi4":
             sets["diffusion + Metropolis"] = chain
         figs["lattice_histograms.png"] = plot_lattice_histograms({k: primaries(v, theory) for k, v in sets.items()},
-                                                                 label, f"{theory.params}, L = {L}")
+                                                                 label, f"{theory.label}, L = {L}")
         corr = {"Monte Carlo": row["reference"]["observables"]["G"], "diffusion (raw)": raw["G"]}
         if model == "phi4":
             corr["diffusion + Metropolis"] = row["diffusion"]["metropolis"]["G"]
-        figs["lattice_correlator.png"] = plot_correlator(corr, f"{theory.params}, L = {L}")
-        figs["lattice_configurations.png"] = plot_configurations(sets, title=f"{theory.params}, L = {L}")
+        figs["lattice_correlator.png"] = plot_correlator(corr, f"{theory.label}, L = {L}")
+        figs["lattice_configurations.png"] = plot_configurations(sets, title=f"{theory.label}, L = {L}")
         for name, fig in figs.items():
             save_figure(fig, Path("benchmarks") / name.replace("lattice_", f"lattice_{model}{L}_{coupling}_"))
         results[point] = row

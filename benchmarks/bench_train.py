@@ -71,7 +71,8 @@ def main():
     print(f"{'bare PyTorch DDPM loop':<34}{t_bare:>10.2f}{args.steps / t_bare:>10.0f}")
     print(f"{'physdiff train (EMA, clip, ckpt)':<34}{t_ours:>10.2f}{args.steps / t_ours:>10.0f}")
     print(f"ratio bare/physdiff = {t_bare / t_ours:.3f}   (batch {cfg.train.batch_size}, "
-          f"ResMLP width {cfg.model.width} depth {cfg.model.depth}, {args.steps} steps, best of {args.repeats})")
+          f"ResMLP width {cfg.model.mlp.width} depth {cfg.model.mlp.depth}, {args.steps} steps, "
+          f"best of {args.repeats})")
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -92,16 +92,23 @@ def _config_type(flag: str, f):
 
 
 def _train_options() -> dict:
-    """{option name: (config key, field)} of the config fields that declare a command-line name."""
-    from dataclasses import fields
+    """{option name: (config key, field)} of the config fields that declare a command-line name,
+    sub-tables ([model.mlp], ...) included."""
+    from dataclasses import MISSING, fields, is_dataclass
 
     from .config import SECTIONS
 
     out = {}
-    for section, cls in SECTIONS.items():
+
+    def scan(prefix, cls):
         for f in fields(cls):
-            if f.metadata.get("cli"):
-                out[f.metadata["cli"]] = (f"{section}.{f.name}", f)
+            if f.default is MISSING and is_dataclass(f.default_factory):
+                scan(f"{prefix}.{f.name}", f.default_factory)
+            elif f.metadata.get("cli"):
+                out[f.metadata["cli"]] = (f"{prefix}.{f.name}", f)
+
+    for section, cls in SECTIONS.items():
+        scan(section, cls)
     return out
 
 
@@ -458,7 +465,7 @@ def _observable_figures(args, x, theory, result, y) -> None:
     names = {Path(args.ensemble).stem: x} | ({Path(args.compare).stem: y} if y is not None else {})
     label = "energy density $E/V$" if isinstance(theory, Ising) else "action density $S/V$"
     figs = {"histograms.png": plot_lattice_histograms({k: primaries(v, theory) for k, v in names.items()}, label,
-                                                      f"{theory.params}"),
+                                                      f"{theory.label}, L = {x.shape[-1]}"),
             "correlator.png": plot_correlator({Path(args.ensemble).stem: result["observables"]["G"]} | (
                 {Path(args.compare).stem: result["compare"]["observables"]["G"]} if y is not None else {})),
             "configurations.png": plot_configurations(names)}
@@ -516,8 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     for k, (key, f) in _train_options().items():
         if k == "dataset":
             continue
-        section, name = key.split(".")
-        default = getattr(getattr(defaults, section), name)
+        default = defaults
+        for part in key.split("."):
+            default = getattr(default, part)
         choices = f" {{{','.join(f.metadata['choices'])}}}" if f.metadata.get("choices") else ""
         doc = f.metadata.get("doc") or key
         flag = "--" + k.replace("_", "-")

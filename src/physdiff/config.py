@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import tomllib
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,21 +67,41 @@ class DiffusionConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    arch: str = _f("auto", choices=("auto", "mlp", "unet"), doc="auto: mlp for vectors, unet for images")
+class MLPConfig:
+    """[model.mlp]: the residual MLP (vectors, and lattice fields flattened)."""
+
     width: int = _f(128, lo=1, doc="mlp: hidden width", cli="width")
     depth: int = _f(3, lo=1, doc="mlp: number of residual blocks", cli="depth")
-    time_dim: int = _f(64, lo=2, doc="size of the sinusoidal timestep features")
     fourier_features: int = _f(0, lo=0, doc="random Fourier features of the input; 0 = off")
     fourier_scale: float = _f(1.0, lo=0.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """[model.unet]: the U-Net (images, and lattice fields with model.arch = unet)."""
+
     channels: int = _f(32, lo=1, doc="unet: channels of the first level")
     channel_mult: list = _f([1, 2], doc="unet: channel multiplier per level; len - 1 down-samplings")  # noqa: RUF009
     num_res_blocks: int = _f(1, lo=1, doc="unet: residual blocks per level")
     attention: bool = _f(True, doc="unet: self-attention at the lowest resolution")
     dropout: float = _f(0.0, lo=0.0, hi=1.0, doc="unet: dropout in residual blocks")
     padding: str = _f("zeros", choices=("zeros", "circular"), doc="unet: circular = periodic lattice")
+
+
+FAMILIES = {"mlp": MLPConfig, "unet": UNetConfig}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """[model]: what every network has, and one sub-table per network family. A key of a family
+    written directly in [model] (the layout of version-1 configs) is read into its sub-table."""
+
+    arch: str = _f("auto", choices=("auto", "mlp", "unet"), doc="auto: the data kind's network")
+    time_dim: int = _f(64, lo=2, doc="size of the sinusoidal timestep features")
     symmetry: str = _f("auto", choices=("auto", "none", "odd"),
                        doc="odd: ε(−x) = −ε(x) by construction, so q(x) = q(−x) exactly; auto = the data kind's")
+    mlp: MLPConfig = field(default_factory=MLPConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
 
 
 @dataclass(frozen=True)
@@ -185,8 +205,8 @@ IMAGE_DEFAULTS = {  # images keep ε-prediction (measured in benchmarks/README.m
 # affordable; if model.arch = unet is chosen, a periodic one.
 LATTICE_DEFAULTS = {
     "data": {"n_train": 10_000},
-    "model": {"width": 128, "depth": 3, "padding": "circular", "channels": 16, "channel_mult": [1],
-              "attention": False},
+    "model": {"mlp": {"width": 128, "depth": 3},
+              "unet": {"padding": "circular", "channels": 16, "channel_mult": [1], "attention": False}},
     "train": {"steps": 6000, "batch_size": 512, "lr": 2e-3, "ema_decay": 0.999, "checkpoint_every": 1000},
 }
 
@@ -203,42 +223,85 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
         raise PhysdiffError(f"config version = {version!r} is not supported; this physdiff reads versions "
                             f"1..{CONFIG_VERSION}")
     for dotted, value in (overrides or {}).items():
-        section, key = dotted.split(".", 1)
-        if not isinstance(raw.setdefault(section, {}), dict):
-            raise PhysdiffError(f"config section [{section}] must be a table, got {type(raw[section]).__name__}")
-        raw[section][key] = value
+        *path, key = dotted.split(".")
+        family = next((f for f, c in FAMILIES.items() if key in {x.name for x in fields(c)}), None)
+        if path == ["model"] and family:  # the flat name of a family key (version-1 layout)
+            path = ["model", family]
+        table = raw
+        for i, part in enumerate(path):
+            if not isinstance(table.setdefault(part, {}), dict):
+                raise PhysdiffError(f"config section [{'.'.join(path[:i + 1])}] must be a table, "
+                                    f"got {type(table[part]).__name__}")
+            table[part] = dict(table[part])
+            table = table[part]
+        table[key] = value
+    if isinstance(raw.get("model"), dict):
+        raw["model"] = _nest_families(raw["model"])
     data = raw.get("data", {})
     if isinstance(data, dict) and not data.get("file"):
         defaults = {**dict.fromkeys(IMAGE_DATASETS, IMAGE_DEFAULTS),
                     **dict.fromkeys(LATTICE_DATASETS, LATTICE_DEFAULTS)}.get(data.get("dataset"), {})
         for sname, values in defaults.items():
             if isinstance(raw.setdefault(sname, {}), dict):
-                raw[sname] = values | raw[sname]
+                raw[sname] = _deep_merge(values, raw[sname])
     sections = {}
     for sname, sval in raw.items():
         if sname not in SECTIONS:
             raise PhysdiffError(f"unknown config section [{_show(sname)}]{_suggest(sname, SECTIONS)}; "
                                 f"allowed: {', '.join(SECTIONS)}")
-        if not isinstance(sval, dict):
-            raise PhysdiffError(f"config section [{sname}] must be a table, got {type(sval).__name__}")
-        cls = SECTIONS[sname]
-        known = {f.name: f for f in fields(cls)}
-        values = {}
-        for key, value in sval.items():
-            if key not in known:
-                raise PhysdiffError(f"unknown config key {sname}.{_show(key)}{_suggest(key, known)}; "
-                                    f"allowed in [{sname}]: {', '.join(known)}")
-            values[key] = check_value(f"{sname}.{key}", known[key], value)
-        sections[sname] = cls(**values)
+        sections[sname] = _build(sname, SECTIONS[sname], sval)
     return _check_cross(Config(**sections))
+
+
+def _deep_merge(defaults: dict, given: dict) -> dict:
+    """``given`` over ``defaults``, table by table."""
+    out = dict(defaults)
+    for k, v in given.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _nest_families(model: dict) -> dict:
+    """Move the keys of a network family given directly in [model] into [model.<family>]."""
+    model = dict(model)
+    for family, cls in FAMILIES.items():
+        names = {f.name for f in fields(cls)}
+        flat = {k: model.pop(k) for k in list(model) if k in names}
+        if flat:
+            sub = model.setdefault(family, {})
+            if not isinstance(sub, dict):
+                raise PhysdiffError(f"config section [model.{family}] must be a table, got {type(sub).__name__}")
+            both = sorted(set(flat) & set(sub))
+            if both:
+                raise PhysdiffError(f"model.{both[0]} and model.{family}.{both[0]} are both given; keep one")
+            model[family] = flat | sub
+    return model
+
+
+def _build(where: str, cls, values):
+    """A config dataclass from a table, recursing into sub-tables; unknown keys are errors."""
+    if not isinstance(values, dict):
+        raise PhysdiffError(f"config section [{where}] must be a table, got {type(values).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    out = {}
+    for key, value in values.items():
+        if key not in known:
+            raise PhysdiffError(f"unknown config key {where}.{_show(key)}{_suggest(key, known)}; "
+                                f"allowed in [{where}]: {', '.join(known)}")
+        f = known[key]
+        if is_dataclass(f.default_factory if f.default is MISSING else f.default):
+            out[key] = _build(f"{where}.{key}", f.default_factory, value)
+        else:
+            out[key] = check_value(f"{where}.{key}", f, value)
+    return cls(**out)
 
 
 def _check_cross(cfg: Config) -> Config:
     """Checks that involve several keys; returns cfg with ``data.kind`` resolved."""
     d = cfg.data
-    m = cfg.model.channel_mult
+    m = cfg.model.unet.channel_mult
     if not m or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in m):
-        raise PhysdiffError(f"model.channel_mult = {m!r} must be a non-empty list of integers >= 1")
+        raise PhysdiffError(f"model.unet.channel_mult = {m!r} must be a non-empty list of integers >= 1")
     if d.dataset in ("mnist", "fashion-mnist", "images") and not d.file and not d.folder:
         raise PhysdiffError(f"data.dataset = {d.dataset!r} needs data.folder: the folder of its "
                             + ("PNG images" if d.dataset == "images" else "IDX files"))
@@ -295,11 +358,18 @@ def _toml_value(v) -> str:
 def dump_config(cfg: Config) -> str:
     """The resolved config as TOML text, every field written out, with the format version."""
     lines = ["# physdiff resolved configuration: every default written out", f"version = {CONFIG_VERSION}"]
+    def table(name, values):
+        lines.append(f"\n[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items() if not isinstance(v, dict))
+        for k, v in values.items():
+            if isinstance(v, dict):
+                table(f"{name}.{k}", v)
+
     for sname, values in cfg.to_dict().items():
-        lines.append(f"\n[{sname}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        table(sname, values)
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["IMAGE_DATASETS", "Config", "DataConfig", "DiffusionConfig", "ModelConfig", "TrainConfig",
+__all__ = ["IMAGE_DATASETS", "Config", "DataConfig", "DiffusionConfig", "MLPConfig", "ModelConfig", "TrainConfig",
+           "UNetConfig",
            "config_from_dict", "dump_config", "load_config", "replace"]

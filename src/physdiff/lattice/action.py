@@ -50,6 +50,10 @@ class Phi4:
     def params(self) -> dict:
         return {"model": "phi4", "kappa": self.kappa, "lam": self.lam}
 
+    @property
+    def label(self) -> str:
+        return f"φ⁴, κ = {self.kappa:g}, λ = {self.lam:g}"
+
 
 @dataclass(frozen=True)
 class Ising:
@@ -68,6 +72,10 @@ class Ising:
     @property
     def params(self) -> dict:
         return {"model": "ising", "beta": self.beta}
+
+    @property
+    def label(self) -> str:
+        return f"Ising, β = {self.beta:g}"
 
 
 def free_field_propagator(L: int, kappa: float) -> torch.Tensor:

@@ -26,12 +26,13 @@ def _network(model_cfg, data_shape, num_classes, default_arch):
     arch = default_arch if model_cfg.arch == "auto" else model_cfg.arch
     if arch == "mlp":
         dim = math.prod(data_shape)
-        mlp = ResMLP(dim, width=model_cfg.width, depth=model_cfg.depth, time_dim=model_cfg.time_dim,
-                     fourier_features=model_cfg.fourier_features, fourier_scale=model_cfg.fourier_scale,
-                     num_classes=num_classes)
+        m = model_cfg.mlp
+        mlp = ResMLP(dim, width=m.width, depth=m.depth, time_dim=model_cfg.time_dim,
+                     fourier_features=m.fourier_features, fourier_scale=m.fourier_scale, num_classes=num_classes)
         return mlp if len(data_shape) == 1 else Flattened(mlp, data_shape)
     if len(data_shape) != 3:
         raise PhysdiffError(f"model.arch = 'unet' needs images (C, H, W), got shape {data_shape}")
-    return UNet(data_shape[0], channels=model_cfg.channels, channel_mult=tuple(model_cfg.channel_mult),
-                num_res_blocks=model_cfg.num_res_blocks, attention=model_cfg.attention, dropout=model_cfg.dropout,
-                padding=model_cfg.padding, time_dim=model_cfg.time_dim, num_classes=num_classes)
+    u = model_cfg.unet
+    return UNet(data_shape[0], channels=u.channels, channel_mult=tuple(u.channel_mult), num_res_blocks=u.num_res_blocks,
+                attention=u.attention, dropout=u.dropout, padding=u.padding, time_dim=model_cfg.time_dim,
+                num_classes=num_classes)

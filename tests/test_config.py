@@ -1,0 +1,53 @@
+"""Configuration: network-family sub-tables, versions, old run directories."""
+
+import pytest
+
+from physdiff.config import CONFIG_VERSION, config_from_dict, dump_config, load_config
+from physdiff.errors import PhysdiffError
+
+VERSION_1 = """# a config.toml written before version 2: no version key, family keys flat in [model]
+[data]
+dataset = "moons"
+[diffusion]
+prediction = "eps"
+[model]
+arch = "auto"
+width = 48
+depth = 2
+channels = 16
+padding = "circular"
+[train]
+steps = 10
+"""
+
+
+def test_version_1_layout_loads_into_sub_tables(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(VERSION_1)
+    cfg = load_config(path)
+    assert (cfg.model.mlp.width, cfg.model.mlp.depth) == (48, 2)
+    assert (cfg.model.unet.channels, cfg.model.unet.padding) == (16, "circular")
+    assert cfg.diffusion.prediction == "eps" and cfg.data.kind == "toy"  # kind resolved from the dataset
+    text = dump_config(cfg)
+    assert text.splitlines()[1] == f"version = {CONFIG_VERSION}" and "[model.mlp]" in text and "[model.unet]" in text
+    again = tmp_path / "again.toml"
+    again.write_text(text)
+    assert load_config(again) == cfg  # written configs round-trip
+
+
+def test_family_keys_by_either_name_and_clear_errors():
+    assert config_from_dict({}, {"model.width": 7}).model.mlp.width == 7
+    assert config_from_dict({}, {"model.mlp.width": 9}).model.mlp.width == 9
+    assert config_from_dict({}).with_overrides({"model.depth": 5}).model.mlp.depth == 5
+    with pytest.raises(PhysdiffError, match=r"model\.width and model\.mlp\.width are both given"):
+        config_from_dict({"model": {"width": 1, "mlp": {"width": 2}}})
+    with pytest.raises(PhysdiffError, match=r"unknown config key model.unet.chanels \(did you mean 'channels'\?\)"):
+        config_from_dict({"model": {"unet": {"chanels": 2}}})
+    with pytest.raises(PhysdiffError, match="config version = 99 is not supported"):
+        config_from_dict({"version": 99})
+
+
+def test_lattice_defaults_merge_table_by_table():
+    cfg = config_from_dict({"data": {"dataset": "phi4"}, "model": {"unet": {"channels": 8}}})
+    assert cfg.model.unet.channels == 8 and cfg.model.unet.padding == "circular"  # the other defaults stay
+    assert cfg.data.kind == "lattice" and cfg.model.mlp.width == 128
