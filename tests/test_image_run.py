@@ -107,8 +107,10 @@ def test_cli_image_run(run, tmp_path, cache, monkeypatch, capsys):
     assert {"fcd", "precision", "recall", "memorisation_share", "conditional_accuracy"} <= set(report["metrics"])
     assert report["guidance"] == 0.5
     for argv, words in (
-            (["sample", str(run.path), "--class", "10", "--out", str(out)], "class 10 is out of range"),
-            (["sample", str(run.path), "--n", "4", "--out", str(out), "--png", str(tmp_path / "x.jpg")], "--png"),
+            (["sample", str(run.path), "--class", "10", "--out", str(tmp_path / "n.npy")], "class 10 is out of range"),
+            (["sample", str(run.path), "--n", "4", "--out", str(tmp_path / "n.npy"), "--png", str(tmp_path / "x.jpg")],
+             "--png"),
+            (["sample", str(run.path), "--n", "4", "--out", str(out)], "already exists; add --overwrite"),
             (["evaluate", str(run.path), "--nll"], "vector data only")):
         assert main(argv) == 2
         assert words in capsys.readouterr().err
