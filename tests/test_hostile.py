@@ -1,0 +1,96 @@
+"""The second round of hostile input: never lose a user's file, never show a traceback."""
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from physdiff.cli import main
+
+TINY = ["--steps", "20", "--width", "8", "--timesteps", "30", "--n-train", "64", "--batch-size", "32",
+        "--checkpoint-every", "10", "--device", "cpu", "--no-progress"]
+
+
+def _err(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("physdiff: error: "), err
+    return err
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hostile") / "run"
+    assert main(["train", "--dataset", "moons", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_outputs_are_never_replaced_or_named_twice(run, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    out.write_bytes(b"user data")
+    assert "already exists" in _err(capsys, ["sample", str(run), "--n", "4", "--out", str(out)])
+    assert out.read_bytes() == b"user data"
+    assert "named twice" in _err(capsys, ["sample", str(run), "--n", "4", "--out", str(tmp_path / "a.npy"),
+                                          "--trajectory", str(tmp_path / "a.npy")])
+    assert not (tmp_path / "a.npy").exists()
+    assert "already exists" in _err(capsys, ["data", "moons", "--out", str(out)])
+    assert main(["data", "moons", "--n", "20", "--out", str(out), "--overwrite"]) == 0
+
+
+def test_demo_never_deletes_a_users_folder(tmp_path, capsys):
+    (tmp_path / "myrun").mkdir()
+    (tmp_path / "notes.txt").write_text("keep me")
+    assert "not an earlier demo" in _err(capsys, ["demo", "--out", str(tmp_path), "--steps", "1", "--n", "10"])
+    assert (tmp_path / "notes.txt").read_text() == "keep me" and (tmp_path / "myrun").is_dir()
+
+
+def test_outputs_follow_the_umask(run, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "u.npy")]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "u.npy").stat().st_mode) == 0o644
+
+
+def test_resume_refusals_and_forms(run, tmp_path, capsys):
+    assert "already at step 20" in _err(capsys, ["train", "--resume", str(run), "--steps", "10"])
+    (run / ".state.safetensors.x.tmp").write_bytes(b"left by kill -9")
+    assert main(["train", "--resume", str(run), "--steps", "30", "--no-progress"]) == 0  # the form RUN
+    assert not (run / ".state.safetensors.x.tmp").exists()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.toml").write_text((run / "config.toml").read_text())
+    assert "no training state" in _err(capsys, ["train", "--resume", "--out", str(broken)])
+
+
+def test_os_errors_and_odd_values_are_one_line(run, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if not os.access(ro, os.W_OK):  # root ignores permissions
+            assert "cannot write" in _err(capsys, ["sample", str(run), "--n", "4", "--out", str(ro / "s.npy")])
+    finally:
+        ro.chmod(0o700)
+    assert "2**63" in _err(capsys, ["sample", str(run), "--seed", str(2**64), "--out", str(tmp_path / "a.npy")])
+    assert "at least 2 samples" in _err(capsys, ["evaluate", str(run), "--n", "1"])
+    assert "--lr = -0.001 is out of range" in _err(capsys, ["train", "--dataset", "moons", "--lr", "-1e-3",
+                                                                 "--out", str(tmp_path / "r")])
+    assert "is a folder" in _err(capsys, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r2")])
+    huge = tmp_path / "huge.npy"
+    np.save(huge, np.full((40, 2), 1e39))
+    assert "beyond ±1e+30" in _err(capsys, ["train", "--data", str(huge), "--out", str(tmp_path / "r3")])
+    assert not (tmp_path / "r3").exists()
+
+
+def test_failed_training_leaves_nothing(tmp_path, capsys, monkeypatch):
+    from physdiff import diffusion as dif
+
+    monkeypatch.setattr(dif, "training_loss", lambda *a, **k: a[1].sum(dim=tuple(range(1, a[1].dim()))) * np.nan)
+    args = [a if a != "10" else "100" for a in TINY]  # no checkpoint before the divergence is found
+    err = _err(capsys, ["train", "--dataset", "moons", "--out", str(tmp_path / "bad"), *args])
+    assert "no checkpoint had been written, so the run is removed" in err
+    assert not (tmp_path / "bad").exists()
