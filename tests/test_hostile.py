@@ -94,3 +94,14 @@ def test_failed_training_leaves_nothing(tmp_path, capsys, monkeypatch):
     err = _err(capsys, ["train", "--dataset", "moons", "--out", str(tmp_path / "bad"), *args])
     assert "no checkpoint had been written, so the run is removed" in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_sizes_and_file_formats_refused_up_front(run, tmp_path, capsys):
+    assert "GiB" in _err(capsys, ["sample", str(run), "--n", str(10**12), "--out", str(tmp_path / "a.npy")])
+    assert "must be <= 100000" in _err(capsys, ["train", "--timesteps", "1000000000", "--out", str(tmp_path / "r")])
+    text = tmp_path / "t.npy"
+    text.write_text("1,2\n3,4\n")
+    assert "not a NumPy .npy file" in _err(capsys, ["train", "--data", str(text), "--out", str(tmp_path / "r")])
+    empty = tmp_path / "e.csv"
+    empty.write_text("x,y\n")
+    assert "rows" in _err(capsys, ["train", "--data", str(empty), "--out", str(tmp_path / "r")])  # one line, no warning

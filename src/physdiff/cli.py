@@ -210,6 +210,7 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
     from .run import LoadedRun
 
     run = LoadedRun(args.run, weights=args.weights, device=device)
+    _check_memory(args.n * math.prod(run.data_shape) * 4 * (3 if args.trajectory else 2), f"--n {args.n} samples")
     if run.kind.name == "lattice":
         from .lattice.ensemble import sidecar
 
@@ -381,6 +382,19 @@ def cmd_plot(args) -> None:
     for fname, fig in figures(run, args.n, args.seed, guidance=args.guidance).items():
         save_figure(fig, run.path / fname)
         print(f"wrote {run.path / fname}")
+
+
+def _check_memory(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, a result that cannot fit in this machine's memory."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if nbytes > total:
+        raise PhysdiffError(f"{what} need about {nbytes / 2**30:.1f} GiB, more than this machine's "
+                            f"{total / 2**30:.1f} GiB of memory; ask for fewer (several files, or a smaller --n)")
 
 
 def _new_output(path: Path, overwrite: bool, *others: Path) -> Path:

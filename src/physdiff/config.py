@@ -44,7 +44,8 @@ class DataConfig:
     folder: str = _f("", doc="folder of the IDX files (mnist, fashion-mnist) or PNG images (images)", cli="folder")
     download: bool = _f(False, doc="fetch the IDX files of mnist / fashion-mnist into `folder` if missing")
     conditional: bool = _f(True, doc="condition on class labels when the dataset has them")
-    n_train: int = _f(100_000, lo=16, doc="size of the training set drawn from a toy dataset", cli="n_train")
+    n_train: int = _f(100_000, lo=16, hi=50_000_000, cli="n_train",
+                      doc="size of the training set drawn from a toy dataset")
     seed: int = _f(0, lo=0, hi=2**63 - 1, doc="seed of the toy (or lattice Monte Carlo) training set")
     L: int = _f(8, lo=2, cli="L", doc="lattice datasets (phi4, ising): the lattice is L×L, periodic")
     kappa: float = _f(0.2705, lo=0.0, cli="kappa", doc="phi4: hopping parameter κ")
@@ -56,7 +57,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    timesteps: int = _f(1000, lo=1, doc="T, the number of diffusion steps", cli="timesteps")
+    timesteps: int = _f(1000, lo=1, hi=100_000, doc="T, the number of diffusion steps", cli="timesteps")
     schedule: str = _f("linear", choices=SCHEDULES, cli="schedule")
     prediction: str = _f("v", choices=PREDICTIONS, cli="prediction",
                          doc="what the network predicts; v (Salimans & Ho 2022) keeps x̂₀ bounded at t = T, "
@@ -70,9 +71,9 @@ class DiffusionConfig:
 class MLPConfig:
     """[model.mlp]: the residual MLP (vectors, and lattice fields flattened)."""
 
-    width: int = _f(128, lo=1, doc="mlp: hidden width", cli="width")
-    depth: int = _f(3, lo=1, doc="mlp: number of residual blocks", cli="depth")
-    fourier_features: int = _f(0, lo=0, doc="random Fourier features of the input; 0 = off")
+    width: int = _f(128, lo=1, hi=65_536, doc="mlp: hidden width", cli="width")
+    depth: int = _f(3, lo=1, hi=1000, doc="mlp: number of residual blocks", cli="depth")
+    fourier_features: int = _f(0, lo=0, hi=65_536, doc="random Fourier features of the input; 0 = off")
     fourier_scale: float = _f(1.0, lo=0.0, lo_open=True)
 
 
@@ -80,7 +81,7 @@ class MLPConfig:
 class UNetConfig:
     """[model.unet]: the U-Net (images, and lattice fields with model.arch = unet)."""
 
-    channels: int = _f(32, lo=1, doc="unet: channels of the first level")
+    channels: int = _f(32, lo=1, hi=4096, doc="unet: channels of the first level")
     channel_mult: list = _f([1, 2], doc="unet: channel multiplier per level; len - 1 down-samplings")  # noqa: RUF009
     num_res_blocks: int = _f(1, lo=1, doc="unet: residual blocks per level")
     attention: bool = _f(True, doc="unet: self-attention at the lowest resolution")
@@ -97,7 +98,7 @@ class ModelConfig:
     written directly in [model] (the layout of version-1 configs) is read into its sub-table."""
 
     arch: str = _f("auto", choices=("auto", "mlp", "unet"), doc="auto: the data kind's network")
-    time_dim: int = _f(64, lo=2, doc="size of the sinusoidal timestep features")
+    time_dim: int = _f(64, lo=2, hi=65_536, doc="size of the sinusoidal timestep features")
     symmetry: str = _f("auto", choices=("auto", "none", "odd"),
                        doc="odd: ε(−x) = −ε(x) by construction, so q(x) = q(−x) exactly; auto = the data kind's")
     mlp: MLPConfig = field(default_factory=MLPConfig)
@@ -107,7 +108,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = _f(6000, lo=1, cli="steps")
-    batch_size: int = _f(512, lo=1, cli="batch_size")
+    batch_size: int = _f(512, lo=1, hi=2**20, cli="batch_size")
     lr: float = _f(2e-3, lo=0.0, lo_open=True, doc="peak learning rate of AdamW", cli="lr")
     warmup: int = _f(200, lo=0, doc="linear warm-up steps, then cosine decay")
     lr_min_ratio: float = _f(0.05, lo=0.0, hi=1.0, doc="final lr as a fraction of the peak")

@@ -69,6 +69,10 @@ def load_array(path: str | Path, *, min_rows: int = MIN_ROWS) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
+            with open(path, "rb") as fh:
+                if fh.read(6) != b"\x93NUMPY":
+                    raise PhysdiffError(f"data file {str(path)!r} is not a NumPy .npy file (no .npy header); "
+                                        "save it with numpy.save, or give a .csv")
             arr = np.load(path, allow_pickle=False)
         elif suffix == ".csv":
             arr = _read_csv(path)
@@ -103,7 +107,11 @@ def _read_csv(path: Path) -> np.ndarray:
         skip = 0
     except ValueError:
         skip = 1  # a header line
-    arr = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy's "empty input" warning: the row check below says it in one line
+        arr = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64)
     return arr
 
 
