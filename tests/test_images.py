@@ -114,6 +114,10 @@ def test_png_folder(tmp_path):
     (tmp_path / "img" / "dog" / "odd.png").unlink()
     with pytest.raises(PhysdiffError, match="could not be read as PNG"):
         load_png_folder(tmp_path / "img")
+    (tmp_path / "img" / "dog" / "bad.png").unlink()
+    (tmp_path / "img" / "empty").mkdir()  # an empty class folder is refused, never silently a class
+    with pytest.raises(PhysdiffError, match="holds no PNG image; every subfolder"):
+        load_png_folder(tmp_path / "img")
 
 
 def test_digits_split_is_fixed_and_stratified():

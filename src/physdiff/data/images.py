@@ -21,6 +21,7 @@ from ..errors import PhysdiffError
 IMAGE_DATASETS = ("digits", "mnist", "fashion-mnist", "images")
 
 # The standard IDX files (LeCun et al. 1998; Xiao et al. 2017) and the usual mirrors.
+MAX_IDX_CLASSES = 1000  # labels beyond this are a corrupt file, not a dataset
 IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
              "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
 IDX_URLS = {"mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -159,7 +160,11 @@ def load_idx_dataset(name: str, folder: str | Path, *, download: bool = False) -
     if arrays["train_x"].shape[1:] != arrays["test_x"].shape[1:]:
         raise PhysdiffError(f"{name} train and test images differ in size: {arrays['train_x'].shape[1:]} vs "
                             f"{arrays['test_x'].shape[1:]}")
-    k = int(max(arrays["train_y"].max(), arrays["test_y"].max())) + 1
+    labels = np.concatenate([arrays["train_y"], arrays["test_y"]]).astype(np.int64)
+    if labels.min() < 0 or labels.max() > MAX_IDX_CLASSES - 1:
+        raise PhysdiffError(f"{name} labels run from {labels.min()} to {labels.max()}; IDX class labels must be "
+                            f"0..{MAX_IDX_CLASSES - 1} (corrupt or foreign label file?)")
+    k = int(labels.max()) + 1
     names = FASHION_CLASSES if name == "fashion-mnist" and k == 10 else tuple(str(i) for i in range(k))
 
     def pixels(a):
@@ -191,6 +196,10 @@ def load_png_folder(folder: str | Path, *, test_fraction: float = 0.1) -> ImageD
         raise PhysdiffError(f"image folder {str(folder or '')!r} does not exist (set data.folder)")
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if subdirs:
+        empty = [d.name for d in subdirs if not any(f.suffix.lower() in PNG_SUFFIXES for f in d.iterdir())]
+        if empty:  # a class with no image would be a class the model can never learn: refuse, never drop
+            raise PhysdiffError(f"class folder {str(folder / empty[0])!r} holds no PNG image; every subfolder of "
+                                f"{str(folder)!r} is a class: add images or remove it")
         classes = tuple(p.name for p in subdirs)
         files = [(f, k) for k, d in enumerate(subdirs) for f in sorted(d.iterdir()) if f.suffix.lower() in PNG_SUFFIXES]
     else:
