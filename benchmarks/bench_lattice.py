@@ -31,7 +31,6 @@ from physdiff.lattice.action import Ising, Phi4
 from physdiff.lattice.mc import run_mcmc
 from physdiff.lattice.observables import SCALARS, as_table, measure, primaries
 from physdiff.plots import plot_configurations, plot_correlator, plot_lattice_histograms, plot_log_weights
-from physdiff.stats import gamma_method
 
 
 def z(a, b):
@@ -87,16 +86,14 @@ def main():
                             "raw_z": {k: z(raw[k], row["reference"]["observables"][k]) for k in SCALARS}}
         figs = {}
         if model == "phi4":
-            action = theory.action(torch.from_numpy(x)).numpy()
-            log_w = es.log_weights(action, run.last_log_prob)
-            idx, acc = es.independence_metropolis(log_w, seed=0)
-            chain = x[idx]
+            chain, info = es.metropolis_chain(theory, x, run.last_log_prob, seed=0)
             mh = as_table(measure(chain, theory))
-            m = chain.reshape(len(chain), -1).mean(1)
             row["diffusion"] |= {"metropolis": mh, "metropolis_z": {k: z(mh[k], row["reference"]["observables"][k])
                                                                     for k in SCALARS},
-                                 "acceptance": acc, **es.summary(log_w),
-                                 "tau_int_m": gamma_method(m).tau_int, "tau_int_abs_m": gamma_method(np.abs(m)).tau_int}
+                                 "acceptance": info["acceptance"], "ess_per_sample": info["ess_per_sample"],
+                                 "ess_per_sample_error": info["ess_per_sample_error"],
+                                 "tau_int_m": info["tau_int_m_chain"], "tau_int_abs_m": info["tau_int_abs_m_chain"]}
+            action = theory.action(torch.from_numpy(x)).numpy()
             figs["lattice_weights.png"] = plot_log_weights(action, run.last_log_prob,
                                                            f"{theory.label}, L = {L}: diffusion proposals")
         # cost per effectively independent configuration (τ in saved configurations)
@@ -109,12 +106,11 @@ def main():
             row["cost_per_independent_s"]["diffusion_mh_sampling"] = cost(sample_s, args.n, d["tau_int_abs_m"])
             row["cost_per_independent_s"]["diffusion_mh_with_training"] = cost(sample_s + train_s, args.n,
                                                                                d["tau_int_abs_m"])
-        label = "energy density $E/V$" if model == "ising" else "action density $S/V$"
         sets = {"Monte Carlo": ref[: args.n], "diffusion (raw)": x}
         if model == "phi4":
             sets["diffusion + Metropolis"] = chain
         figs["lattice_histograms.png"] = plot_lattice_histograms({k: primaries(v, theory) for k, v in sets.items()},
-                                                                 label, f"{theory.label}, L = {L}")
+                                                                 theory.density_label, f"{theory.label}, L = {L}")
         corr = {"Monte Carlo": row["reference"]["observables"]["G"], "diffusion (raw)": raw["G"]}
         if model == "phi4":
             corr["diffusion + Metropolis"] = row["diffusion"]["metropolis"]["G"]

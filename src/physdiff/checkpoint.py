@@ -75,14 +75,15 @@ def clear_stale_temporaries(folder: str | Path) -> list[str]:
     return removed
 
 
-def save_npy(path: str | Path, array) -> None:
-    """A float32 .npy file, written atomically (the exchange format of samples and latents)."""
+def save_npy(path: str | Path, array, dtype: str = "float32") -> None:
+    """A .npy file, written atomically: float32 for samples and latents (the exchange format),
+    float64 for log-densities."""
     import io
 
     import numpy as np
 
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array, dtype=np.float32))
+    np.save(buf, np.ascontiguousarray(array, dtype=dtype))
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -190,10 +190,7 @@ def cmd_sample(args) -> None:
     png_out = Path(args.png) if args.png else None
     if png_out is not None and (png_out.suffix.lower() != ".png" or not png_out.parent.is_dir()):
         raise PhysdiffError(f"--png {args.png!r} must end in .png, in an existing folder")
-    _new_output(out, args.overwrite, traj_out, logp_out, png_out)
-    for i, extra in enumerate((traj_out, logp_out, png_out)):
-        if extra is not None:
-            _new_output(extra, args.overwrite, *(p for j, p in enumerate((traj_out, logp_out, png_out)) if j > i))
+    _new_outputs(args.overwrite, out, traj_out, logp_out, png_out)
     # under torchrun each process draws a contiguous share of the indices; rank 0 writes them all
     device, created = dist.init(resolve_device(args.device))
     try:
@@ -217,10 +214,10 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
         _new_output(sidecar(out), args.overwrite)  # the ensemble's parameters go beside it
     if png_out is not None and not run.is_image:
         raise PhysdiffError(f"--png needs an image run; this run's data have shape {run.data_shape}")
-    sargs = _sampler_args(args, run)
     if args.metropolis:
         _check_metropolis(run, args)
-        sargs = _sampler_args(argparse.Namespace(**(vars(args) | {"sampler": "ode"})), run)
+        args.sampler = "ode"  # the only sampler with an exact density
+    sargs = _sampler_args(args, run)
     if logp_out is not None or args.metropolis:
         if sargs["sampler"] != "ode":
             raise PhysdiffError("--log-prob needs --sampler ode: only the probability-flow ODE has an exact density")
@@ -246,7 +243,9 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
         info = {"params": _lattice_theory(run).params, "generator": f"physdiff sample {args.run}", "chains": 1,
                 "sampler": sargs}
         if args.metropolis:
-            x, mh = _metropolis(run, x, logp, args.seed)
+            from .lattice.exact_sampler import metropolis_chain
+
+            x, mh = metropolis_chain(_lattice_theory(run), x, logp, args.seed)
             info |= mh
             extra = (f"; Metropolis acceptance {mh['acceptance']:.3f}, ESS/N {mh['ess_per_sample']:.3f} ± "
                      f"{mh['ess_per_sample_error']:.3f}")
@@ -268,13 +267,7 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
         save_npy(traj_out, traj)
         msg += f"; trajectory {traj.shape} at t = {kept} to {traj_out}"
     if logp_out:
-        import io
-
-        from .checkpoint import atomic_write_bytes
-
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(logp, dtype=np.float64))
-        atomic_write_bytes(logp_out, buf.getvalue())
+        save_npy(logp_out, logp, dtype="float64")
         msg += f"; log-densities (nats, data units) to {logp_out}"
     print(msg + extra)
 
@@ -292,28 +285,6 @@ def _check_metropolis(run, args) -> None:
     if run.cfg.data.dataset == "ising":
         raise PhysdiffError("--metropolis is not available for Ising runs: a continuous model read through the sign "
                             "of its samples has no density on ±1 spins; compare its raw observables with Wolff")
-
-
-def _metropolis(run, proposals: np.ndarray, log_q: np.ndarray, seed: int):
-    """The independence Metropolis–Hastings chain built from the proposals and their exact log q."""
-    import torch
-
-    from .lattice import exact_sampler as es
-    from .stats import gamma_method
-
-    theory = _lattice_theory(run)
-    action = theory.action(torch.from_numpy(proposals.astype(np.float64))).numpy()
-    log_w = es.log_weights(action, log_q)
-    idx, acc = es.independence_metropolis(log_w, seed)
-    chain = proposals[idx]
-    m = chain.reshape(len(chain), -1).mean(1)
-    V = m.size and chain[0].size
-    pm = proposals.reshape(len(proposals), -1).mean(1)
-    info = {"metropolis": True, "acceptance": acc, **es.summary(log_w, seed),
-            "tau_int_m_chain": gamma_method(m).tau_int, "tau_int_abs_m_chain": gamma_method(np.abs(m)).tau_int,
-            "reweighted": es.reweighted({"abs_m": np.abs(pm), "chi2": V * pm**2, "action_density": action / V},
-                                        log_w)}
-    return chain, info
 
 
 def _check_guidance(args, run) -> None:
@@ -397,16 +368,23 @@ def _check_memory(nbytes: int, what: str) -> None:
                             f"{total / 2**30:.1f} GiB of memory; ask for fewer (several files, or a smaller --n)")
 
 
-def _new_output(path: Path, overwrite: bool, *others: Path) -> Path:
-    """Refuse an existing output unless overwrite, and one path named twice by a command."""
+def _new_output(path: Path, overwrite: bool) -> Path:
+    """Refuse an output that is a folder, or that exists unless ``overwrite``."""
     if path.is_dir():
         raise PhysdiffError(f"output {str(path)!r} is a folder; give a file name")
     if path.exists() and not overwrite:
         raise PhysdiffError(f"output {str(path)!r} already exists; add --overwrite to replace it")
-    for other in others:
-        if other is not None and other.resolve() == path.resolve():
-            raise PhysdiffError(f"{str(path)!r} is named twice as an output; give each output its own file")
     return path
+
+
+def _new_outputs(overwrite: bool, *paths: Path | None) -> None:
+    """:func:`_new_output` for each given path, and no path named twice by one command."""
+    seen = set()
+    for path in (p for p in paths if p is not None):
+        _new_output(path, overwrite)
+        if path.resolve() in seen:
+            raise PhysdiffError(f"{str(path)!r} is named twice as an output; give each output its own file")
+        seen.add(path.resolve())
 
 
 def cmd_mcmc(args) -> None:
@@ -432,9 +410,11 @@ def cmd_mcmc(args) -> None:
 
 
 def cmd_observables(args) -> None:
-    from .lattice.ensemble import load_ensemble
-    from .lattice.observables import SCALARS, as_table, compare, measure, theory_from_params
+    from .lattice.ensemble import load_ensemble, theory_from_params
+    from .lattice.observables import SCALARS, as_table, compare, measure
 
+    if args.plot and not Path(args.plot).is_dir():
+        raise PhysdiffError(f"--plot {args.plot!r} must be an existing folder")
     x, info = load_ensemble(args.ensemble)
     theory = theory_from_params(info["params"])
     table = as_table(measure(x, theory, chains=int(info.get("chains", 1))))
@@ -469,20 +449,18 @@ def cmd_observables(args) -> None:
 
 def _observable_figures(args, x, theory, result, y) -> None:
     from .checkpoint import save_figure
-    from .lattice.action import Ising
     from .lattice.observables import primaries
     from .plots import plot_configurations, plot_correlator, plot_lattice_histograms
 
     folder = Path(args.plot)
-    if not folder.is_dir():
-        raise PhysdiffError(f"--plot {args.plot!r} must be an existing folder")
     names = {Path(args.ensemble).stem: x} | ({Path(args.compare).stem: y} if y is not None else {})
-    label = "energy density $E/V$" if isinstance(theory, Ising) else "action density $S/V$"
-    figs = {"histograms.png": plot_lattice_histograms({k: primaries(v, theory) for k, v in names.items()}, label,
+    figs = {"histograms.png": plot_lattice_histograms({k: primaries(v, theory) for k, v in names.items()},
+                                                      theory.density_label,
                                                       f"{theory.label}, L = {x.shape[-1]}"),
             "correlator.png": plot_correlator({Path(args.ensemble).stem: result["observables"]["G"]} | (
-                {Path(args.compare).stem: result["compare"]["observables"]["G"]} if y is not None else {})),
-            "configurations.png": plot_configurations(names)}
+                {Path(args.compare).stem: result["compare"]["observables"]["G"]} if y is not None else {}),
+                f"{theory.label}, L = {x.shape[-1]}: connected two-point function"),
+            "configurations.png": plot_configurations(names, title=f"{theory.label}, L = {x.shape[-1]}: configurations")}
     for fname, fig in figs.items():
         save_figure(fig, folder / fname)
         print(f"wrote {folder / fname}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.images import IMAGE_DATASETS
-from .data.kinds import LATTICE_DATASETS, NORMALIZATIONS, resolve_kind
+from .data.kinds import KIND_NAMES, LATTICE_DATASETS, NORMALIZATIONS, resolve_kind
 from .diffusion import LOSSES, PREDICTIONS, VARIANCES
 from .errors import PhysdiffError
 from .schedule import SCHEDULES
@@ -35,7 +35,7 @@ class DataConfig:
     dataset: str = _f("spiral", doc="toy dataset name, or an image set: digits, mnist, fashion-mnist, images; "
                       "ignored when `file` is set", cli="dataset")
     file: str = _f("", doc="path of a (N, D) .npy or .csv file of the user's data; '' = use `dataset`")
-    kind: str = _f("auto", choices=("auto", "toy", "file", "image", "lattice"),
+    kind: str = _f("auto", choices=("auto", *KIND_NAMES),
                    doc="kind of data (normalisation, clipping, default network and sampler); auto = from "
                    "dataset and file, written out resolved")
     normalization: str = _f("auto", choices=NORMALIZATIONS,

@@ -62,6 +62,14 @@ def covariance_error(x, cov) -> float:
     return float(np.linalg.norm(np.cov(np.asarray(x), rowvar=False).reshape(np.shape(cov)) - np.asarray(cov)))
 
 
+def far_outliers(x: np.ndarray, lo, hi, margin: float) -> np.ndarray:
+    """(N,) bool: rows of x (N, ...) with a value outside [lo − m·w, hi + m·w], w = hi − lo,
+    m = ``margin`` (lo, hi: scalars or per-dimension arrays broadcastable to a row)."""
+    w = np.asarray(hi) - np.asarray(lo)
+    out = (x < lo - margin * w) | (x > hi + margin * w)
+    return out.reshape(len(x), -1).any(1)
+
+
 def compare(samples: np.ndarray, references: list[np.ndarray], floor_references: list[np.ndarray], *,
             toy=None, n_projections: int = 512, seed: int = 0) -> dict[str, dict[str, float]]:
     """Every metric of ``samples`` against true sets, each beside its noise floor.

@@ -121,10 +121,6 @@ def hutchinson_divergence(fn, x: torch.Tensor, probes: torch.Tensor) -> tuple[to
     return out.detach(), est
 
 
-def _step_table(u0: float, u1: float, steps: int, device) -> torch.Tensor:
-    return torch.linspace(u0, u1, steps + 1, dtype=torch.float64, device=device)
-
-
 def integrate(model, sched: Schedule, x: torch.Tensor, *, direction: str, prediction: str = "eps", cond=None,
               log_prob: bool = False, method: str = DEFAULT_METHOD, rtol: float = 1e-5, atol: float = 1e-5,
               steps: int = DEFAULT_STEPS, divergence: str = "auto", probes: int = 1, seed: int = 0,

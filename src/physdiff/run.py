@@ -182,9 +182,10 @@ class LoadedRun:
         OUTLIER_MARGIN widths of the range beyond either end (fresh data essentially never do)."""
         if self.data_range is None or self.kind.value_range is not None or self._warned_outliers:
             return
+        from .metrics import far_outliers
+
         lo, hi = self.data_range
-        w = hi - lo
-        far = ((x < lo - OUTLIER_MARGIN * w) | (x > hi + OUTLIER_MARGIN * w)).reshape(len(x), -1).any(1)
+        far = far_outliers(x, lo, hi, OUTLIER_MARGIN)
         if far.any():
             import warnings
 

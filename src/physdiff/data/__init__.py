@@ -150,7 +150,7 @@ class Normalizer:
     def fit(cls, name: str, x: np.ndarray) -> Normalizer:
         """The normaliser ``name`` (standard, scalar or pixel) for training data x: (N, ...)."""
         if name == "standard":
-            return cls.standardize(x.reshape(len(x), -1)) if x.ndim == 2 else cls.standardize(x)
+            return cls.standardize(x)
         if name == "scalar":
             return cls.scalar(x)
         if name == "pixel":

@@ -15,10 +15,9 @@ def outlier_share(x: np.ndarray, reference: np.ndarray, margin: float = OUTLIER_
     """Share of rows of x (N, D) with a coordinate outside the box [lo - m·w, hi + m·w] of the
     reference set (lo, hi its per-dimension min and max, w = hi - lo, m = ``margin``). A fresh
     true set of Gaussian data of 5000 points has w ≈ 7.4σ: its share is ~0."""
-    lo, hi = reference.min(0), reference.max(0)
-    w = hi - lo
-    out = (x < lo - margin * w) | (x > hi + margin * w)
-    return float(out.reshape(len(x), -1).any(1).mean())
+    from ..metrics import far_outliers
+
+    return float(far_outliers(x, reference.min(0), reference.max(0), margin).mean())
 
 
 def evaluate(run, n: int = 5000, seed: int = 0, samples: np.ndarray | None = None, *,

@@ -54,6 +54,8 @@ class Phi4:
     def label(self) -> str:
         return f"φ⁴, κ = {self.kappa:g}, λ = {self.lam:g}"
 
+    density_label = "action density $S/V$"
+
 
 @dataclass(frozen=True)
 class Ising:
@@ -76,6 +78,8 @@ class Ising:
     @property
     def label(self) -> str:
         return f"Ising, β = {self.beta:g}"
+
+    density_label = "energy density $E/V$"
 
 
 def free_field_propagator(L: int, kappa: float) -> torch.Tensor:

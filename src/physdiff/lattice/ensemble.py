@@ -14,20 +14,27 @@ from ..errors import PhysdiffError
 from .action import Ising, Phi4
 
 
+def _coupling(name: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+        raise PhysdiffError(f"{name} = {v!r} must be a finite number >= 0")
+    return float(v)
+
+
+def theory_from_params(params: dict):
+    """Phi4 or Ising from {"model": ..., couplings} (an ensemble's JSON), every value checked."""
+    model = params.get("model")
+    if model == "phi4":
+        return Phi4(_coupling("kappa", params.get("kappa")), _coupling("lam", params.get("lam")))
+    if model == "ising":
+        return Ising(_coupling("beta", params.get("beta")))
+    raise PhysdiffError(f"unknown lattice model {model!r}; allowed: phi4, ising")
+
+
 def check_theory_params(model: str, L: int, kappa=None, lam=None, beta=None):
-    """The theory the parameters name, or a PhysdiffError naming the bad value."""
+    """The theory the parameters name on an L×L lattice, or a PhysdiffError naming the bad value."""
     if not isinstance(L, int) or L < 2:
         raise PhysdiffError(f"L = {L!r} is out of range; the lattice needs L >= 2")
-    if model == "phi4":
-        for name, v in (("kappa", kappa), ("lam", lam)):
-            if v is None or not math.isfinite(v) or v < 0:
-                raise PhysdiffError(f"{name} = {v!r} must be a finite number >= 0")
-        return Phi4(float(kappa), float(lam))
-    if model == "ising":
-        if beta is None or not math.isfinite(beta) or beta < 0:
-            raise PhysdiffError(f"beta = {beta!r} must be a finite number >= 0")
-        return Ising(float(beta))
-    raise PhysdiffError(f"unknown lattice model {model!r}; allowed: phi4, ising")
+    return theory_from_params({"model": model, "kappa": kappa, "lam": lam, "beta": beta})
 
 
 def sidecar(path: str | Path) -> Path:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..stats import derived, kish_ess
+from ..stats import derived, gamma_method, kish_ess
 
 
 def log_weights(action: np.ndarray, log_q: np.ndarray) -> np.ndarray:
@@ -49,6 +49,25 @@ def reweighted(values: dict[str, np.ndarray], log_w: np.ndarray) -> dict[str, di
         est = derived(lambda a: a[0] / a[1], [w * v, w])
         out[name] = {"value": est.value, "error": est.error}
     return out
+
+
+def metropolis_chain(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """The independence Metropolis–Hastings chain of model proposals (N, L, L) with their exact
+    log q (nats, data units), and its report: acceptance, Kish ESS/N with bootstrap error, τ_int
+    of M and |M| along the chain, and importance-reweighted ⟨|M|⟩, χ₂ and action density."""
+    import torch
+
+    action = theory.action(torch.from_numpy(np.asarray(proposals, dtype=np.float64))).numpy()
+    log_w = log_weights(action, log_q)
+    idx, acc = independence_metropolis(log_w, seed)
+    V = proposals[0].size
+    m_prop = proposals.reshape(len(proposals), -1).mean(1)
+    m = m_prop[idx]
+    info = {"metropolis": True, "acceptance": acc, **summary(log_w, seed),
+            "tau_int_m_chain": gamma_method(m).tau_int, "tau_int_abs_m_chain": gamma_method(np.abs(m)).tau_int,
+            "reweighted": reweighted({"abs_m": np.abs(m_prop), "chi2": V * m_prop**2, "action_density": action / V},
+                                     log_w)}
+    return proposals[idx], info
 
 
 def summary(log_w: np.ndarray, seed: int = 0) -> dict:

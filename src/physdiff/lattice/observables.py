@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..stats import Estimate, derived, gamma_method
-from .action import Ising, Phi4
+from .action import Ising
 
 SCALARS = ("m", "abs_m", "chi2", "chi_connected", "binder", "action_density", "xi2")
 
@@ -66,15 +66,6 @@ def measure(x: np.ndarray, theory, chains: int = 1) -> dict[str, Estimate | list
            "xi2": derived(xi, [p["m2"], p["f"]])}
     out["G"] = [derived(lambda a: a[0] - a[1] ** 2, [p["g"][..., r], p["m"]]) for r in range(L // 2 + 1)]
     return out
-
-
-def theory_from_params(params: dict):
-    """Phi4 or Ising from the parameters in an ensemble's JSON."""
-    if params.get("model") == "phi4":
-        return Phi4(float(params["kappa"]), float(params["lam"]))
-    if params.get("model") == "ising":
-        return Ising(float(params["beta"]))
-    raise ValueError(f"unknown model {params.get('model')!r}")
 
 
 def as_table(obs: dict) -> dict:
