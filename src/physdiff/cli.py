@@ -460,7 +460,8 @@ def _observable_figures(args, x, theory, result, y) -> None:
             "correlator.png": plot_correlator({Path(args.ensemble).stem: result["observables"]["G"]} | (
                 {Path(args.compare).stem: result["compare"]["observables"]["G"]} if y is not None else {}),
                 f"{theory.label}, L = {x.shape[-1]}: connected two-point function"),
-            "configurations.png": plot_configurations(names, title=f"{theory.label}, L = {x.shape[-1]}: configurations")}
+            "configurations.png": plot_configurations(names,
+                                                      title=f"{theory.label}, L = {x.shape[-1]}: configurations")}
     for fname, fig in figs.items():
         save_figure(fig, folder / fname)
         print(f"wrote {folder / fname}")
