@@ -86,6 +86,15 @@ def test_os_errors_and_odd_values_are_one_line(run, tmp_path, capsys):
     assert not (tmp_path / "r3").exists()
 
 
+def test_lattice_commands_refuse_bad_input(tmp_path, capsys):
+    small = ["mcmc", "phi4", "--L", "4", "--kappa", "0.2", "--lam", "0", "--n", "16", "--out", str(tmp_path / "a.npy")]
+    assert "fewer than 2 configurations per chain" in _err(capsys, small)
+    assert not (tmp_path / "a.npy").exists()
+    assert "is a folder" in _err(capsys, ["observables", str(tmp_path)])
+    assert "L = 1 is out of range" in _err(capsys, ["mcmc", "ising", "--L", "1", "--beta", "0.4",
+                                                      "--out", str(tmp_path / "b.npy")])
+
+
 def test_failed_training_leaves_nothing(tmp_path, capsys, monkeypatch):
     from physdiff import diffusion as dif
 

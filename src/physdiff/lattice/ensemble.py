@@ -50,6 +50,8 @@ def save_ensemble(path: str | Path, x: np.ndarray, info: dict) -> None:
 def load_ensemble(path: str | Path) -> tuple[np.ndarray, dict]:
     """(x (N, L, L) float64, info) of an ensemble file, validated."""
     path = Path(path)
+    if path.is_dir():
+        raise PhysdiffError(f"ensemble file {str(path)!r} is a folder; give an (N, L, L) .npy file")
     if not path.is_file():
         raise PhysdiffError(f"ensemble file {str(path)!r} does not exist")
     try:

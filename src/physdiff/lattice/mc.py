@@ -136,6 +136,9 @@ def run_mcmc(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster
     rows c·n/chains .. (c+1)·n/chains − 1, consecutive in Monte Carlo time."""
     if n % chains:
         raise PhysdiffError(f"n = {n} must be a multiple of the number of chains ({chains})")
+    if n < 2 * chains:
+        raise PhysdiffError(f"n = {n} gives fewer than 2 configurations per chain ({chains} chains); errors and the "
+                            f"thermalisation check need n >= {2 * chains}")
     rng = np.random.default_rng(seed)
     ch = Chains(theory, start(theory, L, chains, rng), seed + 1, cluster=cluster)
     for _ in range(pilot):  # tune the step size and forget the start
