@@ -45,6 +45,8 @@ def test_family_keys_by_either_name_and_clear_errors():
         config_from_dict({"model": {"unet": {"chanels": 2}}})
     with pytest.raises(PhysdiffError, match="config version = 99 is not supported"):
         config_from_dict({"version": 99})
+    with pytest.raises(PhysdiffError, match=r"data\.dataset = \[\] has type list"):  # found by the fuzz test
+        config_from_dict({"data": {"dataset": []}})
 
 
 def test_lattice_defaults_merge_table_by_table():

@@ -239,9 +239,9 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
     if isinstance(raw.get("model"), dict):
         raw["model"] = _nest_families(raw["model"])
     data = raw.get("data", {})
-    if isinstance(data, dict) and not data.get("file"):
+    if isinstance(data, dict) and not data.get("file") and isinstance(data.get("dataset"), str):
         defaults = {**dict.fromkeys(IMAGE_DATASETS, IMAGE_DEFAULTS),
-                    **dict.fromkeys(LATTICE_DATASETS, LATTICE_DEFAULTS)}.get(data.get("dataset"), {})
+                    **dict.fromkeys(LATTICE_DATASETS, LATTICE_DEFAULTS)}.get(data["dataset"], {})
         for sname, values in defaults.items():
             if isinstance(raw.setdefault(sname, {}), dict):
                 raw[sname] = _deep_merge(values, raw[sname])
