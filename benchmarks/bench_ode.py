@@ -30,21 +30,28 @@ from physdiff.schedule import continuous_time, log_sigma_bar
 from physdiff.training import train
 
 
-def scipy_rhs(model, sched, shape):
+def scipy_rhs(model, sched, shape, prediction):
     """The baseline's right-hand side: f(u, x) with the fractional index from NumPy."""
 
     def rhs(u, x):
         ab = 1.0 / (1.0 + math.exp(2.0 * u))
         t = torch.full((shape[0],), float(continuous_time(sched, u)), dtype=x.dtype)
-        return -(1.0 - ab) * x + math.sqrt(1.0 - ab) * model(x, t)
+        out = model(x, t)
+        if prediction == "eps":
+            eps = out
+        elif prediction == "v":
+            eps = math.sqrt(1.0 - ab) * x + math.sqrt(ab) * out
+        else:  # x0
+            eps = (x - math.sqrt(ab) * out) / math.sqrt(1.0 - ab)
+        return -(1.0 - ab) * x + math.sqrt(1.0 - ab) * eps
 
     return rhs
 
 
-def scipy_sample(model, sched, x_T):
+def scipy_sample(model, sched, x_T, prediction):
     from scipy.integrate import solve_ivp
 
-    rhs, nfe = scipy_rhs(model, sched, x_T.shape), 0
+    rhs, nfe = scipy_rhs(model, sched, x_T.shape, prediction), 0
 
     def f(s, y):
         nonlocal nfe
@@ -56,11 +63,11 @@ def scipy_sample(model, sched, x_T):
     return torch.from_numpy(sol.y[:, -1]).reshape(x_T.shape), nfe
 
 
-def scipy_log_likelihood(model, sched, x):
+def scipy_log_likelihood(model, sched, x, prediction):
     from scipy.integrate import solve_ivp
 
     B, D = x.shape
-    rhs, nfe = scipy_rhs(model, sched, x.shape), 0
+    rhs, nfe = scipy_rhs(model, sched, x.shape, prediction), 0
 
     def f(u, y):
         nonlocal nfe
@@ -106,20 +113,22 @@ def main():
         z = run.normalizer.encode(torch.from_numpy(test[0]).double())
         jac = run.normalizer.log_abs_det_jacobian(run.data_shape)
         x_T = torch.randn(args.n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        net = run.denoiser
+        net, pred = run.denoiser, run.cfg.diffusion.prediction
         torch.from_numpy(np.zeros(1))  # warm-up of imports below
-        ode.integrate(net, run.schedule, x_T[:8], direction="sample", method="rk4", steps=2)
+        ode.integrate(net, run.schedule, x_T[:8], direction="sample", prediction=pred, method="rk4", steps=2)
         rows = []
-        (xs, nfe_s), ts = timed(lambda: scipy_sample(net, run.schedule, x_T))
-        (lp, nfe_l), tl = timed(lambda: scipy_log_likelihood(net, run.schedule, z))
+        (xs, nfe_s), ts = timed(lambda: scipy_sample(net, run.schedule, x_T, pred))
+        (lp, nfe_l), tl = timed(lambda: scipy_log_likelihood(net, run.schedule, z, pred))
         rows.append(("SciPy RK45 1e-5 (baseline)", ts, nfe_s, tl, nfe_l, lp, xs))
         for label, kw in (("torch dopri5 1e-5", {"method": "dopri5"}),
-                          (f"torch rk4 {ode.DEFAULT_STEPS} steps (default)", {})):
-            res_s, ts = timed(lambda kw=kw: ode.integrate(net, run.schedule, x_T, direction="sample", **kw))
-            res_l, tl = timed(lambda kw=kw: ode.log_likelihood(net, run.schedule, z, **kw))
+                          ("torch rk4 18 steps", {"steps": 18}),
+                          (f"torch rk4 {ode.default_steps(pred)} steps (default)", {})):
+            res_s, ts = timed(lambda kw=kw: ode.integrate(net, run.schedule, x_T, direction="sample",
+                                                          prediction=pred, **kw))
+            res_l, tl = timed(lambda kw=kw: ode.log_likelihood(net, run.schedule, z, prediction=pred, **kw))
             rows.append((label, ts, res_s.nfe, tl, res_l.nfe, res_l.log_prob, res_s.x))
         base_s, base_l = rows[0][1], rows[0][3]
-        print(f"default spiral run, {args.n} samples, likelihood of {args.n_nll} test points, 2 threads")
+        print(f"spiral run ({pred}-prediction), {args.n} samples, likelihood of {args.n_nll} test points, 2 threads")
         print("| solver | sample s | NFE | speed-up | likelihood s | NFE | speed-up | bits/dim | sliced W2 |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for label, ts, ns, tl, nl, lp, xs in rows:

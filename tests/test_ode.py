@@ -101,6 +101,16 @@ def test_registry_contract_and_option_errors():
     assert check_options("dpm-solver", {}, 5) == {"steps": 5}  # the default 20 is capped at T
 
 
+def test_default_steps_follow_the_parametrisation():
+    """v-prediction gets 12 RK4 steps (48 evaluations), eps and x0 18 (bench_ode.py)."""
+    x_T = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sched = make_schedule("linear", 100)
+    model = OptimalEpsilon(_gaussian(2, seed=3), sched)
+    assert ode.integrate(model, sched, x_T, direction="sample").nfe == 4 * 18
+    assert ode.integrate(model, sched, x_T, direction="sample", prediction="v").nfe == 4 * 12
+    assert ode.integrate(model, sched, x_T, direction="sample", steps=5).nfe == 20
+
+
 @pytest.mark.parametrize("prediction", ["x0", "v"])
 def test_every_parametrisation_gives_the_same_flow(prediction):
     """A network predicting x₀ or v is turned into ε̂ at the ODE's continuous time: fed the exact
@@ -117,7 +127,7 @@ def test_every_parametrisation_gives_the_same_flow(prediction):
         return x0 if prediction == "x0" else ab.sqrt() * eps - (1 - ab).sqrt() * x0  # Salimans & Ho 2022
 
     x_T = torch.randn(50, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
-    want = ode.sample_with_log_prob(eps_model, sched, x_T)
-    got = ode.sample_with_log_prob(model, sched, x_T, prediction=prediction)
+    want = ode.sample_with_log_prob(eps_model, sched, x_T, steps=18)
+    got = ode.sample_with_log_prob(model, sched, x_T, prediction=prediction, steps=18)
     torch.testing.assert_close(got.x, want.x, atol=1e-6, rtol=0)
     torch.testing.assert_close(got.log_prob, want.log_prob, atol=1e-6, rtol=0)

@@ -30,10 +30,18 @@ from .schedule import Schedule, log_sigma_bar
 
 EXACT_MAX_DIM = 256
 METHODS = ("rk4", "dopri5", "midpoint", "euler")
-# Default solver: RK4 (3/8 rule) on 18 equal steps in u = log σ̄, 72 evaluations. On the default
-# spiral run it gives the bits/dim of adaptive dopri5 at rtol = atol = 1e-5 within 0.5% (16 steps:
-# 1.0%) at a quarter of the evaluations (benchmarks/README.md, bench_ode.py); use dopri5 to check.
-DEFAULT_METHOD, DEFAULT_STEPS = "rk4", 18
+# Default solver: RK4 (3/8 rule) on equal steps in u = log σ̄, 4 evaluations a step. The step count
+# depends on the parametrisation (benchmarks/README.md, bench_ode.py, default spiral runs, bits/dim
+# against dopri5 at 1e-7): a v-predicting network gives a smooth drift, 12 steps (48 evaluations)
+# are within 0.3%; an ε-predicting one is stiffer near the data (12 steps: +2.0%, 18: +0.4%), so
+# eps and x0 get 18 steps (72 evaluations). Use dopri5 to check a run.
+DEFAULT_METHOD = "rk4"
+DEFAULT_STEPS = {"eps": 18, "x0": 18, "v": 12}
+
+
+def default_steps(prediction: str) -> int:
+    """The default number of fixed steps for a network predicting ``prediction``."""
+    return DEFAULT_STEPS.get(prediction, max(DEFAULT_STEPS.values()))
 
 
 @dataclass(frozen=True)
@@ -123,17 +131,17 @@ def hutchinson_divergence(fn, x: torch.Tensor, probes: torch.Tensor) -> tuple[to
 
 def integrate(model, sched: Schedule, x: torch.Tensor, *, direction: str, prediction: str = "eps", cond=None,
               log_prob: bool = False, method: str = DEFAULT_METHOD, rtol: float = 1e-5, atol: float = 1e-5,
-              steps: int = DEFAULT_STEPS, divergence: str = "auto", probes: int = 1, seed: int = 0,
+              steps: int | None = None, divergence: str = "auto", probes: int = 1, seed: int = 0,
               log_prob_start: torch.Tensor | None = None) -> ODEResult:
     """Integrate the probability-flow ODE over the whole schedule.
 
     ``direction``: "sample" (index T-1 → 0) or "encode" (index 0 → T-1). With ``log_prob`` the
     state is augmented by ℓ, dℓ/du = -∇·f, started at ``log_prob_start`` (default 0), so ℓ at
     the end is log p(end) - log p(start) + start value. ``method``: a fixed-step torchdiffeq
-    method on ``steps`` equal steps in u (rk4: 4 evaluations a step) or the adaptive ``dopri5``
-    (rtol/atol); the ℓ of a fixed-step solve is the discretised integral of the same
-    trajectory, so its tolerance is the solver's. ``divergence``:
-    exact, hutchinson or auto (exact up to EXACT_MAX_DIM dimensions).
+    method on ``steps`` equal steps in u (default ``default_steps(prediction)``; rk4: 4 evaluations
+    a step) or the adaptive ``dopri5`` (rtol/atol); the ℓ of a fixed-step solve is the
+    discretised integral of the same trajectory, so its tolerance is the solver's.
+    ``divergence``: exact, hutchinson or auto (exact up to EXACT_MAX_DIM dimensions).
     """
     from torchdiffeq import odeint
 
@@ -149,6 +157,7 @@ def integrate(model, sched: Schedule, x: torch.Tensor, *, direction: str, predic
     drift = Drift(model, sched, prediction, cond, device=x.device)
     u = drift.u_table
     u_start, u_end = (u[-1], u[0]) if direction == "sample" else (u[0], u[-1])
+    steps = default_steps(prediction) if steps is None else steps
     options = {} if method == "dopri5" else {"step_size": float(abs(u_end - u_start)) / steps}
     span = torch.stack([u_start, u_end])
     nfe = 0
@@ -187,7 +196,7 @@ def standard_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample_with_log_prob(model, sched: Schedule, x_T: torch.Tensor, *, prediction: str = "eps", cond=None,
                          method: str = DEFAULT_METHOD, rtol: float = 1e-5, atol: float = 1e-5,
-                         steps: int = DEFAULT_STEPS, divergence: str = "exact") -> ODEResult:
+                         steps: int | None = None, divergence: str = "exact") -> ODEResult:
     """Samples x₀ = Φ(x_T) of the probability-flow ODE together with log q(x₀), the log-density
     of the distribution they were drawn from, accumulated along the same trajectory:
     log q(x₀) = log N(x_T; 0, I) - ∫_{u_T}^{u_0} ∇·f du (network units, nats). The default
@@ -200,7 +209,7 @@ def sample_with_log_prob(model, sched: Schedule, x_T: torch.Tensor, *, predictio
 @torch.no_grad()
 def log_likelihood(model, sched: Schedule, x0: torch.Tensor, *, prediction: str = "eps", cond=None,
                    method: str = DEFAULT_METHOD, rtol: float = 1e-5, atol: float = 1e-5,
-                   steps: int = DEFAULT_STEPS, divergence: str = "auto", probes: int = 1, seed: int = 0) -> ODEResult:
+                   steps: int | None = None, divergence: str = "auto", probes: int = 1, seed: int = 0) -> ODEResult:
     """log p(x₀) under the flow, x₀ taken as the state at index 0 (Song et al. 2021, score
     SDE, eq. 39): integrate (x, ℓ) from x₀ up to index T-1, then
     log p(x₀) = log N(x_T; 0, I) + ∫_{u_0}^{u_T} ∇·f du. Returns ODEResult with x = x_T."""

@@ -306,15 +306,16 @@ def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int =
 ODE_OPTIONS = {"method": f"ODE solver: {', '.join(pf_ode.METHODS)} (default {pf_ode.DEFAULT_METHOD}; "
                          "dopri5 is adaptive)",
                "rtol": "relative tolerance of dopri5 (default 1e-5)", "atol": "absolute tolerance (default 1e-5)",
-               "steps": f"fixed-step methods: number of steps (default {pf_ode.DEFAULT_STEPS})",
+               "steps": "fixed-step methods: number of steps (default " + ", ".join(
+                   f"{k} {v}" for k, v in pf_ode.DEFAULT_STEPS.items()) + " by the run's prediction)",
                "log_prob": "also return the exact log-density of each sample (costs D× per evaluation)"}
 
 
-@register("ode", "probability-flow ODE in torch (RK4, 18 steps by default); exact log-density on request",
+@register("ode", "probability-flow ODE in torch (RK4, 12-18 steps by default); exact log-density on request",
           ODE_OPTIONS)
 @torch.no_grad()
 def ode_sample(model, sched: Schedule, x_T: torch.Tensor, *, method: str = pf_ode.DEFAULT_METHOD,
-               rtol: float = 1e-5, atol: float = 1e-5, steps: int = pf_ode.DEFAULT_STEPS, log_prob: bool = False,
+               rtol: float = 1e-5, atol: float = 1e-5, steps: int | None = None, log_prob: bool = False,
                prediction: str = "eps",
                variance: str = "beta", clip_x0: float | None = None, cond=None, generator=None,
                callback=None) -> SamplerResult:
