@@ -2,6 +2,7 @@
 reference Monte Carlo, with Γ-method errors.
 
     .venv/bin/python benchmarks/bench_lattice.py [--points phi4:8:0.2705,ising:8:0.44] [--n 4000]
+        [--device cpu|cuda] [--train KEY=VALUE ...] [--figures DIR] [--out FILE]
 
 Per point: the reference ensemble (HMC + Wolff for φ⁴, Wolff for Ising; physdiff mcmc), and an
 HMC-only ensemble for φ⁴; `physdiff train --dataset ...` at the defaults (its Monte Carlo training
@@ -38,6 +39,50 @@ def z(a, b):
     return (a["value"] - b["value"]) / err if err else 0.0
 
 
+def _value(text):
+    """A command-line override value: int, float or string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def log_q_tolerance(run, n, seed=11):
+    """Does the solver's tolerance matter for the exact sampler? log q of the same n proposals
+    (same x_T) from the default RK4 steps, from twice the steps and from dopri5 at 1e-6: the spread
+    (std) of their differences against the spread of the log-weights, and the Metropolis acceptance
+    with each. A constant offset cancels in every ratio; only the spread can bias."""
+    from physdiff import ode
+
+    g = torch.Generator().manual_seed(seed)
+    x_T = torch.randn(n, *run.data_shape, generator=g, dtype=torch.float64).to(run.device)
+    pred, net = run.cfg.diffusion.prediction, run.denoiser
+    steps = ode.default_steps(pred)
+    out = {}
+    for label, kw in ((f"rk4 {steps} (default)", {}), (f"rk4 {2 * steps}", {"steps": 2 * steps}),
+                      ("dopri5 1e-6", {"method": "dopri5", "rtol": 1e-6, "atol": 1e-6})):
+        res = ode.sample_with_log_prob(net, run.schedule, x_T, prediction=pred, **kw)
+        out[label] = (res.x.cpu(), res.log_prob.cpu(), res.nfe)
+    return out
+
+
+def tolerance_table(theory, tol, normalizer):
+    """Per solver: NFE, std of Δlog q against the default, std of the log-weights, acceptance."""
+    rows, (x_ref, lq_ref, _) = {}, next(iter(tol.values()))
+    for label, (x, lq, nfe) in tol.items():
+        xd = normalizer.decode(x.double())[:, 0].cpu()
+        lq_data = lq + normalizer.log_abs_det_jacobian(tuple(x.shape[1:]))  # data units, as run.sample
+        log_w = -theory.action(xd).double() - lq_data
+        _, info = es.metropolis_chain(theory, xd.numpy(), lq_data.numpy(), seed=0)
+        rows[label] = {"nfe": nfe, "std_dlogq_vs_default": float((lq - lq_ref).std()),
+                       "mean_dlogq_vs_default": float((lq - lq_ref).mean()),
+                       "max_dx_vs_default": float((x - x_ref).abs().max()),
+                       "std_log_w": float(log_w.std()), "acceptance": info["acceptance"]}
+    return rows
+
+
 def cost(seconds, n, tau):
     """Seconds per effectively independent configuration: time × 2τ_int / n."""
     return seconds * 2 * tau / n
@@ -50,13 +95,23 @@ def main():
     p.add_argument("--n-ref", type=int, default=10_000, help="reference configurations")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="benchmarks/lattice.json")
+    p.add_argument("--figures", default="benchmarks", help="folder of the figures")
+    p.add_argument("--device", default="cpu", help="device of training and sampling (the Monte Carlo runs on CPU)")
+    p.add_argument("--train", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides of the diffusion run, e.g. train.steps=20000 model.mlp.width=256; "
+                        "the point is then stored as POINT+KEY=VALUE...")
+    p.add_argument("--tolerance", type=int, default=256,
+                   help="proposals whose log q is recomputed at twice the steps and by dopri5 (0: skip)")
     args = p.parse_args()
+    overrides = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.train)}
+    Path(args.figures).mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     results = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
     for point in args.points.split(","):
         model, L, coupling = point.split(":")
         L, coupling = int(L), float(coupling)
         theory = Phi4(coupling, 0.022) if model == "phi4" else Ising(coupling)
+        key = "+".join([point, *args.train])
         data = {"dataset": model, "L": L} | ({"kappa": coupling, "lam": 0.022} if model == "phi4" else
                                               {"beta": coupling})
         row = {"params": theory.params, "L": L}
@@ -71,8 +126,8 @@ def main():
                                "observables": as_table(measure(hmc, theory, chains=16))}
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            run = LoadedRun(train(config_from_dict({"data": data, "train": {"device": "cpu"}}), Path(tmp) / "run",
-                                  progress=False))
+            cfg = config_from_dict({"data": data}, {"train.device": args.device, **overrides})
+            run = LoadedRun(train(cfg, Path(tmp) / "run", progress=False), device=args.device)
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             if model == "phi4":
@@ -80,6 +135,7 @@ def main():
             else:
                 x, _ = run.sample(args.n, 7, sampler="ode")
             sample_s = time.perf_counter() - t0
+            tol = log_q_tolerance(run, args.tolerance) if model == "phi4" and args.tolerance else None
         x = x[:, 0].astype(np.float64)
         raw = as_table(measure(x, theory))
         row["diffusion"] = {"train_seconds": train_s, "sample_seconds": sample_s, "n": args.n, "raw": raw,
@@ -94,6 +150,8 @@ def main():
                                  "ess_per_sample_error": info["ess_per_sample_error"],
                                  "tau_int_m": info["tau_int_m_chain"], "tau_int_abs_m": info["tau_int_abs_m_chain"]}
             action = theory.action(torch.from_numpy(x)).numpy()
+            if tol is not None:
+                row["diffusion"]["log_q_tolerance"] = tolerance_table(theory, tol, run.normalizer)
             figs["lattice_weights.png"] = plot_log_weights(action, run.last_log_prob,
                                                            f"{theory.label}, L = {L}: diffusion proposals")
         # cost per effectively independent configuration (τ in saved configurations)
@@ -116,11 +174,13 @@ def main():
             corr["diffusion + Metropolis"] = row["diffusion"]["metropolis"]["G"]
         figs["lattice_correlator.png"] = plot_correlator(corr, f"{theory.label}, L = {L}")
         figs["lattice_configurations.png"] = plot_configurations(sets, title=f"{theory.label}, L = {L}")
+        tag = f"lattice_{model}{L}_{coupling}_" + "".join(f"{kv.replace('=', '')}_" for kv in args.train)
         for name, fig in figs.items():
-            save_figure(fig, Path("benchmarks") / name.replace("lattice_", f"lattice_{model}{L}_{coupling}_"))
-        results[point] = row
+            save_figure(fig, Path(args.figures) / name.replace("lattice_", tag))
+        row["config_overrides"] = overrides
+        results[key] = row
         Path(args.out).write_text(json.dumps(results, indent=2, default=float))
-        print(f"## {point}: train {train_s:.0f} s, {args.n} samples {sample_s:.0f} s")
+        print(f"## {key}: train {train_s:.0f} s, {args.n} samples {sample_s:.0f} s")
         print("| observable | reference | raw | z | Metropolis | z |")
         print("| --- | --- | --- | --- | --- | --- |")
         for k in SCALARS:
@@ -138,6 +198,8 @@ def main():
             print(f"acceptance {d['acceptance']:.3f}, ESS/N {d['ess_per_sample']:.3f} ± "
                   f"{d['ess_per_sample_error']:.3f}, τ_int(M) {d['tau_int_m']:.2f}, "
                   f"τ_int(|M|) {d['tau_int_abs_m']:.2f}")
+        for label, t in row["diffusion"].get("log_q_tolerance", {}).items():
+            print(f"log q with {label}: {json.dumps(t)}")
         print("cost per independent configuration (s):", json.dumps(row["cost_per_independent_s"]), flush=True)
 
 

@@ -50,13 +50,45 @@ def test_free_field_metropolis_is_exact(wrong_model):
 
 
 def test_solver_tolerance_does_not_matter(wrong_model):
-    """The density that enters the acceptance ratio is that of the map actually run: RK4 on 18
-    steps and on 72 steps give the same samples (within 5e-3) and log q (within 1e-2
-    nats for 16 sites) — far below the spread of log w (~0.5 nats) that decides acceptance."""
-    a, _ = wrong_model.sample(16, 3, sampler="ode", log_prob=True)
+    """The density that enters the acceptance ratio is that of the map actually run: RK4 on the
+    default 12 steps (a v-predicting run) and on 72 steps give the same samples (within 1e-2) and
+    log q (within 2e-2 nats for 16 sites) — far below the spread of log w (~0.5 nats here) that
+    decides acceptance (benchmarks/README.md measures it for the L = 8 model against dopri5)."""
+    a, _ = wrong_model.sample(64, 3, sampler="ode", log_prob=True)
     la = wrong_model.last_log_prob
-    b, _ = wrong_model.sample(16, 3, sampler="ode", log_prob=True, method="rk4", steps=72)
-    assert np.abs(a - b).max() < 5e-3 and np.abs(la - wrong_model.last_log_prob).max() < 1e-2
+    b, _ = wrong_model.sample(64, 3, sampler="ode", log_prob=True, method="rk4", steps=72)
+    dlq = la - wrong_model.last_log_prob
+    log_w = es.log_weights(Phi4(0.15, 0.0).action(torch.from_numpy(a[:, 0].astype(np.float64))).numpy(), la)
+    assert np.abs(a - b).max() < 1e-2 and np.abs(dlq).max() < 2e-2
+    assert dlq.std() < 0.05 * log_w.std()
+
+
+def test_evaluate_against_the_reference_monte_carlo(wrong_model, tmp_path, capsys):
+    """evaluate compares with an independent Monte Carlo ensemble of the run's theory (κ = 0.17):
+    a second Monte Carlo ensemble of that theory agrees within errors, one of κ = 0.15 does not;
+    the CLI prints the table, plot writes the lattice figures, --nll is refused."""
+    import dataclasses
+
+    from physdiff.evaluation import evaluate, format_report
+    from physdiff.lattice.data import lattice_training_set
+
+    def mc(kappa, seed):
+        cfg = dataclasses.replace(wrong_model.cfg.data, kappa=kappa, n_train=2000, seed=seed)
+        return lattice_training_set(cfg)[0][:, None]
+
+    same = evaluate(wrong_model, samples=mc(0.17, 5), log=lambda *a: None)
+    assert same["kind"] == "lattice" and same["n_reference"] == 10_000
+    assert max(abs(z) for z in same["z"].values()) < 4, same["z"]
+    other = evaluate(wrong_model, samples=mc(0.15, 5), log=lambda *a: None)
+    assert other["z"]["chi2"] < -5 and "chi2" in other["beyond_3_errors"]
+    assert "χ₂ = V⟨M²⟩" in format_report(other)
+    run = str(wrong_model.path)
+    assert main(["evaluate", run, "--n", "400"]) == 0
+    assert "Binder U_L" in capsys.readouterr().out
+    assert main(["evaluate", run, "--nll"]) == 2
+    assert "--nll is for vector data" in capsys.readouterr().err
+    assert main(["plot", run, "--n", "400"]) == 0
+    assert {"histograms.png", "correlator.png", "configurations.png"} <= {p.name for p in wrong_model.path.iterdir()}
 
 
 def test_odd_network_makes_the_density_symmetric(wrong_model):

@@ -338,6 +338,9 @@ def cmd_evaluate(args) -> None:
     run = _load(args)
     if args.nll and run.is_image:
         raise PhysdiffError("--nll is available for vector data only, not yet for image runs")
+    if args.nll and run.kind.name == "lattice":
+        raise PhysdiffError("--nll is for vector data; for a lattice run, physdiff sample RUN --log-prob FILE writes "
+                            "the exact log-density of every configuration (and --metropolis makes the chain exact)")
     report = evaluate(run, args.n, args.seed, sampler_args=_sampler_args(args, run), nll=args.nll,
                       nll_n=args.nll_n, log=lambda m: print(m, file=sys.stderr))
     write_report(run, report)

@@ -1,7 +1,8 @@
 """Evaluation of a trained run, one entry point per job whatever the kind of data:
 ``evaluate(run, ...) -> report`` (a JSON-ready dict, every number beside its noise floor; see
 ``references.py``), ``figures(run, ...) -> {file name: Figure}``, ``format_report`` and
-``write_report``. Vector runs: ``vectors.py``; image runs: ``images.py``."""
+``write_report``. Vector runs: ``vectors.py``; image runs: ``images.py``; lattice runs (φ⁴,
+Ising): ``lattice.py``, against the reference Monte Carlo."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from ..checkpoint import atomic_write_bytes
 from ..errors import PhysdiffError
-from . import images, vectors
+from . import images, lattice, vectors
 from .references import reference_sets
 
 REPORT_FILE = "evaluation.json"
@@ -25,12 +26,18 @@ def evaluate(run, n: int | None = None, seed: int = 0, samples: np.ndarray | Non
         if nll:
             raise PhysdiffError("the likelihood report is available for vector data only, not yet for image runs")
         return images.evaluate(run, n, seed, samples, sampler_args=sampler_args, log=log)
+    if run.kind.name == "lattice":
+        if nll:
+            raise PhysdiffError("the likelihood report is for vector data; a lattice run's samples carry their exact "
+                                "log-density instead (sampler ode with log_prob)")
+        return lattice.evaluate(run, n or 4000, seed, samples, sampler_args=sampler_args, log=log)
     return vectors.evaluate(run, n or 5000, seed, samples, sampler_args=sampler_args, nll=nll, nll_n=nll_n)
 
 
 def format_report(report: dict) -> str:
     """A readable table of a report of :func:`evaluate`."""
-    return images.format_report(report) if report.get("kind") == "image" else vectors.format_report(report)
+    formatter = {"image": images, "lattice": lattice}.get(report.get("kind"), vectors)
+    return formatter.format_report(report)
 
 
 def write_report(run, report: dict) -> None:
@@ -55,10 +62,12 @@ def figures(run, n: int = 3000, seed: int = 0, *, guidance: float | None = None,
     """{file name: Figure} of every figure of the run, training loss included."""
     if run.is_image:
         figs = images.figures(run, seed, sampler_args=run.default_sampler(guidance))
+    elif run.kind.name == "lattice":
+        figs = lattice.figures(run, n, seed, samples)
     else:
         figs = vectors.figures(run, n, seed, samples, snaps)
     return figs | loss_figure(run)
 
 
-__all__ = ["REPORT_FILE", "evaluate", "figures", "format_report", "images", "loss_figure", "reference_sets",
+__all__ = ["REPORT_FILE", "evaluate", "figures", "format_report", "images", "lattice", "loss_figure", "reference_sets",
            "vectors", "write_report"]

@@ -1,0 +1,88 @@
+"""Evaluation of a lattice run (φ⁴ or Ising) against the reference Monte Carlo.
+
+The noise-floor policy of ``references.py`` in its lattice form: a model ensemble is compared
+with an independent Monte Carlo ensemble of the same theory (HMC + Wolff for φ⁴, Wolff for
+Ising; a seed far from the training set's, cached like it), observable by observable, each with
+its Γ-method error, as z = (model − reference)/√(δ² + δ²). A perfect model gives |z| of order 1;
+the report also counts observables beyond 3 combined errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .references import REFERENCE_SEED_BASE
+
+REFERENCE_SIZE = 10_000  # Monte Carlo configurations of the reference (16 chains)
+NAMES = {"m": "⟨M⟩", "abs_m": "⟨|M|⟩", "chi2": "χ₂ = V⟨M²⟩", "chi_connected": "χ_c = V(⟨M²⟩ − ⟨|M|⟩²)",
+         "binder": "Binder U_L", "action_density": "action density S/V", "xi2": "ξ₂ (second moment)"}
+
+
+def reference_ensemble(run, seed: int = 0, n: int = REFERENCE_SIZE, log=None) -> np.ndarray:
+    """(n, L, L) Monte Carlo configurations of the run's theory, independent of its training set
+    (seed REFERENCE_SEED_BASE + seed), made once and cached as training sets are."""
+    from ..lattice.data import lattice_training_set
+
+    cfg = dataclasses.replace(run.cfg.data, n_train=n, seed=REFERENCE_SEED_BASE + 1009 * seed)
+    x, _ = lattice_training_set(cfg, log)
+    return x
+
+
+def evaluate(run, n: int, seed: int, samples: np.ndarray | None = None, *, sampler_args: dict | None = None,
+             log=print) -> dict:
+    """Report of ``n`` model configurations (or the given ``samples`` (N, 1, L, L)) against the
+    reference ensemble: every observable of ``lattice.observables`` with its error and z."""
+    from ..lattice.data import theory_of
+    from ..lattice.observables import SCALARS, as_table, compare, measure
+
+    theory = theory_of(run.cfg.data)
+    if samples is None:
+        samples, _ = run.sample(n, seed + 1, **(sampler_args or {}))
+    x = np.asarray(samples, dtype=np.float64).reshape(len(samples), run.cfg.data.L, run.cfg.data.L)
+    ref = reference_ensemble(run, seed, log=log)
+    model_t, ref_t = as_table(measure(x, theory)), as_table(measure(ref, theory, chains=16))
+    z = compare(model_t, ref_t)
+    return {"kind": "lattice", "run": str(run.path), "dataset": run.cfg.data.dataset, "theory": theory.params,
+            "L": run.cfg.data.L, "n": len(x), "n_reference": len(ref), "sampler": sampler_args or run.default_sampler(),
+            "model": model_t, "reference": ref_t, "z": z,
+            "beyond_3_errors": [k for k in SCALARS if abs(z[k]) > 3]}
+
+
+def format_report(report: dict) -> str:
+    """The observables of the model beside the reference, with z-scores."""
+    from ..lattice.observables import SCALARS
+
+    lines = [f"{report['dataset']} L = {report['L']} {report['theory']}: {report['n']} model configurations "
+             f"against {report['n_reference']} Monte Carlo ones (Γ-method errors)",
+             f"{'observable':<26} {'model':>22} {'reference':>22} {'z':>6}"]
+    for k in SCALARS:
+        m, r = report["model"][k], report["reference"][k]
+        lines.append(f"{NAMES[k]:<26} {m['value']:>12.5g} ± {m['error']:<7.2g} {r['value']:>12.5g} ± "
+                     f"{r['error']:<7.2g} {report['z'][k]:>+6.1f}")
+    bad = report["beyond_3_errors"]
+    lines.append("all within 3 combined errors" if not bad else f"beyond 3 combined errors: {', '.join(bad)}")
+    return "\n".join(lines)
+
+
+def figures(run, n: int, seed: int, samples: np.ndarray | None = None) -> dict:
+    """{file name: Figure}: histograms of M and of the action density, G(r) with errors, and
+    configurations, each beside the reference Monte Carlo."""
+    from ..lattice.data import theory_of
+    from ..lattice.observables import as_table, measure, primaries
+    from ..plots import plot_configurations, plot_correlator, plot_lattice_histograms
+
+    theory, L = theory_of(run.cfg.data), run.cfg.data.L
+    if samples is None:
+        samples, _ = run.sample(n, seed + 1)
+    x = np.asarray(samples, dtype=np.float64).reshape(len(samples), L, L)
+    ref = reference_ensemble(run, seed)
+    title = f"{theory.label}, L = {L}"
+    sets = {"Monte Carlo": ref[: len(x)], "diffusion": x}
+    corr = {"Monte Carlo": as_table(measure(ref, theory, chains=16))["G"],
+            "diffusion": as_table(measure(x, theory))["G"]}
+    return {"histograms.png": plot_lattice_histograms({k: primaries(v, theory) for k, v in sets.items()},
+                                                      theory.density_label, title),
+            "correlator.png": plot_correlator(corr, title),
+            "configurations.png": plot_configurations(sets, title=title)}
