@@ -53,3 +53,17 @@ def test_lattice_defaults_merge_table_by_table():
     cfg = config_from_dict({"data": {"dataset": "phi4"}, "model": {"unet": {"channels": 8}}})
     assert cfg.model.unet.channels == 8 and cfg.model.unet.padding == "circular"  # the other defaults stay
     assert cfg.data.kind == "lattice" and cfg.model.mlp.width == 128
+
+
+def test_lattice_width_follows_the_number_of_sites():
+    """A lattice MLP is at least twice as wide as the field (GPU study in benchmarks/README.md);
+    a width the user gives, in either form, wins."""
+    def width(data, **over):
+        return config_from_dict({"data": data}, over).model.mlp.width
+
+    assert width({"dataset": "phi4"}) == 128  # L = 8: 64 sites
+    assert width({"dataset": "phi4", "L": 16}) == 512
+    assert width({"dataset": "ising", "L": 64}) == 2048  # capped
+    assert width({"dataset": "phi4", "L": 16}, **{"model.mlp.width": 96}) == 96
+    assert config_from_dict({"data": {"dataset": "phi4", "L": 16}, "model": {"width": 64}}).model.mlp.width == 64
+    assert width({"dataset": "spiral"}) == config_from_dict({}).model.mlp.width
