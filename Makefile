@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench mutation clean
+.PHONY: test demo docs notebooks lint bench mutation clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,14 +13,24 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks examples
 	$(PY) -m pytest
+	$(MAKE) docs
+
+# API reference from the docstrings (math rendered), warnings are errors: docs/api/index.html
+docs: $(STAMP)
+	rm -rf docs/api
+	$(PY) -W error docs/build.py docs/api
+
+# The example notebooks executed with their full budgets, outputs stored (examples/*.ipynb)
+notebooks: $(STAMP)
+	$(PY) examples/run_notebooks.py --render
 
 demo: $(STAMP)
 	$(VENV)/bin/physdiff demo --out demo-out
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks examples
 
 # Mutation testing of the math, not part of `make test` (benchmarks/README.md): the hand-written
 # formula mutants (~4 min), then mutmut's generated ones over the same modules (hours on 2 cores).
@@ -34,4 +44,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
 
 clean:
-	rm -rf $(VENV) demo-out mutants
+	rm -rf $(VENV) demo-out mutants docs/api

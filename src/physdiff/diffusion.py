@@ -1,9 +1,24 @@
-"""The Gaussian diffusion process: forward steps, posterior, reverse step, parametrisations, losses.
+r"""The Gaussian diffusion process: forward steps, posterior, reverse step, parametrisations, losses.
 
 All functions take a :class:`~physdiff.schedule.Schedule`, tensors ``x`` of shape
 (B, *data_shape) and timestep indices ``t`` of shape (B,) (see the index convention in
 ``schedule.py``: index t is the paper's step t+1). Nothing here knows about networks:
 a model output is just a tensor.
+
+The equations, in the notation of Ho et al. (2020), with $\alpha_t = 1-\beta_t$ and
+$\bar\alpha_t = \prod_{s \le t} \alpha_s$:
+
+- forward step: $q(x_t \mid x_{t-1}) = \mathcal N(\sqrt{1-\beta_t}\,x_{t-1}, \beta_t I)$;
+- closed form: $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon$,
+  $\varepsilon \sim \mathcal N(0, I)$;
+- posterior: $q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I)$ with
+  $\tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\beta_t}{1-\bar\alpha_t} x_0
+  + \frac{\sqrt{\alpha_t}(1-\bar\alpha_{t-1})}{1-\bar\alpha_t} x_t$ and
+  $\tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\beta_t$;
+- reverse model: $p_\theta(x_{t-1} \mid x_t) = \mathcal N(\mu_\theta(x_t, t), \sigma_t^2 I)$,
+  $\mu_\theta = \frac{1}{\sqrt{\alpha_t}}\big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\varepsilon_\theta\big)$,
+  $\sigma_t^2 \in \{\beta_t, \tilde\beta_t\}$;
+- simple loss: $\mathbb E\,\lVert \varepsilon - \varepsilon_\theta(x_t, t) \rVert^2$.
 """
 
 from __future__ import annotations
