@@ -24,7 +24,7 @@
 #    errors, which only cost acceptance. Every observable with a Γ-method error, every comparison as z.
 #
 # The fast mode (`PHYSDIFF_FAST=1`) uses L = 4 and a short training; the default is the L = 8 point
-# near the critical coupling (about 10 minutes on 2 cores).
+# near the critical coupling (about 6 minutes on 2 cores).
 
 # %%
 import os
@@ -43,7 +43,7 @@ from physdiff.lattice.observables import SCALARS, as_table, compare, measure, pr
 
 FAST = os.environ.get("PHYSDIFF_FAST") == "1"
 L, KAPPA, LAM = (4, 0.25, 0.022) if FAST else (8, 0.2705, 0.022)
-STEPS, N = (400, 1000) if FAST else (6000, 4000)
+STEPS, N = (400, 1000) if FAST else (6000, 2000)
 theory = Phi4(KAPPA, LAM)
 
 # %% [markdown]
