@@ -54,6 +54,28 @@ def test_load_array_good_files(tmp_path):
     np.testing.assert_allclose(load_array(tmp_path / "b.csv"), x)
 
 
+@pytest.mark.parametrize("first", ["1,2,3", "1e3, -2 ,nan", "x , y , z", "mixed,2,3", "0.5,abc,1"])
+def test_csv_first_line_is_never_guessed(tmp_path, first):
+    """All numbers: data (never dropped as a header); no numbers: a header of names; a mix: refused."""
+    rows = np.random.default_rng(1).normal(size=(20, 3))
+    path = tmp_path / "f.csv"
+    path.write_text(first + "\n" + "\n".join(",".join(f"{v:.6f}" for v in r) for r in rows) + "\n")
+    fields = [f.strip() for f in first.split(",")]
+    kinds = {f.lstrip("-").replace(".", "", 1).replace("e", "", 1).isdigit() or f == "nan" for f in fields}
+    if kinds == {True}:
+        got = load_array(path) if "nan" not in first else None
+        if got is not None:
+            assert got.shape == (21, 3)
+        else:
+            with pytest.raises(PhysdiffError, match="NaN/inf"):
+                load_array(path)
+    elif kinds == {False}:
+        np.testing.assert_allclose(load_array(path), rows, atol=1e-6)
+    else:
+        with pytest.raises(PhysdiffError, match="line 1 mixes numbers and text"):
+            load_array(path)
+
+
 @pytest.mark.parametrize("content,match", [
     (np.full((40, 2), np.nan), "NaN/inf"),
     (np.ones((40,)), "expected \\(N, D\\)"),

@@ -114,3 +114,39 @@ def test_sizes_and_file_formats_refused_up_front(run, tmp_path, capsys):
     empty = tmp_path / "e.csv"
     empty.write_text("x,y\n")
     assert "rows" in _err(capsys, ["train", "--data", str(empty), "--out", str(tmp_path / "r")])  # one line, no warning
+
+
+def test_large_samples_are_streamed_to_disk_in_chunks(run, tmp_path, capsys, monkeypatch):
+    """Beyond STREAM_BYTES the samples (and log-densities) are drawn in chunks of indices into a
+    memory map: the file is identical to the one drawn at once; a disk too small is refused
+    before anything is drawn, and nothing is left behind."""
+    import collections
+    import shutil
+
+    import physdiff.cli as cli
+
+    whole, logp = tmp_path / "whole.npy", tmp_path / "whole_lp.npy"
+    base = ["sample", str(run), "--n", "300", "--seed", "4", "--sampler", "ode", "--steps", "3"]
+    assert main([*base, "--out", str(whole), "--log-prob", str(logp)]) == 0
+    monkeypatch.setattr(cli, "STREAM_BYTES", 1000)  # 125 two-dimensional samples a chunk
+    parts, parts_lp = tmp_path / "parts.npy", tmp_path / "parts_lp.npy"
+    assert main([*base, "--out", str(parts), "--log-prob", str(parts_lp)]) == 0
+    assert "in chunks of 125" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(parts), np.load(whole))
+    np.testing.assert_array_equal(np.load(parts_lp), np.load(logp))
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**6, 10**6 - 100, 100))
+    assert "on disk" in _err(capsys, [*base, "--out", str(tmp_path / "full.npy")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parts.npy", "parts_lp.npy", "whole.npy", "whole_lp.npy"]
+
+
+def test_plot_and_evaluate_on_huge_values(tmp_path, capsys):
+    """Data near the largest accepted magnitude (values beyond ±1e30 are refused at training)
+    train, plot and evaluate without an overflow."""
+    data = tmp_path / "d.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(200, 2)) * 1e29)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), *TINY]) == 0
+    assert main(["plot", str(out), "--n", "200"]) == 0
+    assert main(["evaluate", str(out), "--n", "100"]) == 0
+    assert (out / "samples.png").is_file() and "sliced_wasserstein" in capsys.readouterr().out

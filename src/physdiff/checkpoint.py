@@ -34,19 +34,22 @@ LOCK_FILE = ".lock"
 TMP_SUFFIX = ".tmp"
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash at any moment leaves either the old file or
-    the new one: temporary file in the same folder, fsync, rename, fsync the folder."""
+@contextlib.contextmanager
+def atomic_output(path: str | Path):
+    """Yield a temporary path in ``path``'s folder to write; on success the file is fsynced,
+    given the mode the umask allows (mkstemp makes 0600) and renamed to ``path``, and the folder
+    fsynced; on any exception it is removed. A crash at any moment leaves either the old file or
+    the new one (and a temporary that ``clear_stale_temporaries`` removes)."""
     path = Path(path)
     # a short temporary name when the final one is long, so the suffix cannot exceed NAME_MAX
     prefix = f".{path.name}." if len(path.name.encode()) < 200 else ".physdiff-"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=TMP_SUFFIX)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -57,6 +60,28 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def npy_stream(path: str | Path, shape: tuple[int, ...], dtype: str = "float32"):
+    """An (N, ...) .npy file written in pieces and published atomically: yields a writable
+    memory map of ``shape``; rows are written to disk as they are filled, so an array larger
+    than memory can be produced chunk by chunk."""
+    import numpy as np
+
+    with atomic_output(path) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        try:
+            yield arr
+            arr.flush()
+        finally:
+            del arr
 
 
 def _umask() -> int:

@@ -7,6 +7,7 @@ written atomically, so a failed command leaves nothing half-written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -207,7 +208,11 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
     from .run import LoadedRun
 
     run = LoadedRun(args.run, weights=args.weights, device=device)
-    _check_memory(args.n * math.prod(run.data_shape) * 4 * (3 if args.trajectory else 2), f"--n {args.n} samples")
+    nbytes = args.n * math.prod(run.data_shape) * 4
+    streamable = not (traj_out or args.metropolis or png_out) and dist.world_size() == 1
+    if streamable and nbytes > STREAM_BYTES:
+        return _sample_streamed(args, run, out, logp_out, nbytes)
+    _check_memory(nbytes * (3 if args.trajectory else 2), f"--n {args.n} samples")
     if run.kind.name == "lattice":
         from .lattice.ensemble import sidecar
 
@@ -270,6 +275,56 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
         save_npy(logp_out, logp, dtype="float64")
         msg += f"; log-densities (nats, data units) to {logp_out}"
     print(msg + extra)
+
+
+STREAM_BYTES = 256 * 2**20  # samples beyond this size are written to disk chunk by chunk
+
+
+def _sample_streamed(args, run, out: Path, logp_out: Path | None, nbytes: int) -> None:
+    """Samples too large to hold twice in memory: drawn in chunks of indices (sample i depends
+    only on (seed, i), so the file is the one an unchunked call would write) into memory maps
+    that are renamed into place at the end; nothing is left behind on an error or interrupt."""
+    import shutil
+
+    from .checkpoint import npy_stream
+
+    need = nbytes + (args.n * 8 if logp_out else 0)
+    folders = {out.parent, *([logp_out.parent] if logp_out else [])}
+    for folder in folders:
+        free = shutil.disk_usage(folder).free
+        if need > free:
+            raise PhysdiffError(f"--n {args.n} samples need about {need / 2**30:.1f} GiB on disk but {str(folder)!r} "
+                                f"has {free / 2**30:.1f} GiB free; ask for fewer or write elsewhere")
+    sargs = _sampler_args(args, run)
+    if logp_out is not None:
+        if sargs["sampler"] != "ode":
+            raise PhysdiffError("--log-prob needs --sampler ode: only the probability-flow ODE has an exact density")
+        sargs["log_prob"] = True
+    shape = (args.n, *run.data_shape) if run.kind.name != "lattice" else (args.n, *run.data_shape[1:])
+    chunk = max(1, STREAM_BYTES // (4 * math.prod(run.data_shape)))
+    t0 = time.perf_counter()
+    if run.kind.name == "lattice":
+        from .checkpoint import atomic_write_bytes
+        from .lattice.ensemble import sidecar
+
+        info = {"params": _lattice_theory(run).params, "generator": f"physdiff sample {args.run}", "chains": 1,
+                "sampler": sargs}
+    with contextlib.ExitStack() as stack:
+        arr = stack.enter_context(npy_stream(out, shape))
+        logp = stack.enter_context(npy_stream(logp_out, (args.n,), "float64")) if logp_out else None
+        for lo in range(0, args.n, chunk):
+            count = min(chunk, args.n - lo)
+            x, _ = run.sample(count, args.seed, start=lo, batch_size=args.batch_size, classes=args.klass, **sargs)
+            arr[lo:lo + count] = x[:, 0] if run.kind.name == "lattice" else x
+            if logp is not None:
+                logp[lo:lo + count] = run.last_log_prob
+    if run.kind.name == "lattice":
+        atomic_write_bytes(sidecar(out), (json.dumps(info, indent=2, default=float) + "\n").encode())
+    elapsed = time.perf_counter() - t0
+    name = sargs["sampler"] or run.default_sampler()["sampler"]
+    extra = f"; log-densities (nats, data units) to {logp_out}" if logp_out else ""
+    print(f"wrote {args.n} samples to {out} in chunks of {chunk} with {name} ({elapsed:.1f} s, "
+          f"{args.n / elapsed:.0f} samples/s){extra}")
 
 
 def _lattice_theory(run):

@@ -99,14 +99,29 @@ def load_array(path: str | Path, *, min_rows: int = MIN_ROWS) -> np.ndarray:
     return arr
 
 
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+        return True
+    except ValueError:
+        return False
+
+
 def _read_csv(path: Path) -> np.ndarray:
+    """Comma-separated numbers. The first line is a header (column names, skipped) only when
+    none of its fields is a number; a first line of numbers is data; a first line that mixes
+    numbers and words is refused (it is neither, and guessing would drop or corrupt a row)."""
     with open(path, encoding="utf-8") as fh:
         first = fh.readline()
-    try:
-        [float(v) for v in first.strip().split(",")]
+    fields = [f.strip() for f in first.strip().split(",")]
+    numeric = [_is_number(f) for f in fields]
+    if all(numeric):
         skip = 0
-    except ValueError:
-        skip = 1  # a header line
+    elif not any(numeric):
+        skip = 1  # a header line of column names
+    else:
+        raise PhysdiffError(f"data file {str(path)!r}: line 1 mixes numbers and text ({first.strip()[:60]!r}); "
+                            "a header must be column names only, a data row numbers only")
     import warnings
 
     with warnings.catch_warnings():
