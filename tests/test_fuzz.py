@@ -3,6 +3,7 @@ Every outcome is a valid Config / exit status 0, or a PhysdiffError / exit statu
 
 import string
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -141,3 +142,64 @@ def test_cli_options_against_a_run(tmp_path_factory, tiny_run, capsys, command, 
         import numpy as np
 
         assert np.isfinite(np.load(tmp / "s.npy")).all()
+
+
+names = st.sampled_from(["a.npy", "b.npy", "c.npy", "sub", "a.npy/", "d.png"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flags=st.lists(st.tuples(st.sampled_from(["--out", "--trajectory", "--log-prob", "--png"]), names),
+                      min_size=1, max_size=4),
+       overwrite=st.booleans(), existing=st.sets(st.sampled_from(["a.npy", "b.npy", "c.npy"])))
+def test_sample_never_loses_a_file(tmp_path_factory, tiny_run, capsys, flags, overwrite, existing):
+    """Whatever outputs a sample command names (the same one twice, a folder, a file that exists),
+    a user's file is never replaced without --overwrite, and a refused command changes nothing."""
+    tmp = tmp_path_factory.mktemp("files")
+    (tmp / "sub").mkdir()
+    for name in existing:
+        (tmp / name).write_bytes(b"user data " + name.encode())
+    before = {p.name: p.read_bytes() for p in tmp.iterdir() if p.is_file()}
+    argv = ["sample", str(tiny_run), "--n", "8", "--sampler", "ode", "--steps", "2"]
+    for flag, name in flags:
+        argv += [flag, str(tmp / name)]
+    code = main(argv + (["--overwrite"] if overwrite else []))
+    err = capsys.readouterr().err
+    assert code in (0, 2) and "Traceback" not in err, err
+    after = {p.name: p.read_bytes() for p in tmp.iterdir() if p.is_file()}
+    if code == 2:
+        assert after == before, "a refused command changed a file"
+    elif not overwrite:
+        assert all(after[k] == v for k, v in before.items()), "an existing file was replaced"
+    assert not [p for p in tmp.iterdir() if p.name.endswith(".tmp")]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=st.lists(st.one_of(st.floats(-1e6, 1e6).map(repr),
+                                st.text(alphabet=string.ascii_letters + "_ ", min_size=1, max_size=6)),
+                      min_size=2, max_size=2),
+       body=st.lists(st.tuples(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6)), min_size=16, max_size=30))
+def test_csv_rows_are_never_dropped(tmp_path_factory, first, body):
+    """A CSV loads with every numeric row kept (a first line of numbers is data), a header of
+    names skipped, or is refused in one line — never a row silently lost or invented."""
+    from physdiff.data import load_array
+
+    path = tmp_path_factory.mktemp("csv") / "d.csv"
+    path.write_text(",".join(first) + "\n" + "\n".join(f"{a!r},{b!r}" for a, b in body) + "\n")
+    numeric = []
+    for f in first:
+        try:
+            float(f)
+            numeric.append(True)
+        except ValueError:
+            numeric.append(False)
+    try:
+        arr = load_array(path)
+    except PhysdiffError as exc:
+        assert "\n" not in str(exc)
+        mixed = any(numeric) and not all(numeric)
+        non_finite = all(numeric) and not np.isfinite([float(f) for f in first]).all()  # "inf", "NaN" as data
+        assert mixed or non_finite, str(exc)
+        return
+    assert all(numeric) or not any(numeric)
+    assert arr.shape == ((len(body) + 1) if all(numeric) else len(body), 2)
+    np.testing.assert_allclose(arr[-len(body):], np.array(body))
