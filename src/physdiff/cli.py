@@ -245,8 +245,7 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
     extra = ""
     if run.kind.name == "lattice":
         x = x[:, 0]  # (N, L, L): the ensemble format
-        info = {"params": _lattice_theory(run).params, "generator": f"physdiff sample {args.run}", "chains": 1,
-                "sampler": sargs}
+        info = _lattice_info(run, args, sargs)
         if args.metropolis:
             from .lattice.exact_sampler import metropolis_chain
 
@@ -307,8 +306,7 @@ def _sample_streamed(args, run, out: Path, logp_out: Path | None, nbytes: int) -
         from .checkpoint import atomic_write_bytes
         from .lattice.ensemble import sidecar
 
-        info = {"params": _lattice_theory(run).params, "generator": f"physdiff sample {args.run}", "chains": 1,
-                "sampler": sargs}
+        info = _lattice_info(run, args, sargs)
     with contextlib.ExitStack() as stack:
         arr = stack.enter_context(npy_stream(out, shape))
         logp = stack.enter_context(npy_stream(logp_out, (args.n,), "float64")) if logp_out else None
@@ -325,6 +323,12 @@ def _sample_streamed(args, run, out: Path, logp_out: Path | None, nbytes: int) -
     extra = f"; log-densities (nats, data units) to {logp_out}" if logp_out else ""
     print(f"wrote {args.n} samples to {out} in chunks of {chunk} with {name} ({elapsed:.1f} s, "
           f"{args.n / elapsed:.0f} samples/s){extra}")
+
+
+def _lattice_info(run, args, sargs) -> dict:
+    """The JSON beside a lattice ensemble written by ``sample``."""
+    return {"params": _lattice_theory(run).params, "generator": f"physdiff sample {args.run}", "chains": 1,
+            "sampler": sargs}
 
 
 def _lattice_theory(run):
