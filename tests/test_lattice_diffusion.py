@@ -130,3 +130,19 @@ def test_cli_lattice_sampling_and_refusals(wrong_model, tmp_path, capsys):
     capsys.readouterr()
     assert main(["sample", str(wrong_model.path), "--metropolis", "--n", "8", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_streamed_lattice_ensemble_is_the_same(wrong_model, tmp_path, monkeypatch, capsys):
+    """A lattice ensemble written in chunks is (N, L, L) with its JSON, equal to one written at once."""
+    import physdiff.cli as cli
+
+    base = ["sample", str(wrong_model.path), "--n", "50", "--seed", "2", "--sampler", "ode", "--steps", "2"]
+    assert main([*base, "--out", str(tmp_path / "a.npy")]) == 0
+    monkeypatch.setattr(cli, "STREAM_BYTES", 16 * 4 * 20)  # 20 configurations a chunk
+    assert main([*base, "--out", str(tmp_path / "b.npy")]) == 0
+    assert "in chunks of 20" in capsys.readouterr().out
+    a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
+    assert b.shape == (50, 4, 4)
+    np.testing.assert_array_equal(a, b)
+    meta = [json.loads((tmp_path / f"{k}.json").read_text()) for k in "ab"]
+    assert meta[0]["params"] == meta[1]["params"]
