@@ -23,6 +23,7 @@ def test_notebook_runs_in_fast_mode(path, monkeypatch):
     from run_notebooks import execute
 
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    monkeypatch.setenv("PHYSDIFF_FAST", "1")  # restored after the test
     nb = execute(path, fast=True)
     assert os.environ["PHYSDIFF_FAST"] == "1"
     code = [c for c in nb.cells if c.cell_type == "code"]
