@@ -33,7 +33,7 @@ from physdiff.data.images import tile_images
 from physdiff.evaluation import evaluate
 
 FAST = os.environ.get("PHYSDIFF_FAST") == "1"
-STEPS, N, SAMPLE_STEPS = (150, 200, 20) if FAST else (4000, 1000, 100)
+STEPS, N, SAMPLE_STEPS = (150, 200, 20) if FAST else (3000, 500, 50)
 cfg = physdiff.config_from_dict({"data": {"dataset": "digits"}}, {"train.steps": STEPS, "train.device": "cpu"})
 run = physdiff.LoadedRun(physdiff.train(cfg, Path(tempfile.mkdtemp()) / "digits", progress=False))
 print(run.class_names, run.data_shape)
@@ -42,7 +42,7 @@ print(run.class_names, run.data_shape)
 # ## Samples per class, three guidance strengths
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+fig, axes = plt.subplots(1, 3, figsize=(12, 2.6), layout="constrained")
 for ax, w in zip(axes, (0.0, 0.5, 2.0), strict=True):
     x, _ = run.sample(40, seed=0, classes=list(range(10)) * 4, guidance=w, sampler="ddpm", steps=SAMPLE_STEPS)
     ax.imshow(tile_images(x, nrow=10), cmap="gray_r", vmin=0, vmax=1)
