@@ -208,11 +208,6 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
     from .run import LoadedRun
 
     run = LoadedRun(args.run, weights=args.weights, device=device)
-    nbytes = args.n * math.prod(run.data_shape) * 4
-    streamable = not (traj_out or args.metropolis or png_out) and dist.world_size() == 1
-    if streamable and nbytes > STREAM_BYTES:
-        return _sample_streamed(args, run, out, logp_out, nbytes)
-    _check_memory(nbytes * (3 if args.trajectory else 2), f"--n {args.n} samples")
     if run.kind.name == "lattice":
         from .lattice.ensemble import sidecar
 
@@ -227,6 +222,11 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
         if sargs["sampler"] != "ode":
             raise PhysdiffError("--log-prob needs --sampler ode: only the probability-flow ODE has an exact density")
         sargs["log_prob"] = True
+    nbytes = args.n * math.prod(run.data_shape) * 4
+    streamable = not (traj_out or args.metropolis or png_out) and dist.world_size() == 1
+    if streamable and nbytes > STREAM_BYTES:
+        return _sample_streamed(args, run, sargs, out, logp_out, nbytes)
+    _check_memory(nbytes * (3 if args.trajectory else 2), f"--n {args.n} samples")
     T = run.schedule.T
     steps = tuple(sorted({round(T * k / (args.snapshots - 1)) for k in range(args.snapshots)}, reverse=True))
     lo, hi = dist.shard(args.n)
@@ -279,7 +279,7 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
 STREAM_BYTES = 256 * 2**20  # samples beyond this size are written to disk chunk by chunk
 
 
-def _sample_streamed(args, run, out: Path, logp_out: Path | None, nbytes: int) -> None:
+def _sample_streamed(args, run, sargs: dict, out: Path, logp_out: Path | None, nbytes: int) -> None:
     """Samples too large to hold twice in memory: drawn in chunks of indices (sample i depends
     only on (seed, i), so the file is the one an unchunked call would write) into memory maps
     that are renamed into place at the end; nothing is left behind on an error or interrupt."""
@@ -294,11 +294,6 @@ def _sample_streamed(args, run, out: Path, logp_out: Path | None, nbytes: int) -
         if need > free:
             raise PhysdiffError(f"--n {args.n} samples need about {need / 2**30:.1f} GiB on disk but {str(folder)!r} "
                                 f"has {free / 2**30:.1f} GiB free; ask for fewer or write elsewhere")
-    sargs = _sampler_args(args, run)
-    if logp_out is not None:
-        if sargs["sampler"] != "ode":
-            raise PhysdiffError("--log-prob needs --sampler ode: only the probability-flow ODE has an exact density")
-        sargs["log_prob"] = True
     shape = (args.n, *run.data_shape) if run.kind.name != "lattice" else (args.n, *run.data_shape[1:])
     chunk = max(1, STREAM_BYTES // (4 * math.prod(run.data_shape)))
     t0 = time.perf_counter()
