@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session (about 9 minutes): the CPU/CUDA agreement check and every lattice benchmark point
+# One GPU session (about 8 minutes): the CPU/CUDA agreement check and every lattice benchmark point
 # in parallel, each process training and sampling on the one GPU, its Monte Carlo on one CPU core.
 #     OUT=/tmp/out bash benchmarks/device_run.sh
 # Results: $OUT/gpu_check.json, $OUT/lattice_gpu.tar.gz (one JSON, log and figures per point).
@@ -23,7 +23,9 @@ done
 for p in phi4:16:0.26 phi4:16:0.2705 phi4:16:0.28; do
   point "${p//:/_}" "$p" --tolerance 64 &
 done
-point phi4_8_0.2705_long phi4:8:0.2705 --train train.steps=30000 &
+# ablation of the lattice network (site network without the Gaussian part) and twice the training
+point phi4_8_0.2705_nogauss phi4:8:0.2705 --train model.gaussian=none &
+point phi4_8_0.2705_12k phi4:8:0.2705 --train train.steps=12000 &
 wait
 cat "$OUT/gpu_check.log"
 tail -n 30 "$OUT"/res/*.log

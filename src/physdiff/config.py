@@ -75,6 +75,8 @@ class MLPConfig:
     depth: int = _f(3, lo=1, hi=1000, doc="mlp: number of residual blocks", cli="depth")
     fourier_features: int = _f(0, lo=0, hi=65_536, doc="random Fourier features of the input; 0 = off")
     fourier_scale: float = _f(1.0, lo=0.0, lo_open=True)
+    site_width: int = _f(0, lo=0, hi=65_536, doc="mlp: width of a network shared by every coordinate (a local "
+                         "nonlinearity on a lattice, e.g. φ⁴'s φ_x³); 0 = off")
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,10 @@ class ModelConfig:
     time_dim: int = _f(64, lo=2, hi=65_536, doc="size of the sinusoidal timestep features")
     symmetry: str = _f("auto", choices=("auto", "none", "odd"),
                        doc="odd: ε(−x) = −ε(x) by construction, so q(x) = q(−x) exactly; auto = the data kind's")
+    gaussian: str = _f("auto", choices=("auto", "none", "spectrum"),
+                       doc="spectrum: add the exact denoiser of a Gaussian field with the training data's lattice "
+                       "power spectrum, so the network learns only the rest (nets/gaussian.py); auto = the data "
+                       "kind's")
     mlp: MLPConfig = field(default_factory=MLPConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
 
@@ -144,7 +150,8 @@ class Config:
 
 
 SECTIONS = {f.name: f.default_factory for f in fields(Config)}
-CONFIG_VERSION = 2  # 1: no version key, no data.kind / data.normalization (read as auto)
+CONFIG_VERSION = 3  # 1: no version key, no data.kind / data.normalization (read as auto);
+# 2: no model.gaussian, model.mlp.site_width (read as none and 0: those runs' weights have neither)
 
 
 def _show(name) -> str:
@@ -216,7 +223,7 @@ def lattice_mlp_width(L: int) -> int:
 
 LATTICE_DEFAULTS = {
     "data": {"n_train": 10_000},
-    "model": {"mlp": {"width": 128, "depth": 3},
+    "model": {"mlp": {"width": 128, "depth": 3, "site_width": 32},
               "unet": {"padding": "circular", "channels": 16, "channel_mult": [1], "attention": False}},
     "train": {"steps": 6000, "batch_size": 512, "lr": 2e-3, "ema_decay": 0.999, "checkpoint_every": 1000},
 }
@@ -233,6 +240,11 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= CONFIG_VERSION:
         raise PhysdiffError(f"config version = {version!r} is not supported; this physdiff reads versions "
                             f"1..{CONFIG_VERSION}")
+    if version < 3 and isinstance(raw.get("model", {}), dict):  # runs written before these keys: their weights
+        model = _nest_families(raw.get("model", {}))                # have no Gaussian part and no site network
+        if isinstance(model.get("mlp", {}), dict):
+            model["mlp"] = {"site_width": 0, **model.get("mlp", {})}
+        raw["model"] = {"gaussian": "none", **model}
     for dotted, value in (overrides or {}).items():
         *path, key = dotted.split(".")
         family = next((f for f, c in FAMILIES.items() if key in {x.name for x in fields(c)}), None)

@@ -75,7 +75,7 @@ class LoadedRun:
         self.kind = resolve_kind(self.cfg.data)
         self.is_image = self.kind.name == "image"
         self._warned = self._warned_outliers = False
-        self.model = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind)
+        self.model = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind, d)
         weights_only = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
         ck.load_module_state(self.model, weights_only, f"weights file {str(file)!r}")
         self.model.to(self.device).eval().requires_grad_(False)

@@ -96,8 +96,10 @@ class Trainer:
         labels = None if ts.labels is None else torch.from_numpy(ts.labels).to(device)
         torch.manual_seed(cfg.train.seed)  # network initialisation
         kind = resolve_kind(cfg.data)
-        model = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, kind).to(device)
-        ema = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, kind).to(device)
+        model = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, kind, cfg.diffusion).to(device)
+        if hasattr(model, "fit"):  # a Gaussian part measured on the normalised training data
+            model.fit(data)
+        ema = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, kind, cfg.diffusion).to(device)
         ema.load_state_dict(model.state_dict())
         ema.requires_grad_(False)
         fused = device.type in ("cpu", "cuda")

@@ -4,22 +4,34 @@ import math
 
 from ..errors import PhysdiffError
 from .embeddings import FourierFeatures, TimestepEmbedding, sinusoidal_embedding
+from .gaussian import SpectralGaussian
 from .mlp import ResMLP
 from .symmetry import Flattened, OddNetwork
 from .unet import UNet
 
-__all__ = ["FourierFeatures", "OddNetwork", "ResMLP", "TimestepEmbedding", "UNet", "build_model",
-           "sinusoidal_embedding"]
+__all__ = ["FourierFeatures", "OddNetwork", "ResMLP", "SpectralGaussian", "TimestepEmbedding", "UNet",
+           "build_model", "sinusoidal_embedding"]
 
 
-def build_model(model_cfg, data_shape: tuple[int, ...], num_classes: int = 0, kind=None):
+def build_model(model_cfg, data_shape: tuple[int, ...], num_classes: int = 0, kind=None, diffusion=None):
     """The denoiser a [model] config describes, for samples of shape ``data_shape``:
-    ``arch = auto`` and ``symmetry = auto`` take the choices of the data's ``kind``
-    (``data/kinds.py``; None: mlp, no symmetry). ``num_classes`` > 0 adds a label embedding
-    (with a "no label" token for guidance)."""
+    ``arch``, ``symmetry`` and ``gaussian`` = auto take the choices of the data's ``kind``
+    (``data/kinds.py``; None: mlp, no symmetry, no Gaussian part). ``num_classes`` > 0 adds a
+    label embedding (with a "no label" token for guidance). ``diffusion``: the [diffusion]
+    config, needed by a Gaussian part (its schedule and parametrisation); its power spectrum
+    is set by ``model.fit(training_fields)`` (see :class:`SpectralGaussian`)."""
     net = _network(model_cfg, data_shape, num_classes, kind.arch if kind is not None else "mlp")
     symmetry = (kind.symmetry if kind is not None else "none") if model_cfg.symmetry == "auto" else model_cfg.symmetry
-    return OddNetwork(net) if symmetry == "odd" else net
+    net = OddNetwork(net) if symmetry == "odd" else net
+    gaussian = (kind.gaussian if kind is not None else "none") if model_cfg.gaussian == "auto" else model_cfg.gaussian
+    if gaussian == "none":
+        return net
+    if diffusion is None:
+        raise PhysdiffError("model.gaussian = 'spectrum' needs the diffusion settings (schedule, prediction)")
+    from ..schedule import log_sigma_bar, make_schedule
+
+    sched = make_schedule(diffusion.schedule, diffusion.timesteps, warn=False)
+    return SpectralGaussian(net, data_shape, log_sigma_bar(sched), diffusion.prediction)
 
 
 def _network(model_cfg, data_shape, num_classes, default_arch):
@@ -28,7 +40,8 @@ def _network(model_cfg, data_shape, num_classes, default_arch):
         dim = math.prod(data_shape)
         m = model_cfg.mlp
         mlp = ResMLP(dim, width=m.width, depth=m.depth, time_dim=model_cfg.time_dim,
-                     fourier_features=m.fourier_features, fourier_scale=m.fourier_scale, num_classes=num_classes)
+                     fourier_features=m.fourier_features, fourier_scale=m.fourier_scale, num_classes=num_classes,
+                     site_width=m.site_width)
         return mlp if len(data_shape) == 1 else Flattened(mlp, data_shape)
     if len(data_shape) != 3:
         raise PhysdiffError(f"model.arch = 'unet' needs images (C, H, W), got shape {data_shape}")

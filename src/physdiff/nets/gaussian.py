@@ -1,0 +1,93 @@
+"""The exact denoiser of a translation-invariant Gaussian field, added to a network's output.
+
+On a periodic L×L lattice a zero-mean field whose law is invariant under translations has a
+covariance that the discrete Fourier transform diagonalises: C = F⁻¹ diag(P) F with the power
+spectrum P_k = E|φ̃_k|² / V (φ̃ = unnormalised FFT, V = L²). If the field were Gaussian, then for
+x_t = α x₀ + σ ε (α² = ᾱ_t, σ² = 1 − ᾱ_t) every optimal prediction would be linear and diagonal
+in momentum space (Wiener filter):
+
+    E[ε  | x_t]_k = σ / (α² P_k + σ²) x̃_k
+    E[x₀ | x_t]_k = α P_k / (α² P_k + σ²) x̃_k
+    E[v  | x_t]_k = α σ (1 − P_k) / (α² P_k + σ²) x̃_k      (v = α ε − σ x₀, Salimans & Ho 2022)
+
+:class:`SpectralGaussian` measures P from the (normalised) training set once, stores it with the
+weights, and returns this linear prediction plus the wrapped network's output: the network only
+learns the departure from the Gaussian (for φ⁴ the interaction and the double well of the zero
+mode). With a network whose output layer starts at zero, the untrained model is already the
+Gaussian field with the data's two-point function. The linear part is odd in x and commutes with
+translations and the lattice rotations and reflections, so every symmetry of the wrapped network
+is kept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import PhysdiffError
+
+PREDICTIONS = ("eps", "x0", "v")
+
+
+def lattice_power_spectrum(x0: torch.Tensor) -> torch.Tensor:
+    """P_k = mean over samples and channels of |FFT(x)_k|² / V for fields (N, ..., H, W), averaged
+    over the lattice's point group (k ↔ −k, and the axis swap when H = W). Shape (H, W), float64."""
+    x = x0.double().reshape(-1, *x0.shape[-2:])
+    h, w = x.shape[-2:]
+    p = (torch.fft.fft2(x).abs() ** 2).mean(0) / (h * w)
+    for dim in (-1, -2):  # reflection k → −k along each axis: index i → (−i) mod n
+        p = 0.5 * (p + torch.roll(torch.flip(p, [dim]), 1, dim))
+    if h == w:
+        p = 0.5 * (p + p.T)
+    return p
+
+
+class SpectralGaussian(nn.Module):
+    """out(x, t) = (Wiener filter of P at t)(x) + inner(x, t): see the module docstring.
+
+    ``log_sigma_bar``: the schedule's u_i = log √((1−ᾱ_i)/ᾱ_i), i = 0..T−1 (a fractional index t is
+    read by linear interpolation of u, as the probability-flow ODE does); ``prediction``: what
+    the model predicts (eps, x0, v). Buffers ``power`` (H, W) and ``log_sigma_bar`` are saved
+    with the weights; :meth:`fit` sets ``power`` from the normalised training data."""
+
+    def __init__(self, inner: nn.Module, shape: tuple[int, ...], log_sigma_bar: np.ndarray, prediction: str):
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise PhysdiffError(f"unknown prediction {prediction!r}; allowed: {', '.join(PREDICTIONS)}")
+        if len(shape) < 2:
+            raise PhysdiffError(f"a spectral Gaussian needs fields (..., H, W), got shape {tuple(shape)}")
+        self.inner, self.prediction, self.shape = inner, prediction, tuple(shape)
+        self.register_buffer("power", torch.ones(shape[-2:]))
+        # float64: ᾱ near 1 and σ² = 1 − ᾱ near 0 are read from it (a few hundred bytes)
+        self.register_buffer("log_sigma_bar", torch.as_tensor(np.asarray(log_sigma_bar), dtype=torch.float64))
+
+    @torch.no_grad()
+    def fit(self, x0: torch.Tensor) -> None:
+        """Set the power spectrum from training fields (N, *shape) in network units."""
+        if tuple(x0.shape[1:]) != self.shape:
+            raise PhysdiffError(f"fields of shape {tuple(x0.shape[1:])} for a model of shape {self.shape}")
+        self.power.copy_(lattice_power_spectrum(x0).to(self.power))
+
+    def gain(self, t: torch.Tensor) -> torch.Tensor:
+        """The Wiener filter's gain per momentum, (B, H, W) float64, at fractional indices t (B,)."""
+        table = self.log_sigma_bar
+        t = t.detach().to(table.dtype)
+        lo = t.floor().clamp(0, len(table) - 2).long()
+        frac = t - lo.to(t.dtype)
+        u = table[lo] + frac * (table[lo + 1] - table[lo])
+        ab = torch.sigmoid(-2.0 * u)[:, None, None]  # ᾱ = 1 / (1 + σ̄²)
+        a2, s2 = ab, 1.0 - ab
+        p = self.power.to(table.dtype)
+        denom = a2 * p + s2
+        if self.prediction == "eps":
+            return s2.sqrt() / denom
+        if self.prediction == "x0":
+            return a2.sqrt() * p / denom
+        return (a2 * s2).sqrt() * (1.0 - p) / denom
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        g = self.gain(t.reshape(-1).expand(x.shape[0])).to(x.dtype)
+        g = g.reshape(x.shape[0], *([1] * (x.dim() - 3)), *g.shape[-2:])
+        linear = torch.fft.ifft2(torch.fft.fft2(x) * g).real
+        return linear + self.inner(x, t, cond)
