@@ -37,7 +37,8 @@ lint: $(STAMP)
 mutation: $(STAMP)
 	$(PY) benchmarks/mutants.py
 	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -e '.[mutation]'
-	mkdir -p mutants/src && PYTHONPATH=$(CURDIR)/mutants/src $(VENV)/bin/mutmut run --max-children 2
+	mkdir -p mutants/src && PHYSDIFF_TEST_THREADS=1 OMP_NUM_THREADS=1 PYTHONPATH=$(CURDIR)/mutants/src \
+		$(VENV)/bin/mutmut run --max-children 2
 	$(VENV)/bin/mutmut results
 
 bench: $(STAMP)

@@ -1,8 +1,12 @@
+import os
+
 import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# 2 threads on the 2-core development machine; `make mutation` sets 1: mutmut forks a child per
+# mutant, and a child forked after OpenMP's thread pool started can hang on its first parallel region
+torch.set_num_threads(int(os.environ.get("PHYSDIFF_TEST_THREADS", "2")))
 
 
 @pytest.fixture
@@ -24,8 +28,6 @@ def k_sigma(estimate, truth, std_error, k=4.0):
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """Caches (classifier, lattice training sets) in a folder of the test session, never in ~."""
-    import os
-
     old = os.environ.get("PHYSDIFF_CACHE")
     os.environ["PHYSDIFF_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     yield
