@@ -131,3 +131,19 @@ def test_inputs_not_modified(sched):
     dif.q_sample(sched, x0, _t(3, 4), noise)
     dif.training_loss(sched, noise, x0, x0, _t(3, 4), noise, loss="mu")
     assert torch.equal(x0, c0) and torch.equal(noise, cn)
+
+
+def test_ddim_step_variance_follows_eta_squared():
+    """DDIM eq. 12/16: σ² = η² β̃_t. Without η the step is deterministic (η = 0, no noise needed);
+    at η = 0.5 the noise enters with σ = 0.5 √β̃_t and the ε̂ term with √(1 − ᾱ_prev − σ²) — a power
+    of η other than 2 or a default other than 0 fails it."""
+    sched = make_schedule("linear", 100)
+    g = torch.Generator().manual_seed(0)
+    x0, eps, z = (torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    t = torch.full((4,), 40)
+    ab_prev, post = float(sched.alpha_bar[39]), float(sched.posterior_variance[40])
+    default = dif.ddim_step(sched, x0, eps, t)
+    torch.testing.assert_close(default, np.sqrt(ab_prev) * x0 + np.sqrt(1 - ab_prev) * eps)
+    sigma2 = 0.25 * post
+    want = np.sqrt(ab_prev) * x0 + np.sqrt(1 - ab_prev - sigma2) * eps + np.sqrt(sigma2) * z
+    torch.testing.assert_close(dif.ddim_step(sched, x0, eps, t, eta=0.5, noise=z), want)

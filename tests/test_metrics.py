@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from physdiff.data import get_toy
+from physdiff import metrics
 from physdiff.metrics import compare, energy_distance, sliced_wasserstein
 
 
@@ -41,3 +42,15 @@ def test_true_samples_sit_at_the_noise_floor_and_a_bad_model_does_not():
     assert bad["cov_error"]["value"] > 4 * bad["cov_error"]["floor"]
     assert good["log_density"]["value"] == pytest.approx(good["log_density"]["floor"], abs=0.05)
     assert bad["log_density"]["value"] < good["log_density"]["value"] - 0.1
+
+
+def test_frechet_distance_with_singular_covariances():
+    """Fewer samples than features (singular Σ, round-off eigenvalues just below zero): the
+    distance of a set to itself is 0 and to a shifted copy is the squared shift, finite —
+    without the clipping of negative eigenvalues a square root of one is NaN."""
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(10, 40)) @ rng.normal(size=(40, 40))
+    scale = np.trace(np.cov(f, rowvar=False))  # round-off is relative to it
+    assert abs(metrics.frechet_distance(f, f)) < 1e-6 * scale
+    shift = np.full(40, 0.5)
+    assert metrics.frechet_distance(f, f + shift) == pytest.approx(float(shift @ shift), abs=1e-6 * scale)
