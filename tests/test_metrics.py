@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from physdiff.data import get_toy
 from physdiff import metrics
+from physdiff.data import get_toy
 from physdiff.metrics import compare, energy_distance, sliced_wasserstein
 
 
