@@ -25,9 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..diffusion import PREDICTIONS
 from ..errors import PhysdiffError
-
-PREDICTIONS = ("eps", "x0", "v")
 
 
 def lattice_power_spectrum(x0: torch.Tensor) -> torch.Tensor:
@@ -70,7 +69,8 @@ class SpectralGaussian(nn.Module):
         self.power.copy_(lattice_power_spectrum(x0).to(self.power))
 
     def gain(self, t: torch.Tensor) -> torch.Tensor:
-        """The Wiener filter's gain per momentum, (B, H, W) float64, at fractional indices t (B,)."""
+        """The Wiener filter's gain per momentum, (B, H, W) float64, at fractional indices t (B,).
+        ᾱ(t) as ``schedule.alpha_bar_at`` reads it, in torch on the model's device."""
         table = self.log_sigma_bar
         t = t.detach().to(table.dtype)
         lo = t.floor().clamp(0, len(table) - 2).long()
