@@ -54,3 +54,67 @@ def test_frechet_distance_with_singular_covariances():
     assert abs(metrics.frechet_distance(f, f)) < 1e-6 * scale
     shift = np.full(40, 0.5)
     assert metrics.frechet_distance(f, f + shift) == pytest.approx(float(shift @ shift), abs=1e-6 * scale)
+
+
+def test_mean_and_covariance_errors_against_hand_values():
+    x = np.array([[1.0, 2.0], [3.0, 6.0]])
+    assert metrics.mean_error(x, [2.0, 3.0]) == pytest.approx(1.0)  # mean (2, 4)
+    # np.cov with N-1: var 2, 8, cov 4; against [[1, 0], [0, 8]]: |(1, 4, 4, 0)| = √33
+    assert metrics.covariance_error(x, [[1.0, 0.0], [0.0, 8.0]]) == pytest.approx(math.sqrt(33))
+
+
+def test_nearest_and_coverage_in_chunks_match_brute_force():
+    import torch
+
+    rng = np.random.default_rng(0)
+    q, s = rng.normal(size=(11, 3)), rng.normal(size=(7, 3))
+    d_all = np.linalg.norm(q[:, None] - s[None], axis=-1)
+    dist, idx = metrics.nearest(q, s, chunk=4)
+    np.testing.assert_allclose(dist, d_all.min(1), rtol=1e-6)
+    np.testing.assert_array_equal(idx, d_all.argmin(1))
+    radii = torch.full((7,), 1.0, dtype=torch.float64)
+    got = metrics._covered(torch.from_numpy(q), torch.from_numpy(s), radii, chunk=4)
+    np.testing.assert_array_equal(got.numpy(), (d_all <= 1.0).any(1))
+
+
+def test_precision_recall_balls_are_closed_and_use_the_kth_other_point():
+    """Kynkäänniemi et al. 2019: φ is covered if ‖φ - φ'‖ ≤ ‖φ' - NN_k(φ')‖ for some φ'.
+    Support {0, 1, 3} on a line, k = 1: radii 1, 1, 2; the query -1 lies exactly on the ball of 0."""
+    import torch
+
+    support = torch.tensor([[0.0], [1.0], [3.0]], dtype=torch.float64)
+    radii = metrics._kth_neighbour_radius(support, 1)
+    torch.testing.assert_close(radii, torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(metrics._kth_neighbour_radius(support, 2), torch.tensor([3.0, 2.0, 3.0],
+                                                                                          dtype=torch.float64))
+    torch.testing.assert_close(metrics._kth_neighbour_radius(support[:2], 5), torch.tensor([1.0, 1.0],
+                                                                                              dtype=torch.float64))
+    query = torch.tensor([[-1.0], [-1.5]], dtype=torch.float64)
+    assert metrics._covered(query, support, radii).tolist() == [True, False]
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics._kth_neighbour_radius(support[:1], 1)
+    real = np.random.default_rng(1).normal(size=(60, 2))
+    fake = np.random.default_rng(2).normal(size=(60, 2)) + 0.5
+    assert metrics.precision_recall(real, fake) == metrics.precision_recall(real, fake, k=3)  # the paper's k
+
+
+def test_compare_rows_and_seed():
+    rng = np.random.default_rng(3)
+    sets = [rng.normal(size=(80, 2)) for _ in range(5)]
+    out = compare(sets[0], sets[1:3], sets[3:5])
+    assert set(out) == {"sliced_wasserstein", "energy_distance"}  # no toy: no mixture or density rows
+    again = compare(sets[0], sets[1:3], sets[3:5], seed=0, n_projections=512)
+    assert out == again
+    other = compare(sets[0], sets[1:3], sets[3:5], seed=1)
+    assert other["sliced_wasserstein"] != out["sliced_wasserstein"]
+    assert other["energy_distance"] == out["energy_distance"]
+    with pytest.raises(ValueError):
+        compare(sets[0], sets[1:3], sets[3:4])  # one floor set per reference
+
+
+def test_memorisation_report_keys():
+    rng = np.random.default_rng(4)
+    train, test = rng.normal(size=(50, 2)), rng.normal(size=(50, 2))
+    rep = metrics.memorisation(rng.normal(size=(40, 2)), train, test)
+    assert set(rep) >= {"share", "expected_for_fresh_data", "threshold", "median_nn_distance",
+                        "median_nn_distance_test"}

@@ -152,3 +152,94 @@ def test_labels_reach_the_network_and_evaluations_are_counted():
     with_lp = ode.sample_with_log_prob(model, sched, x_T, cond=cond, steps=7)
     assert with_lp.nfe == 28
     torch.testing.assert_close(with_lp.x, res.x)
+
+
+def _zero_eps(x, t, cond=None):
+    return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("direction", ["sample", "encode"])
+def test_zero_noise_prediction_rescales_by_the_exact_signal_ratio(direction):
+    """With ε̂ = 0 the ODE is dx/du = -(1-ᾱ)x, solved by x/√ᾱ = const: the state moves from index
+    T-1 to index 0 (or back) scaled by exactly √(ᾱ_end/ᾱ_start), and log q changes by -D log of
+    that factor. Ending one index early (ᾱ_1 for ᾱ_0) is a relative error of ~6e-5, caught here."""
+    sched = make_schedule("linear", 1000)
+    ab = sched.alpha_bar
+    x = torch.randn(1, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)  # a batch of one
+    start, end = (ab[-1], ab[0]) if direction == "sample" else (ab[0], ab[-1])
+    scale = float((end / start).sqrt())
+    res = ode.integrate(_zero_eps, sched, x, direction=direction, log_prob=True, steps=200,
+                        log_prob_start=torch.zeros(1, dtype=torch.float64))
+    torch.testing.assert_close(res.x, scale * x, rtol=2e-6, atol=0)  # RK4 on 200 steps: ~2e-7
+    torch.testing.assert_close(res.log_prob, torch.full((1,), -3 * np.log(scale), dtype=torch.float64),
+                               rtol=2e-6, atol=0)
+    assert res.nfe == 800 and res.divergence == "exact"  # 4 evaluations per RK4 step with the divergence too
+    plain = ode.integrate(_zero_eps, sched, x, direction=direction, steps=200)
+    assert plain.log_prob is None and plain.divergence == "none" and plain.nfe == 800
+    # the standard normal density of a batch of one has the right dimension count
+    torch.testing.assert_close(ode.standard_normal_log_prob(x),
+                               -0.5 * (x**2).sum(1) - 1.5 * torch.log(torch.tensor(2 * np.pi, dtype=torch.float64)))
+
+
+def test_drift_time_index_interpolates_log_sigma_bar_and_clamps():
+    """t(u) is exactly k at the tabulated u_k, k + 1/2 half-way in u between u_k and u_{k+1} (in
+    every interval, the last one too), and is clamped to [0, T-1] outside the table."""
+    sched = make_schedule("cosine", 20)
+    drift = ode.Drift(_zero_eps, sched, "eps")
+    u = drift.u_table
+    T = len(u)
+    for k in range(T):
+        assert float(drift.time_index(u[k])) == pytest.approx(k, abs=1e-12)
+    for k in range(T - 1):
+        assert float(drift.time_index((u[k] + u[k + 1]) / 2)) == pytest.approx(k + 0.5, abs=1e-12)
+    assert float(drift.time_index(u[0] - 1.0)) == 0.0
+    assert float(drift.time_index(u[-1] + 1.0)) == T - 1
+
+
+def test_divergence_choice_at_the_exact_limit_and_hutchinson_reproducibility():
+    """auto: exact up to and including EXACT_MAX_DIM dimensions, Hutchinson above; Hutchinson's
+    probes come from ``seed`` alone (same seed, same estimate; the default is probe count 1, seed 0).
+    For a drift with a diagonal Jacobian Rademacher probes are exact (v_i² = 1)."""
+    sched = make_schedule("linear", 20)
+
+    def diag_model(x, t, cond=None):  # ε̂ = tanh(x): Jacobian diagonal
+        return torch.tanh(x)
+
+    for D, want in ((ode.EXACT_MAX_DIM, "exact"), (ode.EXACT_MAX_DIM + 1, "hutchinson(1)")):
+        x = torch.randn(1, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        res = ode.integrate(diag_model, sched, x, direction="encode", log_prob=True, steps=1)
+        assert res.divergence == want
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    exact = ode.integrate(diag_model, sched, x, direction="encode", log_prob=True, steps=3, divergence="exact")
+    hutch = ode.integrate(diag_model, sched, x, direction="encode", log_prob=True, steps=3, divergence="hutchinson")
+    torch.testing.assert_close(hutch.log_prob, exact.log_prob, rtol=1e-10, atol=1e-10)
+    assert hutch.nfe == exact.nfe == 12
+
+    def mixing_model(x, t, cond=None):  # a full Jacobian: Hutchinson is noisy
+        return torch.tanh(x @ torch.ones(4, 4, dtype=x.dtype))
+
+    runs = [ode.integrate(mixing_model, sched, x, direction="encode", log_prob=True, steps=3,
+                          divergence="hutchinson", **kw).log_prob for kw in ({}, {"seed": 0}, {"seed": 1})]
+    assert torch.equal(runs[0], runs[1]) and not torch.allclose(runs[0], runs[2])
+    two = ode.integrate(mixing_model, sched, x, direction="encode", log_prob=True, steps=3,
+                        divergence="hutchinson", probes=2)
+    assert two.divergence == "hutchinson(2)"
+
+
+def test_adaptive_solver_obeys_its_tolerances():
+    """dopri5: the default tolerances (1e-5) reproduce the exact flow to ~1e-4, and a looser
+    tolerance takes fewer evaluations (the tolerances reach the solver), with and without log q."""
+    mix, sched = _gaussian(2, seed=4), make_schedule("linear", 1000)
+    model = OptimalEpsilon(mix, sched)
+    x_T = torch.randn(20, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ref = ode.integrate(model, sched, x_T, direction="sample", method="rk4", steps=400)
+    default = ode.integrate(model, sched, x_T, direction="sample", method="dopri5")
+    assert float((default.x - ref.x).abs().max()) < 1e-3
+    for log_prob in (False, True):
+        nfe = [ode.integrate(model, sched, x_T, direction="sample", method="dopri5", log_prob=log_prob,
+                             rtol=tol, atol=atol).nfe for tol, atol in ((1e-2, 1e-8), (1e-8, 1e-8), (1e-8, 1e-2))]
+        assert nfe[0] < nfe[1] and nfe[2] < nfe[1], nfe
+
+
+def test_default_steps_of_an_unknown_parametrisation_is_the_largest():
+    assert ode.default_steps("something-else") == max(ode.DEFAULT_STEPS.values())

@@ -113,3 +113,154 @@ def test_trajectory_and_seed_reproducibility(gaussian_2d):
     again = ddpm_sample(model, sched, x_T, generator=torch.Generator().manual_seed(1)).samples
     assert torch.equal(out, again)
     assert torch.equal(x_T, torch.randn(100, 2, generator=torch.Generator().manual_seed(0)))  # input untouched
+
+
+def test_indexed_noise_stream_is_pinned():
+    """A seeded sample set is reproducible across versions: the stream of (seed, sample index) is
+    fixed by the default block of 64 and the SeedSequence derivation. Blocks that end one past a
+    boundary (65 samples) and samples with several axes draw whole blocks."""
+    from physdiff.samplers import randn_like
+
+    first = IndexedNoise(0, 0, 2).randn_like(torch.empty(2, 2, dtype=torch.float64))
+    torch.testing.assert_close(first, torch.tensor([[2.675931215286255, -0.18583683669567108],
+                                                    [0.23909303545951843, -1.467901349067688]], dtype=torch.float64))
+    later = IndexedNoise(0, 130, 1).randn_like(torch.empty(1, 2))
+    torch.testing.assert_close(later, torch.tensor([[0.2947234511375427, -0.8135538101196289]]))
+    full = IndexedNoise(3, 0, 65).randn_like(torch.empty(65, 2, 3))
+    assert full.shape == (65, 2, 3)
+    torch.testing.assert_close(randn_like(torch.empty(1, 2, 3), IndexedNoise(3, 64, 1)), full[64:], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="batch of 3"):
+        IndexedNoise(3, 0, 2).randn_like(torch.empty(3, 2))
+
+
+def test_randn_like_without_and_with_a_generator():
+    from physdiff.samplers import randn_like
+
+    x = torch.empty(5, 3, dtype=torch.float64)
+    assert randn_like(x).shape == (5, 3) and randn_like(x).dtype == torch.float64
+    a = randn_like(x, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(a, torch.randn(5, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64))
+
+
+def test_registered_sampler_receives_every_argument():
+    """register() adds a SamplerSpec with what it was given; run_sampler validates the options and
+    hands the sampler every argument it got, by identity."""
+    from physdiff.samplers import SAMPLERS, SamplerResult, register, run_sampler
+
+    seen = {}
+
+    def probe(model, sched, x_T, **kwargs):
+        seen.update(kwargs, model=model, sched=sched, x_T=x_T)
+        return SamplerResult(x_T, 1)
+
+    register("probe-sampler", "a test sampler", {"steps": "K"}, default_steps=3)(probe)
+    try:
+        spec = SAMPLERS["probe-sampler"]
+        assert (spec.name, spec.fn, spec.summary, spec.options, spec.default_steps) == \
+            ("probe-sampler", probe, "a test sampler", {"steps": "K"}, 3)
+        sched = make_schedule("linear", 10)
+        model, x_T, cond, gen = object(), torch.zeros(2, 2), torch.tensor([0, 1]), torch.Generator()
+
+        def cb(i, t, x):
+            return None
+
+        run_sampler("probe-sampler", model, sched, x_T, prediction="v", variance="beta_tilde", clip_x0=2.5,
+                    cond=cond, generator=gen, callback=cb)
+        assert seen["model"] is model and seen["sched"] is sched and seen["x_T"] is x_T
+        assert (seen["prediction"], seen["variance"], seen["clip_x0"]) == ("v", "beta_tilde", 2.5)
+        assert seen["cond"] is cond and seen["generator"] is gen and seen["callback"] is cb
+        assert seen["steps"] == 3  # the default, capped at T
+        run_sampler("probe-sampler", model, sched, x_T, steps=7)
+        assert seen["steps"] == 7  # a given step count is kept
+    finally:
+        del SAMPLERS["probe-sampler"]
+
+    register("bare-sampler", "no options", {})(probe)
+    try:
+        with pytest.raises(Exception, match=r"takes no option 'steps'; its options: none$"):
+            run_sampler("bare-sampler", object(), make_schedule("linear", 10), torch.zeros(1, 2), steps=2)
+    finally:
+        del SAMPLERS["bare-sampler"]
+    with pytest.raises(Exception, match=r"its options: steps, spacing, eta$"):
+        run_sampler("ddim", object(), make_schedule("linear", 10), torch.zeros(1, 2), bogus=1)
+
+
+@pytest.mark.parametrize("options,ok", [
+    ({"steps": 1}, True), ({"steps": 10}, True), ({"steps": 0}, False), ({"steps": 11}, False),
+    ({"steps": 2.0}, False), ({"eta": 0.0}, True), ({"eta": 1.0}, True), ({"eta": -0.01}, False),
+    ({"eta": 1.01}, False), ({"spacing": "quadratic"}, True), ({"spacing": "square"}, False),
+])
+def test_ddim_option_ranges(options, ok):
+    from physdiff.errors import PhysdiffError
+    from physdiff.samplers import check_options
+
+    if ok:
+        assert check_options("ddim", options, 10) == options
+    else:
+        with pytest.raises(PhysdiffError, match=r"out of range|unknown spacing"):
+            check_options("ddim", options, 10)
+
+
+@pytest.mark.parametrize("options,ok", [
+    ({"method": "dopri5"}, True), ({"method": "rk45"}, False), ({"rtol": 1e-3}, True), ({"rtol": 2.0}, True),
+    ({"rtol": 0.0}, False), ({"atol": 1e-9}, True), ({"atol": -1e-9}, False),
+])
+def test_ode_option_ranges(options, ok):
+    from physdiff.errors import PhysdiffError
+    from physdiff.samplers import check_options
+
+    if ok:
+        assert check_options("ode", options, 10) == options
+    else:
+        with pytest.raises(PhysdiffError, match=r"unknown ODE method|must be > 0"):
+            check_options("ode", options, 10)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_respaced_loop_reports_paper_steps_and_passes_labels(sampler):
+    """callback(i, t, x): after the network call at index τ_k the new state is x at paper step
+    τ_{k-1} + 1 (0 after the last call), t the index the network saw; labels reach every call."""
+    from physdiff.samplers import run_sampler
+
+    sched = make_schedule("linear", 100)
+    calls, labels = [], []
+
+    def model(x, t, cond):
+        labels.append(cond)
+        return torch.zeros_like(x)
+
+    def cb(i, t, x):
+        calls.append((i, int(t[0])))
+
+    cond = torch.tensor([1, 2, 3])
+    run_sampler(sampler, model, sched, torch.zeros(3, 2), steps=4, cond=cond,
+                generator=torch.Generator().manual_seed(0), callback=cb)
+    assert calls == [(67, 99), (34, 66), (1, 33), (0, 0)]  # τ = 0, 33, 66, 99
+    assert len(labels) == 4 and all(c is cond for c in labels)
+
+
+def test_trajectory_forwards_the_user_callback(gaussian_2d):
+    sched = make_schedule("linear", 10)
+    seen = []
+    _, traj = sample_with_trajectory(ddpm_sample, OptimalEpsilon(gaussian_2d, sched), sched, torch.zeros(4, 2),
+                                       generator=torch.Generator().manual_seed(1),
+                                       callback=lambda i, t, x: seen.append((i, int(t[0]), x)))
+    assert [s[:2] for s in seen] == [(i, i) for i in range(9, -1, -1)]  # every index: step i is x_i
+    assert all(torch.equal(s[2], traj[j]) for j, s in enumerate(seen))
+
+
+def test_guidance_combines_conditional_and_unconditional_outputs():
+    """(1 + w) f(x, t, c) − w f(x, t, ∅), evaluated as one doubled batch; w = 0 or no labels: f."""
+    from physdiff.samplers import GuidedModel
+
+    def f(x, t, cond):
+        shift = 0.0 if cond is None else cond[:, None].to(x.dtype)
+        return x * t[:, None].to(x.dtype) + shift
+
+    x, t, c = torch.ones(3, 2), torch.tensor([1, 2, 3]), torch.tensor([0, 1, 2])
+    null = 10
+    for w in (0.0, 1.0, 2.5):
+        g = GuidedModel(f, w, null)
+        want = (1 + w) * f(x, t, c) - w * f(x, t, torch.full_like(c, null))
+        torch.testing.assert_close(g(x, t, c), want)
+    torch.testing.assert_close(GuidedModel(f, 2.0, null)(x, t, None), f(x, t, None))

@@ -100,3 +100,65 @@ def test_at_broadcasts_to_any_shape():
         assert v.shape == (3,) + (1,) * (len(shape) - 1)
         assert v.dtype == torch.float32
         np.testing.assert_allclose(v.flatten().numpy(), s.alpha_bar[t].numpy(), rtol=1e-6)
+
+
+def test_sigmoid_schedule_follows_chen_2023():
+    """ᾱ(τ) = (σ(e/τ') - σ((τ(e-s)+s)/τ')) / (σ(e/τ') - σ(s/τ')) (Chen 2023, Alg. 1; τ' the
+    temperature), written here with σ(z) = (1 + tanh(z/2))/2; a temperature other than 1 tells
+    s/τ' from s·τ'. ᾱ(0) = 1 and the schedule reads ᾱ at τ = (t+1)/T for index t."""
+    from physdiff.schedule import sigmoid_betas
+
+    T, s, e, temp = 40, -2.0, 4.0, 0.7
+    ab = np.cumprod(1 - sigmoid_betas(T, s, e, temp))
+    tau = np.arange(1, T + 1) / T
+
+    def th(z):
+        return np.tanh(z / (2 * temp))
+
+    want = (th(e) - th(tau * (e - s) + s)) / (th(e) - th(s))
+    np.testing.assert_allclose(ab[:-1], want[:-1], rtol=1e-10)
+    assert sigmoid_betas(T, s, e, temp)[-1] == 0.999  # ᾱ(1) = 0: the last β is clipped
+
+
+def test_cosine_schedule_follows_nichol_dhariwal():
+    """ᾱ_t = f(t)/f(0), f(t) = cos²(π/2 (t/T + s)/(1 + s)) (eq. 17): index t is paper step t + 1."""
+    T, s = 100, 0.008
+    ab = make_schedule("cosine", T).alpha_bar.numpy()
+    f = np.cos((np.arange(T + 1) / T + s) / (1 + s) * np.pi / 2) ** 2
+    np.testing.assert_allclose(ab[:50], f[1:51] / f[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("spacing", ["uniform", "quadratic", "trailing", "logsnr"])
+def test_timestep_subsequence_ends_and_full_count(spacing):
+    """K = 1 is the last index alone; K = T is every index; K = 2 spans both ends (trailing: the
+    top half's end); the indices are distinct and ascending."""
+    from physdiff.schedule import timestep_subsequence
+
+    sched = make_schedule("linear", 30)
+    kw = {"sched": sched} if spacing == "logsnr" else {}  # the others need no schedule
+    assert timestep_subsequence(30, 1, spacing, **kw) == [29]
+    assert timestep_subsequence(30, 30, spacing, **kw) == list(range(30))
+    assert timestep_subsequence(30, 2, spacing, **kw) == ([14, 29] if spacing == "trailing" else [0, 29])
+    for K in (3, 7, 16, 29):
+        taus = timestep_subsequence(30, K, spacing, **kw)
+        assert len(taus) == K and taus == sorted(set(taus)) and taus[-1] == 29 and taus[0] >= 0
+
+
+def test_timestep_subsequence_values():
+    """Hand values: uniform round(linspace(0, T-1, K)); quadratic round(linspace(0, √(T-1), K)²);
+    trailing round(T - iT/K) - 1 (Lin et al. 2024, Table 2)."""
+    from physdiff.schedule import timestep_subsequence
+
+    assert timestep_subsequence(1000, 5, "uniform") == [0, 250, 500, 749, 999]
+    assert timestep_subsequence(100, 4, "quadratic") == [0, 11, 44, 99]
+    assert timestep_subsequence(100, 4, "trailing") == [24, 49, 74, 99]
+
+
+def test_signal_warning_points_at_the_caller_and_says_what_to_do():
+    good = make_schedule("linear", 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_if_signal_left(good) is False
+    with pytest.warns(ScheduleWarning, match="Use more timesteps or another schedule") as record:
+        make_schedule("linear", 2)
+    assert record[0].filename == __file__  # stacklevel: the user's line, not the library's

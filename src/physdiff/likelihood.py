@@ -89,19 +89,22 @@ def variational_bound(model, sched: Schedule, x0: torch.Tensor, *, prediction: s
 def ode_log_likelihood(model, sched: Schedule, x: torch.Tensor, *, prediction: str = "eps",
                        exact_divergence: bool | None = None, probes: int = 1, rtol: float = 1e-5,
                        atol: float = 1e-5, log_det_jacobian: float = 0.0, seed: int = 0,
-                       cond=None) -> dict[str, object]:
+                       cond=None, method: str = pf_ode.DEFAULT_METHOD, steps: int | None = None) -> dict[str, object]:
     """log p(x) under the probability-flow ODE (Chen et al. 2018; Song et al. 2021, score SDE,
     eq. 39), x: (B, ...) standardised data taken as the state at index 0; see ``ode.log_likelihood``.
 
     The divergence is exact when ``exact_divergence`` (default for D <= ode.EXACT_MAX_DIM),
     else Hutchinson's estimator with ``probes`` Rademacher vectors fixed along the path.
+    ``method``/``steps``: the solver (fixed-step RK4 on ``ode.default_steps`` steps by default);
+    ``rtol``/``atol`` apply to the adaptive ``dopri5``.
     Returns {"log_prob": (B,) float64 in data units, "nfe": int, "estimator": str}.
     """
     D = int(np.prod(x.shape[1:]))
     if exact_divergence is None:
         exact_divergence = D <= pf_ode.EXACT_MAX_DIM
     res = pf_ode.log_likelihood(model, sched, x.double(), prediction=prediction, cond=cond, rtol=rtol, atol=atol,
-                                divergence="exact" if exact_divergence else "hutchinson", probes=probes, seed=seed)
+                                method=method, steps=steps, probes=probes, seed=seed,
+                                divergence="exact" if exact_divergence else "hutchinson")
     return {"log_prob": res.log_prob.cpu() + log_det_jacobian, "nfe": res.nfe, "estimator": res.divergence}
 
 
