@@ -1,4 +1,5 @@
 import math
+import os
 import warnings
 
 import numpy as np
@@ -161,4 +162,5 @@ def test_signal_warning_points_at_the_caller_and_says_what_to_do():
         assert warn_if_signal_left(good) is False
     with pytest.warns(ScheduleWarning, match="Use more timesteps or another schedule") as record:
         make_schedule("linear", 2)
-    assert record[0].filename == __file__  # stacklevel: the user's line, not the library's
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampoline adds stack frames
+        assert record[0].filename == __file__  # stacklevel: the user's line, not the library's
