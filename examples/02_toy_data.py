@@ -32,7 +32,7 @@ from physdiff.data import toy_for
 from physdiff.evaluation import evaluate
 
 FAST = os.environ.get("PHYSDIFF_FAST") == "1"
-STEPS, N = (300, 1000) if FAST else (3000, 3000)
+STEPS, N = (300, 500) if FAST else (3000, 3000)
 work = Path(tempfile.mkdtemp())
 
 

@@ -46,7 +46,7 @@ from physdiff.lattice.observables import SCALARS, as_table, compare, measure, pr
 
 FAST = os.environ.get("PHYSDIFF_FAST") == "1"
 L, KAPPA, LAM = (4, 0.25, 0.022) if FAST else (8, 0.2705, 0.022)
-STEPS, N = (400, 1000) if FAST else (6000, 2000)
+STEPS, N, N_REF, N_TRAIN = (400, 1000, 2000, 4000) if FAST else (6000, 2000, 4000, 10_000)
 theory = Phi4(KAPPA, LAM)
 
 # %% [markdown]
@@ -55,7 +55,7 @@ theory = Phi4(KAPPA, LAM)
 # must agree.
 
 # %%
-ref, report = run_mcmc(theory, L, 4000, seed=1, chains=16)
+ref, report = run_mcmc(theory, L, N_REF, seed=1, chains=16)
 print({k: report[k] for k in ("hmc_acceptance", "hmc_step", "pilot_tau_int_abs_m_sweeps", "burn_in_sweeps",
                               "spacing_sweeps")})
 print("hot/cold agreement:", report["thermalisation"])
@@ -65,7 +65,8 @@ ref_t = as_table(measure(ref, theory, chains=16))
 # ## Train, sample with log q, correct
 
 # %%
-cfg = physdiff.config_from_dict({"data": {"dataset": "phi4", "L": L, "kappa": KAPPA, "lam": LAM}},
+cfg = physdiff.config_from_dict({"data": {"dataset": "phi4", "L": L, "kappa": KAPPA, "lam": LAM,
+                                          "n_train": N_TRAIN}},
                                 {"train.steps": STEPS, "train.device": "cpu"})
 run = physdiff.LoadedRun(physdiff.train(cfg, Path(tempfile.mkdtemp()) / "phi4", progress=False))
 x, _ = run.sample(N, seed=7, sampler="ode", log_prob=True)
