@@ -122,10 +122,16 @@ def test_clip_x0_clamps_prediction(sched):
     x0_hat, eps = dif.split_prediction(sched, xt * 0 + 5.0, xt, t, "x0", clip_x0=1.0)
     assert torch.all(x0_hat == 1.0)
     torch.testing.assert_close(dif.x0_from_eps(sched, xt, t, eps), x0_hat)
-    # the reverse step uses the clipped x̂₀: its mean is the posterior mean at x₀ = 1
+
+
+def test_reverse_step_uses_the_clipped_x0(sched):
+    """p_mean_variance passes clip_x0 on: the mean is the posterior mean at the clipped x̂₀ = 1."""
+    xt, t = torch.full((1, 2), 10.0, dtype=torch.float64), _t(50, 1)
     mean, _, x0_used = dif.p_mean_variance(sched, xt * 0 + 5.0, xt, t, prediction="x0", clip_x0=1.0)
     assert torch.all(x0_used == 1.0)
     torch.testing.assert_close(mean, dif.q_posterior_mean_variance(sched, x0_used, xt, t)[0])
+    unclipped, _, _ = dif.p_mean_variance(sched, xt * 0 + 5.0, xt, t, prediction="x0")
+    assert torch.all(unclipped > mean)
 
 
 def test_inputs_not_modified(sched):

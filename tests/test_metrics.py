@@ -58,7 +58,7 @@ def test_frechet_distance_with_singular_covariances():
 
 def test_mean_and_covariance_errors_against_hand_values():
     x = np.array([[1.0, 2.0], [3.0, 6.0]])
-    assert metrics.mean_error(x, [2.0, 3.0]) == pytest.approx(1.0)  # mean (2, 4)
+    assert metrics.mean_error(x, [2.0, 5.0]) == pytest.approx(1.0)  # mean (2, 4)
     # np.cov with N-1: var 2, 8, cov 4; against [[1, 0], [0, 8]]: |(1, 4, 4, 0)| = √33
     assert metrics.covariance_error(x, [[1.0, 0.0], [0.0, 8.0]]) == pytest.approx(math.sqrt(33))
 
@@ -118,3 +118,34 @@ def test_memorisation_report_keys():
     rep = metrics.memorisation(rng.normal(size=(40, 2)), train, test)
     assert set(rep) >= {"share", "expected_for_fresh_data", "threshold", "median_nn_distance",
                         "median_nn_distance_test"}
+
+
+def test_far_outliers_use_a_margin_of_the_data_width():
+    """A row is far when some value is outside [lo − m·w, hi + m·w], w = hi − lo, per dimension."""
+    lo, hi = np.array([0.0, -1.0]), np.array([1.0, 3.0])  # widths 1 and 4
+    x = np.array([[1.5, 0.0], [1.49, 4.9], [-0.51, 0.0], [0.5, -3.1], [0.5, 7.1], [-0.49, -2.9]])
+    np.testing.assert_array_equal(metrics.far_outliers(x, lo, hi, 0.5), [False, False, True, True, True, False])
+    np.testing.assert_array_equal(metrics.far_outliers(x, lo, hi, 2.0), [False] * 6)
+    imgs = np.zeros((3, 1, 2, 2))
+    imgs[1, 0, 1, 1] = 2.5  # images: any pixel of a sample
+    np.testing.assert_array_equal(metrics.far_outliers(imgs, 0.0, 1.0, 1.0), [False, True, False])
+
+
+def test_compare_rows_with_a_toy_against_hand_computation():
+    """With a toy: mean and covariance errors against the mixture's moments, each floor the RMS
+    over the floor sets; the exact log-density rows read the first floor set."""
+    toy = get_toy("two_gaussians")
+    refs = [toy.sample(400, 30 + r) for r in range(2)]
+    floors = [toy.sample(400, 40 + r) for r in range(2)]
+    samples = toy.sample(400, 50) * 1.2
+    out = compare(samples, refs, floors, toy=toy)
+    mu, cov = toy.mixture.mean().numpy(), toy.mixture.covariance().numpy()
+    assert out["mean_error"]["value"] == pytest.approx(metrics.mean_error(samples, mu))
+    assert out["mean_error"]["floor"] == pytest.approx(
+        np.sqrt(np.mean([metrics.mean_error(f, mu) ** 2 for f in floors])))
+    assert out["cov_error"]["floor"] == pytest.approx(
+        np.sqrt(np.mean([metrics.covariance_error(f, cov) ** 2 for f in floors])))
+    lp = toy.log_prob(samples)
+    assert out["in_support"] == {"value": 1.0, "floor": 1.0}  # a Gaussian mixture: no zero density
+    assert out["log_density"]["value"] == pytest.approx(float(lp[np.isfinite(lp)].mean()))
+    assert out["log_density"]["floor"] == pytest.approx(float(toy.log_prob(floors[0]).mean()))

@@ -243,3 +243,61 @@ def test_adaptive_solver_obeys_its_tolerances():
 
 def test_default_steps_of_an_unknown_parametrisation_is_the_largest():
     assert ode.default_steps("something-else") == max(ode.DEFAULT_STEPS.values())
+
+
+def _error_cases():
+    from physdiff import diffusion as dif
+    from physdiff import samplers
+    from physdiff.schedule import timestep_subsequence
+
+    sched = make_schedule("linear", 10)
+    x, t = torch.zeros(2, 2), torch.zeros(2, dtype=torch.long)
+    return [
+        (lambda: make_schedule("quad", 10), ValueError, "unknown schedule 'quad'; allowed: linear, cosine, sigmoid"),
+        (lambda: make_schedule("linear", 0), ValueError, "timesteps must be an integer >= 1, got 0"),
+        (lambda: timestep_subsequence(10, 3, "even"), ValueError,
+         "unknown spacing 'even'; allowed: uniform, quadratic, trailing, logsnr"),
+        (lambda: timestep_subsequence(10, 11), ValueError, "steps must be between 1 and T = 10, got 11"),
+        (lambda: timestep_subsequence(10, 3, "logsnr"), ValueError, "logsnr spacing needs the schedule"),
+        (lambda: dif.split_prediction(sched, x, x, t, "score"), ValueError,
+         "unknown prediction 'score'; allowed: eps, x0, v"),
+        (lambda: dif.target_for(sched, "score", x, t, x), ValueError,
+         "unknown prediction 'score'; allowed: eps, x0, v"),
+        (lambda: dif.reverse_variance_table(sched, "learned"), ValueError,
+         "unknown variance 'learned'; allowed: beta, beta_tilde"),
+        (lambda: dif.training_loss(sched, x, x, x, t, x, loss="l1"), ValueError,
+         "unknown loss 'l1'; allowed: simple, mu"),
+        (lambda: ode.integrate(_zero_eps, sched, x, direction="sample", method="rk45"), PhysdiffError,
+         "unknown ODE method 'rk45'; allowed: rk4, dopri5, midpoint, euler"),
+        (lambda: ode.integrate(_zero_eps, sched, x, direction="up"), PhysdiffError,
+         "unknown direction 'up'; allowed: sample, encode"),
+        (lambda: ode.integrate(_zero_eps, sched, x, direction="sample", divergence="trace"), PhysdiffError,
+         "unknown divergence 'trace'; allowed: auto, exact, hutchinson"),
+        (lambda: ode.Drift(_zero_eps, sched, "score").epsilon(torch.tensor(0.0), x), PhysdiffError,
+         "unknown prediction 'score'; allowed: eps, x0, v"),
+        (lambda: samplers.check_options("ddim", {"spacing": "even"}, 10), PhysdiffError,
+         "unknown spacing 'even'; allowed: uniform, quadratic, trailing, logsnr"),
+        (lambda: samplers.check_options("ode", {"method": "rk45"}, 10), PhysdiffError,
+         "unknown ODE method 'rk45'; allowed: rk4, dopri5, midpoint, euler"),
+        (lambda: samplers.get_sampler("zzzzzz"), PhysdiffError,
+         "unknown sampler 'zzzzzz'; allowed: ddpm, ddim, dpm-solver, ode"),  # nothing close: no hint
+    ]
+
+
+def test_library_errors_name_the_value_and_what_is_allowed():
+    """Every error of the math modules says what was given and what is allowed, in one line."""
+    import re
+
+    for fn, kind, message in _error_cases():
+        with pytest.raises(kind, match="^" + re.escape(message)) as err:
+            fn()
+        assert "\n" not in str(err.value)
+
+
+def test_default_spacing_is_uniform_and_respaced_schedules_are_named():
+    from physdiff.schedule import respace, timestep_subsequence
+
+    assert timestep_subsequence(30, 4) == timestep_subsequence(30, 4, "uniform") == [0, 10, 19, 29]
+    # distinct after rounding: the push-up must leave a dense uniform subsequence alone
+    assert timestep_subsequence(30, 20) == [int(v) for v in np.round(np.linspace(0, 29, 20))]
+    assert respace(make_schedule("linear", 100), [0, 5, 99]).name == "linear[3 of 100]"

@@ -164,3 +164,22 @@ def test_signal_warning_points_at_the_caller_and_says_what_to_do():
         make_schedule("linear", 2)
     if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampoline adds stack frames
         assert record[0].filename == __file__  # stacklevel: the user's line, not the library's
+
+
+def test_continuous_time_inverts_alpha_bar_at_and_matches_the_ode_clock():
+    """t(u) at the tabulated log σ̄ is the integer index; alpha_bar_at(t(u)) gives back σ̄ = e^u;
+    the ODE's torch clock (Drift.time_index) is the same function."""
+    from physdiff.ode import Drift
+    from physdiff.schedule import alpha_bar_at, continuous_time, log_sigma_bar
+
+    sched = make_schedule("cosine", 50)
+    u = log_sigma_bar(sched)
+    np.testing.assert_allclose(continuous_time(sched, u), np.arange(50), atol=1e-9)
+    mid = (u[:-1] + u[1:]) / 2
+    t = continuous_time(sched, mid)
+    np.testing.assert_allclose(t, np.arange(49) + 0.5, atol=1e-9)
+    ab = alpha_bar_at(sched, t)
+    np.testing.assert_allclose(0.5 * np.log((1 - ab) / ab), mid, rtol=1e-9)
+    drift = Drift(lambda x, t, c=None: x, sched, "eps")
+    for v in (u[0], mid[10], u[-1], u[-1] + 3.0):
+        assert float(drift.time_index(torch.tensor(v))) == pytest.approx(float(continuous_time(sched, v)), abs=1e-9)
