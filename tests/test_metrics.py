@@ -149,3 +149,22 @@ def test_compare_rows_with_a_toy_against_hand_computation():
     assert out["in_support"] == {"value": 1.0, "floor": 1.0}  # a Gaussian mixture: no zero density
     assert out["log_density"]["value"] == pytest.approx(float(lp[np.isfinite(lp)].mean()))
     assert out["log_density"]["floor"] == pytest.approx(float(toy.log_prob(floors[0]).mean()))
+
+
+def test_energy_distance_is_the_unbiased_u_statistic():
+    """x = {0, 1}, y = {0, 3}: 2·mean|x−y| = 2·(0+3+1+2)/4 = 3, mean_{i≠j}|x_i−x_j| = 1, the same
+    for y = 3: ED = −1 (the unbiased form can be negative). The chunked sum is the same."""
+    import torch
+
+    x, y = np.array([[0.0], [1.0]]), np.array([[0.0], [3.0]])
+    assert energy_distance(x, y) == pytest.approx(-1.0)
+    a = torch.arange(5.0)[:, None]
+    assert metrics._mean_pairwise_distance(a, a, True, chunk=2) == pytest.approx(2.0)  # 40 / 20 pairs
+    assert metrics._mean_pairwise_distance(a, a[:2], False, chunk=2) == pytest.approx(1.7)  # 17 / 10
+
+
+def test_schedule_to_the_same_device_is_the_same_object():
+    from physdiff.schedule import make_schedule
+
+    s = make_schedule("linear", 10)
+    assert s.to("cpu") is s

@@ -117,15 +117,15 @@ def test_trajectory_and_seed_reproducibility(gaussian_2d):
 
 def test_indexed_noise_stream_is_pinned():
     """A seeded sample set is reproducible across versions: the stream of (seed, sample index) is
-    fixed by the default block of 64 and the SeedSequence derivation. Blocks that end one past a
+    fixed by the default block of 64 and NumPy's PCG64 seeded by SeedSequence([seed, block]). Blocks that end one past a
     boundary (65 samples) and samples with several axes draw whole blocks."""
     from physdiff.samplers import randn_like
 
     first = IndexedNoise(0, 0, 2).randn_like(torch.empty(2, 2, dtype=torch.float64))
-    torch.testing.assert_close(first, torch.tensor([[2.675931215286255, -0.18583683669567108],
-                                                    [0.23909303545951843, -1.467901349067688]], dtype=torch.float64))
+    torch.testing.assert_close(first, torch.tensor([[0.1257302210933933, -0.1321048632913019],
+                                                    [0.6404226504432821, 0.10490011715303971]], dtype=torch.float64))
     later = IndexedNoise(0, 130, 1).randn_like(torch.empty(1, 2))
-    torch.testing.assert_close(later, torch.tensor([[0.2947234511375427, -0.8135538101196289]]))
+    torch.testing.assert_close(later, torch.tensor([[-1.5641198470124649, -0.9617679017183549]]))
     full = IndexedNoise(3, 0, 65).randn_like(torch.empty(65, 2, 3))
     assert full.shape == (65, 2, 3)
     torch.testing.assert_close(randn_like(torch.empty(1, 2, 3), IndexedNoise(3, 64, 1)), full[64:], rtol=0, atol=0)
