@@ -10,10 +10,13 @@ argument dropped or set to None: the same result for the dtypes and the CPU the 
 
 from __future__ import annotations
 
+import ast
+import difflib
 import re
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 MUTMUT = [sys.executable, "-m", "mutmut"]
 
@@ -23,10 +26,30 @@ def survivors() -> list[str]:
     return [line.split(":")[0].strip() for line in out.splitlines() if line.strip().endswith("survived")]
 
 
+def _functions(module: str) -> dict[str, list[str]]:
+    """Source lines of every function in mutmut's copy of ``module`` (originals and mutants)."""
+    if module not in _CACHE:
+        src = Path("mutants/src", *module.split(".")).with_suffix(".py").read_text()
+        lines = src.splitlines()
+        _CACHE[module] = {node.name: lines[node.lineno - 1:node.end_lineno] for node in ast.walk(ast.parse(src))
+                          if isinstance(node, ast.FunctionDef)}
+    return _CACHE[module]
+
+
+_CACHE: dict[str, dict[str, list[str]]] = {}
+
+
 def change(name: str) -> tuple[str, str]:
-    diff = subprocess.run([*MUTMUT, "show", name], capture_output=True, text=True).stdout
-    old = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
-    new = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    """The first changed line of mutant ``name`` against the original (mutmut show, without a
+    process per mutant)."""
+    module, func = name.rsplit(".", 1)
+    funcs = _functions(module)
+    orig, mutant = funcs[func.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"], funcs[func]
+    diff = list(difflib.unified_diff(orig[1:], mutant[1:], lineterm="", n=0))
+    if not diff:  # the change is in the signature line
+        diff = list(difflib.unified_diff(orig[:1], mutant[:1], lineterm="", n=0))
+    old = [ln[1:].strip() for ln in diff if ln.startswith("-") and not ln.startswith("---")]
+    new = [ln[1:].strip() for ln in diff if ln.startswith("+") and not ln.startswith("+++")]
     return (old[0] if old else ""), (new[0] if new else "")
 
 
@@ -84,7 +107,8 @@ WHY = {"message": "only the text of an error or warning changes",
 def category(old: str, new: str) -> str:
     if re.search(r"\b(raise|warn|warnings\.warn|Error\()", old) or "XX" in new or re.search(r"f?\"[^\"]*\{", old):
         return "message"
-    if re.search(r"(dtype|device)=None", new) or (("dtype=" in old or "device=" in old) and len(new) < len(old)):
+    if re.search(r"(dtype|device)=None|\.to\(None\)|device = None|device and ", new) \
+            or (("dtype=" in old or "device=" in old) and len(new) < len(old)):
         return "dtype/device"
     if "retain_graph" in old:
         return "memory"

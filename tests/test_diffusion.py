@@ -157,3 +157,10 @@ def test_ddim_step_variance_follows_eta_squared():
     sigma2 = 0.25 * post
     want = np.sqrt(ab_prev) * x0 + np.sqrt(1 - ab_prev - sigma2) * eps + np.sqrt(sigma2) * z
     torch.testing.assert_close(dif.ddim_step(sched, x0, eps, t, eta=0.5, noise=z), want)
+
+
+def test_clip_x0_is_symmetric(sched):
+    xt, t = torch.tensor([[-10.0, 0.3]], dtype=torch.float64), _t(50, 1)
+    x0_hat, _ = dif.split_prediction(sched, torch.tensor([[-5.0, 0.3]], dtype=torch.float64), xt, t, "x0",
+                                     clip_x0=1.0)
+    torch.testing.assert_close(x0_hat, torch.tensor([[-1.0, 0.3]], dtype=torch.float64))

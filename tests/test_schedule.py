@@ -183,3 +183,14 @@ def test_continuous_time_inverts_alpha_bar_at_and_matches_the_ode_clock():
     drift = Drift(lambda x, t, c=None: x, sched, "eps")
     for v in (u[0], mid[10], u[-1], u[-1] + 3.0):
         assert float(drift.time_index(torch.tensor(v))) == pytest.approx(float(continuous_time(sched, v)), abs=1e-9)
+
+
+def test_schedule_tables_are_float64_and_the_clipped_log_variance_repeats_the_second():
+    """betas are stored as float64 whatever the input; α = 1 − β; log β̃ clipped: index 0 takes
+    β̃ at index 1 (β̃_0 = 0), the rest is log β̃ (improved-diffusion's posterior_log_variance_clipped)."""
+    s = Schedule("x", torch.tensor([0.1, 0.2, 0.3], dtype=torch.float32))
+    assert s.betas.dtype == torch.float64
+    torch.testing.assert_close(s.alphas, 1 - s.betas)
+    bt = s.posterior_variance
+    torch.testing.assert_close(s.posterior_log_variance_clipped, torch.log(torch.stack([bt[1], bt[1], bt[2]])))
+    assert make_schedule("linear", 1, warn=False).T == 1  # one step is a valid (if useless) schedule
