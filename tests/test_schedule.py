@@ -193,4 +193,10 @@ def test_schedule_tables_are_float64_and_the_clipped_log_variance_repeats_the_se
     torch.testing.assert_close(s.alphas, 1 - s.betas)
     bt = s.posterior_variance
     torch.testing.assert_close(s.posterior_log_variance_clipped, torch.log(torch.stack([bt[1], bt[1], bt[2]])))
-    assert make_schedule("linear", 1, warn=False).T == 1  # one step is a valid (if useless) schedule
+    one = make_schedule("linear", 1, warn=False)  # one step: a valid (if useless) schedule
+    assert one.T == 1 and one.posterior_log_variance_clipped.shape == (1,)
+
+
+def test_make_schedule_defaults():
+    s = make_schedule()
+    assert (s.name, s.T) == ("linear", 1000)
