@@ -112,9 +112,10 @@ def test_divergence_guard_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 @pytest.mark.parametrize("dataset,bar", [("two_gaussians", 1.6), ("spiral", 1.6)])
 def test_training_reaches_quality_bar(tmp_path, dataset, bar):
     """Fixed seeds, a budget this machine trains in ~25 s: sliced W2 within `bar` × noise floor
-    (2000 samples, against the floor of 2000 true samples)."""
+    (4000 samples, against the floor of 4000 true samples; at 2000 the two Gaussians came out at
+    1.72 × floor once: the share of each mode fluctuates)."""
     cfg = Config().with_overrides({"data.dataset": dataset, "train.steps": 3000, "train.device": "cpu"})
     run = LoadedRun(train(cfg, tmp_path / dataset, progress=False))
-    report = evaluate(run, 2000, seed=0)
+    report = evaluate(run, 4000, seed=0)
     sw = report["metrics"]["sliced_wasserstein"]
     assert sw["value"] <= bar * sw["floor"], sw
