@@ -19,6 +19,20 @@ def gaussian_2d():
     return GaussianMixture([mean], [cov])
 
 
+def as_prediction(eps_model, sched, prediction):
+    """``eps_model`` rewritten to predict x₀ or v at fractional timesteps t (ᾱ(t) as the ODE reads
+    it): x₀ = (x − √(1−ᾱ) ε)/√ᾱ, v = √ᾱ ε − √(1−ᾱ) x₀ (Salimans & Ho 2022)."""
+    from physdiff.schedule import alpha_bar_at
+
+    def model(x, t, cond=None):
+        ab = torch.as_tensor(alpha_bar_at(sched, t.double().cpu().numpy()), dtype=x.dtype)[:, None]
+        eps = eps_model(x, t)
+        x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+        return x0 if prediction == "x0" else ab.sqrt() * eps - (1 - ab).sqrt() * x0
+
+    return model
+
+
 def k_sigma(estimate, truth, std_error, k=4.0):
     """|estimate - truth| <= k standard errors, elementwise."""
     estimate, truth, std_error = map(np.asarray, (estimate, truth, std_error))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import as_prediction
 from physdiff.analytic import GaussianMixture, OptimalEpsilon
 from physdiff.likelihood import (
     discretized_gaussian_log_likelihood,
@@ -118,15 +119,7 @@ def test_ode_likelihood_passes_its_arguments_to_the_flow():
     res = ode_log_likelihood(conditional, sched, x, cond=cond)
     assert float((res["log_prob"] - mixes[1].log_prob(x)).abs().max()) < 0.05  # the label-1 law, not label 0
 
-    def as_v(z, t, c=None):  # the same flow written as a v-prediction
-        from physdiff.schedule import alpha_bar_at
-
-        ab = torch.as_tensor(alpha_bar_at(sched, t.double().numpy()), dtype=z.dtype)[:, None]
-        eps = exact[1](z, t)
-        x0 = (z - (1 - ab).sqrt() * eps) / ab.sqrt()
-        return ab.sqrt() * eps - (1 - ab).sqrt() * x0
-
-    v = ode_log_likelihood(as_v, sched, x, prediction="v")
+    v = ode_log_likelihood(as_prediction(exact[1], sched, "v"), sched, x, prediction="v")  # the same flow
     assert float((v["log_prob"] - mixes[1].log_prob(x)).abs().max()) < 0.05
     loose = ode_log_likelihood(exact[1], sched, x, method="dopri5", rtol=1e-2, atol=1e-2)
     tight = ode_log_likelihood(exact[1], sched, x, method="dopri5", rtol=1e-7, atol=1e-7)

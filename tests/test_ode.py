@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import as_prediction
 from physdiff import ode
 from physdiff.analytic import GaussianMixture, OptimalEpsilon
 from physdiff.errors import PhysdiffError
@@ -115,17 +116,9 @@ def test_default_steps_follow_the_parametrisation():
 def test_every_parametrisation_gives_the_same_flow(prediction):
     """A network predicting x₀ or v is turned into ε̂ at the ODE's continuous time: fed the exact
     x₀ and v of the Gaussian (from the exact ε, Tweedie), the flow is the ε-flow."""
-    from physdiff.schedule import alpha_bar_at
-
     mix, sched = _gaussian(2, seed=3), make_schedule("linear", 1000)
     eps_model = OptimalEpsilon(mix, sched)
-
-    def model(x, t, cond=None):
-        ab = torch.as_tensor(alpha_bar_at(sched, t.double().cpu().numpy()), dtype=x.dtype)[:, None]
-        eps = eps_model(x, t)
-        x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
-        return x0 if prediction == "x0" else ab.sqrt() * eps - (1 - ab).sqrt() * x0  # Salimans & Ho 2022
-
+    model = as_prediction(eps_model, sched, prediction)
     x_T = torch.randn(50, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     want = ode.sample_with_log_prob(eps_model, sched, x_T, steps=18)
     got = ode.sample_with_log_prob(model, sched, x_T, prediction=prediction, steps=18)
