@@ -154,6 +154,8 @@ def integrate(model, sched: Schedule, x: torch.Tensor, *, direction: str, predic
         divergence = "exact" if D <= EXACT_MAX_DIM else "hutchinson"
     if divergence not in ("exact", "hutchinson"):
         raise PhysdiffError(f"unknown divergence {divergence!r}; allowed: auto, exact, hutchinson")
+    if steps is not None and not (isinstance(steps, int) and steps >= 1):
+        raise PhysdiffError(f"steps = {steps!r} is not allowed; allowed: an integer >= 1")
     drift = Drift(model, sched, prediction, cond, device=x.device)
     u = drift.u_table
     u_start, u_end = (u[-1], u[0]) if direction == "sample" else (u[0], u[-1])
