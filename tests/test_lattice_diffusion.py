@@ -67,14 +67,12 @@ def test_evaluate_against_the_reference_monte_carlo(wrong_model, tmp_path, capsy
     """evaluate compares with an independent Monte Carlo ensemble of the run's theory (κ = 0.17):
     a second Monte Carlo ensemble of that theory agrees within errors, one of κ = 0.15 does not;
     the CLI prints the table, plot writes the lattice figures, --nll is refused."""
-    import dataclasses
-
     from physdiff.evaluation import evaluate, format_report
     from physdiff.lattice.data import lattice_training_set
 
     def mc(kappa, seed):
-        cfg = dataclasses.replace(wrong_model.cfg.data, kappa=kappa, n_train=2000, seed=seed)
-        return lattice_training_set(cfg)[0][:, None]
+        theory = Phi4(kappa, wrong_model.theory.lam)
+        return lattice_training_set(theory, wrong_model.cfg.theory["L"], 2000, seed)[0][:, None]
 
     same = evaluate(wrong_model, samples=mc(0.17, 5), log=lambda *a: None)
     assert same["kind"] == "lattice" and same["n_reference"] == 10_000

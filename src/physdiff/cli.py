@@ -110,7 +110,9 @@ def _train_options() -> dict:
 
     for section, cls in SECTIONS.items():
         scan(section, cls)
-    return out
+    from .config import theory_fields
+
+    return out | theory_fields()
 
 
 # flag → (config key, value it sets, help)
@@ -122,6 +124,12 @@ TRAIN_FLAGS = {
 # command-line types of sampler options (their help comes from the sampler registry)
 SAMPLER_OPTION_TYPES = {"steps": _positive_int, "eta": _finite_float, "spacing": str, "method": str,
                         "rtol": _finite_float, "atol": _finite_float}
+
+
+def _theories_with(param: str) -> str:
+    from .lattice.theory import THEORIES
+
+    return ", ".join(n for n, c in THEORIES.items() if param in c.parameters())
 
 
 def _npy_out(path: str) -> Path:
@@ -208,7 +216,7 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
     from .run import LoadedRun
 
     run = LoadedRun(args.run, weights=args.weights, device=device)
-    if run.kind.name == "lattice":
+    if run.kind.sidecar(run.cfg, "", {}) is not None:
         from .lattice.ensemble import sidecar
 
         _new_output(sidecar(out), args.overwrite)  # the ensemble's parameters go beside it
@@ -243,13 +251,13 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
     if not dist.is_main():
         return
     extra = ""
-    if run.kind.name == "lattice":
-        x = x[:, 0]  # (N, L, L): the ensemble format
-        info = _lattice_info(run, args, sargs)
+    x = run.kind.to_output(x, run.cfg)  # lattice: (N, L, L), the ensemble format
+    info = _sidecar_info(run, args, sargs)
+    if info is not None:
         if args.metropolis:
             from .lattice.exact_sampler import metropolis_chain
 
-            x, mh = metropolis_chain(_lattice_theory(run), x, logp, args.seed)
+            x, mh = metropolis_chain(run.theory, x, logp, args.seed)
             info |= mh
             extra = (f"; Metropolis acceptance {mh['acceptance']:.3f}, ESS/N {mh['ess_per_sample']:.3f} ± "
                      f"{mh['ess_per_sample_error']:.3f}")
@@ -294,24 +302,23 @@ def _sample_streamed(args, run, sargs: dict, out: Path, logp_out: Path | None, n
         if need > free:
             raise PhysdiffError(f"--n {args.n} samples need about {need / 2**30:.1f} GiB on disk but {str(folder)!r} "
                                 f"has {free / 2**30:.1f} GiB free; ask for fewer or write elsewhere")
-    shape = (args.n, *run.data_shape) if run.kind.name != "lattice" else (args.n, *run.data_shape[1:])
+    shape = (args.n, *run.kind.output_shape(run.data_shape, run.cfg))
     chunk = max(1, STREAM_BYTES // (4 * math.prod(run.data_shape)))
     t0 = time.perf_counter()
-    if run.kind.name == "lattice":
-        from .checkpoint import atomic_write_bytes
-        from .lattice.ensemble import sidecar
-
-        info = _lattice_info(run, args, sargs)
+    info = _sidecar_info(run, args, sargs)
     with contextlib.ExitStack() as stack:
         arr = stack.enter_context(npy_stream(out, shape))
         logp = stack.enter_context(npy_stream(logp_out, (args.n,), "float64")) if logp_out else None
         for lo in range(0, args.n, chunk):
             count = min(chunk, args.n - lo)
             x, _ = run.sample(count, args.seed, start=lo, batch_size=args.batch_size, classes=args.klass, **sargs)
-            arr[lo:lo + count] = x[:, 0] if run.kind.name == "lattice" else x
+            arr[lo:lo + count] = run.kind.to_output(x, run.cfg)
             if logp is not None:
                 logp[lo:lo + count] = run.last_log_prob
-    if run.kind.name == "lattice":
+    if info is not None:
+        from .checkpoint import atomic_write_bytes
+        from .lattice.ensemble import sidecar
+
         atomic_write_bytes(sidecar(out), (json.dumps(info, indent=2, default=float) + "\n").encode())
     elapsed = time.perf_counter() - t0
     name = sargs["sampler"] or run.default_sampler()["sampler"]
@@ -320,25 +327,19 @@ def _sample_streamed(args, run, sargs: dict, out: Path, logp_out: Path | None, n
           f"{args.n / elapsed:.0f} samples/s){extra}")
 
 
-def _lattice_info(run, args, sargs) -> dict:
-    """The JSON beside a lattice ensemble written by ``sample``."""
-    return {"params": _lattice_theory(run).params, "generator": f"physdiff sample {args.run}", "chains": 1,
-            "sampler": sargs}
-
-
-def _lattice_theory(run):
-    from .lattice.data import theory_of
-
-    return theory_of(run.cfg.data)
+def _sidecar_info(run, args, sargs) -> dict | None:
+    """The JSON beside the samples written by ``sample`` (lattice ensembles), or None."""
+    return run.kind.sidecar(run.cfg, f"physdiff sample {args.run}", sargs)
 
 
 def _check_metropolis(run, args) -> None:
-    if run.kind.name != "lattice":
+    if run.theory is None:
         raise PhysdiffError("--metropolis needs a lattice run (a theory with an action); this run's data are of kind "
                             f"{run.kind.name!r}")
-    if run.cfg.data.dataset == "ising":
-        raise PhysdiffError("--metropolis is not available for Ising runs: a continuous model read through the sign "
-                            "of its samples has no density on ±1 spins; compare its raw observables with Wolff")
+    if run.theory.discrete is not None:
+        raise PhysdiffError(f"--metropolis is not available for {run.theory.title or run.theory.name} runs: a "
+                            "continuous model read through the sign of its samples has no density on the spins; "
+                            "compare its raw observables with the reference Monte Carlo")
 
 
 def _check_guidance(args, run) -> None:
@@ -390,11 +391,11 @@ def cmd_evaluate(args) -> None:
     if args.n is not None and args.n < 2:
         raise PhysdiffError(f"--n {args.n} is too small for evaluate: distances need at least 2 samples")
     run = _load(args)
-    if args.nll and run.is_image:
-        raise PhysdiffError("--nll is available for vector data only, not yet for image runs")
-    if args.nll and run.kind.name == "lattice":
+    if args.nll and run.theory is not None:
         raise PhysdiffError("--nll is for vector data; for a lattice run, physdiff sample RUN --log-prob FILE writes "
                             "the exact log-density of every configuration (and --metropolis makes the chain exact)")
+    if args.nll and not run.kind.likelihood:
+        raise PhysdiffError(f"--nll is available for vector data only, not yet for {run.kind.name} runs")
     report = evaluate(run, args.n, args.seed, sampler_args=_sampler_args(args, run), nll=args.nll,
                       nll_n=args.nll_n, log=lambda m: print(m, file=sys.stderr))
     write_report(run, report)
@@ -445,12 +446,15 @@ def _new_outputs(overwrite: bool, *paths: Path | None) -> None:
 
 
 def cmd_mcmc(args) -> None:
+    from .config import theory_fields
     from .lattice.ensemble import check_theory_params, save_ensemble, sidecar
     from .lattice.mc import run_mcmc
 
     out = _new_output(_npy_out(args.out), args.overwrite)
     _new_output(sidecar(out), args.overwrite)
-    theory = check_theory_params(args.model, args.L, args.kappa, args.lam, args.beta)
+    given = {key[7:]: getattr(args, k) for k, (key, _) in theory_fields().items()
+             if k != "L" and getattr(args, k, None) is not None}
+    theory = check_theory_params(args.model, args.L, given, prefix="--")
     if args.n % args.chains:
         raise PhysdiffError(f"--n {args.n} must be a multiple of --chains {args.chains}")
     t0 = time.perf_counter()
@@ -573,9 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
     for k, (key, f) in _train_options().items():
         if k == "dataset":
             continue
-        default = defaults
-        for part in key.split("."):
-            default = getattr(default, part)
+        if key.startswith("theory."):
+            default = f"{f.default}" if key == "theory.L" else f"{f.default} for {_theories_with(key[7:])}"
+        else:
+            default = defaults
+            for part in key.split("."):
+                default = getattr(default, part)
         choices = f" {{{','.join(f.metadata['choices'])}}}" if f.metadata.get("choices") else ""
         doc = f.metadata.get("doc") or key
         flag = "--" + k.replace("_", "-")
@@ -651,11 +658,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_plot)
 
     s = add("mcmc", "Reference Monte Carlo of a lattice theory: φ⁴ by HMC + Wolff clusters, Ising by Wolff.")
-    s.add_argument("model", metavar="MODEL", help="phi4 or ising")
+    from .config import theory_fields
+    from .lattice.theory import theory_names
+
+    s.add_argument("model", metavar="MODEL", help=f"a lattice theory: {', '.join(theory_names())}")
     s.add_argument("--L", type=_positive_int, required=True, help="lattice size L (L×L, periodic), >= 2")
-    s.add_argument("--kappa", type=_finite_float, default=None, help="phi4: hopping parameter κ >= 0")
-    s.add_argument("--lam", type=_finite_float, default=None, help="phi4: quartic coupling λ >= 0")
-    s.add_argument("--beta", type=_finite_float, default=None, help="ising: inverse temperature β >= 0")
+    for k, (key, f) in theory_fields().items():
+        if k != "L":
+            s.add_argument("--" + k, type=_finite_float, default=None,
+                           help=f"{f.metadata['doc']} (default {f.default} for {_theories_with(key[7:])})")
     s.add_argument("--n", type=_positive_int, default=10_000, help="configurations to save (default 10000)")
     s.add_argument("--chains", type=_positive_int, default=16, help="parallel chains, half hot and half cold")
     s.add_argument("--seed", type=_seed, default=0)

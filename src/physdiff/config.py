@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.images import IMAGE_DATASETS
-from .data.kinds import KIND_NAMES, LATTICE_DATASETS, NORMALIZATIONS, resolve_kind
+from .data.kinds import KIND_NAMES, NORMALIZATIONS, resolve_kind
 from .diffusion import LOSSES, PREDICTIONS, VARIANCES
 from .errors import PhysdiffError
 from .schedule import SCHEDULES
@@ -32,7 +32,8 @@ def _f(default, *, doc: str = "", lo=None, hi=None, lo_open=False, choices=None,
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = _f("spiral", doc="toy dataset name, or an image set: digits, mnist, fashion-mnist, images; "
+    dataset: str = _f("spiral", doc="toy dataset name, an image set (digits, mnist, fashion-mnist, images) or a "
+                      "lattice theory (phi4, ising, or one registered from Python; its parameters go in [theory]); "
                       "ignored when `file` is set", cli="dataset")
     file: str = _f("", doc="path of a (N, D) .npy or .csv file of the user's data; '' = use `dataset`")
     kind: str = _f("auto", choices=("auto", *KIND_NAMES),
@@ -47,10 +48,6 @@ class DataConfig:
     n_train: int = _f(100_000, lo=16, hi=50_000_000, cli="n_train",
                       doc="size of the training set drawn from a toy dataset")
     seed: int = _f(0, lo=0, hi=2**63 - 1, doc="seed of the toy (or lattice Monte Carlo) training set")
-    L: int = _f(8, lo=2, cli="L", doc="lattice datasets (phi4, ising): the lattice is L×L, periodic")
-    kappa: float = _f(0.2705, lo=0.0, cli="kappa", doc="phi4: hopping parameter κ")
-    lam: float = _f(0.022, lo=0.0, cli="lam", doc="phi4: quartic coupling λ")
-    beta: float = _f(0.44, lo=0.0, cli="beta", doc="ising: inverse temperature β")
     mean: list = _f([1.0, -0.5], doc="mean of the `gaussian` dataset")  # noqa: RUF009
     cov: list = _f([[1.0, 0.6], [0.6, 0.5]], doc="covariance of the `gaussian` dataset")  # noqa: RUF009
 
@@ -134,10 +131,15 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The four typed tables, and ``theory``: the lattice size and the parameters of the lattice
+    theory that ``data.dataset`` names ({"L": 8, "kappa": ..., "lam": ...}; {} for other data),
+    each checked by the theory (``lattice/theory.py``)."""
+
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    theory: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return asdict(self)
@@ -149,9 +151,69 @@ class Config:
         return config_from_dict(self.to_dict(), overrides)
 
 
-SECTIONS = {f.name: f.default_factory for f in fields(Config)}
-CONFIG_VERSION = 3  # 1: no version key, no data.kind / data.normalization (read as auto);
-# 2: no model.gaussian, model.mlp.site_width (read as none and 0: those runs' weights have neither)
+SECTIONS = {f.name: f.default_factory for f in fields(Config) if f.name != "theory"}
+CONFIG_VERSION = 4  # 1: no version key, no data.kind / data.normalization (read as auto);
+# 2: no model.gaussian, model.mlp.site_width (read as none and 0: those runs' weights have neither);
+# 3: the lattice size and couplings in [data] (data.L, kappa, lam, beta) instead of [theory];
+# 4: [theory], and every `auto` of a run's config.toml resolved when training wrote it
+DEFAULT_L = 8
+# [data] keys of versions <= 3 that now live in [theory], with the defaults those versions wrote out
+LEGACY_THEORY_KEYS = {"L": 8, "kappa": 0.2705, "lam": 0.022, "beta": 0.44}
+L_FIELD = field(default=DEFAULT_L, metadata={"doc": "lattice theories: the lattice is L×L, periodic", "lo": 2,
+                                            "hi": None, "lo_open": False, "choices": None, "cli": "L"})
+
+
+def theory_fields() -> dict:
+    """{option name: (config key, field)} of the [theory] table: L and the parameters of every
+    registered theory (a name shared by two theories is one option)."""
+    from .lattice.theory import THEORIES, theory_names
+
+    out = {"L": ("theory.L", L_FIELD)}
+    for name in theory_names():
+        for pname, f in THEORIES[name].parameters().items():
+            out.setdefault(f.metadata.get("cli") or pname, (f"theory.{pname}", f))
+    return out
+
+
+def _theory_table(raw: dict, version: int) -> dict:
+    """The validated [theory] table of a raw config (legacy [data] keys moved in), {} when the
+    data are not a lattice theory."""
+    from .lattice.theory import check_lattice_size, get_theory, is_theory
+
+    data = raw.get("data", {})
+    table = raw.pop("theory", {})
+    if not isinstance(table, dict):
+        raise PhysdiffError(f"config section [theory] must be a table, got {type(table).__name__}")
+    legacy = {k: data.pop(k) for k in LEGACY_THEORY_KEYS if isinstance(data, dict) and k in data}
+    dataset = data.get("dataset", DataConfig.dataset) if isinstance(data, dict) else None
+    lattice = isinstance(data, dict) and not data.get("file") and is_theory(dataset)
+
+    def stale(k, v):  # a written-out default of an old run, or of another theory: dropped
+        return version <= 3 or (v == LEGACY_THEORY_KEYS[k] and not isinstance(v, bool))
+
+    if not lattice:
+        if table:
+            raise PhysdiffError(f"config section [theory] is for lattice theories; data.dataset = {_show(dataset)} "
+                                "is not one")
+        bad = [k for k, v in legacy.items() if not stale(k, v)]
+        if bad:
+            raise PhysdiffError(f"data.{bad[0]} applies to lattice theories only, and data.dataset = "
+                                f"{_show(dataset)} is not one")
+        return {}
+    cls = get_theory(dataset)
+    params = cls.parameters()
+    for k, v in legacy.items():
+        if k == "L" or k in params:
+            if k in table and table[k] != v:
+                raise PhysdiffError(f"data.{k} and theory.{k} are both given; keep theory.{k}")
+            table.setdefault(k, v)
+        elif not stale(k, v):
+            raise PhysdiffError(f"data.{k} is not a parameter of theory {dataset!r}; allowed in [theory]: "
+                                f"{', '.join(['L', *params])}")
+    L = check_lattice_size("theory.L", table.get("L", DEFAULT_L))
+    theory = cls.from_values({k: v for k, v in table.items() if k != "L"}, "theory.", also=("L",))
+    theory.validate(L)
+    return {"L": L, **{k: getattr(theory, k) for k in params}}
 
 
 def _show(name) -> str:
@@ -246,6 +308,8 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
             model["mlp"] = {"site_width": 0, **model.get("mlp", {})}
         raw["model"] = {"gaussian": "none", **model}
     for dotted, value in (overrides or {}).items():
+        if not isinstance(dotted, str):
+            raise PhysdiffError(f"override key {dotted!r} must be a string 'section.key'")
         *path, key = dotted.split(".")
         family = next((f for f, c in FAMILIES.items() if key in {x.name for x in fields(c)}), None)
         if path == ["model"] and family:  # the flat name of a family key (version-1 layout)
@@ -260,13 +324,18 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
         table[key] = value
     if isinstance(raw.get("model"), dict):
         raw["model"] = _nest_families(raw["model"])
-    data = raw.get("data", {})
-    if isinstance(data, dict) and not data.get("file") and isinstance(data.get("dataset"), str):
-        defaults = {**dict.fromkeys(IMAGE_DATASETS, IMAGE_DEFAULTS),
-                    **dict.fromkeys(LATTICE_DATASETS, LATTICE_DEFAULTS),
-                    "ising": ISING_DEFAULTS}.get(data["dataset"], {})
-        if data["dataset"] in LATTICE_DATASETS and isinstance(data.get("L", 8), int):
-            defaults = _deep_merge(defaults, {"model": {"mlp": {"width": lattice_mlp_width(data.get("L", 8))}}})
+    if not isinstance(raw.setdefault("data", {}), dict):
+        raise PhysdiffError(f"config section [data] must be a table, got {type(raw['data']).__name__}")
+    theory = _theory_table(raw, version)
+    data = raw["data"]
+    if not data.get("file") and isinstance(data.get("dataset"), str):
+        if theory:
+            from .lattice.theory import get_theory
+
+            defaults = _deep_merge(_deep_merge(LATTICE_DEFAULTS, get_theory(data["dataset"]).presets),
+                                   {"model": {"mlp": {"width": lattice_mlp_width(theory["L"])}}})
+        else:
+            defaults = IMAGE_DEFAULTS if data["dataset"] in IMAGE_DATASETS else {}
         for sname, values in defaults.items():
             if isinstance(raw.setdefault(sname, {}), dict):
                 raw[sname] = _deep_merge(values, raw[sname])
@@ -276,7 +345,7 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
             raise PhysdiffError(f"unknown config section [{_show(sname)}]{_suggest(sname, SECTIONS)}; "
                                 f"allowed: {', '.join(SECTIONS)}")
         sections[sname] = _build(sname, SECTIONS[sname], sval)
-    return _check_cross(Config(**sections))
+    return _check_cross(Config(**sections, theory=theory))
 
 
 def _deep_merge(defaults: dict, given: dict) -> dict:
@@ -285,12 +354,6 @@ def _deep_merge(defaults: dict, given: dict) -> dict:
     for k, v in given.items():
         out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
-
-
-# Ising spins (±1) keep the flattened MLP alone: with the Gaussian part and the site network the
-# sign-read energy moved from +30 to +62 errors at β = 0.3 and from +4 to +22 at β = 0.44 (GPU run,
-# benchmarks/README.md); φ⁴ gains from both.
-ISING_DEFAULTS = _deep_merge(LATTICE_DEFAULTS, {"model": {"gaussian": "none", "mlp": {"site_width": 0}}})
 
 
 def _nest_families(model: dict) -> dict:
@@ -348,13 +411,29 @@ def _check_cross(cfg: Config) -> Config:
     c = np.asarray(cov, dtype=np.float64)
     if not np.allclose(c, c.T) or np.linalg.eigvalsh(c).min() <= 0:
         raise PhysdiffError(f"data.cov = {cov!r} must be symmetric positive definite")
-    kind = resolve_kind(replace(d, kind="auto")).name
-    if d.kind not in ("auto", kind):
+    kind = resolve_kind(replace(d, kind="auto"))
+    if d.kind not in ("auto", kind.name):
         raise PhysdiffError(f"data.kind = {d.kind!r} does not match the data (data.dataset = {d.dataset!r}, "
-                            f"data.file = {d.file!r} are of kind {kind!r})")
-    if d.normalization == "pixel" and kind != "image":
-        raise PhysdiffError(f"data.normalization = 'pixel' is for images in [0, 1]; this data is of kind {kind!r}")
-    return replace(cfg, data=replace(d, kind=kind))
+                            f"data.file = {d.file!r} are of kind {kind.name!r})")
+    if d.normalization not in ("auto", *kind.normalizations):
+        why = {"pixel": "pixel is for images in [0, 1]", "standard": "a per-site shift and scale would break the "
+               "lattice's symmetries (q(φ) = q(−φ) of the odd network)"}.get(d.normalization, "")
+        raise PhysdiffError(f"data.normalization = {d.normalization!r} is not allowed for data of kind {kind.name!r}"
+                            f"{f' ({why})' if why else ''}; allowed: auto, {', '.join(kind.normalizations)}")
+    return replace(cfg, data=replace(d, kind=kind.name))
+
+
+def resolve_auto(cfg: Config) -> Config:
+    """``cfg`` with every ``auto`` replaced by what it means for this data today (kind,
+    normalisation, network, symmetry, Gaussian part): what a run writes in its config.toml, so
+    that it never depends on later defaults."""
+    kind = resolve_kind(cfg.data)
+    m = cfg.model
+    model = replace(m, arch=kind.arch if m.arch == "auto" else m.arch,
+                    symmetry=kind.resolve_symmetry(cfg) if m.symmetry == "auto" else m.symmetry,
+                    gaussian=kind.gaussian if m.gaussian == "auto" else m.gaussian)
+    data = replace(cfg.data, kind=kind.name, normalization=kind.resolve_normalization(cfg))
+    return replace(cfg, data=data, model=model)
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
@@ -398,10 +477,24 @@ def dump_config(cfg: Config) -> str:
                 table(f"{name}.{k}", v)
 
     for sname, values in cfg.to_dict().items():
-        table(sname, values)
+        if values or sname != "theory":  # [theory] only for lattice theories
+            table(sname, values)
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["IMAGE_DATASETS", "Config", "DataConfig", "DiffusionConfig", "MLPConfig", "ModelConfig", "TrainConfig",
-           "UNetConfig",
-           "config_from_dict", "dump_config", "load_config", "replace"]
+__all__ = [
+    "IMAGE_DATASETS",
+    "Config",
+    "DataConfig",
+    "DiffusionConfig",
+    "MLPConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "UNetConfig",
+    "config_from_dict",
+    "dump_config",
+    "load_config",
+    "replace",
+    "resolve_auto",
+    "theory_fields",
+]

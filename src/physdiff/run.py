@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ck
-from .config import load_config
+from .config import load_config, resolve_auto
 from .data import Normalizer, resolve_kind
 from .errors import PhysdiffError
 from .nets import build_model
@@ -34,7 +34,8 @@ class LoadedRun:
     """A run directory ready to sample from.
 
     ``weights``: "ema" (default, the averaged weights) or "model" (the raw ones).
-    Attributes: cfg, kind (the DataKind of ``data/kinds.py``), model (eval mode, on ``device``),
+    Attributes: cfg (every ``auto`` resolved), kind (the DataKind of ``data/kinds.py``), theory
+    (the lattice theory of a lattice run, else None), model (eval mode, on ``device``),
     normalizer, schedule, data_shape, step, class_names (empty for an unconditional run),
     num_classes.
     """
@@ -46,7 +47,7 @@ class LoadedRun:
                                 "give the run directory that training wrote")
         if weights not in ("ema", "model"):
             raise PhysdiffError(f"unknown weights {weights!r}; allowed: ema, model")
-        self.cfg = load_config(self.path / ck.CONFIG_FILE)
+        self.cfg = resolve_auto(load_config(self.path / ck.CONFIG_FILE))  # a run of before version 4 may say auto
         file = self.path / (ck.EMA_FILE if weights == "ema" else ck.MODEL_FILE)
         tensors, meta = ck.read_tensors(file, "weights file")
         try:
@@ -73,7 +74,8 @@ class LoadedRun:
         self.device = torch.device(device)
         self.num_classes = len(self.class_names)
         self.kind = resolve_kind(self.cfg.data)
-        self.is_image = self.kind.name == "image"
+        self.is_image = self.kind.images
+        self.theory = self.kind.theory(self.cfg)  # the lattice theory (None for other data)
         self._warned = self._warned_outliers = False
         self.model = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind, d)
         weights_only = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
@@ -158,7 +160,7 @@ class LoadedRun:
                 raise PhysdiffError(f"sampler {sampler} produced {int((~np.isfinite(x)).sum())} non-finite values in "
                                     f"samples {lo}..{lo + count - 1}; nothing was written")
             self._warn_far_outliers(x, sampler)
-            outs.append(self.kind.postprocess(x, self.cfg.data))
+            outs.append(self.kind.postprocess(x, self.cfg))
             if res.log_prob is not None:
                 logps.append(res.log_prob.cpu().numpy() + jac)  # data units: log p_x = log p_z + log|∂z/∂x|
         self.last_log_prob = np.concatenate(logps) if logps else None

@@ -25,10 +25,9 @@ from tqdm import tqdm
 
 from . import checkpoint as ck
 from . import dist
-from .config import Config, dump_config, load_config
+from .config import Config, dump_config, load_config, resolve_auto
 from .data import Normalizer, load_training, resolve_kind
 from .errors import PhysdiffError
-from .lattice.data import random_lattice_symmetry
 from .nets import build_model
 from .objective import DenoisingLoss
 from .schedule import make_schedule
@@ -90,7 +89,7 @@ class Trainer:
 
     @classmethod
     def create(cls, cfg: Config, run: Path, device: torch.device) -> Trainer:
-        ts = load_training(cfg.data)
+        ts = load_training(cfg)
         normalizer = ts.normalizer
         data = normalizer.encode(torch.from_numpy(ts.x).double()).to(device=device, dtype=torch.float32)
         labels = None if ts.labels is None else torch.from_numpy(ts.labels).to(device)
@@ -175,7 +174,7 @@ class Trainer:
         if cfg.compile:
             net = torch.compile(net)
         amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-        augment = random_lattice_symmetry if resolve_kind(self.cfg.data).name == "lattice" else None
+        augment = resolve_kind(self.cfg.data).augmentation(self.cfg)
         objective = DenoisingLoss(sched, d.prediction, d.loss, d.variance, cfg.label_dropout, len(self.class_names),
                                   augment=augment, amp_dtype=amp_dtype)
         main = dist.is_main()
@@ -308,6 +307,7 @@ def train(cfg: Config | None, out: str | Path, *, resume: bool = False, overwrit
             cfg = cfg.with_overrides({"train.steps": steps})
     elif cfg.data.file:  # record the data file so that the run works from any folder
         cfg = replace(cfg, data=replace(cfg.data, file=str(Path(cfg.data.file).expanduser().resolve())))
+    cfg = resolve_auto(cfg)  # config.toml says what every `auto` meant when the run was made
     device, created = dist.init(resolve_device(cfg.train.device))  # several processes under torchrun
     made_here = not resume and not (out.is_dir() and any(out.iterdir()))
     try:

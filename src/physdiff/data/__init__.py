@@ -47,9 +47,13 @@ def resolve_toy(name: str) -> ToyDataset:
     except KeyError:
         import difflib
 
-        from .kinds import LATTICE_DATASETS
+        from ..lattice.theory import is_theory, theory_names
 
-        allowed = (*TOY_DATASETS, *IMAGE_DATASETS, *LATTICE_DATASETS)
+        if is_theory(name) or name in IMAGE_DATASETS:
+            what = "a lattice theory" if is_theory(name) else "an image set"
+            raise PhysdiffError(f"dataset {name!r} is {what}, not a toy distribution; toy datasets: "
+                                f"{', '.join(TOY_DATASETS)}") from None
+        allowed = (*TOY_DATASETS, *IMAGE_DATASETS, *theory_names())
         close = difflib.get_close_matches(name, allowed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise PhysdiffError(f"unknown dataset {name!r}{hint}; allowed: {', '.join(allowed)}") from None
@@ -193,14 +197,8 @@ class Normalizer:
 
 
 def toy_for(data_cfg) -> ToyDataset | None:
-    """The toy dataset a [data] config names (None when it names a file or an image set)."""
-    if resolve_kind(data_cfg).name != "toy":
-        return None
-    if data_cfg.dataset == "gaussian":
-        from .toy import gaussian
-
-        return gaussian(data_cfg.mean, data_cfg.cov)
-    return resolve_toy(data_cfg.dataset)
+    """The toy dataset a [data] config names (None when it names a file, an image set or a theory)."""
+    return resolve_kind(data_cfg).toy(data_cfg)
 
 
 def training_array(data_cfg) -> np.ndarray:
@@ -225,26 +223,12 @@ class TrainingSet:
         return len(self.class_names) if self.labels is not None else 0
 
 
-def normalization_of(data_cfg) -> str:
-    """The normaliser a [data] config asks for: ``data.normalization``, or its kind's default."""
-    return resolve_kind(data_cfg).normalization if data_cfg.normalization == "auto" else data_cfg.normalization
+def normalization_of(cfg) -> str:
+    """The normaliser a config asks for: ``data.normalization``, or its kind's default."""
+    return resolve_kind(cfg.data).resolve_normalization(cfg)
 
 
-def load_training(data_cfg) -> TrainingSet:
-    """The training split a [data] config describes, with the normaliser of its kind (or of
-    ``data.normalization``) fitted on it, and labels if ``data.conditional``."""
-    norm = normalization_of(data_cfg)
-    kind = resolve_kind(data_cfg).name
-    if kind == "lattice":
-        from ..lattice.data import lattice_training_set
-
-        x, _ = lattice_training_set(data_cfg)
-        x = x[:data_cfg.n_train, None]  # (N, 1, L, L): one channel for the U-Net
-        return TrainingSet(x, None, (), Normalizer.fit(norm, x))
-    if kind == "image":
-        images = load_image_dataset(data_cfg)
-        labels = images.train_y if data_cfg.conditional and images.num_classes > 1 else None
-        return TrainingSet(images.train_x, labels, images.class_names if labels is not None else (),
-                           Normalizer.fit(norm, images.train_x))
-    x = training_array(data_cfg)
-    return TrainingSet(x, None, (), Normalizer.fit(norm, x))
+def load_training(cfg) -> TrainingSet:
+    """The training split a config describes (its kind's strategy), with the normaliser of its
+    kind (or of ``data.normalization``) fitted on it, and labels if ``data.conditional``."""
+    return resolve_kind(cfg.data).load_training(cfg)

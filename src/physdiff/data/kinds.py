@@ -1,9 +1,11 @@
-"""Declared kinds of data: the one place that decides, per kind, how data are normalised,
-post-processed at sampling, which network and sampler they get by default.
+"""Kinds of data as strategies: the one place that decides, per kind, how data are loaded and
+normalised, augmented in training, post-processed at sampling, written out, evaluated and drawn,
+and which network and sampler they get by default.
 
-A run records its kind in ``config.toml`` (``data.kind``); ``auto`` is resolved when the
-config is read (image sets → image, a file → file, otherwise toy), so old run directories
-that predate the key still load. Adding a kind (lattice fields) is one entry here.
+A run records its kind in ``config.toml`` (``data.kind``); ``auto`` is resolved when the config
+is read (image sets → image, a file → file, a registered lattice theory → lattice, otherwise
+toy), so old run directories that predate the key still load. Adding a kind is one subclass of
+:class:`DataKind` and one entry of ``KINDS``; no code outside this file tests a kind's name.
 """
 
 from __future__ import annotations
@@ -13,17 +15,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 KIND_NAMES = ("toy", "file", "image", "lattice")
-LATTICE_DATASETS = ("phi4", "ising")
 NORMALIZATIONS = ("auto", "standard", "scalar", "pixel")
 
 
 @dataclass(frozen=True)
 class DataKind:
-    """name; normalization used for ``data.normalization = auto``: standard (per-dimension mean
-    and std), scalar (x / one RMS over every site and sample: no shift, so translations and
-    φ → −φ commute with it) or pixel ([0, 1] → [−1, 1]); value_range: samples are clipped to it
-    (None: never clipped); arch: network for ``model.arch = auto``; sampler: default sampler
-    options; sample_batch: samples per network batch by default."""
+    """name; normalization used for ``data.normalization = auto`` and ``normalizations``, those
+    allowed: standard (per-dimension mean and std), scalar (x / one RMS over every site and
+    sample: no shift, so translations and φ → −φ commute with it) or pixel ([0, 1] → [−1, 1]);
+    value_range: samples are clipped to it (None: never clipped); arch: network for
+    ``model.arch = auto``; sampler: default sampler options; sample_batch: samples per network
+    batch by default; symmetry / gaussian: ``model.symmetry`` / ``model.gaussian`` = auto;
+    images: samples are pictures (PNG grids, image metrics)."""
 
     name: str
     normalization: str
@@ -33,38 +36,191 @@ class DataKind:
     sample_batch: int = 4096
     symmetry: str = "none"  # model.symmetry = auto: "odd" makes the network odd in x (nets/symmetry.py)
     gaussian: str = "none"  # model.gaussian = auto: "spectrum" adds the Gaussian field's denoiser (nets/gaussian.py)
+    normalizations: tuple[str, ...] = ("standard", "scalar")
+    images: bool = False
+    likelihood: bool = True  # evaluate --nll: the variational bound and ODE likelihood of test points
 
-    def postprocess(self, x: np.ndarray, data_cfg=None) -> np.ndarray:
-        """Samples in data units as the kind allows them: images clipped to [0, 1]; Ising
-        spins read through their sign (a continuous model of a discrete law has no density
-        on ±1: its samples are mapped, not drawn exactly)."""
-        if self.name == "lattice" and data_cfg is not None and data_cfg.dataset == "ising":
-            return np.where(x >= 0, 1.0, -1.0).astype(x.dtype)
+    # ---------------------------------------------------------------- training
+    def load_training(self, cfg):
+        """The TrainingSet (data, labels, class names, normaliser) of a config's data."""
+        from . import Normalizer, TrainingSet, training_array
+
+        x = training_array(cfg.data)
+        return TrainingSet(x, None, (), Normalizer.fit(self.resolve_normalization(cfg), x))
+
+    def resolve_normalization(self, cfg) -> str:
+        return self.normalization if cfg.data.normalization == "auto" else cfg.data.normalization
+
+    def resolve_symmetry(self, cfg) -> str:
+        return self.symmetry
+
+    def augmentation(self, cfg):
+        """A function (x, generator) -> x of random symmetry transforms for training, or None."""
+        return None
+
+    def toy(self, data_cfg):
+        """The toy dataset the config names (None for data that are not a toy distribution)."""
+        return None
+
+    def theory(self, cfg):
+        """The lattice theory of the config (None for data that are not a lattice field)."""
+        return None
+
+    # ---------------------------------------------------------------- sampling
+    def postprocess(self, x: np.ndarray, cfg=None) -> np.ndarray:
+        """Samples in data units as the kind allows them (clipped to ``value_range``)."""
         return x if self.value_range is None else np.clip(x, *self.value_range)
+
+    def output_shape(self, data_shape: tuple[int, ...], cfg=None) -> tuple[int, ...]:
+        """The shape of one sample in the files users exchange."""
+        return tuple(data_shape)
+
+    def to_output(self, x: np.ndarray, cfg=None) -> np.ndarray:
+        """Samples (n, *data_shape) as the files users exchange hold them."""
+        return x
+
+    def sidecar(self, cfg, generator: str, sampler: dict) -> dict | None:
+        """The JSON written beside a samples file (None: none)."""
+        return None
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print) -> dict:
+        """The evaluation report of a run of this kind (``physdiff.evaluation``)."""
+        from ..evaluation import vectors
+
+        return vectors.evaluate(run, n or 5000, seed, samples, sampler_args=sampler_args, nll=nll, nll_n=nll_n)
+
+    def figures(self, run, n, seed, *, guidance=None, samples=None, snaps=None) -> dict:
+        """{file name: Figure} of a run of this kind."""
+        from ..evaluation import vectors
+
+        return vectors.figures(run, n, seed, samples, snaps)
+
+    def format_report(self, report: dict) -> str:
+        from ..evaluation import vectors
+
+        return vectors.format_report(report)
+
+
+@dataclass(frozen=True)
+class ToyKind(DataKind):
+    def toy(self, data_cfg):
+        from . import resolve_toy
+
+        if data_cfg.dataset == "gaussian":
+            from .toy import gaussian
+
+            return gaussian(data_cfg.mean, data_cfg.cov)
+        return resolve_toy(data_cfg.dataset)
+
+
+@dataclass(frozen=True)
+class ImageKind(DataKind):
+    def load_training(self, cfg):
+        from . import Normalizer, TrainingSet
+        from .images import load_image_dataset
+
+        images = load_image_dataset(cfg.data)
+        labels = images.train_y if cfg.data.conditional and images.num_classes > 1 else None
+        return TrainingSet(images.train_x, labels, images.class_names if labels is not None else (),
+                           Normalizer.fit(self.resolve_normalization(cfg), images.train_x))
+
+    def evaluate(self, run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print) -> dict:
+        from ..evaluation import images
+
+        return images.evaluate(run, n, seed, samples, sampler_args=sampler_args, log=log)
+
+    def figures(self, run, n, seed, *, guidance=None, samples=None, snaps=None) -> dict:
+        from ..evaluation import images
+
+        return images.figures(run, seed, sampler_args=run.default_sampler(guidance))
+
+    def format_report(self, report: dict) -> str:
+        from ..evaluation import images
+
+        return images.format_report(report)
+
+
+@dataclass(frozen=True)
+class LatticeKind(DataKind):
+    """Fields of a lattice theory (``lattice/theory.py``): training sets from the reference Monte
+    Carlo, the theory's symmetries as augmentation, samples post-processed and checked by the
+    theory and written as ensembles ((N, L, L) with their JSON)."""
+
+    def theory(self, cfg):
+        from ..lattice.data import theory_of
+
+        return theory_of(cfg)
+
+    def load_training(self, cfg):
+        from ..lattice.data import lattice_training_set
+        from . import Normalizer, TrainingSet
+
+        theory, L = self.theory(cfg), cfg.theory["L"]
+        x, _ = lattice_training_set(theory, L, cfg.data.n_train, cfg.data.seed)
+        x = x[:cfg.data.n_train].reshape(-1, theory.components, L, L)  # channels = the field's components
+        return TrainingSet(x, None, (), Normalizer.fit(self.resolve_normalization(cfg), x))
+
+    def resolve_symmetry(self, cfg) -> str:
+        return self.symmetry if self.theory(cfg).z2_symmetric else "none"
+
+    def augmentation(self, cfg):
+        return self.theory(cfg).augment
+
+    def postprocess(self, x: np.ndarray, cfg=None) -> np.ndarray:
+        return x if cfg is None else self.theory(cfg).postprocess(x)
+
+    def output_shape(self, data_shape, cfg=None):
+        return self.theory(cfg).field_shape(cfg.theory["L"])
+
+    def to_output(self, x: np.ndarray, cfg=None) -> np.ndarray:
+        return x.reshape(len(x), *self.output_shape(x.shape[1:], cfg))
+
+    def sidecar(self, cfg, generator: str, sampler: dict) -> dict:
+        return {"params": self.theory(cfg).params, "generator": generator, "chains": 1, "sampler": sampler}
+
+    def evaluate(self, run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print) -> dict:
+        from ..evaluation import lattice
+
+        return lattice.evaluate(run, n or 4000, seed, samples, sampler_args=sampler_args, log=log)
+
+    def figures(self, run, n, seed, *, guidance=None, samples=None, snaps=None) -> dict:
+        from ..evaluation import lattice
+
+        return lattice.figures(run, n, seed, samples)
+
+    def format_report(self, report: dict) -> str:
+        from ..evaluation import lattice
+
+        return lattice.format_report(report)
 
 
 # 1000 U-Net evaluations per image sample (twice with guidance) are minutes on a CPU; DDPM on 100
 # respaced steps is within the noise of the 1000-step sampler (benchmarks/README.md).
 KINDS = {
-    "toy": DataKind("toy", "standard", "mlp"),
+    "toy": ToyKind("toy", "standard", "mlp"),
     "file": DataKind("file", "standard", "mlp"),
-    "image": DataKind("image", "pixel", "unet", (0.0, 1.0), {"sampler": "ddpm", "steps": 100}, 512),
+    "image": ImageKind("image", "pixel", "unet", (0.0, 1.0), {"sampler": "ddpm", "steps": 100}, 512,
+                       normalizations=("pixel", "standard", "scalar"), images=True, likelihood=False),
     # lattice: a residual MLP on the flattened field; its exact divergence (D = L² backward passes
     # per ODE evaluation) is ~10x cheaper on a CPU than the periodic U-Net's (model.arch = unet)
-    # exact Gaussian part from the data's power spectrum (benchmarks/README.md: the raw action density)
-    "lattice": DataKind("lattice", "scalar", "mlp", None, {"sampler": "ddpm", "steps": 100}, 1024, "odd", "spectrum"),
+    # exact Gaussian part from the data's power spectrum (benchmarks/README.md: the raw action density).
+    # Only the scalar normalisation: a per-site shift would break q(φ) = q(−φ) of the odd network.
+    "lattice": LatticeKind("lattice", "scalar", "mlp", None, {"sampler": "ddpm", "steps": 100}, 1024, "odd",
+                           "spectrum", normalizations=("scalar",), likelihood=False),
 }
 
 
 def resolve_kind(data_cfg) -> DataKind:
     """The DataKind of a [data] config (``kind = auto`` resolved from dataset and file)."""
+    from ..lattice.theory import is_theory
     from .images import IMAGE_DATASETS
 
     name = data_cfg.kind
     if name == "auto":
         name = ("file" if data_cfg.file else "image" if data_cfg.dataset in IMAGE_DATASETS
-                else "lattice" if data_cfg.dataset in LATTICE_DATASETS else "toy")
+                else "lattice" if is_theory(data_cfg.dataset) else "toy")
     return KINDS[name]
 
 
-__all__ = ["KINDS", "KIND_NAMES", "LATTICE_DATASETS", "NORMALIZATIONS", "DataKind", "resolve_kind"]
+__all__ = ["KINDS", "KIND_NAMES", "NORMALIZATIONS", "DataKind", "ImageKind", "LatticeKind", "ToyKind", "resolve_kind"]

@@ -22,22 +22,18 @@ def evaluate(run, n: int | None = None, seed: int = 0, samples: np.ndarray | Non
              sampler_args: dict | None = None, nll: bool = False, nll_n: int = 500, log=print) -> dict:
     """The evaluation report of ``run`` (n samples; None: 5000 for vectors, the training split's
     size for images). ``sampler_args``: keyword arguments of ``LoadedRun.sample``."""
-    if run.is_image:
-        if nll:
-            raise PhysdiffError("the likelihood report is available for vector data only, not yet for image runs")
-        return images.evaluate(run, n, seed, samples, sampler_args=sampler_args, log=log)
-    if run.kind.name == "lattice":
-        if nll:
-            raise PhysdiffError("the likelihood report is for vector data; a lattice run's samples carry their exact "
-                                "log-density instead (sampler ode with log_prob)")
-        return lattice.evaluate(run, n or 4000, seed, samples, sampler_args=sampler_args, log=log)
-    return vectors.evaluate(run, n or 5000, seed, samples, sampler_args=sampler_args, nll=nll, nll_n=nll_n)
+    if nll and not run.kind.likelihood:
+        raise PhysdiffError(f"the likelihood report is for vector data, not for {run.kind.name} runs"
+                            + ("; a lattice run's samples carry their exact log-density instead (the density sampler "
+                               "with log_prob)" if run.theory is not None else ""))
+    return run.kind.evaluate(run, n, seed, samples, sampler_args=sampler_args, nll=nll, nll_n=nll_n, log=log)
 
 
 def format_report(report: dict) -> str:
     """A readable table of a report of :func:`evaluate`."""
-    formatter = {"image": images, "lattice": lattice}.get(report.get("kind"), vectors)
-    return formatter.format_report(report)
+    from ..data.kinds import KINDS
+
+    return KINDS.get(report.get("kind"), KINDS["toy"]).format_report(report)
 
 
 def write_report(run, report: dict) -> None:
@@ -60,12 +56,7 @@ def loss_figure(run) -> dict:
 
 def figures(run, n: int = 3000, seed: int = 0, *, guidance: float | None = None, samples=None, snaps=None) -> dict:
     """{file name: Figure} of every figure of the run, training loss included."""
-    if run.is_image:
-        figs = images.figures(run, seed, sampler_args=run.default_sampler(guidance))
-    elif run.kind.name == "lattice":
-        figs = lattice.figures(run, n, seed, samples)
-    else:
-        figs = vectors.figures(run, n, seed, samples, snaps)
+    figs = run.kind.figures(run, n, seed, guidance=guidance, samples=samples, snaps=snaps)
     return figs | loss_figure(run)
 
 

@@ -1,4 +1,4 @@
-"""Evaluation of a lattice run (φ⁴ or Ising) against the reference Monte Carlo.
+"""Evaluation of a lattice run (any registered theory: φ⁴, Ising, a user's) against the reference Monte Carlo.
 
 The noise-floor policy of ``references.py`` in its lattice form: a model ensemble is compared
 with an independent Monte Carlo ensemble of the same theory (HMC + Wolff for φ⁴, Wolff for
@@ -8,8 +8,6 @@ the report also counts observables beyond 3 combined errors.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 
@@ -25,8 +23,7 @@ def reference_ensemble(run, seed: int = 0, n: int = REFERENCE_SIZE, log=None) ->
     (seed REFERENCE_SEED_BASE + seed), made once and cached as training sets are."""
     from ..lattice.data import lattice_training_set
 
-    cfg = dataclasses.replace(run.cfg.data, n_train=n, seed=REFERENCE_SEED_BASE + 1009 * seed)
-    x, _ = lattice_training_set(cfg, log)
+    x, _ = lattice_training_set(run.theory, run.cfg.theory["L"], n, REFERENCE_SEED_BASE + 1009 * seed, log)
     return x
 
 
@@ -34,18 +31,17 @@ def evaluate(run, n: int, seed: int, samples: np.ndarray | None = None, *, sampl
              log=print) -> dict:
     """Report of ``n`` model configurations (or the given ``samples`` (N, 1, L, L)) against the
     reference ensemble: every observable of ``lattice.observables`` with its error and z."""
-    from ..lattice.data import theory_of
     from ..lattice.observables import SCALARS, as_table, compare, measure
 
-    theory = theory_of(run.cfg.data)
+    theory, L = run.theory, run.cfg.theory["L"]
     if samples is None:
         samples, _ = run.sample(n, seed + 1, **(sampler_args or {}))
-    x = np.asarray(samples, dtype=np.float64).reshape(len(samples), run.cfg.data.L, run.cfg.data.L)
+    x = np.asarray(samples, dtype=np.float64).reshape(len(samples), *theory.field_shape(L))
     ref = reference_ensemble(run, seed, log=log)
     model_t, ref_t = as_table(measure(x, theory)), as_table(measure(ref, theory, chains=16))
     z = compare(model_t, ref_t)
     return {"kind": "lattice", "run": str(run.path), "dataset": run.cfg.data.dataset, "theory": theory.params,
-            "L": run.cfg.data.L, "n": len(x), "n_reference": len(ref), "sampler": sampler_args or run.default_sampler(),
+            "L": L, "n": len(x), "n_reference": len(ref), "sampler": sampler_args or run.default_sampler(),
             "model": model_t, "reference": ref_t, "z": z,
             "beyond_3_errors": [k for k in SCALARS if abs(z[k]) > 3]}
 
@@ -69,14 +65,13 @@ def format_report(report: dict) -> str:
 def figures(run, n: int, seed: int, samples: np.ndarray | None = None) -> dict:
     """{file name: Figure}: histograms of M and of the action density, G(r) with errors, and
     configurations, each beside the reference Monte Carlo."""
-    from ..lattice.data import theory_of
     from ..lattice.observables import as_table, measure, primaries
     from ..plots import plot_configurations, plot_correlator, plot_lattice_histograms
 
-    theory, L = theory_of(run.cfg.data), run.cfg.data.L
+    theory, L = run.theory, run.cfg.theory["L"]
     if samples is None:
         samples, _ = run.sample(n, seed + 1)
-    x = np.asarray(samples, dtype=np.float64).reshape(len(samples), L, L)
+    x = np.asarray(samples, dtype=np.float64).reshape(len(samples), *theory.field_shape(L))
     ref = reference_ensemble(run, seed)
     title = f"{theory.label}, L = {L}"
     sets = {"Monte Carlo": ref[: len(x)], "diffusion": x}

@@ -1,4 +1,4 @@
-"""Lattice actions on an L×L periodic lattice; configurations are tensors (B, L, L).
+"""The built-in lattice theories on an L×L periodic lattice; configurations are tensors (B, L, L).
 
 Real scalar φ⁴ in the hopping form (the convention of Wolff's and Vierhaus's φ⁴ studies, and of
 Albergo, Kanwar & Shanahan 2019):
@@ -9,32 +9,34 @@ Albergo, Kanwar & Shanahan 2019):
 the free field S = ½ φᵀKφ with K = 2(1 − κ Σ_μ (T_μ + T_μ⁻¹)), stable for κ < 1/4.
 
 The 2D Ising model: weight e^{β Σ_⟨xy⟩ s_x s_y}, s = ±1, energy E = −Σ_⟨xy⟩ s_x s_y.
+
+Both implement the contract of ``theory.py`` and are registered as "phi4" and "ising".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
+import numpy as np
 import torch
 
+from ..errors import PhysdiffError
+from .theory import Theory, all_neighbours, neighbour_sum, param, register_theory
 
-def neighbour_sum(phi: torch.Tensor) -> torch.Tensor:
-    """Σ_μ φ_{x+μ̂} over the two positive directions, periodic: (B, L, L) → (B, L, L)."""
-    return torch.roll(phi, -1, dims=-1) + torch.roll(phi, -1, dims=-2)
-
-
-def all_neighbours(phi: torch.Tensor) -> torch.Tensor:
-    """Σ_{±μ} φ_{x±μ̂}, the four nearest neighbours: (B, L, L) → (B, L, L)."""
-    return (torch.roll(phi, 1, dims=-1) + torch.roll(phi, -1, dims=-1)
-            + torch.roll(phi, 1, dims=-2) + torch.roll(phi, -1, dims=-2))
+__all__ = ["Ising", "Phi4", "all_neighbours", "free_field_propagator", "neighbour_sum"]
 
 
+@register_theory
 @dataclass(frozen=True)
-class Phi4:
+class Phi4(Theory):
     """φ⁴ theory in the hopping form with hopping parameter κ and coupling λ (module docstring)."""
 
-    kappa: float
-    lam: float
+    name: ClassVar[str] = "phi4"
+    title: ClassVar[str] = "φ⁴"
+
+    kappa: float = param(0.2705, doc="phi4: hopping parameter κ")
+    lam: float = param(0.022, doc="phi4: quartic coupling λ")
 
     def action(self, phi: torch.Tensor) -> torch.Tensor:
         """S(φ) per configuration: (B, L, L) → (B,)."""
@@ -46,22 +48,40 @@ class Phi4:
         """−∂S/∂φ_x = 2κ Σ_{±μ} φ_{x±μ̂} − 2(1 − 2λ) φ_x − 4λ φ_x³: (B, L, L)."""
         return 2.0 * self.kappa * all_neighbours(phi) - 2.0 * (1.0 - 2.0 * self.lam) * phi - 4.0 * self.lam * phi**3
 
-    @property
-    def params(self) -> dict:
-        return {"model": "phi4", "kappa": self.kappa, "lam": self.lam}
+    def cluster_update(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Wolff update of the embedded Ising signs (Brower & Tamayo 1989): the term
+        −2κ φ_x φ_y = −2κ|φ_x||φ_y| s_x s_y makes the signs an Ising model with β_xy = 2κ|φ_x||φ_y|."""
+        from .mc import wolff_update
 
-    @property
-    def label(self) -> str:
-        return f"φ⁴, κ = {self.kappa:g}, λ = {self.lam:g}"
+        if self.kappa == 0:
+            return x
+        a = np.abs(x)
+        return wolff_update(x, (2 * self.kappa * a * np.roll(a, -1, axis=-1),
+                                2 * self.kappa * a * np.roll(a, -1, axis=-2)), rng)
 
-    density_label = "action density $S/V$"
+    def validate(self, L: int) -> None:
+        # at λ = 0 the action is the Gaussian ½ φᵀKφ, whose smallest eigenvalue 2(1 − 4κ) (p = 0)
+        # must be positive; any λ > 0 bounds it from below
+        if self.lam == 0 and self.kappa >= 0.25:
+            raise PhysdiffError(f"φ⁴ with lam = 0 is the free field, normalisable only for kappa < 0.25; "
+                                f"kappa = {self.kappa:g} has no probability law (give lam > 0 or a smaller kappa)")
 
 
+@register_theory
 @dataclass(frozen=True)
-class Ising:
+class Ising(Theory):
     """The 2D Ising model at inverse temperature β (J = 1, no field)."""
 
-    beta: float
+    name: ClassVar[str] = "ising"
+    title: ClassVar[str] = "Ising"
+    discrete: ClassVar[tuple[float, ...]] = (-1.0, 1.0)
+    density_label: ClassVar[str] = "energy density $E/V$"
+    # spins (±1) keep the flattened MLP alone: with the Gaussian part and the site network the
+    # sign-read energy moved from +30 to +62 errors at β = 0.3 and from +4 to +22 at β = 0.44 (GPU
+    # run, benchmarks/README.md); φ⁴ gains from both
+    presets: ClassVar[dict] = {"model": {"gaussian": "none", "mlp": {"site_width": 0}}}
+
+    beta: float = param(0.44, doc="ising: inverse temperature β")
 
     def energy(self, s: torch.Tensor) -> torch.Tensor:
         """E = −Σ_⟨xy⟩ s_x s_y per configuration: (B, L, L) → (B,)."""
@@ -71,15 +91,16 @@ class Ising:
         """S = β E, so the weight is e^{−S}."""
         return self.beta * self.energy(s)
 
-    @property
-    def params(self) -> dict:
-        return {"model": "ising", "beta": self.beta}
+    def density(self, s: torch.Tensor) -> torch.Tensor:
+        """The energy density E/V (the observable tables call it the action density)."""
+        return self.energy(s) / (s.shape[-1] * s.shape[-2])
 
-    @property
-    def label(self) -> str:
-        return f"Ising, β = {self.beta:g}"
+    def cluster_update(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The Wolff algorithm (Wolff 1989): bonds between equal spins with p = 1 − e^{−2β}."""
+        from .mc import wolff_update
 
-    density_label = "energy density $E/V$"
+        full = np.full(x.shape, self.beta)
+        return wolff_update(x, (full, full), rng)
 
 
 def free_field_propagator(L: int, kappa: float) -> torch.Tensor:

@@ -1,40 +1,23 @@
-"""Ensembles on disk: ``NAME.npy`` (N, L, L) float32 (Ising spins exactly ±1) with
-``NAME.json`` beside it holding the theory's parameters and how the ensemble was made."""
+"""Ensembles on disk: ``NAME.npy`` (N, L, L) float32 ((N, C, L, L) for a field of C components;
+Ising spins exactly ±1) with ``NAME.json`` beside it holding the theory's parameters
+(``{"params": {"model": name, parameter: value, ...}}``) and how the ensemble was made."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 from ..checkpoint import atomic_write_bytes, save_npy
 from ..errors import PhysdiffError
-from .action import Ising, Phi4
+from .theory import make_theory, theory_from_params
 
 
-def _coupling(name: str, v) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
-        raise PhysdiffError(f"{name} = {v!r} must be a finite number >= 0")
-    return float(v)
-
-
-def theory_from_params(params: dict):
-    """Phi4 or Ising from {"model": ..., couplings} (an ensemble's JSON), every value checked."""
-    model = params.get("model")
-    if model == "phi4":
-        return Phi4(_coupling("kappa", params.get("kappa")), _coupling("lam", params.get("lam")))
-    if model == "ising":
-        return Ising(_coupling("beta", params.get("beta")))
-    raise PhysdiffError(f"unknown lattice model {model!r}; allowed: phi4, ising")
-
-
-def check_theory_params(model: str, L: int, kappa=None, lam=None, beta=None):
-    """The theory the parameters name on an L×L lattice, or a PhysdiffError naming the bad value."""
-    if not isinstance(L, int) or L < 2:
-        raise PhysdiffError(f"L = {L!r} is out of range; the lattice needs L >= 2")
-    return theory_from_params({"model": model, "kappa": kappa, "lam": lam, "beta": beta})
+def check_theory_params(model: str, L: int, values: dict | None = None, prefix: str = "theory."):
+    """The theory ``model`` with parameter ``values`` on an L×L lattice, or a PhysdiffError naming
+    the bad value (unknown model or parameter, out of range, no normalisable law)."""
+    return make_theory(model, L, values, prefix)
 
 
 def sidecar(path: str | Path) -> Path:
@@ -58,9 +41,10 @@ def load_ensemble(path: str | Path) -> tuple[np.ndarray, dict]:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise PhysdiffError(f"ensemble file {str(path)!r} is not a readable .npy array: {exc}") from None
-    if x.dtype.kind not in "fiu" or x.ndim != 3 or x.shape[1] != x.shape[2] or x.shape[1] < 2 or len(x) < 2:
+    if (x.dtype.kind not in "fiu" or x.ndim not in (3, 4) or x.shape[-1] != x.shape[-2] or x.shape[-1] < 2
+            or len(x) < 2):
         raise PhysdiffError(f"ensemble file {str(path)!r} has shape {x.shape} and dtype {x.dtype}; expected "
-                            "(N, L, L) numbers with N >= 2 and L >= 2")
+                            "(N, L, L) numbers with N >= 2 and L >= 2 (or (N, C, L, L) for C components)")
     x = x.astype(np.float64)
     if not np.isfinite(x).all():
         raise PhysdiffError(f"ensemble file {str(path)!r} contains {int((~np.isfinite(x)).sum())} NaN/inf values")
@@ -71,13 +55,15 @@ def load_ensemble(path: str | Path) -> tuple[np.ndarray, dict]:
             info = json.loads(meta.read_text(encoding="utf-8"))
         except (ValueError, OSError) as exc:
             raise PhysdiffError(f"ensemble parameters {str(meta)!r} are not valid JSON: {exc}") from None
-    params = info.get("params")
+    params = info.get("params") if isinstance(info, dict) else None
     if not isinstance(params, dict):
         raise PhysdiffError(f"ensemble {str(path)!r} has no parameters: {str(meta)!r} must hold "
                             '{"params": {"model": "phi4", "kappa": ..., "lam": ...}} '
                             'or {"params": {"model": "ising", "beta": ...}}')
-    theory = check_theory_params(params.get("model"), x.shape[1], params.get("kappa"), params.get("lam"),
-                                 params.get("beta"))
-    if isinstance(theory, Ising) and not np.isin(x, (-1.0, 1.0)).all():
-        raise PhysdiffError(f"Ising ensemble {str(path)!r} holds values other than ±1")
+    theory = theory_from_params(params)
+    theory.validate(x.shape[-1])
+    if tuple(x.shape[1:]) != theory.field_shape(x.shape[-1]):
+        raise PhysdiffError(f"ensemble file {str(path)!r} has configurations of shape {x.shape[1:]}; theory "
+                            f"{theory.name!r} has fields of shape {theory.field_shape(x.shape[-1])}")
+    theory.check_samples(x, repr(str(path)))
     return x, info

@@ -17,12 +17,12 @@ from scipy.sparse.csgraph import connected_components
 
 from ..errors import PhysdiffError
 from ..stats import gamma_method
-from .action import Ising, Phi4
+from .theory import Theory
 
 TARGET_ACCEPTANCE = 0.8
 
 
-def leapfrog(theory: Phi4, phi: torch.Tensor, mom: torch.Tensor, eps: float, n: int):
+def leapfrog(theory: Theory, phi: torch.Tensor, mom: torch.Tensor, eps: float, n: int):
     """n leapfrog steps of size eps for H = ½ p² + S(φ): reversible and area-preserving
     (Duane et al. 1987). Returns the new (φ, p)."""
     mom = mom + 0.5 * eps * theory.force(phi)
@@ -34,29 +34,22 @@ def leapfrog(theory: Phi4, phi: torch.Tensor, mom: torch.Tensor, eps: float, n: 
     return phi, mom
 
 
-def hmc_step(theory: Phi4, phi: torch.Tensor, eps: float, n: int, gen: torch.Generator):
+def hmc_step(theory: Theory, phi: torch.Tensor, eps: float, n: int, gen: torch.Generator):
     """One HMC trajectory per chain: Gaussian momenta, leapfrog, Metropolis on ΔH.
     phi: (B, L, L) float64. Returns (new φ, accepted (B,) bool)."""
     mom = torch.randn(phi.shape, generator=gen, dtype=phi.dtype)
-    h0 = 0.5 * (mom**2).sum((-2, -1)) + theory.action(phi)
+    dims = tuple(range(1, phi.dim()))
+    h0 = 0.5 * (mom**2).sum(dims) + theory.action(phi)
     new, mom_new = leapfrog(theory, phi, mom, eps, n)
-    h1 = 0.5 * (mom_new**2).sum((-2, -1)) + theory.action(new)
+    h1 = 0.5 * (mom_new**2).sum(dims) + theory.action(new)
     accept = torch.rand(phi.shape[0], generator=gen, dtype=phi.dtype) < torch.exp(-(h1 - h0)).clamp(max=1.0)
-    return torch.where(accept[:, None, None], new, phi), accept
+    return torch.where(accept.reshape(-1, *([1] * (phi.dim() - 1))), new, phi), accept
 
 
-def _bond_couplings(x: np.ndarray, theory) -> tuple[np.ndarray, np.ndarray]:
-    """Ising couplings β_xy of the bonds to the right and below (B, L, L) each. φ⁴: the term
-    −2κ φ_x φ_y = −2κ|φ_x||φ_y| s_x s_y makes the signs an Ising model with β_xy = 2κ|φ_x||φ_y|."""
-    if isinstance(theory, Ising):
-        full = np.full(x.shape, theory.beta)
-        return full, full
-    a = np.abs(x)
-    return (2 * theory.kappa * a * np.roll(a, -1, axis=-1), 2 * theory.kappa * a * np.roll(a, -1, axis=-2))
-
-
-def wolff_update(x: np.ndarray, theory, rng: np.random.Generator) -> np.ndarray:
-    """One Wolff single-cluster update per configuration (x: (B, L, L), φ or ±1 spins): bonds
+def wolff_update(x: np.ndarray, couplings: tuple[np.ndarray, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """One Wolff single-cluster update per configuration (x: (B, L, L), φ or ±1 spins) of the
+    Ising model of the signs with couplings β_xy, ``couplings`` = (bonds to the right, bonds
+    below), each (B, L, L): bonds
     between equal signs are activated with probability 1 − e^{−2β_xy}; the cluster of a random
     site is flipped x → −x. The cluster is the connected component of that site, found for
     every configuration at once (scipy.sparse.csgraph). Returns the updated copy."""
@@ -65,7 +58,7 @@ def wolff_update(x: np.ndarray, theory, rng: np.random.Generator) -> np.ndarray:
     idx = np.arange(B * V).reshape(B, L, L)
     sign = np.sign(x)
     rows, cols = [], []
-    for axis, beta in zip((-1, -2), _bond_couplings(x, theory), strict=True):
+    for axis, beta in zip((-1, -2), couplings, strict=True):
         nb = np.roll(idx, -1, axis=axis)
         same = sign == np.roll(sign, -1, axis=axis)
         active = same & (rng.random(x.shape) < -np.expm1(-2.0 * beta))
@@ -85,7 +78,7 @@ def wolff_update(x: np.ndarray, theory, rng: np.random.Generator) -> np.ndarray:
 class Chains:
     """B Markov chains of one theory on an L×L lattice, with their update state."""
 
-    theory: Phi4 | Ising
+    theory: Theory
     x: np.ndarray  # (B, L, L) float64
     seed: int
     eps: float = 0.1
@@ -98,10 +91,11 @@ class Chains:
         self.rng = np.random.default_rng(self.seed)
 
     def update(self, tune: bool = False) -> None:
-        """One sweep: an HMC trajectory of length ≈ 1 and a Wolff cluster update (φ⁴), or one
-        Wolff update (Ising). With ``tune`` the step size moves towards TARGET_ACCEPTANCE
-        (only during burn-in: a tuned step breaks detailed balance)."""
-        if isinstance(self.theory, Phi4):
+        """One sweep: an HMC trajectory of length ≈ 1 for a real field, then the theory's cluster
+        update if it has one (φ⁴: Wolff on the embedded signs; Ising: Wolff alone). With
+        ``tune`` the step size moves towards TARGET_ACCEPTANCE (only during burn-in: a tuned
+        step breaks detailed balance)."""
+        if self.theory.discrete is None:
             phi, acc = hmc_step(self.theory, torch.from_numpy(self.x), self.eps, self.n_leap, self.gen)
             self.x = phi.numpy()
             rate = float(acc.double().mean())
@@ -110,23 +104,13 @@ class Chains:
                 self.n_leap = max(1, round(1.0 / self.eps))
             else:
                 self.accepted.append(rate)
-        if self.cluster and (isinstance(self.theory, Ising) or self.theory.kappa > 0):
-            self.x = wolff_update(self.x, self.theory, self.rng)
+        if self.cluster and self.theory.has_cluster_update:
+            self.x = self.theory.cluster_update(self.x, self.rng)
 
 
 def magnetisation(x: np.ndarray) -> np.ndarray:
+    """Mean of the field over sites (and components) per configuration."""
     return x.reshape(len(x), -1).mean(1)
-
-
-def start(theory, L: int, chains: int, rng: np.random.Generator) -> np.ndarray:
-    """First half hot (random), second half cold (ordered, +1)."""
-    hot = chains // 2
-    if isinstance(theory, Ising):
-        x = rng.choice([-1.0, 1.0], size=(chains, L, L))
-    else:
-        x = rng.normal(size=(chains, L, L))
-    x[hot:] = 1.0
-    return x
 
 
 def run_mcmc(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster: bool = True,
@@ -134,13 +118,22 @@ def run_mcmc(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster
     """n configurations (n, L, L) float64 from ``chains`` chains and a report (acceptance, step,
     τ_int, burn-in, spacing, hot/cold agreement). Configurations are chain-major: chain c holds
     rows c·n/chains .. (c+1)·n/chains − 1, consecutive in Monte Carlo time."""
+    if not isinstance(theory, Theory):
+        raise PhysdiffError(f"{theory!r} is not a lattice theory (physdiff.lattice.Theory)")
+    theory.validate(L)
+    if chains < 2:
+        raise PhysdiffError(f"chains = {chains} is too few: the thermalisation check compares hot- and cold-start "
+                            "chains, so it needs at least 2")
+    if theory.discrete is not None and not (cluster and theory.has_cluster_update):
+        raise PhysdiffError(f"theory {theory.name!r} has discrete spins: without cluster updates its chains would "
+                            "never move (no HMC for spins); keep the cluster updates")
     if n % chains:
         raise PhysdiffError(f"n = {n} must be a multiple of the number of chains ({chains})")
     if n < 2 * chains:
         raise PhysdiffError(f"n = {n} gives fewer than 2 configurations per chain ({chains} chains); errors and the "
                             f"thermalisation check need n >= {2 * chains}")
     rng = np.random.default_rng(seed)
-    ch = Chains(theory, start(theory, L, chains, rng), seed + 1, cluster=cluster)
+    ch = Chains(theory, theory.start(L, chains, rng), seed + 1, cluster=cluster)
     for _ in range(pilot):  # tune the step size and forget the start
         ch.update(tune=True)
     series = []
@@ -154,7 +147,7 @@ def run_mcmc(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster
     for _ in range(burn_in):
         ch.update()
     per_chain = n // chains
-    out = np.empty((chains, per_chain, L, L))
+    out = np.empty((chains, per_chain, *theory.field_shape(L)))
     for i in range(per_chain):
         for _ in range(spacing):
             ch.update()
@@ -163,10 +156,10 @@ def run_mcmc(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster
         log(f"τ_int(|M|) = {tau:.2f} sweeps from a {pilot}-sweep pilot: burn-in {burn_in}, spacing {spacing}")
     report = {"L": L, "n": n, "chains": chains, "seed": seed, "cluster_updates": cluster,
               "pilot_tau_int_abs_m_sweeps": tau, "burn_in_sweeps": pilot * 2 + burn_in, "spacing_sweeps": spacing}
-    if isinstance(theory, Phi4):
+    if theory.discrete is None:
         report |= {"hmc_acceptance": float(np.mean(ch.accepted)), "hmc_step": ch.eps, "hmc_leapfrog_steps": ch.n_leap}
     report["thermalisation"] = hot_cold_check(out, theory)
-    return out.reshape(n, L, L), report
+    return out.reshape(n, *theory.field_shape(L)), report
 
 
 def hot_cold_check(x: np.ndarray, theory) -> dict:

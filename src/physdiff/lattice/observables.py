@@ -3,7 +3,7 @@
 With M = (1/V) Σ_x φ_x per configuration (V = L²):
 - ⟨M⟩, ⟨|M|⟩; χ₂ = V⟨M²⟩ (the full susceptibility, = G̃(p = 0)); the connected
   χ_c = V(⟨M²⟩ − ⟨|M|⟩²); the Binder cumulant U_L = 1 − ⟨M⁴⟩/(3⟨M²⟩²);
-- the action density ⟨S⟩/V (φ⁴) or the energy density ⟨E⟩/V (Ising);
+- the theory's density ⟨s⟩ (``Theory.density``: S/V by default, the energy density E/V for Ising);
 - the connected two-point function G(r) = (1/V)Σ_x ⟨φ_x φ_{x+r}⟩ − ⟨M⟩², r along either axis;
 - the second-moment correlation length ξ₂ = √((χ₂/F − 1) / (4 sin²(π/L))), F = G̃(p_min),
   p_min = (2π/L, 0) (Cooper, Freedman & Preston 1982; Caracciolo et al. 1993).
@@ -19,15 +19,18 @@ import math
 import numpy as np
 import torch
 
+from ..errors import PhysdiffError
 from ..stats import Estimate, derived, gamma_method
-from .action import Ising
 
 SCALARS = ("m", "abs_m", "chi2", "chi_connected", "binder", "action_density", "xi2")
 
 
 def primaries(x: np.ndarray, theory) -> dict[str, np.ndarray]:
     """Per-configuration measurements: (N,) each, and "g" (N, L//2 + 1) for G(r) before the
-    subtraction of ⟨M⟩², "f" (N,) = |φ̃(p_min)|²/V."""
+    subtraction of ⟨M⟩², "f" (N,) = |φ̃(p_min)|²/V; "s" is the theory's ``density``."""
+    if x.ndim != 3:
+        raise PhysdiffError(f"observables are defined for one real component per site, (N, L, L); got configurations "
+                            f"of shape {x.shape[1:]} (theory {theory.name!r})")
     N, L, _ = x.shape
     V = L * L
     m = x.reshape(N, -1).mean(1)
@@ -36,8 +39,7 @@ def primaries(x: np.ndarray, theory) -> dict[str, np.ndarray]:
     phase = np.exp(2j * np.pi * np.arange(L) / L)
     f = 0.5 * (np.abs((x * phase[None, None, :]).sum((1, 2))) ** 2
                + np.abs((x * phase[None, :, None]).sum((1, 2))) ** 2) / V
-    s = theory.action(torch.from_numpy(x)).numpy() / V if not isinstance(theory, Ising) else \
-        theory.energy(torch.from_numpy(x)).numpy() / V
+    s = theory.density(torch.from_numpy(x)).numpy()
     return {"m": m, "abs_m": np.abs(m), "m2": m**2, "m4": m**4, "s": s, "g": g, "f": f}
 
 

@@ -1,0 +1,283 @@
+"""The theory contract: what physdiff needs to know of a lattice theory, and the registry of theories.
+
+A theory is a frozen dataclass whose fields are its parameters (declared with :func:`param`: a
+default, a range and a line of documentation), subclassing :class:`Theory`. Only ``action`` is
+required; everything else has a default that follows from it:
+
+- the field: ``components`` real numbers per site of an L×L periodic lattice, or spins with the
+  values ``discrete`` (Ising: ±1). A configuration batch is (B, L, L) for one component, (B, C, L, L)
+  otherwise (``field_shape``); ensembles on disk use the same shapes;
+- ``action(phi) -> (B,)``, the weight being e^{−S}; ``force = −∂S/∂φ`` by autograd unless the
+  theory writes it out (HMC uses it);
+- ``cluster_update(x, rng)``: an optional cluster move (Wolff) that the reference Monte Carlo
+  alternates with HMC (continuous fields) or uses alone (discrete spins);
+- ``density(x)``: the per-configuration density the observables report (S/V by default);
+- ``z2_symmetric``: S(−φ) = S(φ), so the default network is odd and q(φ) = q(−φ) exactly;
+- ``augment(x, generator)``: random symmetry transforms of training fields (the lattice's
+  translations, rotations and reflections by default);
+- ``postprocess(x)``, ``check_samples(x)``: samples as the theory allows them (spins read
+  through their sign), and a check of an ensemble's values;
+- ``validate(L)``: one-line errors for parameters with no normalisable law;
+- ``presets``: training defaults of its runs (merged over the lattice defaults of ``config.py``).
+
+:func:`register_theory` adds a theory under its ``name``; from then on ``[data] dataset = name``
+with a ``[theory]`` table of its parameters trains on it, and ensembles whose JSON says
+``{"params": {"model": name, ...}}`` load with it. A user's theory registers the same way from
+their own Python file (README, "Your own theory").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from ..errors import PhysdiffError
+
+MIN_L = 2
+
+
+def param(default: float, *, lo: float | None = 0.0, hi: float | None = None, lo_open: bool = False,
+          doc: str = "", cli: str | None = None):
+    """A theory parameter: a dataclass field with its default, allowed range and documentation
+    (the metadata the config and the command line read; ``cli`` defaults to the field's name)."""
+    return field(default=float(default), metadata={"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open,
+                                                   "choices": None, "cli": cli, "theory": True})
+
+
+def check_number(where: str, value, lo=None, hi=None, lo_open=False) -> float:
+    """A finite real number within [lo, hi] (lo excluded when ``lo_open``), or a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise PhysdiffError(f"{where} = {value!r} must be a finite number")
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        raise PhysdiffError(f"{where} = {value!r} is out of range; must be {'>' if lo_open else '>='} {lo}")
+    if hi is not None and value > hi:
+        raise PhysdiffError(f"{where} = {value!r} is out of range; must be <= {hi}")
+    return float(value)
+
+
+def check_lattice_size(where: str, L) -> int:
+    if isinstance(L, bool) or not isinstance(L, int) or L < MIN_L:
+        raise PhysdiffError(f"{where} = {L!r} is out of range; the lattice needs an integer L >= {MIN_L}")
+    return L
+
+
+def all_neighbours(phi: torch.Tensor) -> torch.Tensor:
+    """Σ_{±μ} φ_{x±μ̂}, the four nearest neighbours on the periodic lattice (last two axes)."""
+    return (torch.roll(phi, 1, dims=-1) + torch.roll(phi, -1, dims=-1)
+            + torch.roll(phi, 1, dims=-2) + torch.roll(phi, -1, dims=-2))
+
+
+def neighbour_sum(phi: torch.Tensor) -> torch.Tensor:
+    """Σ_μ φ_{x+μ̂} over the two positive directions, periodic (last two axes)."""
+    return torch.roll(phi, -1, dims=-1) + torch.roll(phi, -1, dims=-2)
+
+
+def random_lattice_symmetry(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random element of the symmetry group of the periodic square lattice per sample: a
+    translation (L² choices), a rotation by a multiple of 90° and a reflection. x: (B, C, L, L)."""
+    B, _, L, _ = x.shape
+    dev = x.device
+    shift = torch.randint(L, (B, 2), generator=generator, device=dev)
+    ar = torch.arange(L, device=dev)
+    rows = (ar[None, :] + shift[:, :1]) % L  # (B, L)
+    cols = (ar[None, :] + shift[:, 1:]) % L
+    b = torch.arange(B, device=dev)[:, None, None]
+    x = x.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    k = torch.randint(4, (B,), generator=generator, device=dev)
+    flip = torch.randint(2, (B,), generator=generator, device=dev).bool()
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    out = x.clone()
+    for r in range(1, 4):
+        sel = k == r
+        out[sel] = torch.rot90(x[sel], r, dims=(-2, -1))
+    return out
+
+
+@dataclass(frozen=True)
+class Theory:
+    """Base of every lattice theory; see the module docstring for the contract."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # e.g. "φ⁴": figures and tables
+    components: ClassVar[int] = 1
+    discrete: ClassVar[tuple[float, ...] | None] = None  # allowed spin values, None: a real field
+    z2_symmetric: ClassVar[bool] = True
+    density_label: ClassVar[str] = "action density $S/V$"
+    presets: ClassVar[dict] = {}
+
+    # ------------------------------------------------------------------ required
+    def action(self, phi: torch.Tensor) -> torch.Tensor:
+        """S per configuration: (B, *field) → (B,); the weight is e^{−S}."""
+        raise NotImplementedError(f"theory {self.name!r} defines no action")
+
+    # ------------------------------------------------------------------ defaults
+    def force(self, phi: torch.Tensor) -> torch.Tensor:
+        """−∂S/∂φ, (B, *field), by autograd (a theory may write it out)."""
+        with torch.enable_grad():
+            p = phi.detach().requires_grad_(True)
+            grad, = torch.autograd.grad(self.action(p).sum(), p)
+        return -grad
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-configuration density that observables report: S/V. (B,)"""
+        return self.action(x) / (x.shape[-1] * x.shape[-2])
+
+    def cluster_update(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+        """One cluster move per configuration, or None if the theory has none."""
+        return None
+
+    @property
+    def has_cluster_update(self) -> bool:
+        return type(self).cluster_update is not Theory.cluster_update
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random symmetry transforms of training fields (B, C, L, L) that leave S unchanged."""
+        return random_lattice_symmetry(x, generator)
+
+    def postprocess(self, x: np.ndarray) -> np.ndarray:
+        """Model samples as the theory allows them: spins read through their sign (a continuous
+        model of a discrete law has no density on the spins: they are mapped, not drawn exactly)."""
+        if self.discrete is None:
+            return x
+        if tuple(self.discrete) != (-1.0, 1.0):
+            raise NotImplementedError(f"theory {self.name!r}: no read-out for spins {self.discrete}")
+        return np.where(x >= 0, 1.0, -1.0).astype(x.dtype)
+
+    def check_samples(self, x: np.ndarray, where: str) -> None:
+        """A one-line error if an ensemble holds values the theory's field cannot take."""
+        if self.discrete is not None and not np.isin(x, self.discrete).all():
+            values = "±1" if tuple(self.discrete) == (-1.0, 1.0) else ", ".join(f"{v:g}" for v in self.discrete)
+            raise PhysdiffError(f"{self.title or self.name} ensemble {where} holds values other than {values}")
+
+    def validate(self, L: int) -> None:
+        """A one-line error for parameters with no normalisable law on an L×L lattice."""
+
+    def start(self, L: int, chains: int, rng: np.random.Generator) -> np.ndarray:
+        """Starting configurations (chains, *field): the first half hot (random), the second
+        half cold (ordered, every value +1)."""
+        shape = (chains, *self.field_shape(L))
+        x = rng.choice(self.discrete, size=shape) if self.discrete is not None else rng.normal(size=shape)
+        x[chains // 2:] = 1.0
+        return x.astype(np.float64)
+
+    # ------------------------------------------------------------------ derived
+    def field_shape(self, L: int) -> tuple[int, ...]:
+        """One configuration's shape: (L, L), or (C, L, L) for C components."""
+        return (L, L) if self.components == 1 else (self.components, L, L)
+
+    @property
+    def params(self) -> dict:
+        """{"model": name, parameter: value, ...}: the theory in an ensemble's JSON."""
+        return {"model": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @property
+    def label(self) -> str:
+        values = ", ".join(f"{_GREEK.get(f.name, f.name)} = {getattr(self, f.name):g}" for f in fields(self))
+        return f"{self.title or self.name}, {values}" if values else (self.title or self.name)
+
+    @classmethod
+    def parameters(cls) -> dict:
+        """{name: dataclass field} of the theory's parameters."""
+        return {f.name: f for f in fields(cls)}
+
+    @classmethod
+    def from_values(cls, values: dict, prefix: str = "theory.", also: tuple[str, ...] = ()) -> Theory:
+        """The theory from {parameter: value} (missing ones take their defaults), each value
+        checked against its range; an unknown name is an error listing the allowed ones (and
+        ``also``, names the caller accepts besides). ``prefix`` names a value in messages:
+        "theory." (a config table), "params." (an ensemble's JSON), "--" (an option)."""
+        known = cls.parameters()
+        for key in values:
+            if key not in known:
+                allowed = ", ".join(prefix + k for k in (*also, *known)) or "none"
+                raise PhysdiffError(f"{prefix}{key} is not a parameter of theory {cls.name!r}; allowed: {allowed}")
+        out = {}
+        for key, f in known.items():
+            value = values.get(key, f.default)
+            if value is MISSING:
+                raise PhysdiffError(f"{prefix}{key} is required for theory {cls.name!r}")
+            m = f.metadata
+            out[key] = check_number(f"{prefix}{key}", value, m.get("lo"), m.get("hi"), m.get("lo_open", False))
+        return cls(**out)
+
+
+_GREEK = {"kappa": "κ", "lam": "λ", "beta": "β", "alpha": "α", "mass": "m"}
+
+THEORIES: dict[str, type[Theory]] = {}
+
+
+def register_theory(cls: type[Theory]) -> type[Theory]:
+    """Class decorator: make ``cls`` (a frozen dataclass subclassing Theory with a ``name``)
+    available by name to the config, the reference Monte Carlo and ensembles on disk."""
+    if not (isinstance(cls, type) and issubclass(cls, Theory)):
+        raise PhysdiffError(f"{cls!r} is not a subclass of physdiff.lattice.Theory")
+    name = cls.name
+    if not isinstance(name, str) or not name.isidentifier():
+        raise PhysdiffError(f"theory name {name!r} must be an identifier (letters, digits, underscores)")
+    from ..data.images import IMAGE_DATASETS
+    from ..data.toy import TOY_DATASETS
+
+    if name in TOY_DATASETS or name in IMAGE_DATASETS:
+        raise PhysdiffError(f"theory name {name!r} is taken by a dataset; choose another")
+    if cls.action is Theory.action:
+        raise PhysdiffError(f"theory {name!r} must define action(phi)")
+    for f in fields(cls):
+        if not f.metadata.get("theory"):
+            raise PhysdiffError(f"theory {name!r}: declare parameter {f.name!r} with physdiff.lattice.param(...)")
+    if "L" in {f.name for f in fields(cls)}:
+        raise PhysdiffError(f"theory {name!r}: 'L' is the lattice size, not a parameter name")
+    THEORIES[name] = cls
+    return cls
+
+
+def theory_names() -> tuple[str, ...]:
+    _builtin()
+    return tuple(THEORIES)
+
+
+def get_theory(name) -> type[Theory]:
+    """The registered theory class ``name``, or a one-line error listing the registered ones."""
+    _builtin()
+    if not isinstance(name, str) or name not in THEORIES:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(THEORIES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise PhysdiffError(f"unknown lattice model {name!r}{hint}; allowed: {', '.join(THEORIES)}")
+    return THEORIES[name]
+
+
+def is_theory(name) -> bool:
+    _builtin()
+    return isinstance(name, str) and name in THEORIES
+
+
+def theory_from_params(params) -> Theory:
+    """The theory of an ensemble's JSON ``{"model": name, parameter: value, ...}``, every value checked."""
+    if not isinstance(params, dict):
+        raise PhysdiffError(f"ensemble parameters must be a table, got {type(params).__name__}")
+    values = {k: v for k, v in params.items() if k != "model"}
+    return get_theory(params.get("model")).from_values(values, "params.")
+
+
+def make_theory(name: str, L: int, values: dict | None = None, prefix: str = "theory.") -> Theory:
+    """The theory ``name`` with ``values`` on an L×L lattice, parameters and L checked and the
+    law checked for normalisability (``Theory.validate``)."""
+    check_lattice_size(f"{prefix}L", L)
+    theory = get_theory(name).from_values(values or {}, prefix, also=("L",))
+    theory.validate(L)
+    return theory
+
+
+def _builtin() -> None:
+    """Register φ⁴ and Ising (defined in ``action.py``) on first use."""
+    if "phi4" not in THEORIES:
+        from . import action  # noqa: F401  (registers them)
+
+
+__all__ = ["THEORIES", "Theory", "all_neighbours", "check_number", "get_theory", "is_theory", "make_theory", "param",
+           "random_lattice_symmetry", "register_theory", "theory_from_params", "theory_names"]
