@@ -57,6 +57,7 @@ class LoadedRun:
             self.class_names = tuple(json.loads(meta.get("class_names", "[]")))
             self.data_range = json.loads(meta["data_range"]) if "data_range" in meta else None
             trained = json.loads(meta["diffusion"]) if "diffusion" in meta else None
+            learnt = json.loads(meta["data"]) if "data" in meta else None
         except (KeyError, ValueError, TypeError):
             raise PhysdiffError(f"weights file {str(file)!r} lacks physdiff metadata; it was not "
                                 "written by physdiff train") from None
@@ -67,6 +68,12 @@ class LoadedRun:
                     raise PhysdiffError(f"{str(self.path / ck.CONFIG_FILE)!r} says diffusion.{key} = "
                                         f"{getattr(d, key)!r} but the weights were trained with {trained.get(key)!r}; "
                                         "restore the run's config.toml")
+        if learnt is not None:  # runs written before the key was stored are not checked
+            now = {"dataset": self.cfg.data.dataset, "file": self.cfg.data.file, "theory": self.cfg.theory}
+            for key in ("dataset", "theory"):
+                if learnt.get(key) != now[key]:
+                    raise PhysdiffError(f"{str(self.path / ck.CONFIG_FILE)!r} says {key} = {now[key]!r} but the "
+                                        f"weights were trained on {learnt.get(key)!r}; restore the run's config.toml")
         bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise PhysdiffError(f"weights file {str(file)!r} holds non-finite values (in {bad[0]}); "

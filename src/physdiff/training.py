@@ -130,12 +130,15 @@ class Trainer:
 
     def weights_metadata(self) -> dict[str, str]:
         """What the weights were trained with, checked when a run is loaded: data shape and
-        range (data units), classes, and the diffusion settings the network's output assumes."""
+        range (data units), classes, the diffusion settings the network's output assumes, and
+        the data it learnt: the dataset and, for a lattice theory, its parameters and L."""
         return {"format": "physdiff", "step": str(self.step),
                 "data_shape": json.dumps(list(self.data.shape[1:])),
                 "data_range": json.dumps(self.data_range),
                 "class_names": json.dumps(list(self.class_names)),
-                "diffusion": json.dumps(asdict(self.cfg.diffusion), sort_keys=True)}
+                "diffusion": json.dumps(asdict(self.cfg.diffusion), sort_keys=True),
+                "data": json.dumps({"dataset": self.cfg.data.dataset, "file": self.cfg.data.file,
+                                    "theory": self.cfg.theory}, sort_keys=True)}
 
     def save(self) -> None:
         """state.safetensors (atomic, the one --resume reads), then model and EMA weights."""
