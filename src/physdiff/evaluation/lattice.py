@@ -39,7 +39,7 @@ def evaluate(run, n: int, seed: int, samples: np.ndarray | None = None, *, sampl
 
     theory = theory_of(run.cfg.data)
     if samples is None:
-        samples, _ = run.sample(n, seed + 1, **(sampler_args or {}))
+        samples = run.sample(n, seed + 1, **(sampler_args or {})).samples
     x = np.asarray(samples, dtype=np.float64).reshape(len(samples), run.cfg.data.L, run.cfg.data.L)
     ref = reference_ensemble(run, seed, log=log)
     model_t, ref_t = as_table(measure(x, theory)), as_table(measure(ref, theory, chains=16))
@@ -75,7 +75,7 @@ def figures(run, n: int, seed: int, samples: np.ndarray | None = None) -> dict:
 
     theory, L = theory_of(run.cfg.data), run.cfg.data.L
     if samples is None:
-        samples, _ = run.sample(n, seed + 1)
+        samples = run.sample(n, seed + 1).samples
     x = np.asarray(samples, dtype=np.float64).reshape(len(samples), L, L)
     ref = reference_ensemble(run, seed)
     title = f"{theory.label}, L = {L}"
