@@ -131,29 +131,30 @@ def main():
             run = LoadedRun(train(cfg, Path(tmp) / "run", progress=False), device=args.device)
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            if model == "phi4":
-                x, _ = run.sample(args.n, 7, sampler="ode", log_prob=True)
+            if model == "phi4":  # the exact sampler: ODE proposals with log q, action, Metropolis
+                exact = es.sample_exact(run, args.n, 7, theory=theory, chain_seed=0)
+                x = exact.proposals
             else:
-                x, _ = run.sample(args.n, 7, sampler="ode")
+                x = run.sample(args.n, 7, sampler="ode").samples[:, 0]
             sample_s = time.perf_counter() - t0
             tol = log_q_tolerance(run, args.tolerance) if model == "phi4" and args.tolerance else None
-        x = x[:, 0].astype(np.float64)
+        x = x.astype(np.float64)
         raw = as_table(measure(x, theory))
         row["diffusion"] = {"train_seconds": train_s, "sample_seconds": sample_s, "n": args.n, "raw": raw,
                             "raw_z": {k: z(raw[k], row["reference"]["observables"][k]) for k in SCALARS}}
         figs = {}
         if model == "phi4":
-            chain, info = es.metropolis_chain(theory, x, run.last_log_prob, seed=0)
+            chain, info = exact.chain.astype(np.float64), exact.report
             mh = as_table(measure(chain, theory))
             row["diffusion"] |= {"metropolis": mh, "metropolis_z": {k: z(mh[k], row["reference"]["observables"][k])
                                                                     for k in SCALARS},
                                  "acceptance": info["acceptance"], "ess_per_sample": info["ess_per_sample"],
                                  "ess_per_sample_error": info["ess_per_sample_error"],
                                  "tau_int_m": info["tau_int_m_chain"], "tau_int_abs_m": info["tau_int_abs_m_chain"]}
-            action = theory.action(torch.from_numpy(x)).numpy()
+            action = exact.action
             if tol is not None:
                 row["diffusion"]["log_q_tolerance"] = tolerance_table(theory, tol, run.normalizer)
-            figs["lattice_weights.png"] = plot_log_weights(action, run.last_log_prob,
+            figs["lattice_weights.png"] = plot_log_weights(action, exact.log_q,
                                                            f"{theory.label}, L = {L}: diffusion proposals")
         # cost per effectively independent configuration (τ in saved configurations)
         tau_ref = row["reference"]["observables"]["abs_m"]["tau_int"]

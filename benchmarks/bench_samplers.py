@@ -87,8 +87,8 @@ def main():
             for sampler, steps in CELLS:
                 ratios, nfe = [], None
                 for seed in range(1, args.seeds + 1):
-                    x, _ = run.sample(n, seed, sampler=sampler, steps=steps)
-                    nfe = run.last_nfe
+                    res = run.sample(n, seed, sampler=sampler, steps=steps)
+                    x, nfe = res.samples, res.nfe
                     ratios.append(float(np.mean([sliced_wasserstein(x, r) for r in refs])) / floor)
                     worst_outliers = max(worst_outliers, outlier_share(x, refs[0]))
                     if ds == "two_gaussians":

@@ -59,8 +59,8 @@ def main():
             for sampler, opts in cases:
                 res = {}
                 for d, run in runs.items():
-                    (x, _), t = timed(lambda run=run, n=n, s=sampler, o=opts: run.sample(n, 3, sampler=s, **o))
-                    res[d] = (x, run.last_log_prob, t)
+                    out, t = timed(lambda run=run, n=n, s=sampler, o=opts: run.sample(n, 3, sampler=s, **o))
+                    res[d] = (out.samples, out.log_prob, t)
                 dx = float(np.abs(res["cpu"][0] - res["cuda"][0]).max())
                 dlq = (float(np.abs(res["cpu"][1] - res["cuda"][1]).max()) if res["cpu"][1] is not None else None)
                 rows.append((name, sampler, n, res["cpu"][2], res["cuda"][2], dx, dlq))

@@ -66,7 +66,7 @@ fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), sharex=True, sharey=True)
 axes[0].scatter(*truth.T, s=2, alpha=0.4)
 axes[0].set_title("data")
 for ax, (pred, run) in zip(axes[1:], runs.items(), strict=True):
-    x, _ = run.sample(N, seed=1)
+    x = run.sample(N, seed=1).samples
     ax.scatter(*x.T, s=2, alpha=0.4, color="C1")
     ax.set_title(f"{pred}-prediction, DDPM 1000 steps")
 for ax in axes:
@@ -84,7 +84,7 @@ sched_runs = {s: fit("spiral", **{"diffusion.schedule": s}) for s in ("linear", 
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 3.6))
 for s, run in sched_runs.items():
     ax0.plot(run.schedule.sqrt_alpha_bar.numpy(), label=s)
-    x, _ = run.sample(N, seed=1)
+    x = run.sample(N, seed=1).samples
     ax1.scatter(*x.T, s=2, alpha=0.4, label=s)
     print(s, {k: round(v, 2) for k, v in ratio_table(run).items()}, "(value / noise floor)")
 ax0.set(xlabel="timestep t", ylabel=r"$\sqrt{\bar\alpha_t}$", title="Signal left")

@@ -46,10 +46,10 @@ cases = [("ddpm", {}), ("ddim", {"steps": 10}), ("ddim", {"steps": 50}),
          ("dpm-solver", {"steps": 10}), ("dpm-solver", {"steps": 20}), ("ode", {})]
 rows = []
 for sampler, opts in cases:
-    report = evaluate(run, N, seed=0, sampler_args={"sampler": sampler, **opts})
-    sw = report["metrics"]["sliced_wasserstein"]
-    rows.append((sampler, run.last_nfe, sw["value"] / sw["floor"]))
-    print(f"{sampler:10s} {opts!s:14s} NFE {run.last_nfe:5d}   sliced W2 / floor {rows[-1][2]:.2f}")
+    res = run.sample(N, 0, sampler=sampler, **opts)  # a SampleResult: samples, nfe, log_prob, ...
+    sw = evaluate(run, N, seed=0, samples=res.samples)["metrics"]["sliced_wasserstein"]
+    rows.append((sampler, res.nfe, sw["value"] / sw["floor"]))
+    print(f"{sampler:10s} {opts!s:14s} NFE {res.nfe:5d}   sliced W2 / floor {rows[-1][2]:.2f}")
 
 fig, ax = plt.subplots(figsize=(6, 3.8))
 for name in dict.fromkeys(r[0] for r in rows):
@@ -76,12 +76,13 @@ assert nll["ode_bits_per_dim"] <= nll["vb_bits_per_dim"] + 0.05  # the bound sit
 # %% [markdown]
 # ## Samples with their own density
 # `run.sample(..., sampler="ode", log_prob=True)` returns samples together with log q of the very
-# distribution they were drawn from, accumulated along the same trajectory.
+# distribution they were drawn from (`.log_prob`), accumulated along the same trajectory. The ODE is
+# the registry's sampler with an exact density (`physdiff.samplers.density_sampler()`).
 
 # %%
-x, _ = run.sample(2000, seed=5, sampler="ode", log_prob=True)
+res = run.sample(2000, seed=5, sampler="ode", log_prob=True)
 fig, ax = plt.subplots(figsize=(5, 4.2))
-sc = ax.scatter(*x.T, c=run.last_log_prob, s=3, cmap="viridis")
+sc = ax.scatter(*res.samples.T, c=res.log_prob, s=3, cmap="viridis")
 fig.colorbar(sc, label="log q(x) (nats)")
 ax.set(xlabel="$x_1$", ylabel="$x_2$", title="ODE samples coloured by their exact log-density")
 plt.show()

@@ -44,7 +44,7 @@ print(run.class_names, run.data_shape)
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(12, 2.6), layout="constrained")
 for ax, w in zip(axes, (0.0, 0.5, 2.0), strict=True):
-    x, _ = run.sample(40, seed=0, classes=list(range(10)) * 4, guidance=w, sampler="ddpm", steps=SAMPLE_STEPS)
+    x = run.sample(40, seed=0, classes=list(range(10)) * 4, guidance=w, sampler="ddpm", steps=SAMPLE_STEPS).samples
     ax.imshow(tile_images(x, nrow=10), cmap="gray_r", vmin=0, vmax=1)
     ax.set(title=f"guidance w = {w}", xticks=[], yticks=[], xlabel="class 0 … 9 (columns)")
 fig.suptitle("Class-conditional samples (DDPM)")

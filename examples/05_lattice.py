@@ -36,7 +36,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 import physdiff
 from physdiff.lattice import exact_sampler as es
@@ -69,9 +68,8 @@ cfg = physdiff.config_from_dict({"data": {"dataset": "phi4", "L": L, "kappa": KA
                                           "n_train": N_TRAIN}},
                                 {"train.steps": STEPS, "train.device": "cpu"})
 run = physdiff.LoadedRun(physdiff.train(cfg, Path(tempfile.mkdtemp()) / "phi4", progress=False))
-x, _ = run.sample(N, seed=7, sampler="ode", log_prob=True)
-x = x[:, 0].astype(np.float64)
-chain, info = es.metropolis_chain(theory, x, run.last_log_prob, seed=0)
+exact = es.sample_exact(run, N, seed=7, theory=theory, chain_seed=0)  # ODE proposals + log q → action → Metropolis
+x, chain, info = exact.proposals.astype(np.float64), exact.chain.astype(np.float64), exact.report
 print(f"acceptance {info['acceptance']:.2f}, ESS/N {info['ess_per_sample']:.2f} ± {info['ess_per_sample_error']:.2f}")
 
 # %%
@@ -99,10 +97,10 @@ for label, cfgs in sets.items():
 axes[0].set(xlabel="magnetisation M", ylabel="density", title="M: both peaks, φ → −φ symmetric")
 axes[1].set(xlabel="action density S/V", ylabel="density", title="Action density")
 axes[0].legend(fontsize=8)
-action = theory.action(torch.from_numpy(x)).numpy()
-axes[2].scatter(action, -run.last_log_prob, s=2, alpha=0.4)
+action = exact.action
+axes[2].scatter(action, -exact.log_q, s=2, alpha=0.4)
 lo, hi = np.percentile(action, [1, 99])
-shift = np.median(-run.last_log_prob - action)
+shift = np.median(-exact.log_q - action)
 axes[2].plot([lo, hi], [lo + shift, hi + shift], "k--", lw=1, label="slope 1")
 axes[2].set(xlabel="action S", ylabel="−log q", title="Model density against the action")
 axes[2].legend()

@@ -21,14 +21,14 @@ def gaussian_2d():
 
 def as_prediction(eps_model, sched, prediction):
     """``eps_model`` rewritten to predict x₀ or v at fractional timesteps t (ᾱ(t) as the ODE reads
-    it): x₀ = (x − √(1−ᾱ) ε)/√ᾱ, v = √ᾱ ε − √(1−ᾱ) x₀ (Salimans & Ho 2022)."""
-    from physdiff.schedule import alpha_bar_at
+    it, ``denoiser.Denoiser``): x₀ = (x − √(1−ᾱ) ε)/√ᾱ, v = √ᾱ ε − √(1−ᾱ) x₀ (Salimans & Ho 2022)."""
+    from physdiff.denoiser import Denoiser, output_for
+
+    eps_denoiser = Denoiser(lambda x, t, cond=None: eps_model(x, t), sched, "eps")
 
     def model(x, t, cond=None):
-        ab = torch.as_tensor(alpha_bar_at(sched, t.double().cpu().numpy()), dtype=x.dtype)[:, None]
-        eps = eps_model(x, t)
-        x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
-        return x0 if prediction == "x0" else ab.sqrt() * eps - (1 - ab).sqrt() * x0
+        p = eps_denoiser(x, t.double())
+        return output_for(p.x0, p.eps, p.alpha, p.sigma, prediction)
 
     return model
 

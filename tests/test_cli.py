@@ -199,7 +199,7 @@ def test_vector_figures_show_the_data(run_dir):
     from physdiff.run import LoadedRun
 
     run = LoadedRun(run_dir)
-    samples, _ = run.sample(300, 0, snapshot_steps=(0, run.schedule.T))
+    samples = run.sample(300, 0, snapshot_steps=(0, run.schedule.T)).samples
     figs = figures(run, 300, 0)
     assert set(figs) == {"samples.png", "forward.png", "reverse.png", "loss.png"}
     for name, fig in figs.items():

@@ -25,7 +25,7 @@ def test_fast_samplers_throw_no_far_outliers(spiral_run, sampler, steps):
     assert spiral_run.cfg.diffusion.prediction == "v"
     with warnings.catch_warnings():
         warnings.simplefilter("error", OutlierWarning)
-        x, _ = spiral_run.sample(5000, 0, sampler=sampler, steps=steps)
+        x = spiral_run.sample(5000, 0, sampler=sampler, steps=steps).samples
     radius = np.sqrt((x**2).sum(1))
     assert radius.max() < 3.0, radius.max()
 

@@ -42,16 +42,16 @@ def test_image_defaults_apply_to_keys_left_out():
 
 def test_run_is_conditional_and_samples_in_unit_range(run):
     assert run.data_shape == (1, 8, 8) and run.class_names == tuple("0123456789")
-    x, _ = run.sample(12, 0, sampler="ddim", steps=5, classes=3, guidance=2.0)
+    x = run.sample(12, 0, sampler="ddim", steps=5, classes=3, guidance=2.0).samples
     assert x.shape == (12, 1, 8, 8) and x.min() >= 0 and x.max() <= 1
     # guidance plumbing: w changes the samples, w = 0 is the conditional model, same noise
-    a, _ = run.sample(4, 1, sampler="ddim", steps=5, classes=[0, 1, 2, 3], guidance=0.0)
-    b, _ = run.sample(4, 1, sampler="ddim", steps=5, classes=[0, 1, 2, 3], guidance=3.0)
+    a = run.sample(4, 1, sampler="ddim", steps=5, classes=[0, 1, 2, 3], guidance=0.0).samples
+    b = run.sample(4, 1, sampler="ddim", steps=5, classes=[0, 1, 2, 3], guidance=3.0).samples
     assert not np.allclose(a, b)
     np.testing.assert_array_equal(run.labels(np.arange(12)), np.arange(12) % 10)
     # sample i does not depend on the batch it was drawn in, labels included
-    c, _ = run.sample(130, 2, sampler="ddim", steps=3, batch_size=64)
-    d, _ = run.sample(30, 2, sampler="ddim", steps=3, start=100)
+    c = run.sample(130, 2, sampler="ddim", steps=3, batch_size=64).samples
+    d = run.sample(30, 2, sampler="ddim", steps=3, start=100).samples
     np.testing.assert_allclose(c[100:], d, atol=1e-6)
 
 
@@ -144,7 +144,7 @@ def test_train_on_idx_and_png_folders(tmp_path, monkeypatch):
     run = LoadedRun(train(config_from_dict({"data": {"dataset": "mnist", "folder": str(tmp_path / "mnist")}} | fast),
                           tmp_path / "r1", progress=False))
     assert run.data_shape == (1, 28, 28) and run.num_classes == 10
-    x, _ = run.sample(3, 0, sampler="ddim", steps=2, classes=[1, 2, 3])
+    x = run.sample(3, 0, sampler="ddim", steps=2, classes=[1, 2, 3]).samples
     assert x.shape == (3, 1, 28, 28)
 
     rng = np.random.default_rng(0)

@@ -32,10 +32,10 @@ def test_free_field_metropolis_is_exact(wrong_model):
     """Raw samples are far off the exact V⟨M²⟩ = 1/(2(1 − 4κ)) = 1.25; the Metropolis chain with
     e^{−S} and the model's exact log q, and the reweighted estimate, agree with it."""
     theory, V, n = Phi4(0.15, 0.0), 16, 4000
-    x, _ = wrong_model.sample(n, 1, sampler="ode", log_prob=True)
-    x = x[:, 0].astype(np.float64)
+    res = wrong_model.sample(n, 1, sampler="ode", log_prob=True)
+    x = res.samples[:, 0].astype(np.float64)
     action = theory.action(torch.from_numpy(x)).numpy()
-    log_w = es.log_weights(action, wrong_model.last_log_prob)
+    log_w = es.log_weights(action, res.log_prob)
     idx, acceptance = es.independence_metropolis(log_w, seed=0)
     m = x.reshape(n, -1).mean(1)
     raw, chain = gamma_method(V * m**2), gamma_method(V * m[idx] ** 2)
@@ -54,10 +54,10 @@ def test_solver_tolerance_does_not_matter(wrong_model):
     default 12 steps (a v-predicting run) and on 72 steps give the same samples (within 1e-2) and
     log q (within 2e-2 nats for 16 sites) — far below the spread of log w (~0.5 nats here) that
     decides acceptance (benchmarks/README.md measures it for the L = 8 model against dopri5)."""
-    a, _ = wrong_model.sample(64, 3, sampler="ode", log_prob=True)
-    la = wrong_model.last_log_prob
-    b, _ = wrong_model.sample(64, 3, sampler="ode", log_prob=True, method="rk4", steps=72)
-    dlq = la - wrong_model.last_log_prob
+    ra = wrong_model.sample(64, 3, sampler="ode", log_prob=True)
+    a, la = ra.samples, ra.log_prob
+    rb = wrong_model.sample(64, 3, sampler="ode", log_prob=True, method="rk4", steps=72)
+    b, dlq = rb.samples, la - rb.log_prob
     log_w = es.log_weights(Phi4(0.15, 0.0).action(torch.from_numpy(a[:, 0].astype(np.float64))).numpy(), la)
     assert np.abs(a - b).max() < 1e-2 and np.abs(dlq).max() < 2e-2
     assert dlq.std() < 0.05 * log_w.std()
@@ -144,3 +144,35 @@ def test_streamed_lattice_ensemble_is_the_same(wrong_model, tmp_path, monkeypatc
     np.testing.assert_array_equal(a, b)
     meta = [json.loads((tmp_path / f"{k}.json").read_text()) for k in "ab"]
     assert meta[0]["params"] == meta[1]["params"]
+
+
+def test_sample_exact_is_the_recipe_written_once(wrong_model, tmp_path):
+    """sample_exact = the run's density sampler (ODE proposals with log q) → the theory's action →
+    the independence Metropolis chain and its report, with every intermediate; physdiff sample
+    --metropolis writes exactly its chain and report (the run's own theory)."""
+    from physdiff.errors import PhysdiffError
+    from physdiff.samplers import density_sampler
+
+    assert density_sampler().name == "ode" and density_sampler().exact_density
+    theory = Phi4(0.15, 0.0)
+    ex = es.sample_exact(wrong_model, 96, 4, theory=theory, steps=4)
+    res = wrong_model.sample(96, 4, sampler="ode", log_prob=True, steps=4)
+    np.testing.assert_array_equal(ex.proposals, res.samples[:, 0])
+    np.testing.assert_array_equal(ex.log_q, res.log_prob)
+    chain, report = es.metropolis_chain(theory, res.samples[:, 0], res.log_prob, seed=4)
+    np.testing.assert_array_equal(ex.chain, chain)
+    assert json.dumps(ex.report, default=float) == json.dumps(report, default=float)
+    np.testing.assert_array_equal(ex.chain, ex.proposals[ex.indices])
+    np.testing.assert_allclose(ex.log_w, -ex.action - ex.log_q, rtol=1e-12)
+    assert ex.sampler == "ode" and ex.options["steps"] == 4 and ex.nfe == 16 and ex.log_q.dtype == np.float64
+    out = tmp_path / "c.npy"
+    assert main(["sample", str(wrong_model.path), "--metropolis", "--n", "96", "--seed", "4", "--steps", "4",
+                 "--out", str(out)]) == 0
+    own = es.sample_exact(wrong_model, 96, 4, steps=4)  # the run's theory, κ = 0.17
+    np.testing.assert_array_equal(np.load(out), own.chain)
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["acceptance"] == own.report["acceptance"] and info["params"] == es.run_theory(wrong_model).params
+    with pytest.raises(PhysdiffError, match="has no exact log-density"):
+        es.sample_exact(wrong_model, 8, 0, sampler="ddim")
+    with pytest.raises(PhysdiffError, match="has no exact log-density"):
+        wrong_model.sample(8, 0, sampler="ddim", log_prob=True)

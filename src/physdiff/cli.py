@@ -223,12 +223,17 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
     if png_out is not None and not run.is_image:
         raise PhysdiffError(f"--png needs an image run; this run's data have shape {run.data_shape}")
     if args.metropolis:
+        from .samplers import density_sampler
+
         _check_metropolis(run, args)
-        args.sampler = "ode"  # the only sampler with an exact density
+        args.sampler = density_sampler().name  # the registry's sampler with an exact density
     sargs = _sampler_args(args, run)
     if logp_out is not None or args.metropolis:
-        if sargs["sampler"] != "ode":
-            raise PhysdiffError("--log-prob needs --sampler ode: only the probability-flow ODE has an exact density")
+        from .samplers import get_sampler
+
+        if not get_sampler(sargs["sampler"]).exact_density:
+            raise PhysdiffError(f"--log-prob needs --sampler {_density_names()}: only a sampler with an exact "
+                                f"density can give it, and --sampler {sargs['sampler']} has none")
         sargs["log_prob"] = True
     nbytes = args.n * math.prod(run.data_shape) * 4
     streamable = not (traj_out or args.metropolis or png_out) and dist.world_size() == 1
@@ -237,16 +242,29 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
     _check_memory(nbytes * (3 if args.trajectory else 2), f"--n {args.n} samples")
     T = run.schedule.T
     steps = tuple(sorted({round(T * k / (args.snapshots - 1)) for k in range(args.snapshots)}, reverse=True))
-    lo, hi = dist.shard(args.n)
+    snapshot_steps = steps if traj_out else ()
     t0 = time.perf_counter()
-    x, snaps = run.sample(hi - lo, args.seed, start=lo, batch_size=args.batch_size, classes=args.klass,
-                          snapshot_steps=steps if traj_out else (), **sargs)
+    if args.metropolis:  # the exact sampler: proposals with log q, action, Metropolis (gathered on rank 0)
+        from .lattice.exact_sampler import sample_exact
+
+        options = {k: v for k, v in sargs.items() if k not in ("sampler", "guidance", "log_prob")}
+        exact = sample_exact(run, args.n, args.seed, batch_size=args.batch_size, snapshot_steps=snapshot_steps,
+                             sampler=sargs["sampler"], **options)
+        if exact is None:  # not rank 0
+            return
+        snaps, x, logp, nfe = exact.snapshots, exact.proposals[:, None], exact.log_q, exact.nfe
+    else:
+        lo, hi = dist.shard(args.n)
+        res = run.sample(hi - lo, args.seed, start=lo, batch_size=args.batch_size, classes=args.klass,
+                         snapshot_steps=snapshot_steps, **sargs)
+        snaps, x, logp, nfe = res.snapshots, dist.gather_rows(res.samples), None, res.nfe
+        if logp_out:
+            logp = dist.gather_rows(res.log_prob)
     kept = [k for k in steps if k in snaps]  # a respaced sampler visits only some steps
     traj = (np.stack([run.normalizer.decode(torch.from_numpy(snaps[k]).double()).numpy() for k in kept], axis=1)
             if traj_out else None)
-    x = dist.gather_rows(x)
-    traj = dist.gather_rows(traj) if traj_out else None
-    logp = dist.gather_rows(run.last_log_prob) if (logp_out or args.metropolis) else None
+    if not args.metropolis:
+        traj = dist.gather_rows(traj) if traj_out else None
     elapsed = time.perf_counter() - t0
     if not dist.is_main():
         return
@@ -255,9 +273,7 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
     info = _sidecar_info(run, args, sargs)
     if info is not None:
         if args.metropolis:
-            from .lattice.exact_sampler import metropolis_chain
-
-            x, mh = metropolis_chain(run.theory, x, logp, args.seed)
+            x, mh = exact.chain, exact.report
             info |= mh
             extra = (f"; Metropolis acceptance {mh['acceptance']:.3f}, ESS/N {mh['ess_per_sample']:.3f} ± "
                      f"{mh['ess_per_sample_error']:.3f}")
@@ -268,7 +284,7 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
     save_npy(out, x)
     procs = f", {dist.world_size()} processes" if dist.world_size() > 1 else ""
     msg = (f"wrote {args.n} samples to {out} with {sargs['sampler'] or run.default_sampler()['sampler']} "
-           f"(NFE {run.last_nfe} per batch; {elapsed:.1f} s, {args.n / elapsed:.0f} samples/s{procs})")
+           f"(NFE {nfe} per batch; {elapsed:.1f} s, {args.n / elapsed:.0f} samples/s{procs})")
     if png_out is not None:
         from .data.images import save_png_grid
 
@@ -282,6 +298,12 @@ def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
         save_npy(logp_out, logp, dtype="float64")
         msg += f"; log-densities (nats, data units) to {logp_out}"
     print(msg + extra)
+
+
+def _density_names() -> str:
+    from .samplers import SAMPLERS
+
+    return " or ".join(name for name, spec in SAMPLERS.items() if spec.exact_density)
 
 
 STREAM_BYTES = 256 * 2**20  # samples beyond this size are written to disk chunk by chunk
@@ -311,10 +333,10 @@ def _sample_streamed(args, run, sargs: dict, out: Path, logp_out: Path | None, n
         logp = stack.enter_context(npy_stream(logp_out, (args.n,), "float64")) if logp_out else None
         for lo in range(0, args.n, chunk):
             count = min(chunk, args.n - lo)
-            x, _ = run.sample(count, args.seed, start=lo, batch_size=args.batch_size, classes=args.klass, **sargs)
-            arr[lo:lo + count] = run.kind.to_output(x, run.cfg)
+            res = run.sample(count, args.seed, start=lo, batch_size=args.batch_size, classes=args.klass, **sargs)
+            arr[lo:lo + count] = run.kind.to_output(res.samples, run.cfg)
             if logp is not None:
-                logp[lo:lo + count] = run.last_log_prob
+                logp[lo:lo + count] = res.log_prob
     if info is not None:
         from .checkpoint import atomic_write_bytes
         from .lattice.ensemble import sidecar

@@ -48,7 +48,8 @@ def run_demo(out: str | Path, *, steps: int, n: int, device: str = "auto", progr
         run_dir = train(cfg, out / name, overwrite=True, progress=progress)
         train_s = time.perf_counter() - t0
         run = LoadedRun(run_dir, device=resolve_device(device))
-        samples, snaps = run.sample(n, 0, snapshot_steps=tuple(snapshot_times(run.schedule)))
+        res = run.sample(n, 0, snapshot_steps=tuple(snapshot_times(run.schedule)))
+        samples, snaps = res.samples, res.snapshots
         report = vectors.evaluate(run, n, 0, samples)
         write_report(run, report)
         for fname, fig in vectors.figures(run, n, 0, samples, snaps).items():

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import torch
 
+from . import denoiser as dn
+from .denoiser import PREDICTIONS  # noqa: F401  (re-exported)
 from .schedule import Schedule
 
-PREDICTIONS = ("eps", "x0", "v")
 VARIANCES = ("beta", "beta_tilde")
 LOSSES = ("simple", "mu")
 
@@ -97,37 +98,26 @@ def eps_from_v(sched: Schedule, xt, t, v):
 
 
 def split_prediction(sched: Schedule, model_out, xt, t, prediction: str, clip_x0: float | None = None):
-    """Turn a network output of the given parametrisation into (x̂_0, ε̂).
+    """Turn a network output of the given parametrisation into (x̂_0, ε̂) at integer indices t,
+    with α = √ᾱ_t, σ = √(1-ᾱ_t) read from the schedule's tables (``denoiser.split``).
 
     ``clip_x0``: if set, x̂_0 is clamped to [-clip_x0, clip_x0] and ε̂ recomputed from it
     (for images in [-1, 1]; leave None for vector data, where clipping distorts it).
     """
-    if prediction == "eps":
-        eps = model_out
-        x0 = x0_from_eps(sched, xt, t, eps)
-    elif prediction == "x0":
-        x0 = model_out
-        eps = eps_from_x0(sched, xt, t, x0)
-    elif prediction == "v":
-        x0 = x0_from_v(sched, xt, t, model_out)
-        eps = eps_from_v(sched, xt, t, model_out)
-    else:
-        raise ValueError(f"unknown prediction {prediction!r}; allowed: {', '.join(PREDICTIONS)}")
+    alpha, sigma = sched.at("sqrt_alpha_bar", t, xt), sched.at("sqrt_one_minus_alpha_bar", t, xt)
+    x0, eps = dn.split(model_out, xt, alpha, sigma, prediction)
     if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)
-        eps = eps_from_x0(sched, xt, t, x0)
+        eps = dn.epsilon_from(x0, xt, alpha, sigma, "x0")
     return x0, eps
 
 
 def target_for(sched: Schedule, prediction: str, x0, t, noise):
     """What a network of the given parametrisation should output for (x_0, ε)."""
-    if prediction == "eps":
-        return noise
-    if prediction == "x0":
-        return x0
+    dn.check_prediction(prediction)
     if prediction == "v":
         return v_from_x0_eps(sched, x0, t, noise)
-    raise ValueError(f"unknown prediction {prediction!r}; allowed: {', '.join(PREDICTIONS)}")
+    return noise if prediction == "eps" else x0
 
 
 # ---------------------------------------------------------------- reverse process

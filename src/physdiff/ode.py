@@ -6,15 +6,20 @@ DDIM's ODE dx̄/dσ̄ = ε̂(x, t) for x̄ = x/√ᾱ (Song et al. 2021, DDIM eq
 
     dx/du = f(x, u) = -(1-ᾱ(u)) x + √(1-ᾱ(u)) ε̂(x, t(u)),
 
-t(u) the fractional timestep index at u (log σ̄ interpolated linearly between indices, as in
-``schedule.continuous_time``). Along a solution the log-density obeys the instantaneous change
-of variables d log p(x(u))/du = -∇·f (Chen et al. 2018, thm. 1), with
-∇·f = -(1-ᾱ) D + √(1-ᾱ) ∇·ε̂. Sampling integrates (x, log p) from the prior N(0, I) at index
-T-1 down to index 0; the likelihood integrates the same system upwards from the data.
+t(u) the fractional timestep index at u (log σ̄ interpolated linearly between indices,
+``schedule.index_at_log_sigma_bar``; ε̂ from the network's ε, x₀ or v by ``denoiser.py``). Along a
+solution the log-density obeys the instantaneous change of variables d log p(x(u))/du = -∇·f
+(Chen et al. 2018, thm. 1), with ∇·f = -(1-ᾱ) D + √(1-ᾱ) ∇·ε̂. Sampling integrates (x, log p)
+from the prior N(0, I) at index T-1 down to index 0; the likelihood integrates the same system
+upwards from the data.
 
 The divergence is exact (the trace of the Jacobian) up to ``EXACT_MAX_DIM`` dimensions and
 Hutchinson's estimator above (Grathwohl et al. 2019); only the exact one is fit for an
-acceptance ratio or an importance weight.
+acceptance ratio or an importance weight. The exact one follows a protocol
+(:func:`network_divergence`): a network that knows its own divergence supplies it through
+``output_and_divergence(x, t, cond) -> (out, tr ∂out/∂x)``; for any other network autograd's
+trace (:func:`exact_divergence`, D backward passes) is the default. ∇·f follows from the network's
+divergence exactly, through the affine conversion of its output to ε̂.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from dataclasses import dataclass
 
 import torch
 
+from . import denoiser as dn
 from . import diffusion as dif
+from .denoiser import Denoiser
 from .errors import PhysdiffError
-from .schedule import Schedule, log_sigma_bar
+from .schedule import Schedule
 
 EXACT_MAX_DIM = 256
 METHODS = ("rk4", "dopri5", "midpoint", "euler")
@@ -58,40 +65,53 @@ class ODEResult:
 
 class Drift:
     """f(u, x) of the probability-flow ODE for a model callable ``model(x, t, cond)`` predicting
-    ``prediction`` (eps, x0 or v). All tables live on ``device``; no host synchronisation."""
+    ``prediction`` (eps, x0 or v), turned into ε̂ by ``denoiser.Denoiser`` at the fractional
+    index t(u). All tables live on ``device``; no host synchronisation."""
 
     def __init__(self, model, sched: Schedule, prediction: str, cond=None, device=None):
         self.model, self.prediction, self.cond = model, prediction, cond
         device = device or sched.betas.device
-        self.u_table = torch.from_numpy(log_sigma_bar(sched)).to(device)
+        self.denoiser = Denoiser(model, sched, prediction, device=device)
+        self.u_table = self.denoiser.u_table
 
     def time_index(self, u: torch.Tensor) -> torch.Tensor:
         """Fractional index t(u) by linear interpolation of log σ̄ between integer indices."""
-        table = self.u_table
-        u = u.to(table).clamp(table[0], table[-1])
-        hi = torch.searchsorted(table, u.reshape(1)).clamp(1, len(table) - 1)
-        lo = hi - 1
-        frac = (u - table[lo]) / (table[hi] - table[lo])
-        return (lo.to(table) + frac).reshape(())
+        return self.denoiser.time_index(u)
 
     def epsilon(self, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """ε̂(x, t(u)) for any parametrisation: x̂₀ and ε̂ are affine in the output at fixed x."""
-        t = self.time_index(u).to(x.dtype).expand(x.shape[0])
-        cond = self.cond
-        out = self.model(x, t, cond)
-        if self.prediction == "eps":
-            return out
-        ab = torch.sigmoid(-2.0 * u.to(x.dtype))  # ᾱ = 1/(1 + σ̄²)
-        a, s = ab.sqrt(), (1.0 - ab).sqrt()
-        if self.prediction == "x0":  # ε = (x - √ᾱ x₀)/√(1-ᾱ)
-            return (x - a * out) / s
-        if self.prediction == "v":  # ε = √(1-ᾱ) x + √ᾱ v (Salimans & Ho 2022)
-            return s * x + a * out
-        raise PhysdiffError(f"unknown prediction {self.prediction!r}; allowed: {', '.join(dif.PREDICTIONS)}")
+        return self.denoiser.at_log_sigma_bar(x, u, self.cond).eps
 
     def __call__(self, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ab = torch.sigmoid(-2.0 * u.to(x.dtype))
         return -(1.0 - ab) * x + (1.0 - ab).sqrt() * self.epsilon(u, x)
+
+    def with_divergence(self, u: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f(u, x), ∇·f (B,) float64), exactly: the network's divergence (:func:`network_divergence`:
+        its own when it provides one, else autograd's trace) through the affine conversion to ε̂
+        (``denoiser.epsilon_divergence``), then ∇·f = -(1-ᾱ) D + √(1-ᾱ) ∇·ε̂."""
+        t = self.time_index(u).to(x.dtype).expand(x.shape[0])
+        out, trace = network_divergence(self.model, x, t, self.cond)
+        pred = self.denoiser.wrap(out, x, u)
+        ab = torch.sigmoid(-2.0 * u.to(x.dtype))
+        f = -(1.0 - ab) * x + (1.0 - ab).sqrt() * pred.eps
+        D = x[0].numel()
+        ab64 = torch.sigmoid(-2.0 * u.double())
+        a64, s64 = ab64.sqrt(), (1.0 - ab64).sqrt()
+        div_eps = dn.epsilon_divergence(trace.double(), D, a64, s64, self.prediction)
+        return f, -(1.0 - ab64) * D + s64 * div_eps
+
+
+def network_divergence(net, x: torch.Tensor, t: torch.Tensor, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(net(x, t, cond), tr ∂net/∂x per example (B,) float64), exactly.
+
+    The divergence protocol: a network (or a wrapper around one) that knows its own divergence
+    provides ``output_and_divergence(x, t, cond) -> (out, trace)`` with the same meaning; every
+    other network gets autograd's trace (:func:`exact_divergence`, D backward passes)."""
+    own = getattr(net, "output_and_divergence", None)
+    if own is not None:
+        return own(x, t, cond)
+    return exact_divergence(lambda z: net(z, t, cond), x)
 
 
 def exact_divergence(fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,9 +130,13 @@ def exact_divergence(fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat_out = out.reshape(B, D)
         eye = torch.eye(D, dtype=flat_out.dtype, device=x.device)
         trace = torch.zeros(B, dtype=torch.float64, device=x.device)
+        if not flat_out.requires_grad:  # the output does not depend on x (a constant network)
+            return out.detach(), trace
         for j in range(D):
-            grad, = torch.autograd.grad(flat_out, xs, grad_outputs=eye[j].expand(B, D), retain_graph=j < D - 1)
-            trace = trace + grad.reshape(B, D)[:, j].double()
+            grad, = torch.autograd.grad(flat_out, xs, grad_outputs=eye[j].expand(B, D), retain_graph=j < D - 1,
+                                        allow_unused=True)
+            if grad is not None:
+                trace = trace + grad.reshape(B, D)[:, j].double()
     return out.detach(), trace
 
 
@@ -178,8 +202,10 @@ def integrate(model, sched: Schedule, x: torch.Tensor, *, direction: str, predic
         nonlocal nfe
         nfe += 1
         y, _ = state
-        fn = (lambda z: drift(s, z))  # noqa: E731
-        dy, div = exact_divergence(fn, y) if divergence == "exact" else hutchinson_divergence(fn, y, vs)
+        if divergence == "exact":
+            dy, div = drift.with_divergence(s, y)
+        else:
+            dy, div = hutchinson_divergence(lambda z: drift(s, z), y, vs)
         return dy, -div.to(y.dtype)
 
     ell0 = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) if log_prob_start is None \

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import checkpoint as ck
+from . import samplers as smp
 from .config import load_config, resolve_auto
 from .data import Normalizer, resolve_kind
 from .errors import PhysdiffError
@@ -22,12 +24,36 @@ OUTLIER_MARGIN = 1.0  # far outlier: beyond the data's range widened by this man
 
 class OutlierWarning(UserWarning):
     """Samples far outside the training data's range."""
+
+
 DEFAULT_GUIDANCE = 0.5  # classifier-free guidance w for class-conditional runs (benchmarks/README.md)
 
 
 def resolve_guidance(guidance: float | None) -> float:
     """The guidance w to use: ``guidance``, or DEFAULT_GUIDANCE when None."""
     return DEFAULT_GUIDANCE if guidance is None else guidance
+
+
+@dataclass(frozen=True, eq=False)
+class SampleResult:
+    """What :meth:`LoadedRun.sample` returns.
+
+    samples: (n, *data_shape) float32, data units (after the data kind's post-processing);
+    log_prob: (n,) float64 nats in data units, the exact log-density of the distribution the
+    samples were drawn from (only from a sampler that declares ``exact_density``, asked with
+    ``log_prob=True``), else None; nfe: network evaluations per sample batch (the largest over
+    the batches; the same for every batch of a fixed-step sampler); snapshots: {paper step t:
+    (n, *data_shape) network units}, t = T the starting noise; sampler: the sampler's name;
+    options: the options it ran with (defaults filled in); guidance: the classifier-free w of a
+    class-conditional run (None for an unconditional one)."""
+
+    samples: np.ndarray
+    log_prob: np.ndarray | None
+    nfe: int
+    snapshots: dict[int, np.ndarray] = field(default_factory=dict)
+    sampler: str = ""
+    options: dict = field(default_factory=dict)
+    guidance: float | None = None
 
 
 class LoadedRun:
@@ -121,9 +147,9 @@ class LoadedRun:
 
     def sample(self, n: int, seed: int, *, batch_size: int | None = None, start: int = 0,
                snapshot_steps: tuple[int, ...] = (), sampler: str | None = None, classes=None,
-               guidance: float | None = None, log_prob: bool = False,
-               **options) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-        """n samples in data units, (n, *data_shape) float32, for sample indices start..start+n-1.
+               guidance: float | None = None, log_prob: bool = False, **options) -> SampleResult:
+        """n samples for sample indices start..start+n-1, as a :class:`SampleResult` (samples in
+        data units, (n, *data_shape) float32; log_prob; nfe; snapshots; the sampler and options).
 
         Sample i depends only on (seed, i): noise comes from IndexedNoise blocks, so neither
         ``batch_size`` nor how the indices are split changes it. ``sampler``: a name registered
@@ -131,9 +157,10 @@ class LoadedRun:
         that sampler's options (steps, spacing, eta, ...). ``classes`` (class-conditional runs):
         see :meth:`labels`; ``guidance``: the classifier-free guidance w (None: DEFAULT_GUIDANCE).
         ``snapshot_steps``: paper steps after which the state is kept (network units), returned
-        as {t: (n, *data_shape)}; t = T means x_T. ``log_prob`` (sampler ode): the exact
-        log-density of each sample in data units is kept in ``self.last_log_prob`` (n,).
-        After the call, ``self.last_nfe`` holds the network evaluations per sample batch.
+        as {t: (n, *data_shape)}; t = T means x_T. ``log_prob``: also the exact log-density of
+        each sample in data units (n,) float64, for a sampler whose spec declares
+        ``exact_density`` (``samplers.density_sampler()`` gives the default one). Nothing is
+        kept on the run.
         """
         if sampler is None:
             defaults = self.default_sampler()
@@ -141,11 +168,15 @@ class LoadedRun:
             options = {k: v for k, v in defaults.items() if k != "guidance"} | {
                 k: v for k, v in options.items() if v is not None}
         if log_prob:
+            if not smp.get_sampler(sampler).exact_density:
+                raise PhysdiffError(f"sampler {sampler!r} has no exact log-density; ask for log_prob from one that "
+                                    "has: " + ", ".join(_density_samplers()))
             options["log_prob"] = True
+        used = smp.check_options(sampler, options, self.schedule.T)
         batch_size = batch_size or self.kind.sample_batch
         batch_size = max(NOISE_BLOCK, batch_size // NOISE_BLOCK * NOISE_BLOCK)
         all_labels = self.labels(np.arange(start, start + n), classes)
-        outs, logps, snaps = [], [], {k: [] for k in snapshot_steps}
+        outs, logps, snaps, nfe = [], [], {k: [] for k in snapshot_steps}, 0
         jac = self.normalizer.log_abs_det_jacobian(self.data_shape)
         for lo in range(start, start + n, batch_size):
             count = min(batch_size, start + n - lo)
@@ -162,6 +193,7 @@ class LoadedRun:
                 self.device)
             res = self.sample_normalized(x_T, noise, sampler=sampler, callback=keep, cond=cond, guidance=guidance,
                                          **options)
+            nfe = max(nfe, res.nfe)
             x = self.normalizer.decode(res.samples.double()).float().cpu().numpy()
             if not np.isfinite(x).all():
                 raise PhysdiffError(f"sampler {sampler} produced {int((~np.isfinite(x)).sum())} non-finite values in "
@@ -170,21 +202,23 @@ class LoadedRun:
             outs.append(self.kind.postprocess(x, self.cfg))
             if res.log_prob is not None:
                 logps.append(res.log_prob.cpu().numpy() + jac)  # data units: log p_x = log p_z + log|∂z/∂x|
-        self.last_log_prob = np.concatenate(logps) if logps else None
-        return np.concatenate(outs), {k: np.concatenate(v) for k, v in snaps.items() if v}
+        samples = np.concatenate(outs) if outs else np.empty((0, *self.data_shape), dtype=np.float32)
+        return SampleResult(samples, np.concatenate(logps) if logps else None, nfe,
+                            {k: np.concatenate(v) for k, v in snaps.items() if v}, sampler, used,
+                            resolve_guidance(guidance) if self.num_classes else None)
 
     def sample_normalized(self, x_T, generator=None, *, sampler="ddpm", callback=None, cond=None, guidance=None,
                           **options) -> SamplerResult:
-        """Run one registered sampler from x_T in network units; sets ``last_nfe``."""
+        """Run one registered sampler from x_T in network units and return its SamplerResult
+        (nothing is kept on the run). A sampler with an exact density runs the network in float32
+        through a wrapper that forwards the divergence protocol of ``ode.py``."""
         self._warn_if_ill_conditioned(sampler, options.get("steps"))
         net = GuidedModel(self.model, resolve_guidance(guidance), self.num_classes) if self.num_classes else self.model
-        if options.get("log_prob") or sampler == "ode":
+        if options.get("log_prob") or smp.get_sampler(sampler).exact_density:
             net = _float32(net)
         d = self.cfg.diffusion
-        res = run_sampler(sampler, net, self.schedule, x_T, prediction=d.prediction, variance=d.variance,
-                          clip_x0=d.clip_x0 or None, cond=cond, generator=generator, callback=callback, **options)
-        self.last_nfe = res.nfe
-        return res
+        return run_sampler(sampler, net, self.schedule, x_T, prediction=d.prediction, variance=d.variance,
+                           clip_x0=d.clip_x0 or None, cond=cond, generator=generator, callback=callback, **options)
 
     def _warn_far_outliers(self, x: np.ndarray, sampler: str) -> None:
         """One warning when samples land far outside the training data's range: more than
@@ -231,10 +265,33 @@ class LoadedRun:
                            prediction=self.cfg.diffusion.prediction).cpu().numpy()
 
 
-def _float32(net):
+def _density_samplers() -> list[str]:
+    from .samplers import SAMPLERS
+
+    return [name for name, spec in SAMPLERS.items() if spec.exact_density]
+
+
+class _Float32:
+    """The network as a model callable for any input dtype (it runs in float32); forwards the
+    divergence protocol of ``ode.py`` (the network's own, or autograd's trace)."""
+
+    def __init__(self, net):
+        self.net = net
+
+    @staticmethod
+    def _inputs(x, t):
+        return x.float(), t.float() if t.is_floating_point() else t
+
+    def __call__(self, x, t, cond=None):
+        return self.net(*self._inputs(x, t), cond).to(x.dtype)
+
+    def output_and_divergence(self, x, t, cond=None):
+        from .ode import network_divergence
+
+        out, trace = network_divergence(self.net, *self._inputs(x, t), cond)
+        return out.to(x.dtype), trace
+
+
+def _float32(net) -> _Float32:
     """The network as a model callable for any input dtype (it runs in float32)."""
-
-    def call(x, t, cond=None):
-        return net(x.float(), t.float() if t.is_floating_point() else t, cond).to(x.dtype)
-
-    return call
+    return _Float32(net)

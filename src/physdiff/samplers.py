@@ -71,6 +71,11 @@ class CountingModel:
         self.nfe += 1
         return self.model(x, t, cond)
 
+    def output_and_divergence(self, x, t, cond=None):
+        """The divergence protocol of ``ode.py``, forwarded (one evaluation)."""
+        self.nfe += 1
+        return pf_ode.network_divergence(self.model, x, t, cond)
+
 
 class GuidedModel:
     """Classifier-free guidance (Ho & Salimans 2022, eq. 6): the output for label c is
@@ -85,9 +90,23 @@ class GuidedModel:
     def __call__(self, x, t, cond=None):
         if cond is None or self.w == 0.0:
             return self.model(x, t, cond)
-        both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, torch.full_like(cond, self.null)]))
+        both = self.model(*self._doubled(x, t, cond))
         c, u = both.chunk(2)
         return c + self.w * (c - u)
+
+    def _doubled(self, x, t, cond):
+        return torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, torch.full_like(cond, self.null)])
+
+    def output_and_divergence(self, x, t, cond=None):
+        """(output, tr ∂output/∂x (B,) float64), the divergence protocol of ``ode.py``: the same
+        combination of the conditional and unconditional traces, (1 + w) tr_c − w tr_∅, from the
+        wrapped network's protocol or autograd."""
+        if cond is None or self.w == 0.0:
+            return pf_ode.network_divergence(self.model, x, t, cond)
+        both, trace = pf_ode.network_divergence(self.model, *self._doubled(x, t, cond))
+        c, u = both.chunk(2)
+        tc, tu = trace.chunk(2)
+        return c + self.w * (c - u), tc + self.w * (tc - tu)
 
 
 @dataclass(frozen=True)
@@ -103,28 +122,41 @@ class SamplerResult:
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A registered sampler: its function, one-line summary, options {name: help} and whether
-    it can return the exact log-density of its samples (option ``log_prob``)."""
+    """A registered sampler: its function, one-line summary, options {name: help}, default step
+    count and ``exact_density``: whether it returns the exact log-density of the distribution its
+    samples were drawn from (``SamplerResult.log_prob``, asked for with option ``log_prob``), fit
+    for an acceptance ratio or an importance weight."""
 
     name: str
     fn: Callable[..., SamplerResult]
     summary: str
     options: dict[str, str] = field(default_factory=dict)
     default_steps: int | None = None  # None: every timestep (or adaptive)
+    exact_density: bool = False
 
 
 SAMPLERS: dict[str, SamplerSpec] = {}
 STEP_OPTIONS = {"steps": "K network evaluations", "spacing": f"timesteps visited: {', '.join(SPACINGS)}"}
 
 
-def register(name: str, summary: str, options: dict[str, str], default_steps: int | None = None):
+def register(name: str, summary: str, options: dict[str, str], default_steps: int | None = None, *,
+             exact_density: bool = False):
     """Decorator adding a sampler function to :data:`SAMPLERS`."""
 
     def add(fn):
-        SAMPLERS[name] = SamplerSpec(name, fn, summary, options, default_steps)
+        SAMPLERS[name] = SamplerSpec(name, fn, summary, options, default_steps, exact_density)
         return fn
 
     return add
+
+
+def density_sampler() -> SamplerSpec:
+    """The default sampler for callers that need an exact log-density: the first registered
+    sampler that declares ``exact_density`` (the probability-flow ODE)."""
+    for spec in SAMPLERS.values():
+        if spec.exact_density:
+            return spec
+    raise PhysdiffError("no registered sampler returns an exact log-density")
 
 
 def get_sampler(name: str) -> SamplerSpec:
@@ -310,7 +342,7 @@ ODE_OPTIONS = {"method": f"ODE solver: {', '.join(pf_ode.METHODS)} (default {pf_
 
 
 @register("ode", "probability-flow ODE in torch (RK4, 12-18 steps by default); exact log-density on request",
-          ODE_OPTIONS)
+          ODE_OPTIONS, exact_density=True)
 @torch.no_grad()
 def ode_sample(model, sched: Schedule, x_T: torch.Tensor, *, method: str = pf_ode.DEFAULT_METHOD,
                rtol: float = 1e-5, atol: float = 1e-5, steps: int | None = None, log_prob: bool = False,

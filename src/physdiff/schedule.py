@@ -207,13 +207,47 @@ def log_sigma_bar(sched: Schedule) -> np.ndarray:
     return 0.5 * (np.log1p(-ab) - np.log(ab))
 
 
+def log_sigma_bar_table(sched: Schedule, device=None) -> torch.Tensor:
+    """:func:`log_sigma_bar` as a float64 torch tensor (T,) on ``device`` (default: the
+    schedule's), the table that :func:`log_sigma_bar_at` and :func:`index_at_log_sigma_bar` read."""
+    return torch.from_numpy(log_sigma_bar(sched)).to(device if device is not None else sched.betas.device)
+
+
+def log_sigma_bar_at(table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """u = log σ̄ at fractional indices t (any shape), by linear interpolation of the table
+    u_i = log σ̄_i between integer indices (exact at integers); t is clamped to [0, T-1].
+    In torch on the table's device, no host synchronisation; the result has the table's dtype.
+    The inverse of :func:`index_at_log_sigma_bar`."""
+    t = t.detach().to(table).clamp(0, len(table) - 1)
+    if len(table) == 1:
+        return table[0].expand(t.shape)
+    lo = t.floor().clamp(0, len(table) - 2).long()
+    frac = t - lo.to(t.dtype)
+    return table[lo] + frac * (table[lo + 1] - table[lo])
+
+
+def index_at_log_sigma_bar(table: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The fractional index t at log σ̄ = u (any shape): linear interpolation of the increasing
+    table u_i = log σ̄_i between integer indices, u clamped to [u_0, u_{T-1}] (so t ∈ [0, T-1]).
+    In torch on the table's device, no host synchronisation; the result has the table's dtype."""
+    u = u.detach().to(table).clamp(table[0], table[-1])
+    if len(table) == 1:
+        return torch.zeros_like(u)
+    hi = torch.searchsorted(table, u.reshape(-1)).clamp(1, len(table) - 1).reshape(u.shape)
+    lo = hi - 1
+    frac = (u - table[lo]) / (table[hi] - table[lo])
+    return lo.to(table) + frac
+
+
 def continuous_time(sched: Schedule, u: np.ndarray | float) -> np.ndarray:
-    """Fractional timestep index at log σ̄ = u, by linear interpolation between indices.
+    """Fractional timestep index at log σ̄ = u (:func:`index_at_log_sigma_bar`, in NumPy).
     The inverse of :func:`alpha_bar_at` on [0, T-1]."""
-    return np.interp(u, log_sigma_bar(sched), np.arange(sched.T, dtype=np.float64))
+    t = index_at_log_sigma_bar(log_sigma_bar_table(sched, "cpu"), torch.as_tensor(np.asarray(u, dtype=np.float64)))
+    return t.numpy()
 
 
 def alpha_bar_at(sched: Schedule, t: np.ndarray | float) -> np.ndarray:
-    """ᾱ at a fractional index t ∈ [0, T-1], interpolating log σ̄ linearly (exact at integers)."""
-    u = np.interp(t, np.arange(sched.T, dtype=np.float64), log_sigma_bar(sched))
-    return 1.0 / (1.0 + np.exp(2.0 * u))
+    """ᾱ at a fractional index t ∈ [0, T-1], interpolating log σ̄ linearly (exact at integers):
+    ᾱ = 1/(1 + σ̄²) of :func:`log_sigma_bar_at`, in NumPy."""
+    u = log_sigma_bar_at(log_sigma_bar_table(sched, "cpu"), torch.as_tensor(np.asarray(t, dtype=np.float64)))
+    return torch.sigmoid(-2.0 * u).numpy()

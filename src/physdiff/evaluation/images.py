@@ -41,7 +41,7 @@ def evaluate(run, n: int | None = None, seed: int = 0, samples: np.ndarray | Non
     n = n or len(data.train_x)
     sargs = dict(sampler_args or run.default_sampler())
     if samples is None:
-        samples, _ = run.sample(n, seed, **sargs)
+        samples = run.sample(n, seed, **sargs).samples
     samples = samples[:n]
     feat, space, clf, clf_acc = _features(data, log)
     f_train, f_test, f_samples = feat(data.train_x), feat(data.test_x), feat(samples)
@@ -98,18 +98,18 @@ def figures(run, seed: int = 0, *, sampler_args: dict | None = None, per_class: 
     k = run.num_classes
     if k:
         classes = np.repeat(np.arange(k), per_class)
-        grid, _ = run.sample(len(classes), seed, classes=classes, guidance=guidance, **sargs)
+        grid = run.sample(len(classes), seed, classes=classes, guidance=guidance, **sargs).samples
         w = resolve_guidance(guidance)
         figs["samples.png"] = plot_class_grid(grid, run.class_names, per_class,
                                               f"{name}: samples by class (guidance w = {w:g}, step {run.step})")
     else:
-        grid, _ = run.sample(8 * per_class, seed, **sargs)
+        grid = run.sample(8 * per_class, seed, **sargs).samples
         figs["samples.png"] = plot_class_grid(grid, None, per_class, f"{name}: samples (step {run.step})")
     # reverse process of a few samples (all timesteps, so the snapshots are exact steps)
     times = snapshot_times(run.schedule, levels=(0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.97))
     m = min(6, k) if k else 6
-    _, snaps = run.sample(m, seed, classes=np.arange(m) % k if k else None, guidance=guidance,
-                          snapshot_steps=tuple(times), sampler="ddpm", steps=None)
+    snaps = run.sample(m, seed, classes=np.arange(m) % k if k else None, guidance=guidance,
+                       snapshot_steps=tuple(times), sampler="ddpm", steps=None).snapshots
     strip = [(t, np.clip(run.normalizer.decode(torch.from_numpy(snaps[t]).double()).numpy(), 0, 1))
              for t in sorted(snaps, reverse=True)]
     figs["reverse.png"] = plot_image_process(strip, run.schedule.T, f"{name}: reverse process $x_T \\to x_0$",
@@ -117,7 +117,7 @@ def figures(run, seed: int = 0, *, sampler_args: dict | None = None, per_class: 
     if k:
         rows = []
         for w in (0.0, 0.5, 1.0, 2.0, 4.0):
-            imgs, _ = run.sample(k, seed, classes=np.arange(k), guidance=w, **sargs)
+            imgs = run.sample(k, seed, classes=np.arange(k), guidance=w, **sargs).samples
             rows.append((w, imgs))
         figs["guidance.png"] = plot_guidance_sweep(rows, run.class_names, f"{name}: guidance sweep (same noise)")
     # nearest training images of the first samples of the grid, one per class

@@ -35,7 +35,7 @@ def evaluate(run, n: int, seed: int, samples: np.ndarray | None = None, *, sampl
 
     theory, L = run.theory, run.cfg.theory["L"]
     if samples is None:
-        samples, _ = run.sample(n, seed + 1, **(sampler_args or {}))
+        samples = run.sample(n, seed + 1, **(sampler_args or {})).samples
     x = np.asarray(samples, dtype=np.float64).reshape(len(samples), *theory.field_shape(L))
     ref = reference_ensemble(run, seed, log=log)
     model_t, ref_t = as_table(measure(x, theory)), as_table(measure(ref, theory, chains=16))
@@ -70,7 +70,7 @@ def figures(run, n: int, seed: int, samples: np.ndarray | None = None) -> dict:
 
     theory, L = run.theory, run.cfg.theory["L"]
     if samples is None:
-        samples, _ = run.sample(n, seed + 1)
+        samples = run.sample(n, seed + 1).samples
     x = np.asarray(samples, dtype=np.float64).reshape(len(samples), *theory.field_shape(L))
     ref = reference_ensemble(run, seed)
     title = f"{theory.label}, L = {L}"

@@ -28,7 +28,7 @@ def evaluate(run, n: int = 5000, seed: int = 0, samples: np.ndarray | None = Non
 
     refs, floors, toy, n = reference_sets(run, n, seed)
     if samples is None:
-        samples, _ = run.sample(n, seed, **(sampler_args or {}))
+        samples = run.sample(n, seed, **(sampler_args or {})).samples
     samples = samples[:n].reshape(n, -1)
     flat = [r.reshape(n, -1) for r in refs], [f.reshape(n, -1) for f in floors]
     metrics = compare(samples, *flat, toy=toy)
@@ -114,7 +114,8 @@ def figures(run, n: int, seed: int, samples=None, snaps=None) -> dict:
     T = run.schedule.T
     times = snapshot_times(run.schedule)
     if samples is None or snaps is None:
-        samples, snaps = run.sample(n, seed, snapshot_steps=tuple(times))
+        res = run.sample(n, seed, snapshot_steps=tuple(times))
+        samples, snaps = res.samples, res.snapshots
     name = run.cfg.data.file or run.cfg.data.dataset
     figs = {"samples.png": plot_samples(reference.reshape(n, -1), samples[:n].reshape(n, -1),
                                         f"{name}: data vs. model (step {run.step})")}

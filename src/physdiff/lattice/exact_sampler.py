@@ -10,9 +10,15 @@ never a stochastic trace estimator, whose noise would bias an acceptance ratio).
   model, so its observables are exact up to statistical errors; a poor model shows as a low
   acceptance and a long τ_int.
 - importance weights w ∝ e^{−S}/q: Kish's effective sample size and reweighted observables.
+
+:func:`sample_exact` is the whole recipe for a trained run (proposals with log q from the run's
+density sampler, the action of the run's theory, the chain and its report), used by
+``physdiff sample --metropolis``, the lattice example and the lattice benchmark.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -51,12 +57,39 @@ def reweighted(values: dict[str, np.ndarray], log_w: np.ndarray) -> dict[str, di
     return out
 
 
-def metropolis_chain(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0) -> tuple[np.ndarray, dict]:
+@dataclass(frozen=True, eq=False)
+class ExactSample:
+    """An exact sampler's output (arrays in data units; states in the dtype they were drawn in,
+    float32 from a run): ``chain`` (N, L, L) the states of the independence
+    Metropolis–Hastings chain (proposals[indices]); ``proposals`` (N, L, L) the model's samples
+    and ``log_q`` (N,) their exact log-density (nats, data units); ``action`` (N,) S of each
+    proposal; ``log_w`` (N,) = −S − log q; ``indices`` (N,) the proposal the chain holds at each
+    step; ``report``: acceptance, Kish ESS/N with its error, τ_int of M and |M| along the chain,
+    reweighted observables (:func:`metropolis_chain`). From :func:`sample_exact` also ``nfe``
+    (network evaluations per batch), ``sampler`` and ``options`` (what drew the proposals) and
+    ``snapshots`` (as ``LoadedRun.sample``)."""
+
+    chain: np.ndarray
+    proposals: np.ndarray
+    log_q: np.ndarray
+    action: np.ndarray
+    log_w: np.ndarray
+    indices: np.ndarray
+    report: dict
+    nfe: int | None = None
+    sampler: str | None = None
+    options: dict = field(default_factory=dict)
+    snapshots: dict = field(default_factory=dict)
+
+
+def metropolis(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0) -> ExactSample:
     """The independence Metropolis–Hastings chain of model proposals (N, L, L) with their exact
-    log q (nats, data units), and its report: acceptance, Kish ESS/N with bootstrap error, τ_int
-    of M and |M| along the chain, and importance-reweighted ⟨|M|⟩, χ₂ and action density."""
+    log q (nats, data units) under ``theory``'s action, with every intermediate (see
+    :class:`ExactSample`)."""
     import torch
 
+    proposals = np.asarray(proposals)
+    log_q = np.asarray(log_q, dtype=np.float64)
     action = theory.action(torch.from_numpy(np.asarray(proposals, dtype=np.float64))).numpy()
     log_w = log_weights(action, log_q)
     idx, acc = independence_metropolis(log_w, seed)
@@ -67,7 +100,61 @@ def metropolis_chain(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int
             "tau_int_m_chain": gamma_method(m).tau_int, "tau_int_abs_m_chain": gamma_method(np.abs(m)).tau_int,
             "reweighted": reweighted({"abs_m": np.abs(m_prop), "chi2": V * m_prop**2, "action_density": action / V},
                                      log_w)}
-    return proposals[idx], info
+    return ExactSample(proposals[idx], proposals, log_q, action, log_w, idx, info)
+
+
+def metropolis_chain(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """(chain, report) of :func:`metropolis`: the independence Metropolis–Hastings chain of model
+    proposals (N, L, L) with their exact log q (nats, data units), and its report: acceptance,
+    Kish ESS/N with bootstrap error, τ_int of M and |M| along the chain, and importance-reweighted
+    ⟨|M|⟩, χ₂ and action density."""
+    res = metropolis(theory, proposals, log_q, seed)
+    return res.chain, res.report
+
+
+def run_theory(run):
+    """The lattice theory a trained run was trained on (its action is the target e^{−S}).
+    The one place that reads it from a run's config."""
+    from ..errors import PhysdiffError
+
+    if run.theory is None:
+        raise PhysdiffError(f"run {str(run.path)!r} is not a lattice run: its data have no action")
+    return run.theory
+
+
+def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theory=None, chain_seed: int | None = None,
+                 snapshot_steps: tuple[int, ...] = (), sampler: str | None = None,
+                 **ode_options) -> ExactSample | None:
+    """Exact samples of e^{−S} from a trained lattice run: n proposals with their exact log q
+    from the run's density sampler (``samplers.density_sampler()``, the probability-flow ODE;
+    ``ode_options``: its options, e.g. steps, method), the action of ``theory`` (default: the
+    run's, :func:`run_theory`), then the independence Metropolis chain (:func:`metropolis`,
+    accept/reject draws from ``chain_seed``, default ``seed``). Proposal i depends only on
+    (seed, i). ``sampler``: another registered sampler that declares ``exact_density``.
+
+    Under torchrun each process draws its contiguous share of the proposals and rank 0 gathers
+    them, runs the chain and gets the result; the other ranks get None.
+    """
+    from .. import dist
+    from ..errors import PhysdiffError
+    from ..samplers import density_sampler, get_sampler
+
+    spec = density_sampler() if sampler is None else get_sampler(sampler)
+    if not spec.exact_density:
+        raise PhysdiffError(f"sampler {spec.name!r} has no exact log-density; the exact sampler needs one "
+                            f"(e.g. {density_sampler().name!r})")
+    theory = run_theory(run) if theory is None else theory
+    lo, hi = dist.shard(n)
+    res = run.sample(hi - lo, seed, start=lo, batch_size=batch_size, snapshot_steps=snapshot_steps,
+                     sampler=spec.name, log_prob=True, **ode_options)
+    x, log_q = dist.gather_rows(res.samples), dist.gather_rows(res.log_prob)
+    snaps = {k: dist.gather_rows(v) for k, v in res.snapshots.items()}
+    if not dist.is_main():
+        return None
+    proposals = run.kind.to_output(x, run.cfg)  # (N, 1, L, L) → (N, L, L), float32 as drawn
+    out = metropolis(theory, proposals, log_q, seed if chain_seed is None else chain_seed)
+    return ExactSample(out.chain, out.proposals, out.log_q, out.action, out.log_w, out.indices, out.report,
+                       res.nfe, res.sampler, res.options, snaps)
 
 
 def summary(log_w: np.ndarray, seed: int = 0) -> dict:

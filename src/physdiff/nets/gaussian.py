@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..diffusion import PREDICTIONS
+from ..denoiser import PREDICTIONS, v_from
 from ..errors import PhysdiffError
+from ..schedule import log_sigma_bar_at
 
 
 def lattice_power_spectrum(x0: torch.Tensor) -> torch.Tensor:
@@ -70,24 +71,36 @@ class SpectralGaussian(nn.Module):
 
     def gain(self, t: torch.Tensor) -> torch.Tensor:
         """The Wiener filter's gain per momentum, (B, H, W) float64, at fractional indices t (B,).
-        ᾱ(t) as ``schedule.alpha_bar_at`` reads it, in torch on the model's device."""
-        table = self.log_sigma_bar
-        t = t.detach().to(table.dtype)
-        lo = t.floor().clamp(0, len(table) - 2).long()
-        frac = t - lo.to(t.dtype)
-        u = table[lo] + frac * (table[lo + 1] - table[lo])
+        ᾱ(t) = sigmoid(−2u(t)) with u read by ``schedule.log_sigma_bar_at`` (as the ODE reads it),
+        in torch on the model's device; v from E[ε] and E[x₀] by ``denoiser.v_from``."""
+        u = log_sigma_bar_at(self.log_sigma_bar, t)
         ab = torch.sigmoid(-2.0 * u)[:, None, None]  # ᾱ = 1 / (1 + σ̄²)
         a2, s2 = ab, 1.0 - ab
-        p = self.power.to(table.dtype)
+        p = self.power.to(ab.dtype)
         denom = a2 * p + s2
+        eps, x0 = s2.sqrt() / denom, a2.sqrt() * p / denom  # E[ε|x_t]_k, E[x₀|x_t]_k per unit x̃_k
         if self.prediction == "eps":
-            return s2.sqrt() / denom
+            return eps
         if self.prediction == "x0":
-            return a2.sqrt() * p / denom
-        return (a2 * s2).sqrt() * (1.0 - p) / denom
+            return x0
+        return v_from(x0, eps, a2.sqrt(), s2.sqrt())
+
+    def _linear(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the Wiener filter applied to x, its gain (B, H, W) float64)."""
+        g64 = self.gain(t.reshape(-1).expand(x.shape[0]))
+        g = g64.to(x.dtype).reshape(x.shape[0], *([1] * (x.dim() - 3)), *g64.shape[-2:])
+        return torch.fft.ifft2(torch.fft.fft2(x) * g).real, g64
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        g = self.gain(t.reshape(-1).expand(x.shape[0])).to(x.dtype)
-        g = g.reshape(x.shape[0], *([1] * (x.dim() - 3)), *g.shape[-2:])
-        linear = torch.fft.ifft2(torch.fft.fft2(x) * g).real
-        return linear + self.inner(x, t, cond)
+        return self._linear(x, t)[0] + self.inner(x, t, cond)
+
+    def output_and_divergence(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
+        """(output, tr ∂output/∂x (B,) float64) exactly (the divergence protocol of ``ode.py``): the
+        linear part is diagonal in momentum space, so its trace is Σ_k gain_k(t) per channel;
+        the wrapped network's comes from its own protocol or autograd."""
+        from ..ode import network_divergence
+
+        linear, g64 = self._linear(x, t)
+        channels = x[0].numel() // (g64.shape[-2] * g64.shape[-1])
+        out, trace = network_divergence(self.inner, x, t, cond)
+        return linear + out, g64.to(x.dtype).double().sum((-2, -1)) * channels + trace.double()

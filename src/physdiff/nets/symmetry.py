@@ -17,6 +17,14 @@ class Flattened(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.inner(x.reshape(x.shape[0], -1), t, cond).reshape(x.shape)
 
+    def output_and_divergence(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
+        """(output, tr ∂output/∂x (B,) float64): the inner network's (divergence protocol of
+        ``ode.py``; a reshape leaves the trace as it is)."""
+        from ..ode import network_divergence
+
+        out, trace = network_divergence(self.inner, x.reshape(x.shape[0], -1), t, cond)
+        return out.reshape(x.shape), trace
+
 
 class OddNetwork(nn.Module):
     """ε(x, t) = (f(x, t) − f(−x, t)) / 2: odd in x whatever f is.
@@ -33,6 +41,21 @@ class OddNetwork(nn.Module):
         self.inner = inner
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        both = self.inner(torch.cat([x, -x]), torch.cat([t, t]), None if cond is None else torch.cat([cond, cond]))
+        both = self.inner(*self._doubled(x, t, cond))
         plus, minus = both.chunk(2)
         return 0.5 * (plus - minus)
+
+    @staticmethod
+    def _doubled(x, t, cond):
+        return torch.cat([x, -x]), torch.cat([t, t]), None if cond is None else torch.cat([cond, cond])
+
+    def output_and_divergence(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
+        """(output, tr ∂output/∂x (B,) float64), the divergence protocol of ``ode.py``: ∂ε/∂x =
+        (J_f(x) + J_f(−x))/2, so the trace is the mean of f's at x and at −x, both from one
+        doubled batch (f's own protocol, or autograd)."""
+        from ..ode import network_divergence
+
+        both, trace = network_divergence(self.inner, *self._doubled(x, t, cond))
+        plus, minus = both.chunk(2)
+        tr_plus, tr_minus = trace.chunk(2)
+        return 0.5 * (plus - minus), 0.5 * (tr_plus + tr_minus)
