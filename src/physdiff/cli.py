@@ -7,15 +7,11 @@ written atomically, so a failed command leaves nothing half-written.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import sys
-import time
 import warnings
 from pathlib import Path
-
-import numpy as np
 
 from .errors import PhysdiffError
 
@@ -133,12 +129,15 @@ def _theories_with(param: str) -> str:
 
 
 def _npy_out(path: str) -> Path:
-    out = Path(path)
-    if out.suffix.lower() != ".npy":
-        raise PhysdiffError(f"--out {path!r} must end in .npy")
-    if not out.parent.is_dir():
-        raise PhysdiffError(f"folder {str(out.parent)!r} for {path!r} does not exist")
-    return out
+    from .sampling import npy_output
+
+    return npy_output(path)
+
+
+def _new_output(path: Path, overwrite: bool) -> Path:
+    from .sampling import new_output
+
+    return new_output(path, overwrite)
 
 
 # ---------------------------------------------------------------- commands
@@ -191,204 +190,46 @@ def _load(args):
 
 def cmd_sample(args) -> None:
     from . import dist
+    from .run import LoadedRun
+    from .sampling import check_outputs, npy_output, write_samples
     from .training import resolve_device
 
-    out = _npy_out(args.out)
-    traj_out = _npy_out(args.trajectory) if args.trajectory else None
-    logp_out = _npy_out(args.log_prob) if args.log_prob else None
+    out = npy_output(args.out)
+    traj_out = npy_output(args.trajectory, "--trajectory") if args.trajectory else None
+    logp_out = npy_output(args.log_prob, "--log-prob") if args.log_prob else None
     png_out = Path(args.png) if args.png else None
     if png_out is not None and (png_out.suffix.lower() != ".png" or not png_out.parent.is_dir()):
         raise PhysdiffError(f"--png {args.png!r} must end in .png, in an existing folder")
-    _new_outputs(args.overwrite, out, traj_out, logp_out, png_out)
+    check_outputs(args.overwrite, out, traj_out, logp_out, png_out)
     # under torchrun each process draws a contiguous share of the indices; rank 0 writes them all
     device, created = dist.init(resolve_device(args.device))
     try:
-        _sample_command(args, out, traj_out, logp_out, png_out, device)
+        run = LoadedRun(args.run, weights=args.weights, device=device)
+        msg = write_samples(run, args.n, args.seed, out, sampler=args.sampler, options=_sampler_options(args),
+                            guidance=args.guidance, classes=args.klass, batch_size=args.batch_size,
+                            log_prob_out=logp_out, trajectory_out=traj_out, snapshots=args.snapshots,
+                            png_out=png_out, metropolis=args.metropolis, overwrite=args.overwrite,
+                            generator=f"physdiff sample {args.run}")
     finally:
         dist.finish(created)
+    if msg is not None:
+        print(msg)
 
 
-def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
-    import torch
-
-    from . import dist
-    from .checkpoint import save_npy
-    from .run import LoadedRun
-
-    run = LoadedRun(args.run, weights=args.weights, device=device)
-    if run.kind.sidecar(run.cfg, "", {}) is not None:
-        from .lattice.ensemble import sidecar
-
-        _new_output(sidecar(out), args.overwrite)  # the ensemble's parameters go beside it
-    if png_out is not None and not run.is_image:
-        raise PhysdiffError(f"--png needs an image run; this run's data have shape {run.data_shape}")
-    if args.metropolis:
-        from .samplers import density_sampler
-
-        _check_metropolis(run, args)
-        args.sampler = density_sampler().name  # the registry's sampler with an exact density
-    sargs = _sampler_args(args, run)
-    if logp_out is not None or args.metropolis:
-        from .samplers import get_sampler
-
-        if not get_sampler(sargs["sampler"]).exact_density:
-            raise PhysdiffError(f"--log-prob needs --sampler {_density_names()}: only a sampler with an exact "
-                                f"density can give it, and --sampler {sargs['sampler']} has none")
-        sargs["log_prob"] = True
-    nbytes = args.n * math.prod(run.data_shape) * 4
-    streamable = not (traj_out or args.metropolis or png_out) and dist.world_size() == 1
-    if streamable and nbytes > STREAM_BYTES:
-        return _sample_streamed(args, run, sargs, out, logp_out, nbytes)
-    _check_memory(nbytes * (3 if args.trajectory else 2), f"--n {args.n} samples")
-    T = run.schedule.T
-    steps = tuple(sorted({round(T * k / (args.snapshots - 1)) for k in range(args.snapshots)}, reverse=True))
-    snapshot_steps = steps if traj_out else ()
-    t0 = time.perf_counter()
-    if args.metropolis:  # the exact sampler: proposals with log q, action, Metropolis (gathered on rank 0)
-        from .lattice.exact_sampler import sample_exact
-
-        options = {k: v for k, v in sargs.items() if k not in ("sampler", "guidance", "log_prob")}
-        exact = sample_exact(run, args.n, args.seed, batch_size=args.batch_size, snapshot_steps=snapshot_steps,
-                             sampler=sargs["sampler"], **options)
-        if exact is None:  # not rank 0
-            return
-        snaps, x, logp, nfe = exact.snapshots, exact.proposals[:, None], exact.log_q, exact.nfe
-    else:
-        lo, hi = dist.shard(args.n)
-        res = run.sample(hi - lo, args.seed, start=lo, batch_size=args.batch_size, classes=args.klass,
-                         snapshot_steps=snapshot_steps, **sargs)
-        snaps, x, logp, nfe = res.snapshots, dist.gather_rows(res.samples), None, res.nfe
-        if logp_out:
-            logp = dist.gather_rows(res.log_prob)
-    kept = [k for k in steps if k in snaps]  # a respaced sampler visits only some steps
-    traj = (np.stack([run.normalizer.decode(torch.from_numpy(snaps[k]).double()).numpy() for k in kept], axis=1)
-            if traj_out else None)
-    if not args.metropolis:
-        traj = dist.gather_rows(traj) if traj_out else None
-    elapsed = time.perf_counter() - t0
-    if not dist.is_main():
-        return
-    extra = ""
-    x = run.kind.to_output(x, run.cfg)  # lattice: (N, L, L), the ensemble format
-    info = _sidecar_info(run, args, sargs)
-    if info is not None:
-        if args.metropolis:
-            x, mh = exact.chain, exact.report
-            info |= mh
-            extra = (f"; Metropolis acceptance {mh['acceptance']:.3f}, ESS/N {mh['ess_per_sample']:.3f} ± "
-                     f"{mh['ess_per_sample_error']:.3f}")
-        from .checkpoint import atomic_write_bytes
-        from .lattice.ensemble import sidecar
-
-        atomic_write_bytes(sidecar(out), (json.dumps(info, indent=2, default=float) + "\n").encode())
-    save_npy(out, x)
-    procs = f", {dist.world_size()} processes" if dist.world_size() > 1 else ""
-    msg = (f"wrote {args.n} samples to {out} with {sargs['sampler'] or run.default_sampler()['sampler']} "
-           f"(NFE {nfe} per batch; {elapsed:.1f} s, {args.n / elapsed:.0f} samples/s{procs})")
-    if png_out is not None:
-        from .data.images import save_png_grid
-
-        save_png_grid(x, png_out)
-        msg += f"; PNG grid {png_out}"
-    if traj_out:
-        traj = np.swapaxes(traj, 0, 1)  # (K, N, ...)
-        save_npy(traj_out, traj)
-        msg += f"; trajectory {traj.shape} at t = {kept} to {traj_out}"
-    if logp_out:
-        save_npy(logp_out, logp, dtype="float64")
-        msg += f"; log-densities (nats, data units) to {logp_out}"
-    print(msg + extra)
+def _sampler_options(args) -> dict:
+    return {k: getattr(args, k) for k in SAMPLER_OPTION_TYPES if getattr(args, k, None) is not None}
 
 
-def _density_names() -> str:
-    from .samplers import SAMPLERS
+def _sampler_args(args, run) -> dict:
+    """The sampler and its options as given on the command line (``sampling.resolve_sampler``)."""
+    from .sampling import resolve_sampler
 
-    return " or ".join(name for name, spec in SAMPLERS.items() if spec.exact_density)
-
-
-STREAM_BYTES = 256 * 2**20  # samples beyond this size are written to disk chunk by chunk
-
-
-def _sample_streamed(args, run, sargs: dict, out: Path, logp_out: Path | None, nbytes: int) -> None:
-    """Samples too large to hold twice in memory: drawn in chunks of indices (sample i depends
-    only on (seed, i), so the file is the one an unchunked call would write) into memory maps
-    that are renamed into place at the end; nothing is left behind on an error or interrupt."""
-    import shutil
-
-    from .checkpoint import npy_stream
-
-    need = nbytes + (args.n * 8 if logp_out else 0)
-    folders = {out.parent, *([logp_out.parent] if logp_out else [])}
-    for folder in folders:
-        free = shutil.disk_usage(folder).free
-        if need > free:
-            raise PhysdiffError(f"--n {args.n} samples need about {need / 2**30:.1f} GiB on disk but {str(folder)!r} "
-                                f"has {free / 2**30:.1f} GiB free; ask for fewer or write elsewhere")
-    shape = (args.n, *run.kind.output_shape(run.data_shape, run.cfg))
-    chunk = max(1, STREAM_BYTES // (4 * math.prod(run.data_shape)))
-    t0 = time.perf_counter()
-    info = _sidecar_info(run, args, sargs)
-    with contextlib.ExitStack() as stack:
-        arr = stack.enter_context(npy_stream(out, shape))
-        logp = stack.enter_context(npy_stream(logp_out, (args.n,), "float64")) if logp_out else None
-        for lo in range(0, args.n, chunk):
-            count = min(chunk, args.n - lo)
-            res = run.sample(count, args.seed, start=lo, batch_size=args.batch_size, classes=args.klass, **sargs)
-            arr[lo:lo + count] = run.kind.to_output(res.samples, run.cfg)
-            if logp is not None:
-                logp[lo:lo + count] = res.log_prob
-    if info is not None:
-        from .checkpoint import atomic_write_bytes
-        from .lattice.ensemble import sidecar
-
-        atomic_write_bytes(sidecar(out), (json.dumps(info, indent=2, default=float) + "\n").encode())
-    elapsed = time.perf_counter() - t0
-    name = sargs["sampler"] or run.default_sampler()["sampler"]
-    extra = f"; log-densities (nats, data units) to {logp_out}" if logp_out else ""
-    print(f"wrote {args.n} samples to {out} in chunks of {chunk} with {name} ({elapsed:.1f} s, "
-          f"{args.n / elapsed:.0f} samples/s){extra}")
-
-
-def _sidecar_info(run, args, sargs) -> dict | None:
-    """The JSON beside the samples written by ``sample`` (lattice ensembles), or None."""
-    return run.kind.sidecar(run.cfg, f"physdiff sample {args.run}", sargs)
-
-
-def _check_metropolis(run, args) -> None:
-    if run.theory is None:
-        raise PhysdiffError("--metropolis needs a lattice run (a theory with an action); this run's data are of kind "
-                            f"{run.kind.name!r}")
-    if run.theory.discrete is not None:
-        raise PhysdiffError(f"--metropolis is not available for {run.theory.title or run.theory.name} runs: a "
-                            "continuous model read through the sign of its samples has no density on the spins; "
-                            "compare its raw observables with the reference Monte Carlo")
+    return resolve_sampler(run, args.sampler, _sampler_options(args), guidance=args.guidance)
 
 
 def _check_guidance(args, run) -> None:
     if args.guidance is not None and not run.num_classes:
         raise PhysdiffError("--guidance needs a class-conditional run; this run was trained without labels")
-
-
-def _sampler_args(args, run) -> dict:
-    """The sampler and its options as given on the command line, checked by the registry (which
-    refuses an option the sampler does not take). No --sampler: the data kind's default."""
-    from .samplers import check_options, get_sampler
-
-    _check_guidance(args, run)
-    given = {k: getattr(args, k) for k in SAMPLER_OPTION_TYPES if getattr(args, k, None) is not None}
-    if args.sampler is None:
-        defaults = run.default_sampler()
-        name = defaults.pop("sampler")
-        defaults.pop("guidance")
-        given = defaults | given
-    else:
-        name = args.sampler
-        get_sampler(name)
-    try:
-        options = check_options(name, given, run.schedule.T)
-    except PhysdiffError as exc:
-        raise PhysdiffError(f"--sampler {name}: {exc}") from None
-    return {"sampler": name, "guidance": args.guidance} | options
 
 
 def cmd_encode(args) -> None:
@@ -435,116 +276,32 @@ def cmd_plot(args) -> None:
         print(f"wrote {run.path / fname}")
 
 
-def _check_memory(nbytes: int, what: str) -> None:
-    """Refuse, before allocating, a result that cannot fit in this machine's memory."""
-    import os
-
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return
-    if nbytes > total:
-        raise PhysdiffError(f"{what} need about {nbytes / 2**30:.1f} GiB, more than this machine's "
-                            f"{total / 2**30:.1f} GiB of memory; ask for fewer (several files, or a smaller --n)")
-
-
-def _new_output(path: Path, overwrite: bool) -> Path:
-    """Refuse an output that is a folder, or that exists unless ``overwrite``."""
-    if path.is_dir():
-        raise PhysdiffError(f"output {str(path)!r} is a folder; give a file name")
-    if path.exists() and not overwrite:
-        raise PhysdiffError(f"output {str(path)!r} already exists; add --overwrite to replace it")
-    return path
-
-
-def _new_outputs(overwrite: bool, *paths: Path | None) -> None:
-    """:func:`_new_output` for each given path, and no path named twice by one command."""
-    seen = set()
-    for path in (p for p in paths if p is not None):
-        _new_output(path, overwrite)
-        if path.resolve() in seen:
-            raise PhysdiffError(f"{str(path)!r} is named twice as an output; give each output its own file")
-        seen.add(path.resolve())
-
-
 def cmd_mcmc(args) -> None:
     from .config import theory_fields
-    from .lattice.ensemble import check_theory_params, save_ensemble, sidecar
-    from .lattice.mc import run_mcmc
+    from .lattice.ensemble import check_theory_params, sidecar
+    from .lattice.report import make_ensemble
 
     out = _new_output(_npy_out(args.out), args.overwrite)
     _new_output(sidecar(out), args.overwrite)
     given = {key[7:]: getattr(args, k) for k, (key, _) in theory_fields().items()
              if k != "L" and getattr(args, k, None) is not None}
     theory = check_theory_params(args.model, args.L, given, prefix="--")
-    if args.n % args.chains:
-        raise PhysdiffError(f"--n {args.n} must be a multiple of --chains {args.chains}")
-    t0 = time.perf_counter()
-    x, report = run_mcmc(theory, args.L, args.n, seed=args.seed, chains=args.chains, cluster=not args.no_cluster,
-                         log=lambda m: print(m, file=sys.stderr))
-    report["seconds"] = time.perf_counter() - t0
-    save_ensemble(out, x, {"params": theory.params, "generator": "physdiff mcmc", **report})
-    therm = report["thermalisation"]
-    acc = f", HMC acceptance {report['hmc_acceptance']:.3f} (step {report['hmc_step']:.3f})" \
-        if "hmc_acceptance" in report else ""
-    print(f"wrote {args.n} configurations ({args.chains} chains) to {out} and {sidecar(out)}{acc}; hot/cold starts "
-          f"{'agree' if therm['agree'] else 'DISAGREE'} (z = {therm['abs_m']['z']:+.2f} for |M|, "
-          f"{therm['action_density']['z']:+.2f} for the action density); {report['seconds']:.1f} s")
+    print(make_ensemble(theory, args.L, args.n, out, seed=args.seed, chains=args.chains, cluster=not args.no_cluster,
+                        log=lambda m: print(m, file=sys.stderr)))
 
 
 def cmd_observables(args) -> None:
-    from .lattice.ensemble import load_ensemble, theory_from_params
-    from .lattice.observables import SCALARS, as_table, compare, measure
-
-    if args.plot and not Path(args.plot).is_dir():
-        raise PhysdiffError(f"--plot {args.plot!r} must be an existing folder")
-    x, info = load_ensemble(args.ensemble)
-    theory = theory_from_params(info["params"])
-    table = as_table(measure(x, theory, chains=int(info.get("chains", 1))))
-    result = {"ensemble": args.ensemble, "params": info["params"], "n": len(x), "observables": table}
-    if args.compare:
-        y, info_b = load_ensemble(args.compare)
-        if y.shape[1:] != x.shape[1:] or info_b["params"] != info["params"]:
-            raise PhysdiffError(f"--compare {args.compare!r}: lattice {y.shape[1:]} {info_b['params']} differs "
-                                f"from {x.shape[1:]} {info['params']}")
-        other = as_table(measure(y, theory, chains=int(info_b.get("chains", 1))))
-        result["compare"] = {"ensemble": args.compare, "observables": other, "z": compare(table, other)}
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        head = f"{'observable':<16}{'value':>14}{'error':>11}{'τ_int':>8}"
-        if args.compare:
-            head += f"{'other':>14}{'error':>11}{'z':>7}"
-        lines = [f"{args.ensemble}: {len(x)} configurations, {info['params']}", head]
-        for k in SCALARS:
-            row = table[k]
-            line = f"{k:<16}{row['value']:>14.6g}{row['error']:>11.3g}{row['tau_int']:>8.2f}"
-            if args.compare:
-                o = result["compare"]["observables"][k]
-                line += f"{o['value']:>14.6g}{o['error']:>11.3g}{result['compare']['z'][k]:>+7.2f}"
-            lines.append(line)
-        lines.append("chi2 = V<M^2>; chi_connected = V(<M^2> - <|M|>^2); errors: Γ-method (Wolff 2004), τ_int in "
-                     "measurements" + ("; z = difference / combined error" if args.compare else ""))
-        print("\n".join(lines))
-    if args.plot:
-        _observable_figures(args, x, theory, result, y if args.compare else None)
-
-
-def _observable_figures(args, x, theory, result, y) -> None:
     from .checkpoint import save_figure
-    from .lattice.observables import primaries
-    from .plots import plot_configurations, plot_correlator, plot_lattice_histograms
+    from .lattice.report import format_observables, observable_figures, observables_report
 
-    folder = Path(args.plot)
-    names = {Path(args.ensemble).stem: x} | ({Path(args.compare).stem: y} if y is not None else {})
-    figs = {"histograms.png": plot_lattice_histograms({k: primaries(v, theory) for k, v in names.items()},
-                                                      theory.density_label,
-                                                      f"{theory.label}, L = {x.shape[-1]}"),
-            "correlator.png": plot_correlator({Path(args.ensemble).stem: result["observables"]["G"]} | (
-                {Path(args.compare).stem: result["compare"]["observables"]["G"]} if y is not None else {}),
-                f"{theory.label}, L = {x.shape[-1]}: connected two-point function"),
-            "configurations.png": plot_configurations(names,
-                                                      title=f"{theory.label}, L = {x.shape[-1]}: configurations")}
+    folder = Path(args.plot) if args.plot else None
+    if folder is not None and not folder.is_dir():
+        raise PhysdiffError(f"--plot {args.plot!r} must be an existing folder")
+    result, data = observables_report(args.ensemble, args.compare)
+    figs = observable_figures(result, data) if folder is not None else {}
+    for fname in figs:  # figures follow the rule of every output: replaced only with --overwrite
+        _new_output(folder / fname, args.overwrite)
+    print(json.dumps(result, indent=2) if args.json else format_observables(result))
     for fname, fig in figs.items():
         save_figure(fig, folder / fname)
         print(f"wrote {folder / fname}")
@@ -702,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--compare", metavar="OTHER.npy", help="a second ensemble of the same theory")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--plot", metavar="DIR", help="write histograms.png, correlator.png, configurations.png to DIR")
+    s.add_argument("--overwrite", action="store_true", help="replace existing figures in DIR")
     s.set_defaults(func=cmd_observables)
 
     s = add("demo", "The course's tour: train gaussian, two_gaussians and spiral; figures and a metrics table.")

@@ -1,0 +1,108 @@
+"""The lattice commands' jobs, as library calls: a reference ensemble made and written
+(``physdiff mcmc``), and an ensemble's observables measured, compared, tabulated and drawn
+(``physdiff observables``)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import PhysdiffError
+
+
+def make_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: int = 16, cluster: bool = True,
+                  log=None) -> str:
+    """Run the reference Monte Carlo of ``theory`` and write the ensemble and its JSON to ``out``;
+    returns the summary line."""
+    from .ensemble import save_ensemble, sidecar
+    from .mc import run_mcmc
+
+    if n % chains:
+        raise PhysdiffError(f"--n {n} must be a multiple of --chains {chains}")
+    t0 = time.perf_counter()
+    x, report = run_mcmc(theory, L, n, seed=seed, chains=chains, cluster=cluster, log=log)
+    report["seconds"] = time.perf_counter() - t0
+    save_ensemble(out, x, {"params": theory.params, "generator": "physdiff mcmc", **report})
+    therm = report["thermalisation"]
+    acc = f", HMC acceptance {report['hmc_acceptance']:.3f} (step {report['hmc_step']:.3f})" \
+        if "hmc_acceptance" in report else ""
+    return (f"wrote {n} configurations ({chains} chains) to {out} and {sidecar(out)}{acc}; hot/cold starts "
+            f"{'agree' if therm['agree'] else 'DISAGREE'} (z = {therm['abs_m']['z']:+.2f} for |M|, "
+            f"{therm['action_density']['z']:+.2f} for the action density); {report['seconds']:.1f} s")
+
+
+def _chains(info: dict, n: int, where: str) -> int:
+    chains = info.get("chains", 1)
+    if isinstance(chains, bool) or not isinstance(chains, int) or chains < 1 or n % chains:
+        raise PhysdiffError(f"ensemble {where}: chains = {chains!r} in its JSON must be a positive integer that "
+                            f"divides the {n} configurations")
+    return chains
+
+
+def observables_report(ensemble: str, compare: str | None = None) -> tuple[dict, dict]:
+    """({"ensemble", "params", "n", "observables", and "compare": {...} with z per observable},
+    {"theory", "x", "y"}) for the ensemble file and optionally a second one of the same theory."""
+    from .ensemble import load_ensemble
+    from .observables import as_table, measure
+    from .observables import compare as z_scores
+    from .theory import theory_from_params
+
+    x, info = load_ensemble(ensemble)
+    theory = theory_from_params(info["params"])
+    table = as_table(measure(x, theory, chains=_chains(info, len(x), repr(ensemble))))
+    result = {"ensemble": ensemble, "params": info["params"], "n": len(x), "observables": table}
+    y = None
+    if compare:
+        y, info_b = load_ensemble(compare)
+        if y.shape[1:] != x.shape[1:] or info_b["params"] != info["params"]:
+            raise PhysdiffError(f"--compare {compare!r}: lattice {y.shape[1:]} {info_b['params']} differs "
+                                f"from {x.shape[1:]} {info['params']}")
+        other = as_table(measure(y, theory, chains=_chains(info_b, len(y), repr(compare))))
+        result["compare"] = {"ensemble": compare, "observables": other, "z": z_scores(table, other)}
+    return result, {"theory": theory, "x": x, "y": y}
+
+
+def format_observables(result: dict) -> str:
+    """The readable table of :func:`observables_report`'s result."""
+    from .observables import SCALARS
+
+    cmp = result.get("compare")
+    head = f"{'observable':<16}{'value':>14}{'error':>11}{'τ_int':>8}"
+    if cmp:
+        head += f"{'other':>14}{'error':>11}{'z':>7}"
+    lines = [f"{result['ensemble']}: {result['n']} configurations, {result['params']}", head]
+    for k in SCALARS:
+        row = result["observables"][k]
+        line = f"{k:<16}{row['value']:>14.6g}{row['error']:>11.3g}{row['tau_int']:>8.2f}"
+        if cmp:
+            o, z = cmp["observables"][k], cmp["z"][k]
+            zs = f"{z:>+7.2f}" if z is not None and np.isfinite(z) else f"{'n/c':>7}"
+            line += f"{o['value']:>14.6g}{o['error']:>11.3g}{zs}"
+        lines.append(line)
+    lines.append("chi2 = V<M^2>; chi_connected = V(<M^2> - <|M|>^2); errors: Γ-method (Wolff 2004), τ_int in "
+                 "measurements" + ("; z = difference / combined error (n/c: not comparable, no error)"
+                                   if cmp else ""))
+    return "\n".join(lines)
+
+
+def observable_figures(result: dict, data: dict) -> dict:
+    """{file name: Figure}: histograms, G(r) and configurations of the ensemble (and the compared one)."""
+    from ..plots import plot_configurations, plot_correlator, plot_lattice_histograms
+    from .observables import primaries
+
+    theory, x, y = data["theory"], data["x"], data["y"]
+    a, b = Path(result["ensemble"]).stem, Path(result["compare"]["ensemble"]).stem if y is not None else None
+    if b == a:  # two files of one stem in different folders: name them apart
+        a, b = str(result["ensemble"]), str(result["compare"]["ensemble"])
+    names = {a: x} | ({b: y} if y is not None else {})
+    corr = {a: result["observables"]["G"]} | ({b: result["compare"]["observables"]["G"]} if y is not None else {})
+    title = f"{theory.label}, L = {x.shape[-1]}"
+    return {"histograms.png": plot_lattice_histograms({k: primaries(v, theory) for k, v in names.items()},
+                                                      theory.density_label, title),
+            "correlator.png": plot_correlator(corr, f"{title}: connected two-point function"),
+            "configurations.png": plot_configurations(names, title=f"{title}: configurations")}
+
+
+__all__ = ["format_observables", "make_ensemble", "observable_figures", "observables_report"]

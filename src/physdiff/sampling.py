@@ -1,0 +1,282 @@
+"""Samples of a trained run written to files: the job behind ``physdiff sample``, decided once.
+
+- the sampler: :func:`resolve_sampler` (the one place where the default sampler is worked out:
+  the one named, else the density sampler when a density is asked for, else the data kind's);
+- outputs: every file named is checked before any work (:func:`check_outputs`), rows of every
+  file line up with the samples file, and a command's files are written together at the end;
+- large sample sets are streamed to disk in chunks of indices (sample i depends only on (seed, i),
+  so the file is the one an unchunked call would write);
+- under torchrun each process draws a contiguous share of the indices and rank 0 writes;
+- lattice runs: the samples are an ensemble with its JSON beside it; with ``metropolis`` the
+  exact sampler (``lattice/exact_sampler.sample_exact``) turns proposals into a chain of e^{−S}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PhysdiffError
+
+STREAM_BYTES = 256 * 2**20  # samples beyond this size are written to disk chunk by chunk
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def npy_output(path: str, what: str = "--out") -> Path:
+    """An output .npy path in an existing folder."""
+    out = Path(path)
+    if out.suffix.lower() != ".npy":
+        raise PhysdiffError(f"{what} {path!r} must end in .npy")
+    if not out.parent.is_dir():
+        raise PhysdiffError(f"folder {str(out.parent)!r} for {path!r} does not exist")
+    return out
+
+
+def new_output(path: Path, overwrite: bool) -> Path:
+    """Refuse an output that is a folder, or that exists unless ``overwrite``."""
+    if path.is_dir():
+        raise PhysdiffError(f"output {str(path)!r} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise PhysdiffError(f"output {str(path)!r} already exists; add --overwrite to replace it")
+    return path
+
+
+def check_outputs(overwrite: bool, *paths: Path | None) -> None:
+    """:func:`new_output` for each given path, and no path named twice by one command."""
+    seen = set()
+    for path in (p for p in paths if p is not None):
+        new_output(path, overwrite)
+        if path.resolve() in seen:
+            raise PhysdiffError(f"{str(path)!r} is named twice as an output; give each output its own file")
+        seen.add(path.resolve())
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, a result that cannot fit in this machine's memory."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if nbytes > total:
+        raise PhysdiffError(f"{what} need about {nbytes / 2**30:.1f} GiB, more than this machine's "
+                            f"{total / 2**30:.1f} GiB of memory; ask for fewer (several files, or a smaller --n)")
+
+
+# ---------------------------------------------------------------- the sampler
+
+
+def density_names() -> str:
+    from .samplers import SAMPLERS
+
+    return " or ".join(name for name, spec in SAMPLERS.items() if spec.exact_density)
+
+
+def resolve_sampler(run, sampler: str | None = None, options: dict | None = None, *, guidance: float | None = None,
+                    log_prob: bool = False) -> dict:
+    """{"sampler": name, "guidance": w, **options} checked by the registry: ``sampler`` if named;
+    else, when a density is asked for (``log_prob``), the registry's density sampler; else the
+    data kind's default with its options. Options the sampler does not take are refused."""
+    from .samplers import check_options, density_sampler, get_sampler
+
+    if guidance is not None and not run.num_classes:
+        raise PhysdiffError("--guidance needs a class-conditional run; this run was trained without labels")
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    if sampler is None and log_prob:
+        name = density_sampler().name
+    elif sampler is None:
+        defaults = run.default_sampler()
+        name = defaults.pop("sampler")
+        defaults.pop("guidance")
+        given = defaults | given
+    else:
+        name = sampler
+        get_sampler(name)
+    if log_prob and not get_sampler(name).exact_density:
+        raise PhysdiffError(f"--log-prob needs --sampler {density_names()}: only a sampler with an exact "
+                            f"density can give it, and --sampler {name} has none")
+    try:
+        checked = check_options(name, given, run.schedule.T)
+    except PhysdiffError as exc:
+        raise PhysdiffError(f"--sampler {name}: {exc}") from None
+    return {"sampler": name, "guidance": guidance} | checked | ({"log_prob": True} if log_prob else {})
+
+
+def check_metropolis(run, sampler: str | None) -> None:
+    """The exact sampler needs a theory with a density on its field, and a density sampler."""
+    from .samplers import get_sampler
+
+    if run.theory is None:
+        raise PhysdiffError("--metropolis needs a lattice run (a theory with an action); this run's data are of kind "
+                            f"{run.kind.name!r}")
+    if run.theory.discrete is not None:
+        raise PhysdiffError(f"--metropolis is not available for {run.theory.title or run.theory.name} runs: a "
+                            "continuous model read through the sign of its samples has no density on the spins; "
+                            "compare its raw observables with the reference Monte Carlo")
+    if sampler is not None and not get_sampler(sampler).exact_density:
+        raise PhysdiffError(f"--metropolis needs a sampler with an exact density ({density_names()}); "
+                            f"--sampler {sampler} has none")
+
+
+# ---------------------------------------------------------------- the job
+
+
+def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = None, options: dict | None = None,
+                  guidance: float | None = None, classes=None, batch_size: int | None = None,
+                  log_prob_out: Path | None = None, trajectory_out: Path | None = None, snapshots: int = 11,
+                  png_out: Path | None = None, metropolis: bool = False, overwrite: bool = False,
+                  generator: str = "physdiff sample") -> str | None:
+    """Draw n samples of ``run`` and write them to ``out`` (with the optional log-densities,
+    trajectory, PNG grid and, for lattice runs, the ensemble's JSON). Returns the summary line
+    (None on the processes of a torchrun job other than rank 0)."""
+    from . import dist
+    from .lattice.ensemble import sidecar
+
+    info = run.kind.sidecar(run.cfg, generator, {})
+    side = sidecar(out) if info is not None else None
+    check_outputs(overwrite, out, log_prob_out, trajectory_out, png_out, side)
+    if png_out is not None and not run.is_image:
+        raise PhysdiffError(f"--png needs an image run; this run's data have shape {run.data_shape}")
+    if metropolis:
+        check_metropolis(run, sampler)
+    sargs = resolve_sampler(run, sampler, options, guidance=guidance, log_prob=bool(log_prob_out) or metropolis)
+    nbytes = n * math.prod(run.data_shape) * 4
+    streamable = not (trajectory_out or metropolis or png_out) and dist.world_size() == 1
+    if streamable and nbytes > STREAM_BYTES:
+        return _write_streamed(run, n, seed, out, sargs, classes, batch_size, log_prob_out, side, generator, nbytes)
+    check_memory(nbytes * (3 if trajectory_out else 2), f"--n {n} samples")
+    T = run.schedule.T
+    steps = tuple(sorted({round(T * k / (snapshots - 1)) for k in range(snapshots)}, reverse=True))
+    snapshot_steps = steps if trajectory_out else ()
+    t0 = time.perf_counter()
+    extra, report = "", {}
+    if metropolis:  # proposals with log q, action, Metropolis (gathered on rank 0)
+        from .lattice.exact_sampler import sample_exact
+
+        opts = {k: v for k, v in sargs.items() if k not in ("sampler", "guidance", "log_prob")}
+        exact = sample_exact(run, n, seed, batch_size=batch_size, snapshot_steps=snapshot_steps,
+                             sampler=sargs["sampler"], **opts)
+        if exact is None:  # not rank 0
+            return None
+        # every file lines up with the samples file: row i is the chain's state at step i
+        x, logp, nfe, snaps = exact.chain, exact.log_q[exact.indices], exact.nfe, exact.snapshots
+        rows = exact.indices
+        report = exact.report | {"rows": "every output row is the chain's state at that step: the samples, "
+                                          "log-densities and trajectory of proposal chain_index[i]"}
+        extra = (f"; Metropolis acceptance {report['acceptance']:.3f}, ESS/N {report['ess_per_sample']:.3f} ± "
+                 f"{report['ess_per_sample_error']:.3f}")
+    else:
+        lo, hi = dist.shard(n)
+        res = run.sample(hi - lo, seed, start=lo, batch_size=batch_size, classes=classes,
+                         snapshot_steps=snapshot_steps, **sargs)
+        x = run.kind.to_output(dist.gather_rows(res.samples), run.cfg)
+        logp = dist.gather_rows(res.log_prob) if log_prob_out else None
+        nfe, snaps, rows = res.nfe, {k: dist.gather_rows(v) for k, v in res.snapshots.items()}, None
+    kept = [k for k in steps if k in snaps]  # a respaced sampler visits only some steps
+    traj = None
+    if trajectory_out is not None:
+        import torch
+
+        traj = np.stack([run.normalizer.decode(torch.from_numpy(snaps[k]).double()).numpy() for k in kept], axis=0)
+        traj = traj if rows is None else traj[:, rows]  # (K, N, ...)
+    elapsed = time.perf_counter() - t0
+    if not dist.is_main():
+        return None
+    files = {out: (x, "float32")}
+    if log_prob_out is not None:
+        files[log_prob_out] = (logp, "float64")
+    if traj is not None:
+        files[trajectory_out] = (traj, "float32")
+    _commit(files, side, None if info is None else _sidecar(run, generator, sargs, report, rows), png_out)
+    procs = f", {dist.world_size()} processes" if dist.world_size() > 1 else ""
+    msg = (f"wrote {n} samples to {out} with {sargs['sampler']} (NFE {nfe} per batch; {elapsed:.1f} s, "
+           f"{n / elapsed:.0f} samples/s{procs})")
+    if png_out is not None:
+        msg += f"; PNG grid {png_out}"
+    if traj is not None:
+        msg += f"; trajectory {traj.shape} at t = {kept} to {trajectory_out}"
+    if log_prob_out is not None:
+        msg += f"; log-densities (nats, data units) to {log_prob_out}"
+    return msg + extra
+
+
+def _sidecar(run, generator: str, sargs: dict, report: dict, rows) -> dict:
+    info = run.kind.sidecar(run.cfg, generator, {k: v for k, v in sargs.items() if k != "log_prob"}) | report
+    if rows is not None:
+        info["chain_index"] = [int(i) for i in rows]
+    return info
+
+
+def _commit(files: dict, side: Path | None, info: dict | None, png_out: Path | None) -> None:
+    """Write a command's outputs together: each to a temporary file beside it first; only when
+    all are written are they renamed into place (the JSON of an ensemble last), so a failure
+    (a full disk) leaves none of them, and no earlier file of the user's is replaced by half a set."""
+    from .checkpoint import atomic_write_bytes, save_npy
+
+    staged = []
+    try:
+        for path, (arr, dtype) in files.items():
+            tmp = path.with_name(f".{path.name}.partial.npy")
+            save_npy(tmp, arr, dtype=dtype)
+            staged.append((tmp, path))
+        if png_out is not None:
+            from .data.images import save_png_grid
+
+            tmp = png_out.with_name(f".{png_out.name}.partial.png")
+            save_png_grid(files[next(iter(files))][0], tmp)
+            staged.append((tmp, png_out))
+        if info is not None:
+            tmp = side.with_name(f".{side.name}.partial")
+            atomic_write_bytes(tmp, (json.dumps(info, indent=2, default=float) + "\n").encode())
+            staged.append((tmp, side))
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+
+
+def _write_streamed(run, n, seed, out, sargs, classes, batch_size, log_prob_out, side, generator, nbytes) -> str:
+    """Samples too large to hold twice in memory: drawn in chunks of indices into memory maps
+    that are renamed into place at the end; nothing is left behind on an error or interrupt."""
+    from .checkpoint import atomic_write_bytes, npy_stream
+
+    need = nbytes + (n * 8 if log_prob_out else 0)
+    for folder in {out.parent, *([log_prob_out.parent] if log_prob_out else [])}:
+        free = shutil.disk_usage(folder).free
+        if need > free:
+            raise PhysdiffError(f"--n {n} samples need about {need / 2**30:.1f} GiB on disk but {str(folder)!r} "
+                                f"has {free / 2**30:.1f} GiB free; ask for fewer or write elsewhere")
+    shape = (n, *run.kind.output_shape(run.data_shape, run.cfg))
+    chunk = max(1, STREAM_BYTES // (4 * math.prod(run.data_shape)))
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        arr = stack.enter_context(npy_stream(out, shape))
+        logp = stack.enter_context(npy_stream(log_prob_out, (n,), "float64")) if log_prob_out else None
+        for lo in range(0, n, chunk):
+            count = min(chunk, n - lo)
+            res = run.sample(count, seed, start=lo, batch_size=batch_size, classes=classes, **sargs)
+            arr[lo:lo + count] = run.kind.to_output(res.samples, run.cfg)
+            if logp is not None:
+                logp[lo:lo + count] = res.log_prob
+    if side is not None:
+        info = _sidecar(run, generator, sargs, {}, None)
+        atomic_write_bytes(side, (json.dumps(info, indent=2, default=float) + "\n").encode())
+    elapsed = time.perf_counter() - t0
+    extra = f"; log-densities (nats, data units) to {log_prob_out}" if log_prob_out else ""
+    return (f"wrote {n} samples to {out} in chunks of {chunk} with {sargs['sampler']} ({elapsed:.1f} s, "
+            f"{n / elapsed:.0f} samples/s){extra}")
+
+
+__all__ = ["STREAM_BYTES", "check_memory", "check_metropolis", "check_outputs", "new_output", "npy_output",
+           "resolve_sampler", "write_samples"]
