@@ -123,12 +123,12 @@ def test_large_samples_are_streamed_to_disk_in_chunks(run, tmp_path, capsys, mon
     import collections
     import shutil
 
-    import physdiff.cli as cli
+    import physdiff.sampling as sampling
 
     whole, logp = tmp_path / "whole.npy", tmp_path / "whole_lp.npy"
     base = ["sample", str(run), "--n", "300", "--seed", "4", "--sampler", "ode", "--steps", "3"]
     assert main([*base, "--out", str(whole), "--log-prob", str(logp)]) == 0
-    monkeypatch.setattr(cli, "STREAM_BYTES", 1000)  # 125 two-dimensional samples a chunk
+    monkeypatch.setattr(sampling, "STREAM_BYTES", 1000)  # 125 two-dimensional samples a chunk
     parts, parts_lp = tmp_path / "parts.npy", tmp_path / "parts_lp.npy"
     assert main([*base, "--out", str(parts), "--log-prob", str(parts_lp)]) == 0
     assert "in chunks of 125" in capsys.readouterr().out

@@ -132,11 +132,11 @@ def test_cli_lattice_sampling_and_refusals(wrong_model, tmp_path, capsys):
 
 def test_streamed_lattice_ensemble_is_the_same(wrong_model, tmp_path, monkeypatch, capsys):
     """A lattice ensemble written in chunks is (N, L, L) with its JSON, equal to one written at once."""
-    import physdiff.cli as cli
+    import physdiff.sampling as sampling
 
     base = ["sample", str(wrong_model.path), "--n", "50", "--seed", "2", "--sampler", "ode", "--steps", "2"]
     assert main([*base, "--out", str(tmp_path / "a.npy")]) == 0
-    monkeypatch.setattr(cli, "STREAM_BYTES", 16 * 4 * 20)  # 20 configurations a chunk
+    monkeypatch.setattr(sampling, "STREAM_BYTES", 16 * 4 * 20)  # 20 configurations a chunk
     assert main([*base, "--out", str(tmp_path / "b.npy")]) == 0
     assert "in chunks of 20" in capsys.readouterr().out
     a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
