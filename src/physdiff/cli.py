@@ -15,8 +15,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from .errors import PhysdiffError
 
 EPILOGS = {
@@ -201,6 +199,7 @@ def cmd_sample(args) -> None:
 
 
 def _sample_command(args, out, traj_out, logp_out, png_out, device) -> None:
+    import numpy as np
     import torch
 
     from . import dist
@@ -537,20 +536,63 @@ def cmd_demo(args) -> None:
 # ---------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .config import Config
-    from .data import IMAGE_DATASETS, TOY_DATASETS
+# one-line help of each command: all that `physdiff --help` needs, so it imports no torch
+COMMANDS = {
+    "data": "Write samples of a true toy distribution to a .npy file.",
+    "train": "Train a model into a run directory.",
+    "sample": "Draw samples from a trained run (data units) into a .npy file.",
+    "evaluate": "Distances between model samples and fresh true samples, beside their noise floors.",
+    "encode": "Deterministic DDIM inversion: data points to their latents x_T.",
+    "plot": "Write the run's figures: samples vs data, forward and reverse process, loss.",
+    "mcmc": "Reference Monte Carlo of a lattice theory: φ⁴ by HMC + Wolff clusters, Ising by Wolff.",
+    "observables": "Lattice observables of an ensemble with Γ-method errors; --compare another ensemble.",
+    "demo": "The course's tour: train gaussian, two_gaussians and spiral; figures and a metrics table.",
+}
 
-    defaults = Config()
+
+def version() -> str:
+    """The installed distribution's version (importlib.metadata), else the package's ``__version__``."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("physdiff")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: looked up only when asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog} {version()}")
+        parser.exit()
+
+
+def build_parser(commands=None) -> argparse.ArgumentParser:
+    """The ``physdiff`` parser. Only the sub-commands in ``commands`` (default: all) get their full
+    options, which need the config (and so torch); the others are listed with their one-line help.
+    :func:`main` builds the one sub-command it is given, so ``physdiff --help`` stays cheap."""
     p = _Parser(prog="physdiff", description="Train, sample, evaluate and plot diffusion models (DDPM).",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    for name, help_ in COMMANDS.items():
+        s = sub.add_parser(name, help=help_, description=help_, epilog=EPILOGS[name],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if commands is None or name in commands:
+            BUILDERS[name](s)
+    return p
 
-    def add(name, help_):
-        return sub.add_parser(name, help=help_, description=help_, epilog=EPILOGS[name],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    s = add("data", "Write samples of a true toy distribution to a .npy file.")
+def _data_options(s) -> None:
+    from .data import TOY_DATASETS
+
     s.add_argument("name", metavar="NAME", help=f"one of: {', '.join(TOY_DATASETS)}")
     s.add_argument("--n", type=_positive_int, default=5000, help="number of samples (default 5000)")
     s.add_argument("--seed", type=_seed, default=0)
@@ -558,7 +600,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     s.set_defaults(func=cmd_data)
 
-    s = add("train", "Train a model into a run directory.")
+
+def _train_parser_options(s) -> None:
+    from .config import Config
+    from .data import IMAGE_DATASETS, TOY_DATASETS
+
+    defaults = Config()
     src = s.add_mutually_exclusive_group()
     src.add_argument("--dataset", help=f"toy dataset ({', '.join(TOY_DATASETS)}) or image set "
                      f"({', '.join(IMAGE_DATASETS)}); default {defaults.data.dataset}")
@@ -585,31 +632,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress bar (default: on when stderr is a terminal)")
     s.set_defaults(func=cmd_train)
 
-    def run_options(s, n_default=5000, n_help=None):
-        s.add_argument("run", metavar="RUN", help="run directory written by `physdiff train`")
-        s.add_argument("--n", "--num-samples", dest="n", type=_positive_int, default=n_default,
-                       help=(n_help or f"number of samples (default {n_default})")
-                       + "; under torchrun write --num-samples")
-        s.add_argument("--seed", type=_seed, default=0, help="sample i depends only on (seed, i)")
-        s.add_argument("--weights", default="ema", help="ema (default) or model")
-        s.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
-    def sampler_options(s):
-        from .samplers import SAMPLERS
+def _run_options(s, n_default=5000, n_help=None) -> None:
+    s.add_argument("run", metavar="RUN", help="run directory written by `physdiff train`")
+    s.add_argument("--n", "--num-samples", dest="n", type=_positive_int, default=n_default,
+                   help=(n_help or f"number of samples (default {n_default})")
+                   + "; under torchrun write --num-samples")
+    s.add_argument("--seed", type=_seed, default=0, help="sample i depends only on (seed, i)")
+    s.add_argument("--weights", default="ema", help="ema (default) or model")
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
-        listing = "; ".join(f"{name}: {spec.summary}" for name, spec in SAMPLERS.items())
-        s.add_argument("--sampler", default=None, metavar="{" + ",".join(SAMPLERS) + "}",
-                       help=f"{listing} (default: the data kind's, ddpm; for images ddpm on 100 steps)")
-        for name, typ in SAMPLER_OPTION_TYPES.items():
-            takers = [s_ for s_, spec in SAMPLERS.items() if name in spec.options]
-            doc = next(SAMPLERS[t].options[name] for t in takers)
-            s.add_argument("--" + name, type=typ, default=None, help=f"{doc} ({', '.join(takers)})")
-        s.add_argument("--guidance", type=_finite_float, default=None,
-                       help="classifier-free guidance w for class-conditional runs (default 0.5)")
 
-    s = add("sample", "Draw samples from a trained run (data units) into a .npy file.")
-    run_options(s)
-    sampler_options(s)
+def _sampler_options(s) -> None:
+    from .samplers import SAMPLERS
+
+    listing = "; ".join(f"{name}: {spec.summary}" for name, spec in SAMPLERS.items())
+    s.add_argument("--sampler", default=None, metavar="{" + ",".join(SAMPLERS) + "}",
+                   help=f"{listing} (default: the data kind's, ddpm; for images ddpm on 100 steps)")
+    for name, typ in SAMPLER_OPTION_TYPES.items():
+        takers = [s_ for s_, spec in SAMPLERS.items() if name in spec.options]
+        doc = next(SAMPLERS[t].options[name] for t in takers)
+        s.add_argument("--" + name, type=typ, default=None, help=f"{doc} ({', '.join(takers)})")
+    s.add_argument("--guidance", type=_finite_float, default=None,
+                   help="classifier-free guidance w for class-conditional runs (default 0.5)")
+
+
+def _sample_options(s) -> None:
+    _run_options(s)
+    _sampler_options(s)
     s.add_argument("--out", required=True, help="output .npy, shape (N, *data_shape)")
     s.add_argument("--trajectory", metavar="FILE.npy", help="also save snapshots of the reverse process, (K, N, ...)")
     s.add_argument("--snapshots", type=_positive_int, default=11, help="K for --trajectory (default 11, ≥ 2)")
@@ -626,16 +676,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
     s.set_defaults(func=cmd_sample)
 
-    s = add("evaluate", "Distances between model samples and fresh true samples, beside their noise floors.")
-    run_options(s, None, "number of samples (default 5000; image runs: the size of the training split, "
-                         "so the FCD compares with its floor)")
+
+def _evaluate_options(s) -> None:
+    _run_options(s, None, "number of samples (default 5000; image runs: the size of the training split, "
+                          "so the FCD compares with its floor)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--nll", action="store_true", help="also the variational bound and ODE log-likelihood")
     s.add_argument("--nll-n", type=_positive_int, default=500, help="test points for --nll (default 500)")
-    sampler_options(s)
+    _sampler_options(s)
     s.set_defaults(func=cmd_evaluate)
 
-    s = add("encode", "Deterministic DDIM inversion: data points to their latents x_T.")
+
+def _encode_options(s) -> None:
     s.add_argument("run", metavar="RUN")
     s.add_argument("--data", required=True, metavar="FILE", help=".npy or .csv of points in data units")
     s.add_argument("--out", required=True, help="output .npy of latents (standardised units)")
@@ -645,12 +697,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_encode)
 
-    s = add("plot", "Write the run's figures: samples vs data, forward and reverse process, loss.")
-    run_options(s, 3000)
+
+def _plot_options(s) -> None:
+    _run_options(s, 3000)
     s.add_argument("--guidance", type=_finite_float, default=None, help="image runs: guidance w (default 0.5)")
     s.set_defaults(func=cmd_plot)
 
-    s = add("mcmc", "Reference Monte Carlo of a lattice theory: φ⁴ by HMC + Wolff clusters, Ising by Wolff.")
+
+def _mcmc_options(s) -> None:
     s.add_argument("model", metavar="MODEL", help="phi4 or ising")
     s.add_argument("--L", type=_positive_int, required=True, help="lattice size L (L×L, periodic), >= 2")
     s.add_argument("--kappa", type=_finite_float, default=None, help="phi4: hopping parameter κ >= 0")
@@ -664,22 +718,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
     s.set_defaults(func=cmd_mcmc)
 
-    s = add("observables", "Lattice observables of an ensemble with Γ-method errors; --compare another ensemble.")
+
+def _observables_options(s) -> None:
     s.add_argument("ensemble", metavar="ENSEMBLE.npy", help="(N, L, L) with its .json of parameters beside it")
     s.add_argument("--compare", metavar="OTHER.npy", help="a second ensemble of the same theory")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--plot", metavar="DIR", help="write histograms.png, correlator.png, configurations.png to DIR")
     s.set_defaults(func=cmd_observables)
 
-    s = add("demo", "The course's tour: train gaussian, two_gaussians and spiral; figures and a metrics table.")
+
+def _demo_options(s) -> None:
+    from .config import Config
+
     s.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
-    s.add_argument("--steps", type=_positive_int, default=defaults.train.steps)
+    s.add_argument("--steps", type=_positive_int, default=Config().train.steps)
     s.add_argument("--n", type=_positive_int, default=5000)
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--overwrite", action="store_true", help="replace an earlier demo in the folder")
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     s.set_defaults(func=cmd_demo)
-    return p
+
+
+# the options of each command, added only when the command is named (they import the library)
+BUILDERS = {"data": _data_options, "train": _train_parser_options, "sample": _sample_options,
+            "evaluate": _evaluate_options, "encode": _encode_options, "plot": _plot_options, "mcmc": _mcmc_options,
+            "observables": _observables_options, "demo": _demo_options}
+
+
+def _named_command(argv: list[str]) -> str | None:
+    """The sub-command ``argv`` names: its first token that is not an option (the top-level
+    options take no values), or None."""
+    return next((tok for tok in argv if not tok.startswith("-")), None)
 
 
 def _join_negative_numbers(argv: list[str]) -> list[str]:
@@ -711,7 +780,8 @@ def main(argv: list[str] | None = None) -> int:
     old = warnings.showwarning
     warnings.showwarning = one_line_warning
     try:
-        args = build_parser().parse_args(_join_negative_numbers(sys.argv[1:] if argv is None else argv))
+        argv = _join_negative_numbers(sys.argv[1:] if argv is None else argv)
+        args = build_parser([_named_command(argv)]).parse_args(argv)
         if getattr(args, "snapshots", 2) < 2 and getattr(args, "trajectory", None):
             raise PhysdiffError("--snapshots must be >= 2")
         args.func(args)
