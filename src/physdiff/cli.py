@@ -460,14 +460,18 @@ def cmd_mcmc(args) -> None:
     therm = report["thermalisation"]
     acc = f", HMC acceptance {report['hmc_acceptance']:.3f} (step {report['hmc_step']:.3f})" \
         if "hmc_acceptance" in report else ""
+    from .lattice.observables import format_z
+
+    verdict = "agree" if therm["agree"] else "DISAGREE" if therm.get("comparable", True) else \
+        "cannot be compared (zero errors)"
     print(f"wrote {args.n} configurations ({args.chains} chains) to {out} and {sidecar(out)}{acc}; hot/cold starts "
-          f"{'agree' if therm['agree'] else 'DISAGREE'} (z = {therm['abs_m']['z']:+.2f} for |M|, "
-          f"{therm['action_density']['z']:+.2f} for the action density); {report['seconds']:.1f} s")
+          f"{verdict} (z = {format_z(therm['abs_m']['z'], '+.2f')} for |M|, "
+          f"{format_z(therm['action_density']['z'], '+.2f')} for the action density); {report['seconds']:.1f} s")
 
 
 def cmd_observables(args) -> None:
     from .lattice.ensemble import load_ensemble, theory_from_params
-    from .lattice.observables import SCALARS, as_table, compare, measure
+    from .lattice.observables import SCALARS, as_table, compare, format_z, measure
 
     if args.plot and not Path(args.plot).is_dir():
         raise PhysdiffError(f"--plot {args.plot!r} must be an existing folder")
@@ -494,10 +498,11 @@ def cmd_observables(args) -> None:
             line = f"{k:<16}{row['value']:>14.6g}{row['error']:>11.3g}{row['tau_int']:>8.2f}"
             if args.compare:
                 o = result["compare"]["observables"][k]
-                line += f"{o['value']:>14.6g}{o['error']:>11.3g}{result['compare']['z'][k]:>+7.2f}"
+                line += f"{o['value']:>14.6g}{o['error']:>11.3g}{format_z(result['compare']['z'][k], '>+7.2f')}"
             lines.append(line)
         lines.append("chi2 = V<M^2>; chi_connected = V(<M^2> - <|M|>^2); errors: Γ-method (Wolff 2004), τ_int in "
-                     "measurements" + ("; z = difference / combined error" if args.compare else ""))
+                     "measurements" + ("; z = difference / combined error (n/a: both errors 0, not comparable)"
+                                       if args.compare else ""))
         print("\n".join(lines))
     if args.plot:
         _observable_figures(args, x, theory, result, y if args.compare else None)
