@@ -24,8 +24,16 @@ def modules() -> list[str]:
     return ["physdiff", *subs]
 
 
+def build_font_cache() -> None:
+    """Build matplotlib's font cache now, outside pdoc: on a first run (an empty MPLCONFIGDIR)
+    building it runs ``fc-list``, and pdoc suppresses subprocesses while it imports a module, so
+    the first module that imports matplotlib (physdiff.demo) would fail to import."""
+    import matplotlib.font_manager  # noqa: F401  (importing it loads or builds the cache)
+
+
 def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "api")
+    build_font_cache()
     # a package whose __all__ names its submodules is walked by pdoc too: the repeat is harmless
     warnings.filterwarnings("ignore", message="The module specification .* has already been added")
     pdoc.render.configure(docformat="markdown", math=True, footer_text="physdiff API reference")

@@ -214,3 +214,41 @@ def test_vector_figures_show_the_data(run_dir):
     assert abs(last.mean()) < 0.3 and abs(last.std() - 1) < 0.15  # x_T ~ N(0, I)
     loss_ax = figs["loss.png"].axes[0]
     assert loss_ax.get_ylabel() and len(loss_ax.lines[0].get_xdata()) >= 1
+
+
+def test_help_imports_no_torch():
+    """`physdiff --help` lists every command with its one-line help and loads no torch (lazy start-up)."""
+    probe = ("import runpy, sys\nsys.argv = ['physdiff', '--help']\ntry:\n    runpy.run_module('physdiff', "
+             "run_name='__main__')\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', 'numpy' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith("NO-TORCH False"), proc.stdout
+    from physdiff.cli import COMMANDS
+
+    for name, help_ in COMMANDS.items():
+        assert name in proc.stdout and help_.split()[0] in proc.stdout
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "physdiff", "--help"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0 and "train" in proc.stdout
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "physdiff.cli" in imported and not {"torch", "numpy"} & imported
+
+
+def test_subcommand_help_still_complete(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "--lr" in out and "--width" in out and "--resume" in out and "example" in out
+
+
+def test_version_is_the_pyproject_version():
+    import tomllib
+    from pathlib import Path
+
+    import physdiff
+
+    expected = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    proc = subprocess.run([sys.executable, "-m", "physdiff", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == f"physdiff {expected}\n" and not proc.stderr
+    assert physdiff.__version__ == expected

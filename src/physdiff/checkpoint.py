@@ -7,6 +7,7 @@ Layout of ``RUN/`` (DESIGN.md):
                        hyper-parameters as JSON metadata
   model.safetensors    raw weights;  ema.safetensors  EMA weights (+ normaliser in both)
   metrics.csv          step, loss, lr, grad_norm, ... as training goes
+  physdiff-run.json    the marker that says "a physdiff run" (written first by train)
 Nothing here unpickles: safetensors holds tensors only and JSON holds the rest.
 """
 
@@ -31,7 +32,15 @@ EMA_FILE = "ema.safetensors"
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.csv"
 LOCK_FILE = ".lock"
+MARKER_FILE = "physdiff-run.json"
 TMP_SUFFIX = ".tmp"
+MARKER_FORMAT = "physdiff run"
+# every name physdiff itself writes into a run directory (train, evaluate, plot, demo): replacing
+# or cleaning up a run removes these and its temporaries, never anything else
+RUN_FILES = frozenset({CONFIG_FILE, METRICS_FILE, STATE_FILE, MODEL_FILE, EMA_FILE, LOCK_FILE, MARKER_FILE,
+                       "evaluation.json", *(f"{name}.png" for name in (
+                           "samples", "forward", "reverse", "loss", "guidance", "nearest", "histograms",
+                           "correlator", "configurations"))})
 
 
 @contextlib.contextmanager
@@ -98,6 +107,53 @@ def clear_stale_temporaries(folder: str | Path) -> list[str]:
             p.unlink()
             removed.append(p.name)
     return removed
+
+
+def is_temporary(name: str) -> bool:
+    """A temporary of :func:`atomic_output` (``.NAME.XXXX.tmp``)."""
+    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+def write_marker(run: str | Path) -> None:
+    """RUN/physdiff-run.json: the mark of a folder that physdiff's train created."""
+    atomic_write_bytes(Path(run) / MARKER_FILE, (json.dumps({"format": MARKER_FORMAT, "version": 1}) + "\n").encode())
+
+
+def has_marker(run: str | Path) -> bool:
+    """Whether ``run`` holds a readable physdiff-run.json marker."""
+    path = Path(run) / MARKER_FILE
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("format") == MARKER_FORMAT
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
+def foreign_entries(run: str | Path) -> list[str]:
+    """The entries of ``run`` that physdiff does not write into a run: a user's files, folders,
+    links (sorted names)."""
+    out = []
+    for p in Path(run).iterdir():
+        ours = (p.name in RUN_FILES or is_temporary(p.name)) and p.is_file() and not p.is_symlink()
+        if not ours:
+            out.append(p.name)
+    return sorted(out)
+
+
+def remove_run_files(run: str | Path, *, remove_folder: bool = True) -> None:
+    """Delete physdiff's own files (:data:`RUN_FILES`, temporaries) from ``run`` and, if it is then
+    empty and ``remove_folder``, the folder. Anything else in it is left alone."""
+    run = Path(run)
+    if not run.is_dir():
+        return
+    for p in run.iterdir():
+        if (p.name in RUN_FILES or is_temporary(p.name)) and (p.is_symlink() or p.is_file()):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    if remove_folder:
+        with contextlib.suppress(OSError):  # not empty: a user's file stays, and its folder with it
+            run.rmdir()
 
 
 def save_npy(path: str | Path, array, dtype: str = "float32") -> None:

@@ -54,9 +54,30 @@ def autocorrelation(a: np.ndarray, max_lag: int) -> np.ndarray:
 def gamma_method(a, S: float = S_DEFAULT) -> Estimate:
     """Mean of a series with its error from the autocorrelation function, the window W chosen
     automatically (Wolff 2004, sec. 3.3): W is the first lag where
-    g(W) = exp(−W/τ_W) − τ_W/√(W N) < 0, τ_W = S / ln((2τ_int(W)+1)/(2τ_int(W)−1)).
-    Then σ² = 2 τ_int Γ(0) / N_tot with Γ bias-corrected (eq. 49) and
-    δτ_int ≈ τ_int √(2(2W+1)/N) (eq. 42)."""
+    g(W) = exp(−W/τ_W) − τ_W/√(W N) < 0, τ_W = S / ln((2τ_int(W)+1)/(2τ_int(W)−1)), with
+    S = 1.5 by default (Wolff's choice; pyerrors' default is S = 2, give ``S=2.0`` for its
+    window). Then σ² = 2 τ_int Γ(0) / N_tot with Γ bias-corrected (eq. 49) and
+    δτ_int ≈ τ_int √(2(2W+1)/N) (eq. 42).
+
+    The error is never below the naive error of independent data, √(Γ(0)/N_tot) (times the
+    eq. 49 factor): τ_int is floored at ½. Why: a summed autocorrelation
+    2τ_int = 1 + 2 Σ_{t≤W} Γ(t)/Γ(0) below 1 is far more often noise of the estimated Γ than real
+    anticorrelation (independent Gaussian data at N = 8: below 1 in 73% of cases, ≤ 0 in 15%),
+    and without the floor a sum ≤ 0 gave an error of exactly 0, with which any two results
+    "agree". The price: a series that really is anticorrelated (an AR(1) with ρ < 0,
+    over-relaxation) gets the naive error, larger than its true one (ρ = −0.6: the naive
+    error instead of half of it) — conservative, never too small. pyerrors applies the same
+    floor (its τ_int(W) is clipped at ½ before the window is chosen).
+
+    τ_int is reported without the eq. 49 factor (1 + (2W+1)/N_tot), which enters the error
+    only; pyerrors' ``e_tauint`` includes it (times 1/(1 + 1/N_tot)).
+
+    Replicas (rows of an (R, N) array) are independent chains of one ensemble: Γ(t) sums the
+    products of fluctuations about the overall mean over replicas (Wolff 2004, eq. 31), so
+    replicas whose means disagree enlarge the error. pyerrors (``Obs`` with replicas
+    ``"ens|r0"``, ...) takes each replica's fluctuations about its own mean instead; for one
+    replica, or replicas with equal means, the two coincide (tested against pyerrors 2.17 in
+    tests/test_stats.py, with the same S)."""
     a = _replicas(a)
     R, N = a.shape
     n_tot = R * N
@@ -77,15 +98,17 @@ def gamma_method(a, S: float = S_DEFAULT) -> Estimate:
     c = gamma[0] + 2 * gamma[1: window + 1].sum()
     c *= 1 + (2 * window + 1) / n_tot  # bias of Γ from the estimated mean (eq. 49)
     gamma0 = gamma[0] * (1 + (2 * window + 1) / n_tot)
-    tau_int = max(c / (2 * gamma0), 0.5)
-    error = math.sqrt(max(c, 0.0) / n_tot)
+    tau_int = max(c / (2 * gamma0), 0.5)  # never below independent data (see the docstring)
+    error = math.sqrt(2 * tau_int * gamma0 / n_tot)
     return Estimate(mean, error, tau_int, tau_int * math.sqrt(2 * (2 * window + 1) / n_tot), window)
 
 
 def derived(f: Callable[[np.ndarray], float], series: list, S: float = S_DEFAULT) -> Estimate:
     """f(⟨A_1⟩, ..., ⟨A_k⟩) with its error (Wolff 2004, sec. 2.2): the Γ-method on the projected
     fluctuations Σ_α ∂f/∂A_α (a_α − Ā_α), the gradient by central differences of step
-    σ_α/√N. ``series``: k arrays of one shape (R, N) or (N,)."""
+    σ_α/√N. ``series``: k arrays of one shape (R, N) or (N,). The error has the floor and
+    replica convention of :func:`gamma_method` (pyerrors' ``derived_observable`` takes the
+    gradient by automatic differentiation; the difference is O(h²), h = σ/√N)."""
     arr = np.stack([_replicas(s) for s in series])  # (k, R, N)
     means = arr.reshape(len(series), -1).mean(1)
     n = arr[0].size

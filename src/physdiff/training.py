@@ -13,9 +13,11 @@ import contextlib
 import hashlib
 import json
 import math
-import shutil
+import os
 import sys
+import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -273,20 +275,124 @@ def _truncate_metrics(path: Path, step: int) -> None:
     ck.atomic_write_bytes(path, ("\n".join(keep) + "\n").encode())
 
 
-def prepare_run(out: Path, *, overwrite: bool) -> None:
-    """Refuse to train into an existing non-empty folder unless ``overwrite``; an overwrite
-    only ever deletes a physdiff run (a folder holding config.toml)."""
+def is_physdiff_run(out: Path) -> bool:
+    """Whether folder ``out`` is a run that physdiff's train made: it holds the marker
+    (physdiff-run.json), or, for runs written before the marker, a config.toml that parses as a
+    physdiff config together with a metrics.csv that starts with physdiff's header."""
+    if ck.has_marker(out):
+        return True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            load_config(out / ck.CONFIG_FILE)
+        with open(out / ck.METRICS_FILE, encoding="utf-8") as fh:
+            return fh.readline().rstrip("\n") == METRICS_HEADER
+    except (PhysdiffError, OSError, UnicodeDecodeError):
+        return False
+
+
+def check_run_target(out: Path, *, overwrite: bool) -> bool:
+    """Refuse a run directory that a new run may not be written into; deletes nothing. Returns
+    True when ``out`` holds a physdiff run that ``overwrite`` will replace once the new run has
+    started (:func:`_start_run`). Only a physdiff run (:func:`is_physdiff_run`) that holds nothing
+    but physdiff's own files (``checkpoint.RUN_FILES``) is ever replaced."""
     if out.exists() and not out.is_dir():
         raise PhysdiffError(f"{str(out)!r} is a file, not a run directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise PhysdiffError(f"run directory {str(out)!r} already exists; resume it, allow overwriting "
-                                "it, or choose another run directory")
-        if not (out / ck.CONFIG_FILE).is_file():
-            raise PhysdiffError(f"refusing to overwrite {str(out)!r}: it is not a physdiff run (no config.toml)")
-        with ck.RunLock(out):
-            pass  # refuse to delete a run another process is training
-        shutil.rmtree(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    if not overwrite:
+        raise PhysdiffError(f"run directory {str(out)!r} already exists; resume it, allow overwriting "
+                            "it, or choose another run directory")
+    if not is_physdiff_run(out):
+        raise PhysdiffError(f"refusing to overwrite {str(out)!r}: it is not a physdiff run (no {ck.MARKER_FILE}, "
+                            f"nor a physdiff {ck.CONFIG_FILE} with its {ck.METRICS_FILE}); nothing was changed")
+    foreign = ck.foreign_entries(out)
+    if foreign:
+        shown = ", ".join(repr(n) for n in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise PhysdiffError(f"refusing to overwrite run {str(out)!r}: it also holds {shown}, which physdiff did not "
+                            "write; move them out of the run first, or choose another run directory")
+    real, cwd = out.resolve(), Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        raise PhysdiffError(f"refusing to overwrite run {str(out)!r}: it is (or holds) the current folder; "
+                            "run the command from outside it")
+    with ck.RunLock(out):
+        pass  # refuse to replace a run another process is training
+    return True
+
+
+def _write_first_files(run: Path, cfg: Config) -> None:
+    ck.write_marker(run)
+    ck.atomic_write_bytes(run / ck.METRICS_FILE, (METRICS_HEADER + "\n").encode())
+    ck.atomic_write_bytes(run / ck.CONFIG_FILE, dump_config(cfg).encode())
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _start_run(out: Path, cfg: Config, replacing: bool) -> ck.RunLock:
+    """Write a new run's first files (marker, metrics header, config) into ``out`` and return its
+    lock, held. ``replacing`` an old physdiff run there: the new run is written beside it in a
+    temporary sibling folder, which takes the old one's place by two renames; only then are the old
+    run's files (``checkpoint.RUN_FILES``, nothing else) removed. An error before the swap leaves
+    the old run as it was."""
+    if not replacing:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = ck.RunLock(out).acquire()
+        try:
+            _write_first_files(out, cfg)
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+    real = out.resolve()
+    new = Path(tempfile.mkdtemp(dir=real.parent, prefix=f".{real.name[:100]}.new-"))
+    lock = ck.RunLock(new).acquire()
+    try:
+        os.chmod(new, 0o777 & ~ck._umask())  # as mkdir would make it (mkdtemp makes 0700)
+        _write_first_files(new, cfg)
+        old = Path(tempfile.mkdtemp(dir=real.parent, prefix=f".{real.name[:100]}.old-"))
+        try:
+            with ck.RunLock(real):  # no other process starts on the old run meanwhile
+                os.rename(real, old)  # replaces the empty placeholder
+                try:
+                    os.rename(new, real)
+                except BaseException:
+                    os.rename(old, real)
+                    raise
+        except BaseException:
+            with contextlib.suppress(OSError):
+                old.rmdir()
+            raise
+    except BaseException:
+        lock.release()
+        ck.remove_run_files(new)
+        raise
+    _fsync_folder(real.parent)
+    ck.remove_run_files(old)
+    return lock
+
+
+def _check_resumable(out: Path) -> bool:
+    """Whether run ``out`` has a checkpoint to continue from; False for a run stopped before its
+    first checkpoint (config and metrics only), which starts again from step 0. Refuses a folder
+    that is not a run, and a run whose weights have no training state."""
+    if not (out / ck.CONFIG_FILE).is_file():
+        raise PhysdiffError(f"cannot resume {str(out)!r}: it is not a physdiff run (no config.toml)")
+    if (out / ck.STATE_FILE).is_file():
+        return True
+    if (out / ck.MODEL_FILE).exists() or (out / ck.EMA_FILE).exists():
+        raise PhysdiffError(f"cannot resume {str(out)!r}: it has no training state ({ck.STATE_FILE}); resuming "
+                            "would retrain from step 0 over its weights. Start a new run instead")
+    if not is_physdiff_run(out):
+        raise PhysdiffError(f"cannot resume {str(out)!r}: it has no training state ({ck.STATE_FILE}) and is not a "
+                            f"run that physdiff's train started (no {ck.MARKER_FILE}, no physdiff {ck.METRICS_FILE}); "
+                            f"start a new run with --config {str(out / ck.CONFIG_FILE)!r}")
+    return False
 
 
 def train(cfg: Config | None, out: str | Path, *, resume: bool = False, overwrite: bool = False,
@@ -294,17 +400,17 @@ def train(cfg: Config | None, out: str | Path, *, resume: bool = False, overwrit
     """Train a model as ``cfg`` says into run directory ``out`` and return its path.
 
     ``resume=True`` continues ``out`` from its last checkpoint (its own config.toml is used and
-    ``cfg`` is ignored; ``steps`` may extend it). The result of a resumed run is bitwise identical to an
-    uninterrupted one on the same machine. Launched by ``torchrun`` with several processes it
-    trains data-parallel (DistributedDataParallel); only rank 0 writes.
+    ``cfg`` is ignored; ``steps`` may extend it); a run stopped before its first checkpoint starts
+    again from step 0. The result of a resumed run is bitwise identical to an
+    uninterrupted one on the same machine. ``overwrite=True`` replaces a physdiff run in ``out``
+    (never a folder that is not one, never a file physdiff did not write), and only once the new
+    run has started: config and data checked, model built. Launched by ``torchrun`` with several
+    processes it trains data-parallel (DistributedDataParallel); only rank 0 writes.
     """
     out = Path(out)
+    has_state = False
     if resume:
-        if not (out / ck.CONFIG_FILE).is_file():
-            raise PhysdiffError(f"cannot resume {str(out)!r}: it is not a physdiff run (no config.toml)")
-        if not (out / ck.STATE_FILE).is_file():
-            raise PhysdiffError(f"cannot resume {str(out)!r}: it has no training state ({ck.STATE_FILE}); resuming "
-                                "would retrain from step 0 over its weights. Start a new run instead")
+        has_state = _check_resumable(out)
         cfg = load_config(out / ck.CONFIG_FILE)
         if steps is not None:
             cfg = cfg.with_overrides({"train.steps": steps})
@@ -312,38 +418,47 @@ def train(cfg: Config | None, out: str | Path, *, resume: bool = False, overwrit
         cfg = replace(cfg, data=replace(cfg.data, file=str(Path(cfg.data.file).expanduser().resolve())))
     cfg = resolve_auto(cfg)  # config.toml says what every `auto` meant when the run was made
     device, created = dist.init(resolve_device(cfg.train.device))  # several processes under torchrun
-    made_here = not resume and not (out.is_dir() and any(out.iterdir()))
+    made_here = new_folder = False
     try:
+        replacing = False
         if not resume and dist.is_main():
-            prepare_run(out, overwrite=overwrite)
+            replacing = check_run_target(out, overwrite=overwrite)  # refuses; deletes nothing
         dist.barrier()
         make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)  # warn early on a weak schedule
         trainer = Trainer.create(cfg, out, device)  # reads and checks the data before anything is written
         main = dist.is_main()
-        if main:
-            out.mkdir(parents=True, exist_ok=True)
-        with ck.RunLock(out) if main else contextlib.nullcontext():
-            if resume:
-                if main:
-                    ck.clear_stale_temporaries(out)
+        lock = None
+        if main and not resume:
+            new_folder = replacing or not out.exists()
+            lock = _start_run(out, cfg, replacing)  # the old run (if any) is replaced here
+            made_here = True
+        elif main:
+            lock = ck.RunLock(out).acquire()
+        try:
+            if resume and main:
+                ck.clear_stale_temporaries(out)
+            if has_state:
                 trainer.restore()
                 if trainer.step >= cfg.train.steps:
                     raise PhysdiffError(f"run {str(out)!r} is already at step {trainer.step}; train.steps = "
                                         f"{cfg.train.steps} would train nothing (give more steps to extend it)")
-                if main:
-                    _truncate_metrics(out / ck.METRICS_FILE, trainer.step)
-            elif main:
-                ck.atomic_write_bytes(out / ck.METRICS_FILE, (METRICS_HEADER + "\n").encode())
-            if main:
+            if resume and main:
+                _truncate_metrics(out / ck.METRICS_FILE, trainer.step)
                 ck.atomic_write_bytes(out / ck.CONFIG_FILE, dump_config(cfg).encode())
+                if not ck.has_marker(out):
+                    ck.write_marker(out)
             dist.barrier()
             trainer.train(progress=progress)
+        finally:
+            if lock is not None:
+                lock.release()
         dist.barrier()
     except BaseException:
         # a run that failed before its first checkpoint leaves nothing behind (a config without
-        # weights is not a run); one with a checkpoint keeps it for --resume
+        # weights is not a run); one with a checkpoint keeps it for --resume. Only physdiff's own
+        # files are removed, and the folder only if this call created it.
         if made_here and dist.is_main() and out.is_dir() and not (out / ck.STATE_FILE).is_file():
-            shutil.rmtree(out, ignore_errors=True)
+            ck.remove_run_files(out, remove_folder=new_folder)
         raise
     finally:
         dist.finish(created)

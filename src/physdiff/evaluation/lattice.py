@@ -43,12 +43,13 @@ def evaluate(run, n: int, seed: int, samples: np.ndarray | None = None, *, sampl
     return {"kind": "lattice", "run": str(run.path), "dataset": run.cfg.data.dataset, "theory": theory.params,
             "L": L, "n": len(x), "n_reference": len(ref), "sampler": sampler_args or run.default_sampler(),
             "model": model_t, "reference": ref_t, "z": z,
-            "beyond_3_errors": [k for k in SCALARS if abs(z[k]) > 3]}
+            "beyond_3_errors": [k for k in SCALARS if z[k] is not None and abs(z[k]) > 3],
+            "not_comparable": [k for k in SCALARS if z[k] is None]}
 
 
 def format_report(report: dict) -> str:
     """The observables of the model beside the reference, with z-scores."""
-    from ..lattice.observables import SCALARS
+    from ..lattice.observables import SCALARS, format_z
 
     lines = [f"{report['dataset']} L = {report['L']} {report['theory']}: {report['n']} model configurations "
              f"against {report['n_reference']} Monte Carlo ones (Γ-method errors)",
@@ -56,9 +57,11 @@ def format_report(report: dict) -> str:
     for k in SCALARS:
         m, r = report["model"][k], report["reference"][k]
         lines.append(f"{NAMES[k]:<26} {m['value']:>12.5g} ± {m['error']:<7.2g} {r['value']:>12.5g} ± "
-                     f"{r['error']:<7.2g} {report['z'][k]:>+6.1f}")
-    bad = report["beyond_3_errors"]
-    lines.append("all within 3 combined errors" if not bad else f"beyond 3 combined errors: {', '.join(bad)}")
+                     f"{r['error']:<7.2g} {format_z(report['z'][k], '>+6.1f')}")
+    bad, blind = report["beyond_3_errors"], report.get("not_comparable", [])
+    lines.append("all within 3 combined errors" if not bad and not blind else
+                 "; ".join(([f"beyond 3 combined errors: {', '.join(bad)}"] if bad else [])
+                           + ([f"not comparable (both errors 0): {', '.join(blind)}"] if blind else [])))
     return "\n".join(lines)
 
 

@@ -172,7 +172,10 @@ def hot_cold_check(x: np.ndarray, theory) -> dict:
                      ("action_density", lambda c: theory.action(torch.from_numpy(c.reshape(-1, *c.shape[2:])))
                       .numpy().reshape(c.shape[:2]) / V)):
         hot, cold = gamma_method(fn(x[:half])), gamma_method(fn(x[half:]))
-        z = (hot.value - cold.value) / math.hypot(hot.error, cold.error) if hot.error + cold.error > 0 else 0.0
+        # zero combined error (frozen chains): not comparable, z None (JSON null), never "agree"
+        z = (hot.value - cold.value) / math.hypot(hot.error, cold.error) if hot.error + cold.error > 0 else None
         out[name] = {"hot": hot.value, "hot_error": hot.error, "cold": cold.value, "cold_error": cold.error, "z": z}
-    out["agree"] = bool(all(abs(v["z"]) < 4 for v in out.values() if isinstance(v, dict)))
+    zs = [v["z"] for v in out.values() if isinstance(v, dict)]
+    out["comparable"] = all(z is not None for z in zs)
+    out["agree"] = bool(out["comparable"] and all(abs(z) < 4 for z in zs))
     return out

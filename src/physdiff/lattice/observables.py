@@ -77,10 +77,22 @@ def as_table(obs: dict) -> dict:
     return out
 
 
-def compare(a: dict, b: dict) -> dict[str, float]:
-    """z = (a − b)/√(δa² + δb²) for every scalar observable of two tables of :func:`as_table`."""
+def compare(a: dict, b: dict) -> dict[str, float | None]:
+    """z = (a − b)/√(δa² + δb²) for every scalar observable of two tables of :func:`as_table`;
+    None where the combined error is 0 (e.g. two frozen Ising ensembles, all +1 against all −1):
+    such values are not comparable — neither "agree" (z = 0) nor infinitely apart. None, not
+    NaN, so that the table stays valid JSON (null)."""
     z = {}
     for k in SCALARS:
         err = math.hypot(a[k]["error"], b[k]["error"])
-        z[k] = (a[k]["value"] - b[k]["value"]) / err if err > 0 else 0.0
+        z[k] = (a[k]["value"] - b[k]["value"]) / err if err > 0 else None
     return z
+
+
+def format_z(z: float | None, spec: str) -> str:
+    """A z-score for a table: ``format(z, spec)``, or "n/a" (not comparable) right-aligned to the
+    width of ``spec``."""
+    if z is None:
+        width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+        return "n/a".rjust(int(width or 0))
+    return format(z, spec)

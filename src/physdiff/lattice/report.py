@@ -7,8 +7,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import PhysdiffError
 
 
@@ -18,6 +16,7 @@ def make_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: i
     returns the summary line."""
     from .ensemble import save_ensemble, sidecar
     from .mc import run_mcmc
+    from .observables import format_z
 
     if n % chains:
         raise PhysdiffError(f"--n {n} must be a multiple of --chains {chains}")
@@ -28,9 +27,11 @@ def make_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: i
     therm = report["thermalisation"]
     acc = f", HMC acceptance {report['hmc_acceptance']:.3f} (step {report['hmc_step']:.3f})" \
         if "hmc_acceptance" in report else ""
+    verdict = "agree" if therm["agree"] else "DISAGREE" if therm.get("comparable", True) else \
+        "cannot be compared (zero errors)"
     return (f"wrote {n} configurations ({chains} chains) to {out} and {sidecar(out)}{acc}; hot/cold starts "
-            f"{'agree' if therm['agree'] else 'DISAGREE'} (z = {therm['abs_m']['z']:+.2f} for |M|, "
-            f"{therm['action_density']['z']:+.2f} for the action density); {report['seconds']:.1f} s")
+            f"{verdict} (z = {format_z(therm['abs_m']['z'], '+.2f')} for |M|, "
+            f"{format_z(therm['action_density']['z'], '+.2f')} for the action density); {report['seconds']:.1f} s")
 
 
 def _chains(info: dict, n: int, where: str) -> int:
@@ -66,7 +67,7 @@ def observables_report(ensemble: str, compare: str | None = None) -> tuple[dict,
 
 def format_observables(result: dict) -> str:
     """The readable table of :func:`observables_report`'s result."""
-    from .observables import SCALARS
+    from .observables import SCALARS, format_z
 
     cmp = result.get("compare")
     head = f"{'observable':<16}{'value':>14}{'error':>11}{'τ_int':>8}"
@@ -77,12 +78,11 @@ def format_observables(result: dict) -> str:
         row = result["observables"][k]
         line = f"{k:<16}{row['value']:>14.6g}{row['error']:>11.3g}{row['tau_int']:>8.2f}"
         if cmp:
-            o, z = cmp["observables"][k], cmp["z"][k]
-            zs = f"{z:>+7.2f}" if z is not None and np.isfinite(z) else f"{'n/c':>7}"
-            line += f"{o['value']:>14.6g}{o['error']:>11.3g}{zs}"
+            o = cmp["observables"][k]
+            line += f"{o['value']:>14.6g}{o['error']:>11.3g}{format_z(cmp['z'][k], '>+7.2f')}"
         lines.append(line)
     lines.append("chi2 = V<M^2>; chi_connected = V(<M^2> - <|M|>^2); errors: Γ-method (Wolff 2004), τ_int in "
-                 "measurements" + ("; z = difference / combined error (n/c: not comparable, no error)"
+                 "measurements" + ("; z = difference / combined error (n/a: both errors 0, not comparable)"
                                    if cmp else ""))
     return "\n".join(lines)
 

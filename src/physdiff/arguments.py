@@ -1,0 +1,359 @@
+"""The ``physdiff`` command line's arguments: every sub-command's options, their types and checks
+(built from the config's fields and the theory registry), and the cheap top-level parser
+(``physdiff --help`` imports no torch). ``cli.py`` runs the commands."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from .errors import PhysdiffError
+
+EPILOGS = {
+    "data": "example:\n  physdiff data spiral --n 5000 --seed 0 --out spiral.npy",
+    "train": ("examples:\n  physdiff train --dataset spiral --out runs/spiral\n"
+              "  physdiff train --data my_points.npy --steps 20000 --out runs/mine\n"
+              "  physdiff train --config spiral.toml --out runs/spiral2\n"
+              "  physdiff train --resume --out runs/spiral --steps 12000"),
+    "sample": ("examples:\n  physdiff sample runs/spiral --n 5000 --seed 1 --out samples.npy --trajectory traj.npy\n"
+               "  physdiff sample runs/spiral --sampler ddim --steps 50 --eta 0 --out s.npy\n"
+               "  physdiff sample runs/spiral --sampler dpm-solver --steps 20 --out s.npy"),
+    "evaluate": ("examples:\n  physdiff evaluate runs/spiral --n 5000 --json\n"
+                 "  physdiff evaluate runs/spiral --sampler dpm-solver --steps 20 --nll"),
+    "plot": "example:\n  physdiff plot runs/spiral   # writes runs/spiral/{samples,forward,reverse,loss}.png",
+    "encode": "example:\n  physdiff encode runs/spiral --data spiral.npy --steps 100 --out latents.npy",
+    "demo": "example:\n  physdiff demo --out demo-out   # gaussian, two_gaussians, spiral: figures + metrics.md",
+    "mcmc": ("examples:\n  physdiff mcmc phi4 --L 8 --kappa 0.2705 --lam 0.022 --n 10000 --seed 0 --out phi4.npy\n"
+             "  physdiff mcmc ising --L 16 --beta 0.44 --n 10000 --seed 0 --out ising.npy"),
+    "observables": ("examples:\n  physdiff observables phi4.npy\n"
+                    "  physdiff observables model.npy --compare phi4.npy --plot figs/"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one line and status 2 (no usage dump)."""
+
+    def error(self, message):
+        raise PhysdiffError(f"{message} (see `{self.prog} --help`)")
+
+
+def _number(kind: type, lo=None):
+    """argparse type: an int or a finite float, >= ``lo`` if given."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if lo is not None and value < lo:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {lo}")
+        return value
+
+    return parse
+
+
+_positive_int, _nonneg_int, _finite_float = _number(int, 1), _number(int, 0), _number(float)
+MAX_SEED = 2**63 - 1
+
+
+def _seed(text: str) -> int:
+    value = _nonneg_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text!r} must be <= 2**63 - 1")
+    return value
+
+
+def _config_type(flag: str, f):
+    """argparse type of a config field: parsed by the field's type, checked by the field's own
+    range and choices (config.py), the message naming the flag."""
+    from .config import check_value, field_type
+
+    kind = field_type(f)
+    base = {int: _number(int), float: _number(float)}.get(kind, str)
+
+    def parse(text: str):
+        try:
+            return check_value(flag, f, base(text))
+        except PhysdiffError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _train_options() -> dict:
+    """{option name: (config key, field)} of the config fields that declare a command-line name,
+    sub-tables ([model.mlp], ...) included."""
+    from dataclasses import MISSING, fields, is_dataclass
+
+    from .config import SECTIONS
+
+    out = {}
+
+    def scan(prefix, cls):
+        for f in fields(cls):
+            if f.default is MISSING and is_dataclass(f.default_factory):
+                scan(f"{prefix}.{f.name}", f.default_factory)
+            elif f.metadata.get("cli"):
+                out[f.metadata["cli"]] = (f"{prefix}.{f.name}", f)
+
+    for section, cls in SECTIONS.items():
+        scan(section, cls)
+    from .config import theory_fields
+
+    return out | theory_fields()
+
+
+# flag → (config key, value it sets, help)
+TRAIN_FLAGS = {
+    "download": ("data.download", True, "mnist / fashion-mnist: fetch missing IDX files"),
+    "unconditional": ("data.conditional", False, "ignore the dataset's class labels"),
+    "compile": ("train.compile", True, "torch.compile the network (train.compile)"),
+}
+# command-line types of sampler options (their help comes from the sampler registry)
+SAMPLER_OPTION_TYPES = {"steps": _positive_int, "eta": _finite_float, "spacing": str, "method": str,
+                        "rtol": _finite_float, "atol": _finite_float}
+
+
+def _theories_with(param: str) -> str:
+    from .lattice.theory import THEORIES
+
+    return ", ".join(n for n, c in THEORIES.items() if param in c.parameters())
+
+
+
+# one-line help of each command: all that `physdiff --help` needs, so it imports no torch
+COMMANDS = {
+    "data": "Write samples of a true toy distribution to a .npy file.",
+    "train": "Train a model into a run directory.",
+    "sample": "Draw samples from a trained run (data units) into a .npy file.",
+    "evaluate": "Distances between model samples and fresh true samples, beside their noise floors.",
+    "encode": "Deterministic DDIM inversion: data points to their latents x_T.",
+    "plot": "Write the run's figures: samples vs data, forward and reverse process, loss.",
+    "mcmc": "Reference Monte Carlo of a lattice theory: φ⁴ by HMC + Wolff clusters, Ising by Wolff.",
+    "observables": "Lattice observables of an ensemble with Γ-method errors; --compare another ensemble.",
+    "demo": "The course's tour: train gaussian, two_gaussians and spiral; figures and a metrics table.",
+}
+
+
+def version() -> str:
+    """The installed distribution's version (importlib.metadata), else the package's ``__version__``."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("physdiff")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: looked up only when asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog} {version()}")
+        parser.exit()
+
+
+def build_parser(commands=None) -> argparse.ArgumentParser:
+    """The ``physdiff`` parser. Only the sub-commands in ``commands`` (default: all) get their full
+    options, which need the config (and so torch); the others are listed with their one-line help.
+    :func:`main` builds the one sub-command it is given, so ``physdiff --help`` stays cheap."""
+    p = _Parser(prog="physdiff", description="Train, sample, evaluate and plot diffusion models (DDPM).",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    for name, help_ in COMMANDS.items():
+        s = sub.add_parser(name, help=help_, description=help_, epilog=EPILOGS[name],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if commands is None or name in commands:
+            BUILDERS[name](s)
+    return p
+
+
+def _data_options(s) -> None:
+    from .data import TOY_DATASETS
+
+    s.add_argument("name", metavar="NAME", help=f"one of: {', '.join(TOY_DATASETS)}")
+    s.add_argument("--n", type=_positive_int, default=5000, help="number of samples (default 5000)")
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--out", required=True, help="output .npy, shape (N, 2)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
+def _train_parser_options(s) -> None:
+    from .config import Config
+    from .data import IMAGE_DATASETS, TOY_DATASETS
+
+    defaults = Config()
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--dataset", help=f"toy dataset ({', '.join(TOY_DATASETS)}) or image set "
+                     f"({', '.join(IMAGE_DATASETS)}); default {defaults.data.dataset}")
+    src.add_argument("--data", metavar="FILE", help="your own (N, D) .npy or .csv file")
+    s.add_argument("--out", metavar="RUN", help="run directory to create")
+    s.add_argument("--config", metavar="FILE.toml", help="TOML config; options given here override it")
+    s.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
+                   help="continue a run from its last checkpoint: --resume RUN, or --resume --out RUN")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN")
+    for k, (_, _, help_) in TRAIN_FLAGS.items():
+        s.add_argument("--" + k, action="store_true", help=help_)
+    for k, (key, f) in _train_options().items():
+        if k == "dataset":
+            continue
+        if key.startswith("theory."):
+            default = f"{f.default}" if key == "theory.L" else f"{f.default} for {_theories_with(key[7:])}"
+        else:
+            default = defaults
+            for part in key.split("."):
+                default = getattr(default, part)
+        choices = f" {{{','.join(f.metadata['choices'])}}}" if f.metadata.get("choices") else ""
+        doc = f.metadata.get("doc") or key
+        flag = "--" + k.replace("_", "-")
+        s.add_argument(flag, type=_config_type(flag, f), default=None, metavar=k.upper() + choices,
+                       help=f"{key}: {doc} (default {default})".replace("%", "%%"))
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: on when stderr is a terminal)")
+
+
+def _run_options(s, n_default=5000, n_help=None) -> None:
+    s.add_argument("run", metavar="RUN", help="run directory written by `physdiff train`")
+    s.add_argument("--n", "--num-samples", dest="n", type=_positive_int, default=n_default,
+                   help=(n_help or f"number of samples (default {n_default})")
+                   + "; under torchrun write --num-samples")
+    s.add_argument("--seed", type=_seed, default=0, help="sample i depends only on (seed, i)")
+    s.add_argument("--weights", default="ema", help="ema (default) or model")
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def _sampler_options(s) -> None:
+    from .samplers import SAMPLERS
+
+    listing = "; ".join(f"{name}: {spec.summary}" for name, spec in SAMPLERS.items())
+    s.add_argument("--sampler", default=None, metavar="{" + ",".join(SAMPLERS) + "}",
+                   help=f"{listing} (default: the data kind's, ddpm; for images ddpm on 100 steps)")
+    for name, typ in SAMPLER_OPTION_TYPES.items():
+        takers = [s_ for s_, spec in SAMPLERS.items() if name in spec.options]
+        doc = next(SAMPLERS[t].options[name] for t in takers)
+        s.add_argument("--" + name, type=typ, default=None, help=f"{doc} ({', '.join(takers)})")
+    s.add_argument("--guidance", type=_finite_float, default=None,
+                   help="classifier-free guidance w for class-conditional runs (default 0.5)")
+
+
+def _sample_options(s) -> None:
+    _run_options(s)
+    _sampler_options(s)
+    s.add_argument("--out", required=True, help="output .npy, shape (N, *data_shape)")
+    s.add_argument("--trajectory", metavar="FILE.npy", help="also save snapshots of the reverse process, (K, N, ...)")
+    s.add_argument("--snapshots", type=_positive_int, default=11, help="K for --trajectory (default 11, ≥ 2)")
+    s.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="samples per network batch (default 4096; 512 for images); results do not depend on it")
+    s.add_argument("--class", dest="klass", type=_nonneg_int, default=None,
+                   help="class-conditional runs: draw every sample of this class (default: i mod K)")
+    s.add_argument("--png", metavar="FILE.png", help="image runs: also write the samples as a PNG grid")
+    s.add_argument("--log-prob", metavar="FILE.npy",
+                   help="with --sampler ode: also write log q of each sample (nats, data units), shape (N,)")
+    s.add_argument("--metropolis", action="store_true",
+                   help="lattice φ⁴ runs: an independence Metropolis-Hastings chain of ODE proposals accepted with "
+                        "e^-S and their exact log q; acceptance, ESS and reweighted observables in the .json")
+    s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def _evaluate_options(s) -> None:
+    _run_options(s, None, "number of samples (default 5000; image runs: the size of the training split, "
+                          "so the FCD compares with its floor)")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.add_argument("--nll", action="store_true", help="also the variational bound and ODE log-likelihood")
+    s.add_argument("--nll-n", type=_positive_int, default=500, help="test points for --nll (default 500)")
+    _sampler_options(s)
+
+
+def _encode_options(s) -> None:
+    s.add_argument("run", metavar="RUN")
+    s.add_argument("--data", required=True, metavar="FILE", help=".npy or .csv of points in data units")
+    s.add_argument("--out", required=True, help="output .npy of latents (standardised units)")
+    s.add_argument("--steps", type=_positive_int, default=None, help="DDIM steps (default T)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    s.add_argument("--weights", default="ema")
+    s.add_argument("--device", default="auto")
+
+
+def _plot_options(s) -> None:
+    _run_options(s, 3000)
+    s.add_argument("--guidance", type=_finite_float, default=None, help="image runs: guidance w (default 0.5)")
+
+
+def _mcmc_options(s) -> None:
+    from .config import theory_fields
+    from .lattice.theory import theory_names
+
+    s.add_argument("model", metavar="MODEL", help=f"a lattice theory: {', '.join(theory_names())}")
+    s.add_argument("--L", type=_positive_int, required=True, help="lattice size L (L×L, periodic), >= 2")
+    for k, (key, f) in theory_fields().items():
+        if k != "L":
+            s.add_argument("--" + k, type=_finite_float, default=None,
+                           help=f"{f.metadata['doc']} (default {f.default} for {_theories_with(key[7:])})")
+    s.add_argument("--n", type=_positive_int, default=10_000, help="configurations to save (default 10000)")
+    s.add_argument("--chains", type=_positive_int, default=16, help="parallel chains, half hot and half cold")
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--no-cluster", action="store_true", help="phi4: HMC only, no Wolff updates of the signs")
+    s.add_argument("--out", required=True, help="output .npy (N, L, L); its parameters go to the .json beside it")
+    s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def _observables_options(s) -> None:
+    s.add_argument("ensemble", metavar="ENSEMBLE.npy", help="(N, L, L) with its .json of parameters beside it")
+    s.add_argument("--compare", metavar="OTHER.npy", help="a second ensemble of the same theory")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.add_argument("--plot", metavar="DIR", help="write histograms.png, correlator.png, configurations.png to DIR")
+    s.add_argument("--overwrite", action="store_true", help="replace existing figures in DIR")
+
+
+def _demo_options(s) -> None:
+    from .config import Config
+
+    s.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
+    s.add_argument("--steps", type=_positive_int, default=Config().train.steps)
+    s.add_argument("--n", type=_positive_int, default=5000)
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument("--overwrite", action="store_true", help="replace an earlier demo in the folder")
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+
+# the options of each command, added only when the command is named (they import the library)
+BUILDERS = {"data": _data_options, "train": _train_parser_options, "sample": _sample_options,
+            "evaluate": _evaluate_options, "encode": _encode_options, "plot": _plot_options, "mcmc": _mcmc_options,
+            "observables": _observables_options, "demo": _demo_options}
+
+
+def _named_command(argv: list[str]) -> str | None:
+    """The sub-command ``argv`` names: its first token that is not an option (the top-level
+    options take no values), or None."""
+    return next((tok for tok in argv if not tok.startswith("-")), None)
+
+
+def _join_negative_numbers(argv: list[str]) -> list[str]:
+    """``--lr -1e-3`` → ``--lr=-1e-3``: argparse reads a value that starts with '-' and is not a
+    plain negative integer or decimal (an exponent) as an option; the value's own check then
+    names it."""
+    out, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if tok.startswith("--") and "=" not in tok and nxt is not None and nxt.startswith("-") and len(nxt) > 1:
+            try:
+                float(nxt)
+            except ValueError:
+                pass
+            else:
+                out.append(f"{tok}={nxt}")
+                i += 2
+                continue
+        out.append(tok)
+        i += 1
+    return out
