@@ -224,7 +224,7 @@ def test_help_imports_no_torch():
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip().endswith("NO-TORCH False"), proc.stdout
-    from physdiff.cli import COMMANDS
+    from physdiff.arguments import COMMANDS
 
     for name, help_ in COMMANDS.items():
         assert name in proc.stdout and help_.split()[0] in proc.stdout
