@@ -156,13 +156,21 @@ def test_sample_exact_is_the_recipe_written_once(wrong_model, tmp_path):
     assert density_sampler().name == "ode" and density_sampler().exact_density
     theory = Phi4(0.15, 0.0)
     ex = es.sample_exact(wrong_model, 96, 4, theory=theory, steps=4)
-    res = wrong_model.sample(96, 4, sampler="ode", log_prob=True, steps=4)
+    B = es.default_burn_in(96)
+    assert B == 10 and ex.report["burn_in"] == B and ex.chain.shape == (96, 4, 4) and len(ex.proposals) == 96 + B
+    res = wrong_model.sample(96 + B, 4, sampler="ode", log_prob=True, steps=4)
     np.testing.assert_array_equal(ex.proposals, res.samples[:, 0])
     np.testing.assert_array_equal(ex.log_q, res.log_prob)
-    chain, report = es.metropolis_chain(theory, res.samples[:, 0], res.log_prob, seed=4)
+    chain, report = es.metropolis_chain(theory, res.samples[:, 0], res.log_prob, seed=4, burn_in=B)
     np.testing.assert_array_equal(ex.chain, chain)
     assert json.dumps(ex.report, default=float) == json.dumps(report, default=float)
     np.testing.assert_array_equal(ex.chain, ex.proposals[ex.indices])
+    # the burn-in steps are run, then dropped: the kept chain is the full chain's tail
+    full, _ = es.independence_metropolis(ex.log_w, seed=4)
+    np.testing.assert_array_equal(ex.indices, full[B:])
+    assert ex.report["n_proposals"] == 96 + B  # the importance weights use every proposal
+    with pytest.raises(PhysdiffError, match="n >= 2"):
+        es.sample_exact(wrong_model, 1, 0, steps=4)
     np.testing.assert_allclose(ex.log_w, -ex.action - ex.log_q, rtol=1e-12)
     assert ex.sampler == "ode" and ex.options["steps"] == 4 and ex.nfe == 16 and ex.log_q.dtype == np.float64
     out = tmp_path / "c.npy"

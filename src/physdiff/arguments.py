@@ -261,6 +261,9 @@ def _sample_options(s) -> None:
     s.add_argument("--metropolis", action="store_true",
                    help="lattice φ⁴ runs: an independence Metropolis-Hastings chain of ODE proposals accepted with "
                         "e^-S and their exact log q; acceptance, ESS and reweighted observables in the .json")
+    s.add_argument("--burn-in", type=_nonneg_int, default=None, metavar="B",
+                   help="with --metropolis: chain steps run and discarded before the N kept ones (B more proposals "
+                        "are drawn; default max(10, N // 20))")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 

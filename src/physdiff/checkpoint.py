@@ -271,3 +271,168 @@ class RunLock:
     def __exit__(self, *exc):
         self.release()
 
+
+
+class OutputLock:
+    """An exclusive lock on an output file for as long as a command writes it: a second process
+    naming the same output (or the same ensemble's JSON) is refused with one line instead of
+    both writing it. The lock is ``.NAME.lock`` beside the output, held with flock (released by
+    the kernel if the process dies, so a kill -9 never leaves a stale lock) and removed on exit."""
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        self.target = path
+        self.path = path.with_name(f".{path.stem}.lock")  # NAME.npy and its NAME.json share a lock
+        self.fh = None
+
+    def acquire(self):
+        while True:
+            fh = open(self.path, "a")
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                raise PhysdiffError(f"output {str(self.target)!r} is being written by another physdiff process "
+                                    f"(it holds {str(self.path)!r}); wait for it or choose another output") from None
+            try:  # the holder before us may have removed the file we opened: lock the one on disk
+                same = os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fh = fh
+                return self
+            fh.close()
+
+    def release(self):
+        if self.fh is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def lock_outputs(*paths: Path | None) -> contextlib.ExitStack:
+    """One :class:`OutputLock` per distinct lock among ``paths`` (None skipped; NAME.npy, NAME.json
+    and NAME.png share one), held until the returned stack is closed."""
+    stack = contextlib.ExitStack()
+    seen = set()
+    try:
+        for path in (Path(p) for p in paths if p is not None):
+            lock = OutputLock(path)
+            if lock.path.resolve() not in seen:
+                seen.add(lock.path.resolve())
+                stack.enter_context(lock)
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def json_safe(obj):
+    """``obj`` with numpy scalars and arrays made plain, and every non-finite float (an error
+    that overflowed, a τ_int that has none) replaced by None: strict JSON has no NaN or inf."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def json_text(obj, indent: int | None = 2) -> str:
+    """Strict JSON of ``obj`` (:func:`json_safe`): never NaN or Infinity, which JSON readers refuse."""
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
+
+
+def write_together(outputs: list[tuple[Path, object]]) -> None:
+    """Write a command's outputs together: each (path, writer) calls ``writer(tmp)`` to write a
+    temporary file beside ``path``; only when all are written are they renamed into place, in
+    the order given (an ensemble's JSON last), so a failure (a full disk) leaves none of them and
+    no earlier file of the user's is replaced by half a set."""
+    staged = []
+    try:
+        for path, writer in outputs:
+            path = Path(path)
+            prefix = f".{path.name}." if len(path.name.encode()) < 200 else ".physdiff-"
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=TMP_SUFFIX)
+            os.close(fd)
+            staged.append((Path(tmp), path))
+            writer(Path(tmp))
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+                os.fchmod(fh.fileno(), 0o666 & ~_umask())
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+    for folder in {path.parent for _, path in staged}:
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def npy_writer(array, dtype: str = "float32"):
+    """A writer for :func:`write_together`: ``array`` as a .npy of ``dtype``."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array, dtype=dtype))
+    return write
+
+
+def bytes_writer(data: bytes):
+    """A writer for :func:`write_together`: ``data`` as they are."""
+    return lambda tmp: tmp.write_bytes(data)
+
+
+def read_metrics(path: str | Path) -> tuple[dict, int]:
+    """({column: float64 array}, number of lines skipped) of a run's metrics.csv. The header names
+    the columns; a line that is not one number per column (binary garbage, a ragged or half-written
+    row, text in a number's place) is skipped and counted, never fatal: the figure and the resume
+    keep every row that can be read."""
+    import math
+
+    import numpy as np
+
+    text = Path(path).read_bytes().decode("utf-8", errors="replace")
+    lines = text.splitlines()
+    if not lines:
+        return {}, 0
+    names = [f.strip() for f in lines[0].split(",")]
+    rows, skipped = [], 0
+    for line in lines[1:]:
+        parts = line.split(",")
+        try:
+            values = [float(f) for f in parts] if len(parts) == len(names) else None
+        except ValueError:
+            values = None
+        if values is None or not all(math.isfinite(v) for v in values[:1]):
+            skipped += bool(line.strip())
+            continue
+        rows.append(values)
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
+    return {name: table[:, i] for i, name in enumerate(names)}, skipped

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ck
+from . import seeding
 from .data.images import ImageData
 from .errors import PhysdiffError
 
@@ -81,8 +82,8 @@ def train_classifier(data: ImageData, *, epochs: int = 30, batch_size: int = 64,
     passes or ``max_steps`` steps, whichever is fewer; return (model, test accuracy)."""
     if data.train_y is None or data.num_classes < 2:
         raise PhysdiffError(f"dataset {data.name!r} has no class labels; the classifier metrics need them")
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seeding.torch_seed(seed))
+    g = seeding.generator(seed)
     model = Classifier(data.shape[0], data.num_classes)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     x, y = _to_input(data.train_x), torch.as_tensor(data.train_y)

@@ -6,7 +6,6 @@ written atomically, so a failed command leaves nothing half-written.
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -83,7 +82,10 @@ def _load(args):
 
 
 def cmd_sample(args) -> None:
+    import contextlib
+
     from . import dist
+    from .checkpoint import lock_outputs
     from .run import LoadedRun
     from .sampling import check_outputs, npy_output, write_samples
     from .training import resolve_device
@@ -99,11 +101,13 @@ def cmd_sample(args) -> None:
     device, created = dist.init(resolve_device(args.device))
     try:
         run = LoadedRun(args.run, weights=args.weights, device=device)
-        msg = write_samples(run, args.n, args.seed, out, sampler=args.sampler, options=_given_sampler_options(args),
-                            guidance=args.guidance, classes=args.klass, batch_size=args.batch_size,
-                            log_prob_out=logp_out, trajectory_out=traj_out, snapshots=args.snapshots,
-                            png_out=png_out, metropolis=args.metropolis, overwrite=args.overwrite,
-                            generator=f"physdiff sample {args.run}")
+        # one writer per output (and its JSON) at a time
+        with lock_outputs(out, traj_out, logp_out, png_out) if dist.is_main() else contextlib.nullcontext():
+            msg = write_samples(run, args.n, args.seed, out, sampler=args.sampler,
+                                options=_given_sampler_options(args), guidance=args.guidance, classes=args.klass,
+                                batch_size=args.batch_size, log_prob_out=logp_out, trajectory_out=traj_out,
+                                snapshots=args.snapshots, png_out=png_out, metropolis=args.metropolis,
+                                burn_in=args.burn_in, overwrite=args.overwrite, generator=f"physdiff sample {args.run}")
     finally:
         dist.finish(created)
     if msg is not None:
@@ -156,7 +160,9 @@ def cmd_evaluate(args) -> None:
     report = evaluate(run, args.n, args.seed, sampler_args=_sampler_args(args, run), nll=args.nll,
                       nll_n=args.nll_n, log=lambda m: print(m, file=sys.stderr))
     write_report(run, report)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    from .checkpoint import json_text
+
+    print(json_text(report) if args.json else format_report(report))
 
 
 def cmd_plot(args) -> None:
@@ -171,6 +177,7 @@ def cmd_plot(args) -> None:
 
 
 def cmd_mcmc(args) -> None:
+    from .checkpoint import OutputLock
     from .config import theory_fields
     from .lattice.ensemble import check_theory_params, sidecar
     from .lattice.report import make_ensemble
@@ -180,8 +187,10 @@ def cmd_mcmc(args) -> None:
     given = {key[7:]: getattr(args, k) for k, (key, _) in theory_fields().items()
              if k != "L" and getattr(args, k, None) is not None}
     theory = check_theory_params(args.model, args.L, given, prefix="--")
-    print(make_ensemble(theory, args.L, args.n, out, seed=args.seed, chains=args.chains, cluster=not args.no_cluster,
-                        log=lambda m: print(m, file=sys.stderr)))
+    with OutputLock(out):  # the ensemble and its JSON: one writer at a time
+        _new_output(out, args.overwrite)  # again, now that no other process can be writing it
+        print(make_ensemble(theory, args.L, args.n, out, seed=args.seed, chains=args.chains,
+                            cluster=not args.no_cluster, log=lambda m: print(m, file=sys.stderr)))
 
 
 def cmd_observables(args) -> None:
@@ -195,7 +204,9 @@ def cmd_observables(args) -> None:
     figs = observable_figures(result, data) if folder is not None else {}
     for fname in figs:  # figures follow the rule of every output: replaced only with --overwrite
         _new_output(folder / fname, args.overwrite)
-    print(json.dumps(result, indent=2) if args.json else format_observables(result))
+    from .checkpoint import json_text
+
+    print(json_text(result) if args.json else format_observables(result))
     for fname, fig in figs.items():
         save_figure(fig, folder / fname)
         print(f"wrote {folder / fname}")

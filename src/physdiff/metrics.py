@@ -13,6 +13,8 @@ import math
 import numpy as np
 import torch
 
+from . import seeding
+
 
 def _as_tensor(x) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x), dtype=torch.float64).reshape(len(x), -1)
@@ -25,7 +27,7 @@ def sliced_wasserstein(x, y, n_projections: int = 512, seed: int = 0) -> float:
     x, y = _as_tensor(x), _as_tensor(y)
     if x.shape != y.shape:
         raise ValueError(f"sliced_wasserstein needs sets of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-    g = torch.Generator().manual_seed(seed)
+    g = seeding.generator(seed)
     theta = torch.randn(x.shape[1], n_projections, generator=g, dtype=torch.float64)
     theta /= theta.norm(dim=0, keepdim=True)
     px, _ = torch.sort(x @ theta, dim=0)

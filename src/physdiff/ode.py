@@ -31,6 +31,7 @@ import torch
 
 from . import denoiser as dn
 from . import diffusion as dif
+from . import seeding
 from .denoiser import Denoiser
 from .errors import PhysdiffError
 from .schedule import Schedule
@@ -195,7 +196,7 @@ def integrate(model, sched: Schedule, x: torch.Tensor, *, direction: str, predic
 
         path = odeint(rhs, x, span, method=method, rtol=rtol, atol=atol, options=options)
         return ODEResult(path[-1], None, nfe, "none")
-    g = torch.Generator().manual_seed(seed)
+    g = seeding.generator(seed)
     vs = (torch.randint(0, 2, (probes, *x.shape), generator=g) * 2 - 1).to(x)
 
     def rhs_aug(s, state):

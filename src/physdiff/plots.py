@@ -211,7 +211,8 @@ def plot_correlator(tables: dict[str, list[dict]], title: str = "") -> Figure:
 
 
 def plot_configurations(sets: dict[str, np.ndarray], per_row: int = 4, title: str = "") -> Figure:
-    """A few configurations of each ensemble side by side, one row per ensemble, one colour scale."""
+    """A few configurations of each ensemble side by side, one row per ensemble, one colour scale
+    (an ensemble with fewer than ``per_row`` configurations leaves its other panels blank)."""
     k = len(sets)
     fig = Figure(figsize=(2.0 * per_row + 0.8, 2.1 * k + 0.4), layout="constrained")
     axes = np.atleast_2d(fig.subplots(k, per_row))
@@ -219,8 +220,11 @@ def plot_configurations(sets: dict[str, np.ndarray], per_row: int = 4, title: st
     image = None
     for row, (label, x) in zip(axes, sets.items(), strict=True):
         for j, ax in enumerate(row):
-            image = ax.imshow(x[j], cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
             ax.set(xticks=[], yticks=[])
+            if j >= len(x):
+                ax.set_axis_off()
+                continue
+            image = ax.imshow(x[j], cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
         row[0].set_ylabel(label)
     fig.colorbar(image, ax=axes, shrink=0.8, label="$\\phi_x$")
     fig.suptitle(title or "Configurations")

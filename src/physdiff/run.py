@@ -168,6 +168,9 @@ class LoadedRun:
             options = {k: v for k, v in defaults.items() if k != "guidance"} | {
                 k: v for k, v in options.items() if v is not None}
         if log_prob:
+            from .sampling import check_density
+
+            check_density(self, "log_prob")
             if not smp.get_sampler(sampler).exact_density:
                 raise PhysdiffError(f"sampler {sampler!r} has no exact log-density; ask for log_prob from one that "
                                     "has: " + ", ".join(_density_samplers()))

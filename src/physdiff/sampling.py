@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shutil
@@ -34,8 +33,8 @@ STREAM_BYTES = 256 * 2**20  # samples beyond this size are written to disk chunk
 def npy_output(path: str, what: str = "--out") -> Path:
     """An output .npy path in an existing folder."""
     out = Path(path)
-    if out.suffix.lower() != ".npy":
-        raise PhysdiffError(f"{what} {path!r} must end in .npy")
+    if out.suffix != ".npy":  # exactly: NAME.NPY and NAME.npy would share the JSON NAME.json
+        raise PhysdiffError(f"{what} {path!r} must end in .npy (lower case)")
     if not out.parent.is_dir():
         raise PhysdiffError(f"folder {str(out.parent)!r} for {path!r} does not exist")
     return out
@@ -110,6 +109,15 @@ def resolve_sampler(run, sampler: str | None = None, options: dict | None = None
     return {"sampler": name, "guidance": guidance} | checked | ({"log_prob": True} if log_prob else {})
 
 
+def check_density(run, what: str) -> None:
+    """A density exists only for samples that the model's continuous law describes: refused for a
+    discrete theory (Ising), whose samples are a continuous model's signs."""
+    if run.theory is not None and run.theory.discrete is not None:
+        raise PhysdiffError(f"{what} is not available for {run.theory.title or run.theory.name} runs: a "
+                            "continuous model read through the sign of its samples has no density on the spins; "
+                            "compare its raw observables with the reference Monte Carlo")
+
+
 def check_metropolis(run, sampler: str | None) -> None:
     """The exact sampler needs a theory with a density on its field, and a density sampler."""
     from .samplers import get_sampler
@@ -117,10 +125,7 @@ def check_metropolis(run, sampler: str | None) -> None:
     if run.theory is None:
         raise PhysdiffError("--metropolis needs a lattice run (a theory with an action); this run's data are of kind "
                             f"{run.kind.name!r}")
-    if run.theory.discrete is not None:
-        raise PhysdiffError(f"--metropolis is not available for {run.theory.title or run.theory.name} runs: a "
-                            "continuous model read through the sign of its samples has no density on the spins; "
-                            "compare its raw observables with the reference Monte Carlo")
+    check_density(run, "--metropolis")
     if sampler is not None and not get_sampler(sampler).exact_density:
         raise PhysdiffError(f"--metropolis needs a sampler with an exact density ({density_names()}); "
                             f"--sampler {sampler} has none")
@@ -132,8 +137,8 @@ def check_metropolis(run, sampler: str | None) -> None:
 def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = None, options: dict | None = None,
                   guidance: float | None = None, classes=None, batch_size: int | None = None,
                   log_prob_out: Path | None = None, trajectory_out: Path | None = None, snapshots: int = 11,
-                  png_out: Path | None = None, metropolis: bool = False, overwrite: bool = False,
-                  generator: str = "physdiff sample") -> str | None:
+                  png_out: Path | None = None, metropolis: bool = False, burn_in: int | None = None,
+                  overwrite: bool = False, generator: str = "physdiff sample") -> str | None:
     """Draw n samples of ``run`` and write them to ``out`` (with the optional log-densities,
     trajectory, PNG grid and, for lattice runs, the ensemble's JSON). Returns the summary line
     (None on the processes of a torchrun job other than rank 0)."""
@@ -147,6 +152,13 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
         raise PhysdiffError(f"--png needs an image run; this run's data have shape {run.data_shape}")
     if metropolis:
         check_metropolis(run, sampler)
+        if n < 2:
+            raise PhysdiffError(f"--metropolis needs --n >= 2 (got {n}): a chain of one state has no acceptance, "
+                                "τ_int or error")
+    elif burn_in is not None:
+        raise PhysdiffError("--burn-in applies to --metropolis chains only")
+    if log_prob_out is not None:
+        check_density(run, "--log-prob")
     sargs = resolve_sampler(run, sampler, options, guidance=guidance, log_prob=bool(log_prob_out) or metropolis)
     nbytes = n * math.prod(run.data_shape) * 4
     streamable = not (trajectory_out or metropolis or png_out) and dist.world_size() == 1
@@ -163,7 +175,7 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
 
         opts = {k: v for k, v in sargs.items() if k not in ("sampler", "guidance", "log_prob")}
         exact = sample_exact(run, n, seed, batch_size=batch_size, snapshot_steps=snapshot_steps,
-                             sampler=sargs["sampler"], **opts)
+                             sampler=sargs["sampler"], burn_in=burn_in, **opts)
         if exact is None:  # not rank 0
             return None
         # every file lines up with the samples file: row i is the chain's state at step i
@@ -216,40 +228,24 @@ def _sidecar(run, generator: str, sargs: dict, report: dict, rows) -> dict:
 
 
 def _commit(files: dict, side: Path | None, info: dict | None, png_out: Path | None) -> None:
-    """Write a command's outputs together: each to a temporary file beside it first; only when
-    all are written are they renamed into place (the JSON of an ensemble last), so a failure
-    (a full disk) leaves none of them, and no earlier file of the user's is replaced by half a set."""
-    from .checkpoint import atomic_write_bytes, save_npy
+    """A command's outputs written together (``checkpoint.write_together``): the arrays, the PNG
+    grid, then the ensemble's JSON; a failure (a full disk) leaves none of them."""
+    from .checkpoint import bytes_writer, json_text, npy_writer, write_together
 
-    staged = []
-    try:
-        for path, (arr, dtype) in files.items():
-            tmp = path.with_name(f".{path.name}.partial.npy")
-            save_npy(tmp, arr, dtype=dtype)
-            staged.append((tmp, path))
-        if png_out is not None:
-            from .data.images import save_png_grid
+    outputs = [(path, npy_writer(arr, dtype)) for path, (arr, dtype) in files.items()]
+    if png_out is not None:
+        from .data.images import save_png_grid
 
-            tmp = png_out.with_name(f".{png_out.name}.partial.png")
-            save_png_grid(files[next(iter(files))][0], tmp)
-            staged.append((tmp, png_out))
-        if info is not None:
-            tmp = side.with_name(f".{side.name}.partial")
-            atomic_write_bytes(tmp, (json.dumps(info, indent=2, default=float) + "\n").encode())
-            staged.append((tmp, side))
-    except BaseException:
-        for tmp, _ in staged:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        raise
-    for tmp, path in staged:
-        os.replace(tmp, path)
+        outputs.append((png_out, lambda tmp: save_png_grid(files[next(iter(files))][0], tmp)))
+    if info is not None:
+        outputs.append((side, bytes_writer((json_text(info) + "\n").encode())))
+    write_together(outputs)
 
 
 def _write_streamed(run, n, seed, out, sargs, classes, batch_size, log_prob_out, side, generator, nbytes) -> str:
     """Samples too large to hold twice in memory: drawn in chunks of indices into memory maps
     that are renamed into place at the end; nothing is left behind on an error or interrupt."""
-    from .checkpoint import atomic_write_bytes, npy_stream
+    from .checkpoint import atomic_write_bytes, json_text, npy_stream
 
     need = nbytes + (n * 8 if log_prob_out else 0)
     for folder in {out.parent, *([log_prob_out.parent] if log_prob_out else [])}:
@@ -271,12 +267,12 @@ def _write_streamed(run, n, seed, out, sargs, classes, batch_size, log_prob_out,
                 logp[lo:lo + count] = res.log_prob
     if side is not None:
         info = _sidecar(run, generator, sargs, {}, None)
-        atomic_write_bytes(side, (json.dumps(info, indent=2, default=float) + "\n").encode())
+        atomic_write_bytes(side, (json_text(info) + "\n").encode())
     elapsed = time.perf_counter() - t0
     extra = f"; log-densities (nats, data units) to {log_prob_out}" if log_prob_out else ""
     return (f"wrote {n} samples to {out} in chunks of {chunk} with {sargs['sampler']} ({elapsed:.1f} s, "
             f"{n / elapsed:.0f} samples/s){extra}")
 
 
-__all__ = ["STREAM_BYTES", "check_memory", "check_metropolis", "check_outputs", "new_output", "npy_output",
-           "resolve_sampler", "write_samples"]
+__all__ = ["STREAM_BYTES", "check_density", "check_memory", "check_metropolis", "check_outputs", "new_output",
+           "npy_output", "resolve_sampler", "write_samples"]

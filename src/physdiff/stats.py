@@ -42,13 +42,24 @@ def _replicas(a) -> np.ndarray:
 def autocorrelation(a: np.ndarray, max_lag: int) -> np.ndarray:
     """Γ(t), t = 0..max_lag, of the fluctuations of a (R, N) about the overall mean, summed over
     replicas and divided by the number of pairs (Wolff 2004, eq. 31), by FFT."""
+    gamma, scale = _scaled_autocorrelation(a, max_lag)
+    return gamma * scale * scale
+
+
+def _scaled_autocorrelation(a: np.ndarray, max_lag: int) -> tuple[np.ndarray, float]:
+    """(Γ(t) / s², s) with s = max |a − ā|: fluctuations near 1e200 (or 1e-200) would overflow (or
+    underflow) when squared; in units of s they cannot. s = 0 for constant data."""
     a = _replicas(a)
     R, N = a.shape
     d = a - a.mean()
+    scale = float(np.max(np.abs(d))) if d.size else 0.0
+    if scale == 0.0 or not np.isfinite(scale):
+        return np.zeros(max_lag + 1), scale
+    d = d / scale
     size = 1 << int(np.ceil(np.log2(2 * N)))
     f = np.fft.rfft(d, size, axis=1)
     acf = np.fft.irfft(f * np.conj(f), size, axis=1)[:, : max_lag + 1].sum(0)
-    return acf / (R * (N - np.arange(max_lag + 1)))
+    return acf / (R * (N - np.arange(max_lag + 1))), scale
 
 
 def gamma_method(a, S: float = S_DEFAULT) -> Estimate:
@@ -84,7 +95,9 @@ def gamma_method(a, S: float = S_DEFAULT) -> Estimate:
     mean = float(a.mean())
     if N < 2:
         raise ValueError("the Γ-method needs at least 2 measurements per replica")
-    gamma = autocorrelation(a, N - 1)
+    if not np.isfinite(a).all():  # no error can be given: NaN, which strict JSON writes as null
+        return Estimate(mean, math.nan, math.nan, math.nan, 0)
+    gamma, scale = _scaled_autocorrelation(a, N - 1)  # Γ in units of scale², so that σ never overflows
     if gamma[0] <= 0:  # a constant series: no fluctuation at all
         return Estimate(mean, 0.0, 0.5, 0.0, 0)
     window = N - 1
@@ -99,7 +112,7 @@ def gamma_method(a, S: float = S_DEFAULT) -> Estimate:
     c *= 1 + (2 * window + 1) / n_tot  # bias of Γ from the estimated mean (eq. 49)
     gamma0 = gamma[0] * (1 + (2 * window + 1) / n_tot)
     tau_int = max(c / (2 * gamma0), 0.5)  # never below independent data (see the docstring)
-    error = math.sqrt(2 * tau_int * gamma0 / n_tot)
+    error = math.sqrt(2 * tau_int * gamma0 / n_tot) * scale
     return Estimate(mean, error, tau_int, tau_int * math.sqrt(2 * (2 * window + 1) / n_tot), window)
 
 

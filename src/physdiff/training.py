@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ck
-from . import dist
+from . import dist, seeding
 from .config import Config, dump_config, load_config, resolve_auto
 from .data import Normalizer, load_training, resolve_kind
 from .errors import PhysdiffError
@@ -95,7 +95,7 @@ class Trainer:
         normalizer = ts.normalizer
         data = normalizer.encode(torch.from_numpy(ts.x).double()).to(device=device, dtype=torch.float32)
         labels = None if ts.labels is None else torch.from_numpy(ts.labels).to(device)
-        torch.manual_seed(cfg.train.seed)  # network initialisation
+        torch.manual_seed(seeding.torch_seed(cfg.train.seed))  # network initialisation
         kind = resolve_kind(cfg.data)
         model = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, kind, cfg.diffusion).to(device)
         if hasattr(model, "fit"):  # a Gaussian part measured on the normalised training data
@@ -106,7 +106,7 @@ class Trainer:
         fused = device.type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
                                       weight_decay=cfg.train.weight_decay, fused=fused)
-        generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
+        generator = seeding.generator(cfg.train.seed, device)
         fingerprint = data_fingerprint(ts.x, ts.labels)
         scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
         data_range = [float(ts.x.min()), float(ts.x.max())]
@@ -266,7 +266,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         ck.atomic_write_bytes(path, (METRICS_HEADER + "\n").encode())
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
+    # unreadable bytes (a corrupt file) become U+FFFD, and their lines are dropped below
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
     keep = [METRICS_HEADER]
     for line in lines[1:]:
         parts = line.split(",")

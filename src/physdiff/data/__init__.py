@@ -73,11 +73,7 @@ def load_array(path: str | Path, *, min_rows: int = MIN_ROWS) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            with open(path, "rb") as fh:
-                if fh.read(6) != b"\x93NUMPY":
-                    raise PhysdiffError(f"data file {str(path)!r} is not a NumPy .npy file (no .npy header); "
-                                        "save it with numpy.save, or give a .csv")
-            arr = np.load(path, allow_pickle=False)
+            arr = read_npy(path, "data file", "save it with numpy.save, or give a .csv")
         elif suffix == ".csv":
             arr = _read_csv(path)
         else:
@@ -101,6 +97,29 @@ def load_array(path: str | Path, *, min_rows: int = MIN_ROWS) -> np.ndarray:
         raise PhysdiffError(f"data file {str(path)!r} contains {int(bad.sum())} {what} "
                             f"(first in row {row}); remove or rescale those rows (float32 arithmetic overflows)")
     return arr
+
+
+def read_npy(path: Path, what: str, advice: str = "save it with numpy.save") -> np.ndarray:
+    """A numeric .npy array, never unpickled: a file without the .npy header (text, safetensors,
+    anything renamed .npy) or whose header declares objects (pickled data) is refused with one
+    line that says what it is, and never with numpy's advice to load it with allow_pickle."""
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise PhysdiffError(f"{what} {str(path)!r} is not a NumPy .npy file (it has no .npy header); {advice}")
+        fh.seek(0)
+        try:
+            version = np.lib.format.read_magic(fh)
+            shape, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0(fh))
+        except (ValueError, OSError, EOFError, SyntaxError) as exc:
+            raise PhysdiffError(f"{what} {str(path)!r} has a corrupt .npy header ({exc}); {advice}") from None
+    if dtype.hasobject:
+        raise PhysdiffError(f"{what} {str(path)!r} holds Python objects (dtype {dtype}), not numbers, and physdiff "
+                            f"never unpickles a file; {advice}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise PhysdiffError(f"{what} {str(path)!r} is not a readable .npy array ({exc}); {advice}") from None
 
 
 def _is_number(field: str) -> bool:

@@ -6,11 +6,11 @@ Ising): ``lattice.py``, against the reference Monte Carlo."""
 
 from __future__ import annotations
 
-import json
+import warnings
 
 import numpy as np
 
-from ..checkpoint import atomic_write_bytes
+from ..checkpoint import METRICS_FILE, atomic_write_bytes, json_text, read_metrics
 from ..errors import PhysdiffError
 from . import images, lattice, vectors
 from .references import reference_sets
@@ -38,7 +38,7 @@ def format_report(report: dict) -> str:
 
 def write_report(run, report: dict) -> None:
     """RUN/evaluation.json, atomically."""
-    atomic_write_bytes(run.path / REPORT_FILE, (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_bytes(run.path / REPORT_FILE, (json_text(report) + "\n").encode())
 
 
 def loss_figure(run) -> dict:
@@ -46,10 +46,13 @@ def loss_figure(run) -> dict:
     from ..plots import plot_loss
 
     name = run.cfg.data.file or run.cfg.data.dataset
-    metrics_path = run.path / "metrics.csv"
+    metrics_path = run.path / METRICS_FILE
     if metrics_path.is_file():
-        rows = np.genfromtxt(metrics_path, delimiter=",", names=True, ndmin=1)
-        if rows.size:
+        rows, skipped = read_metrics(metrics_path)
+        if skipped:
+            warnings.warn(f"{str(metrics_path)!r}: {skipped} unreadable line(s) skipped in the loss figure",
+                          stacklevel=2)
+        if {"step", "loss", "lr"} <= rows.keys() and len(rows["step"]):
             return {"loss.png": plot_loss(rows["step"], rows["loss"], rows["lr"], f"{name}: training loss")}
     return {}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import seeding
 from ..run import OUTLIER_MARGIN
 from .references import reference_sets
 
@@ -55,7 +56,7 @@ def nll_report(run, n: int, seed: int) -> dict:
     jac = run.normalizer.log_abs_det_jacobian(run.data_shape)
     d = run.cfg.diffusion
     vb = variational_bound(run.denoiser, run.schedule, z, prediction=d.prediction, variance=d.variance,
-                           log_det_jacobian=jac, generator=torch.Generator(run.device).manual_seed(seed))
+                           log_det_jacobian=jac, generator=seeding.generator(seed, run.device))
     ode = ode_log_likelihood(run.denoiser, run.schedule, z, prediction=d.prediction, log_det_jacobian=jac)
 
     def stat(v):
@@ -120,7 +121,7 @@ def figures(run, n: int, seed: int, samples=None, snaps=None) -> dict:
     figs = {"samples.png": plot_samples(reference.reshape(n, -1), samples[:n].reshape(n, -1),
                                         f"{name}: data vs. model (step {run.step})")}
     x0 = run.normalizer.encode(torch.from_numpy(reference).double()).float()
-    g = torch.Generator().manual_seed(seed)
+    g = seeding.generator(seed)
     forward = []
     for tt in times:
         if tt == 0:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import atomic_write_bytes, save_npy
+from ..checkpoint import bytes_writer, json_text, npy_writer, write_together
 from ..errors import PhysdiffError
 from .theory import make_theory, theory_from_params
 
@@ -25,9 +25,9 @@ def sidecar(path: str | Path) -> Path:
 
 
 def save_ensemble(path: str | Path, x: np.ndarray, info: dict) -> None:
-    """The ensemble and its JSON (parameters, acceptance, τ_int, ...), both atomically."""
-    save_npy(path, x)
-    atomic_write_bytes(sidecar(path), (json.dumps(info, indent=2, default=float) + "\n").encode())
+    """The ensemble and its JSON (parameters, acceptance, τ_int, ...), written together: both
+    or neither (``checkpoint.write_together``), the JSON strict (no NaN)."""
+    write_together([(Path(path), npy_writer(x)), (sidecar(path), bytes_writer((json_text(info) + "\n").encode()))])
 
 
 def load_ensemble(path: str | Path) -> tuple[np.ndarray, dict]:
@@ -37,10 +37,9 @@ def load_ensemble(path: str | Path) -> tuple[np.ndarray, dict]:
         raise PhysdiffError(f"ensemble file {str(path)!r} is a folder; give an (N, L, L) .npy file")
     if not path.is_file():
         raise PhysdiffError(f"ensemble file {str(path)!r} does not exist")
-    try:
-        x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise PhysdiffError(f"ensemble file {str(path)!r} is not a readable .npy array: {exc}") from None
+    from ..data import read_npy
+
+    x = read_npy(path, "ensemble file", "write configurations with numpy.save or physdiff mcmc")
     if (x.dtype.kind not in "fiu" or x.ndim not in (3, 4) or x.shape[-1] != x.shape[-2] or x.shape[-1] < 2
             or len(x) < 2):
         raise PhysdiffError(f"ensemble file {str(path)!r} has shape {x.shape} and dtype {x.dtype}; expected "
@@ -55,7 +54,13 @@ def load_ensemble(path: str | Path) -> tuple[np.ndarray, dict]:
             info = json.loads(meta.read_text(encoding="utf-8"))
         except (ValueError, OSError) as exc:
             raise PhysdiffError(f"ensemble parameters {str(meta)!r} are not valid JSON: {exc}") from None
-    params = info.get("params") if isinstance(info, dict) else None
+        except RecursionError:
+            raise PhysdiffError(f"ensemble parameters {str(meta)!r} are nested too deeply to be an ensemble's JSON "
+                                "(a JSON object with \"params\")") from None
+        if not isinstance(info, dict):
+            raise PhysdiffError(f"ensemble parameters {str(meta)!r} hold a JSON {type(info).__name__}; expected an "
+                                'object such as {"params": {"model": "phi4", "kappa": ..., "lam": ...}}')
+    params = info.get("params")
     if not isinstance(params, dict):
         raise PhysdiffError(f"ensemble {str(path)!r} has no parameters: {str(meta)!r} must hold "
                             '{"params": {"model": "phi4", "kappa": ..., "lam": ...}} '
@@ -66,4 +71,29 @@ def load_ensemble(path: str | Path) -> tuple[np.ndarray, dict]:
         raise PhysdiffError(f"ensemble file {str(path)!r} has configurations of shape {x.shape[1:]}; theory "
                             f"{theory.name!r} has fields of shape {theory.field_shape(x.shape[-1])}")
     theory.check_samples(x, repr(str(path)))
+    check_claims(info, x, repr(str(path)))
     return x, info
+
+
+def check_claims(info: dict, x: np.ndarray, where: str) -> None:
+    """What an ensemble's JSON says about its array must be true of it: ``L`` its lattice size,
+    ``n`` its number of configurations, ``chains`` a positive integer that divides it (the
+    configurations are chain-major)."""
+    n, L = len(x), x.shape[-1]
+    for key, actual in (("L", L), ("n", n)):
+        if key in info and (isinstance(info[key], bool) or info[key] != actual):
+            raise PhysdiffError(f"ensemble {where}: its JSON says {key} = {info[key]!r} but the array has "
+                                f"{key} = {actual} (shape {x.shape}); the JSON belongs to another file")
+    rows = info.get("chain_index")
+    if rows is not None and (not isinstance(rows, list) or len(rows) != n):
+        raise PhysdiffError(f"ensemble {where}: its JSON's chain_index must list one proposal per configuration "
+                            f"({n}); it does not, so the JSON belongs to another file")
+    chains = info.get("chains", 1)
+    if isinstance(chains, bool) or not isinstance(chains, int) or chains < 1 or n % chains:
+        raise PhysdiffError(f"ensemble {where}: chains = {chains!r} in its JSON must be a positive integer that "
+                            f"divides the {n} configurations")
+
+
+def ensemble_chains(info: dict) -> int:
+    """The number of chains of an ensemble checked by :func:`load_ensemble` (1 when not recorded)."""
+    return info.get("chains", 1)

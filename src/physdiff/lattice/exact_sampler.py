@@ -61,11 +61,12 @@ def reweighted(values: dict[str, np.ndarray], log_w: np.ndarray) -> dict[str, di
 class ExactSample:
     """An exact sampler's output (arrays in data units; states in the dtype they were drawn in,
     float32 from a run): ``chain`` (N, L, L) the states of the independence
-    Metropolis–Hastings chain (proposals[indices]); ``proposals`` (N, L, L) the model's samples
-    and ``log_q`` (N,) their exact log-density (nats, data units); ``action`` (N,) S of each
-    proposal; ``log_w`` (N,) = −S − log q; ``indices`` (N,) the proposal the chain holds at each
-    step; ``report``: acceptance, Kish ESS/N with its error, τ_int of M and |M| along the chain,
-    reweighted observables (:func:`metropolis_chain`). From :func:`sample_exact` also ``nfe``
+    Metropolis–Hastings chain after its burn-in (proposals[indices]); ``proposals`` (N + B, L, L)
+    the model's samples (B = report["burn_in"]) and ``log_q`` (N + B,) their exact log-density
+    (nats, data units); ``action`` (N + B,) S of each proposal; ``log_w`` (N + B,) = −S − log q;
+    ``indices`` (N,) the proposal the chain holds at each kept step; ``report``: burn-in,
+    acceptance, Kish ESS/N with its error, τ_int of M and |M| along the chain, reweighted
+    observables (:func:`metropolis_chain`). From :func:`sample_exact` also ``nfe``
     (network evaluations per batch), ``sampler`` and ``options`` (what drew the proposals) and
     ``snapshots`` (as ``LoadedRun.sample``)."""
 
@@ -82,33 +83,50 @@ class ExactSample:
     snapshots: dict = field(default_factory=dict)
 
 
-def metropolis(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0) -> ExactSample:
+def default_burn_in(n: int) -> int:
+    """Chain steps discarded before the n kept ones: max(10, n // 20). An independence chain
+    forgets its start (a draw from q, not from e^{−S}) in a few τ_int, which is 1–3 steps at the
+    acceptances physdiff reaches; 5 % of the proposals (at least 10) is many times that."""
+    return max(10, int(n) // 20)
+
+
+def metropolis(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0, burn_in: int = 0) -> ExactSample:
     """The independence Metropolis–Hastings chain of model proposals (N, L, L) with their exact
     log q (nats, data units) under ``theory``'s action, with every intermediate (see
-    :class:`ExactSample`)."""
+    :class:`ExactSample`). The first ``burn_in`` steps are run and discarded: the chain holds
+    N − burn_in states, its acceptance and τ_int are those of the kept steps; the importance
+    weights (ESS, reweighted observables) use every proposal, as they need no burn-in."""
     import torch
 
+    from ..errors import PhysdiffError
+
     proposals = np.asarray(proposals)
+    if not 0 <= burn_in <= len(proposals) - 2:
+        raise PhysdiffError(f"burn-in {burn_in} leaves {len(proposals) - burn_in} of {len(proposals)} chain steps; "
+                            "the chain needs at least 2 steps after its burn-in")
     log_q = np.asarray(log_q, dtype=np.float64)
     action = theory.action(torch.from_numpy(np.asarray(proposals, dtype=np.float64))).numpy()
     log_w = log_weights(action, log_q)
-    idx, acc = independence_metropolis(log_w, seed)
+    full, _ = independence_metropolis(log_w, seed)
+    idx = full[burn_in:]
+    acc = float(np.mean(full[burn_in + 1:] != full[burn_in:-1])) if len(idx) > 1 else 0.0
     V = proposals[0].size
     m_prop = proposals.reshape(len(proposals), -1).mean(1)
     m = m_prop[idx]
-    info = {"metropolis": True, "acceptance": acc, **summary(log_w, seed),
+    info = {"metropolis": True, "burn_in": int(burn_in), "acceptance": acc, **summary(log_w, seed),
             "tau_int_m_chain": gamma_method(m).tau_int, "tau_int_abs_m_chain": gamma_method(np.abs(m)).tau_int,
             "reweighted": reweighted({"abs_m": np.abs(m_prop), "chi2": V * m_prop**2, "action_density": action / V},
                                      log_w)}
     return ExactSample(proposals[idx], proposals, log_q, action, log_w, idx, info)
 
 
-def metropolis_chain(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0) -> tuple[np.ndarray, dict]:
+def metropolis_chain(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0,
+                     burn_in: int = 0) -> tuple[np.ndarray, dict]:
     """(chain, report) of :func:`metropolis`: the independence Metropolis–Hastings chain of model
     proposals (N, L, L) with their exact log q (nats, data units), and its report: acceptance,
     Kish ESS/N with bootstrap error, τ_int of M and |M| along the chain, and importance-reweighted
     ⟨|M|⟩, χ₂ and action density."""
-    res = metropolis(theory, proposals, log_q, seed)
+    res = metropolis(theory, proposals, log_q, seed, burn_in)
     return res.chain, res.report
 
 
@@ -123,14 +141,16 @@ def run_theory(run):
 
 
 def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theory=None, chain_seed: int | None = None,
-                 snapshot_steps: tuple[int, ...] = (), sampler: str | None = None,
+                 snapshot_steps: tuple[int, ...] = (), sampler: str | None = None, burn_in: int | None = None,
                  **ode_options) -> ExactSample | None:
     """Exact samples of e^{−S} from a trained lattice run: n proposals with their exact log q
     from the run's density sampler (``samplers.density_sampler()``, the probability-flow ODE;
     ``ode_options``: its options, e.g. steps, method), the action of ``theory`` (default: the
     run's, :func:`run_theory`), then the independence Metropolis chain (:func:`metropolis`,
-    accept/reject draws from ``chain_seed``, default ``seed``). Proposal i depends only on
-    (seed, i). ``sampler``: another registered sampler that declares ``exact_density``.
+    accept/reject draws from ``chain_seed``, default ``seed``). ``burn_in`` (default
+    :func:`default_burn_in`) more proposals are drawn and their chain steps discarded, so that the
+    chain holds n states. Proposal i depends only on (seed, i). ``sampler``: another registered
+    sampler that declares ``exact_density``.
 
     Under torchrun each process draws its contiguous share of the proposals and rank 0 gathers
     them, runs the chain and gets the result; the other ranks get None.
@@ -144,6 +164,13 @@ def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theor
         raise PhysdiffError(f"sampler {spec.name!r} has no exact log-density; the exact sampler needs one "
                             f"(e.g. {density_sampler().name!r})")
     theory = run_theory(run) if theory is None else theory
+    if n < 2:
+        raise PhysdiffError(f"the exact sampler needs n >= 2 chain states (got {n}): acceptance, τ_int and errors "
+                            "need at least two")
+    burn_in = default_burn_in(n) if burn_in is None else int(burn_in)
+    if burn_in < 0:
+        raise PhysdiffError(f"burn-in must be >= 0 (got {burn_in})")
+    n = n + burn_in
     lo, hi = dist.shard(n)
     res = run.sample(hi - lo, seed, start=lo, batch_size=batch_size, snapshot_steps=snapshot_steps,
                      sampler=spec.name, log_prob=True, **ode_options)
@@ -152,7 +179,7 @@ def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theor
     if not dist.is_main():
         return None
     proposals = run.kind.to_output(x, run.cfg)  # (N, 1, L, L) → (N, L, L), float32 as drawn
-    out = metropolis(theory, proposals, log_q, seed if chain_seed is None else chain_seed)
+    out = metropolis(theory, proposals, log_q, seed if chain_seed is None else chain_seed, burn_in)
     return ExactSample(out.chain, out.proposals, out.log_q, out.action, out.log_w, out.indices, out.report,
                        res.nfe, res.sampler, res.options, snaps)
 

@@ -15,6 +15,7 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .. import seeding
 from ..errors import PhysdiffError
 from ..stats import gamma_method
 from .theory import Theory
@@ -87,7 +88,7 @@ class Chains:
     accepted: list = field(default_factory=list)
 
     def __post_init__(self):
-        self.gen = torch.Generator().manual_seed(self.seed)
+        self.gen = seeding.generator(self.seed)
         self.rng = np.random.default_rng(self.seed)
 
     def update(self, tune: bool = False) -> None:

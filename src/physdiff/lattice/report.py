@@ -34,25 +34,17 @@ def make_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: i
             f"{format_z(therm['action_density']['z'], '+.2f')} for the action density); {report['seconds']:.1f} s")
 
 
-def _chains(info: dict, n: int, where: str) -> int:
-    chains = info.get("chains", 1)
-    if isinstance(chains, bool) or not isinstance(chains, int) or chains < 1 or n % chains:
-        raise PhysdiffError(f"ensemble {where}: chains = {chains!r} in its JSON must be a positive integer that "
-                            f"divides the {n} configurations")
-    return chains
-
-
 def observables_report(ensemble: str, compare: str | None = None) -> tuple[dict, dict]:
     """({"ensemble", "params", "n", "observables", and "compare": {...} with z per observable},
     {"theory", "x", "y"}) for the ensemble file and optionally a second one of the same theory."""
-    from .ensemble import load_ensemble
+    from .ensemble import ensemble_chains, load_ensemble
     from .observables import as_table, measure
     from .observables import compare as z_scores
     from .theory import theory_from_params
 
     x, info = load_ensemble(ensemble)
     theory = theory_from_params(info["params"])
-    table = as_table(measure(x, theory, chains=_chains(info, len(x), repr(ensemble))))
+    table = as_table(measure(x, theory, chains=ensemble_chains(info)))
     result = {"ensemble": ensemble, "params": info["params"], "n": len(x), "observables": table}
     y = None
     if compare:
@@ -60,7 +52,7 @@ def observables_report(ensemble: str, compare: str | None = None) -> tuple[dict,
         if y.shape[1:] != x.shape[1:] or info_b["params"] != info["params"]:
             raise PhysdiffError(f"--compare {compare!r}: lattice {y.shape[1:]} {info_b['params']} differs "
                                 f"from {x.shape[1:]} {info['params']}")
-        other = as_table(measure(y, theory, chains=_chains(info_b, len(y), repr(compare))))
+        other = as_table(measure(y, theory, chains=ensemble_chains(info_b)))
         result["compare"] = {"ensemble": compare, "observables": other, "z": z_scores(table, other)}
     return result, {"theory": theory, "x": x, "y": y}
 

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from .. import seeding
+
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
     """Transformer positional encoding of the timestep (Vaswani et al. 2017, sec. 3.5, as used
@@ -52,7 +54,7 @@ class FourierFeatures(nn.Module):
 
     def __init__(self, in_dim: int, n_features: int, scale: float, seed: int = 0):
         super().__init__()
-        g = torch.Generator().manual_seed(seed)
+        g = seeding.generator(seed)
         self.register_buffer("B", torch.randn(in_dim, n_features, generator=g) * scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
