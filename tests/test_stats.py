@@ -73,7 +73,7 @@ def test_anticorrelated_series_gets_the_naive_error():
     x = ar1(-0.6, 2000, 1, seed=4)[0]
     est = gamma_method(x)
     exact = np.sqrt((1 - 0.6) / (1 + 0.6) / x.size)
-    assert est.tau_int == 0.5 and est.window == 1
+    assert est.tau_int == pytest.approx(0.5 * (1 + 3 / x.size), rel=1e-12) and est.window == 1  # the floor
     assert est.error == pytest.approx(np.sqrt(x.var() / x.size * (1 + 3 / x.size)), rel=1e-12)
     assert est.error > exact
 
@@ -132,8 +132,9 @@ def pe():
 @pytest.mark.parametrize("S", [1.5, 2.0])  # physdiff's default S, pyerrors' default S
 @pytest.mark.parametrize("rho", [0.5, -0.5, 0.9, -0.9])
 def test_gamma_method_equals_pyerrors_on_ar1(pe, rho, S):
-    """One chain, the same S: the same window, the same error (to rounding). physdiff reports
-    τ_int without the eq. 49 bias factor, pyerrors with it. ρ < 0: both at the floor τ_int = ½."""
+    """One chain, the same S: the same window, the same error (to rounding), the same τ_int with
+    Wolff's eq. 49 bias factor (pyerrors' e_tauint carries an extra 1/(1 + 1/N)). ρ < 0: both at
+    the floor τ_int = ½ (times the bias factor)."""
     x = ar1(rho, 5000, 1, seed=3)[0]
     est = gamma_method(x, S=S)
     obs = pe.Obs([x], ["ens"])
@@ -142,9 +143,9 @@ def test_gamma_method_equals_pyerrors_on_ar1(pe, rho, S):
     assert est.error == pytest.approx(obs.dvalue, rel=1e-10)
     assert est.window == obs.e_windowsize["ens"]
     n, w = x.size, est.window
-    assert est.tau_int * (1 + (2 * w + 1) / n) / (1 + 1 / n) == pytest.approx(obs.e_tauint["ens"], rel=1e-6)
+    assert est.tau_int / (1 + 1 / n) == pytest.approx(obs.e_tauint["ens"], rel=1e-6)
     if rho < 0:
-        assert est.tau_int == 0.5 and w == 1
+        assert est.tau_int == pytest.approx(0.5 * (1 + 3 / n), rel=1e-12) and w == 1
 
 
 def test_replicas_against_pyerrors(pe):

@@ -71,7 +71,7 @@ def gamma_method(a, S: float = S_DEFAULT) -> Estimate:
     δτ_int ≈ τ_int √(2(2W+1)/N) (eq. 42).
 
     The error is never below the naive error of independent data, √(Γ(0)/N_tot) (times the
-    eq. 49 factor): τ_int is floored at ½. Why: a summed autocorrelation
+    eq. 49 factor): τ_int is floored at ½ (times that factor). Why: a summed autocorrelation
     2τ_int = 1 + 2 Σ_{t≤W} Γ(t)/Γ(0) below 1 is far more often noise of the estimated Γ than real
     anticorrelation (independent Gaussian data at N = 8: below 1 in 73% of cases, ≤ 0 in 15%),
     and without the floor a sum ≤ 0 gave an error of exactly 0, with which any two results
@@ -80,8 +80,9 @@ def gamma_method(a, S: float = S_DEFAULT) -> Estimate:
     error instead of half of it) — conservative, never too small. pyerrors applies the same
     floor (its τ_int(W) is clipped at ½ before the window is chosen).
 
-    τ_int is reported without the eq. 49 factor (1 + (2W+1)/N_tot), which enters the error
-    only; pyerrors' ``e_tauint`` includes it (times 1/(1 + 1/N_tot)).
+    τ_int is reported bias-corrected, with the eq. 49 factor (1 + (2W+1)/N_tot), as Wolff's
+    UWerr does: τ_int = C_F / 2Γ(0) and σ² = C_F / N_tot = 2 τ_int Γ(0) / N_tot. pyerrors'
+    ``e_tauint`` is the same up to its own 1/(1 + 1/N_tot).
 
     Replicas (rows of an (R, N) array) are independent chains of one ensemble: Γ(t) sums the
     products of fluctuations about the overall mean over replicas (Wolff 2004, eq. 31), so
@@ -108,12 +109,12 @@ def gamma_method(a, S: float = S_DEFAULT) -> Estimate:
         if math.exp(-w / tau_w) - tau_w / math.sqrt(w * n_tot) < 0:
             window = w
             break
-    c = gamma[0] + 2 * gamma[1: window + 1].sum()
-    c *= 1 + (2 * window + 1) / n_tot  # bias of Γ from the estimated mean (eq. 49)
-    gamma0 = gamma[0] * (1 + (2 * window + 1) / n_tot)
-    tau_int = max(c / (2 * gamma0), 0.5)  # never below independent data (see the docstring)
-    error = math.sqrt(2 * tau_int * gamma0 / n_tot) * scale
-    return Estimate(mean, error, tau_int, tau_int * math.sqrt(2 * (2 * window + 1) / n_tot), window)
+    bias = 1 + (2 * window + 1) / n_tot  # bias of Γ from the estimated mean (eq. 49)
+    c = (gamma[0] + 2 * gamma[1: window + 1].sum()) * bias
+    c = max(c, gamma[0] * bias)  # never below independent data (see the docstring)
+    tau_int = c / (2 * gamma[0])  # Wolff's τ_int = C_F / 2Γ(0), C_F bias-corrected
+    error = math.sqrt(c / n_tot) * scale
+    return Estimate(mean, error, float(tau_int), float(tau_int) * math.sqrt(2 * (2 * window + 1) / n_tot), window)
 
 
 def derived(f: Callable[[np.ndarray], float], series: list, S: float = S_DEFAULT) -> Estimate:
