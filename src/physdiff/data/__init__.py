@@ -109,7 +109,7 @@ def read_npy(path: Path, what: str, advice: str = "save it with numpy.save") -> 
         fh.seek(0)
         try:
             version = np.lib.format.read_magic(fh)
-            shape, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+            _, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
                                else np.lib.format.read_array_header_2_0(fh))
         except (ValueError, OSError, EOFError, SyntaxError) as exc:
             raise PhysdiffError(f"{what} {str(path)!r} has a corrupt .npy header ({exc}); {advice}") from None

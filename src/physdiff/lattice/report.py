@@ -74,8 +74,8 @@ def format_observables(result: dict) -> str:
             line += f"{o['value']:>14.6g}{o['error']:>11.3g}{format_z(cmp['z'][k], '>+7.2f')}"
         lines.append(line)
     lines.append("chi2 = V<M^2>; chi_connected = V(<M^2> - <|M|>^2); errors: Γ-method (Wolff 2004), τ_int in "
-                 "measurements, bias-corrected (Wolff's eq. 49, as pyerrors)" + ("; z = difference / combined error (n/a: both errors 0, not comparable)"
-                                   if cmp else ""))
+                 "measurements, bias-corrected (Wolff's eq. 49, as pyerrors)"
+                 + ("; z = difference / combined error (n/a: both errors 0, not comparable)" if cmp else ""))
     return "\n".join(lines)
 
 
