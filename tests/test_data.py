@@ -95,7 +95,7 @@ def test_load_array_rejects_bad_files(tmp_path):
     with pytest.raises(PhysdiffError, match="unsupported extension"):
         load_array(tmp_path / "x.txt")
     (tmp_path / "corrupt.npy").write_bytes(b"\x93NUMPY garbage")
-    with pytest.raises(PhysdiffError, match="corrupt .npy header"):
+    with pytest.raises(PhysdiffError, match=r"corrupt \.npy header"):
         load_array(tmp_path / "corrupt.npy")
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}] * 20, dtype=object), allow_pickle=True)
     with pytest.raises(PhysdiffError, match="never unpickles") as exc:
