@@ -37,7 +37,7 @@ def load_ensemble(path: str | Path) -> tuple[np.ndarray, dict]:
         raise PhysdiffError(f"ensemble file {str(path)!r} is a folder; give an (N, L, L) .npy file")
     if not path.is_file():
         raise PhysdiffError(f"ensemble file {str(path)!r} does not exist")
-    from ..data import read_npy
+    from ..data import MAX_ABS_VALUE, read_npy
 
     x = read_npy(path, "ensemble file", "write configurations with numpy.save or physdiff mcmc")
     if (x.dtype.kind not in "fiu" or x.ndim not in (3, 4) or x.shape[-1] != x.shape[-2] or x.shape[-1] < 2
@@ -47,6 +47,9 @@ def load_ensemble(path: str | Path) -> tuple[np.ndarray, dict]:
     x = x.astype(np.float64)
     if not np.isfinite(x).all():
         raise PhysdiffError(f"ensemble file {str(path)!r} contains {int((~np.isfinite(x)).sum())} NaN/inf values")
+    if np.abs(x).max() > MAX_ABS_VALUE:
+        raise PhysdiffError(f"ensemble file {str(path)!r} holds values beyond ±{MAX_ABS_VALUE:g} (largest "
+                            f"{np.abs(x).max():.3g}); their moments overflow, so no observable of it can be given")
     meta = sidecar(path)
     info = {}
     if meta.is_file():
