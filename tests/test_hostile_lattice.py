@@ -303,3 +303,22 @@ def test_a_corrupt_metrics_csv(phi4_run, tmp_path, capsys, garbage):
     assert main(["train", "--resume", str(run), "--steps", "30"]) == 0
     lines = (run / "metrics.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("step,loss") and [int(r.split(",")[0]) for r in lines[1:]][-1] == 30
+
+
+@pytest.mark.parametrize("couplings", [["--kappa", "1e6"], ["--lam", "1e6"]])
+def test_stiff_couplings_are_refused_within_seconds(tmp_path, capsys, couplings):
+    """Couplings HMC cannot integrate used to hang for minutes: the work is bounded, one line."""
+    import time
+
+    t0 = time.perf_counter()
+    assert main(["mcmc", "phi4", "--L", "4", "--n", "32", *couplings, "--out", str(tmp_path / "k.npy")]) == 2
+    assert "HMC cannot move the chains" in capsys.readouterr().err and time.perf_counter() - t0 < 60
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_planned_work_is_bounded(monkeypatch, capsys, tmp_path):
+    from physdiff.lattice import mc
+
+    monkeypatch.setattr(mc, "MAX_SWEEPS", 50)
+    err = _err(capsys, ["mcmc", "ising", "--L", "4", "--n", "3200", "--out", str(tmp_path / "i.npy")])
+    assert "more than 50" in err

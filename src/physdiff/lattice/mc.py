@@ -75,6 +75,10 @@ def wolff_update(x: np.ndarray, couplings: tuple[np.ndarray, np.ndarray], rng: n
     return out
 
 
+MIN_STEP = 1e-3  # the smallest HMC step: 1000 leapfrog steps per unit trajectory
+MAX_SWEEPS = 10**6  # the most sweeps per chain that run_mcmc plans before it refuses
+
+
 @dataclass
 class Chains:
     """B Markov chains of one theory on an L×L lattice, with their update state."""
@@ -86,6 +90,7 @@ class Chains:
     n_leap: int = 10
     cluster: bool = True
     accepted: list = field(default_factory=list)
+    tuning: list = field(default_factory=list)
 
     def __post_init__(self):
         self.gen = seeding.generator(self.seed)
@@ -101,8 +106,15 @@ class Chains:
             self.x = phi.numpy()
             rate = float(acc.double().mean())
             if tune:
-                self.eps = float(np.clip(self.eps * math.exp(0.5 * (rate - TARGET_ACCEPTANCE)), 1e-3, 0.5))
+                self.eps = float(np.clip(self.eps * math.exp(0.5 * (rate - TARGET_ACCEPTANCE)), MIN_STEP, 0.5))
                 self.n_leap = max(1, round(1.0 / self.eps))
+                self.tuning.append(rate)
+                if self.eps == MIN_STEP and len(self.tuning) >= 40 and np.mean(self.tuning[-20:]) < 0.05:
+                    raise PhysdiffError(
+                        f"HMC cannot move the chains of {self.theory.label}: acceptance "
+                        f"{np.mean(self.tuning[-20:]):.2f} at the smallest step {MIN_STEP:g} (1000 leapfrog steps "
+                        "per trajectory); the action is too stiff at these couplings (φ⁴: typically kappa ≲ 1, "
+                        "lam ≲ 100)")
             else:
                 self.accepted.append(rate)
         if self.cluster and self.theory.has_cluster_update:
@@ -145,6 +157,12 @@ def run_mcmc(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster
     tau = gamma_method(np.stack(series, axis=1)).tau_int  # in sweeps, |M| over all chains
     burn_in = math.ceil(20 * tau)
     spacing = max(1, math.ceil(2 * tau))
+    planned = burn_in + (n // chains) * spacing
+    if planned > MAX_SWEEPS:
+        raise PhysdiffError(f"τ_int(|M|) = {tau:.3g} sweeps at {theory.label}: {n} configurations would take "
+                            f"{planned:.3g} sweeps (burn-in {burn_in}, spacing {spacing}), more than {MAX_SWEEPS:g}; "
+                            "the chains barely move at these couplings: ask for fewer configurations or other "
+                            "couplings")
     for _ in range(burn_in):
         ch.update()
     per_chain = n // chains
