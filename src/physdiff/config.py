@@ -48,6 +48,13 @@ class DataConfig:
     n_train: int = _f(100_000, lo=16, hi=50_000_000, cli="n_train",
                       doc="size of the training set drawn from a toy dataset")
     seed: int = _f(0, lo=0, hi=2**63 - 1, doc="seed of the toy (or lattice Monte Carlo) training set")
+    embedding: str = _f("auto", choices=("auto", "none", "hubbard-stratonovich"), cli="embedding",
+                        doc="lattice theories with discrete spins: the continuous variable the model learns; "
+                        "hubbard-stratonovich = the Gaussian-integral relaxation (exact density, exact way back: "
+                        "--metropolis is exact), none = the spins themselves, read back through the sign; "
+                        "auto = the theory's default (written out resolved)")
+    embedding_shift: float = _f(1.0, lo=0.0, lo_open=True, hi=100.0, cli="embedding_shift",
+                                doc="hubbard-stratonovich: W = βJ + (4β + shift) I, positive definite for shift > 0")
     mean: list = _f([1.0, -0.5], doc="mean of the `gaussian` dataset")  # noqa: RUF009
     cov: list = _f([[1.0, 0.6], [0.6, 0.5]], doc="covariance of the `gaussian` dataset")  # noqa: RUF009
 
@@ -152,10 +159,11 @@ class Config:
 
 
 SECTIONS = {f.name: f.default_factory for f in fields(Config) if f.name != "theory"}
-CONFIG_VERSION = 4  # 1: no version key, no data.kind / data.normalization (read as auto);
+CONFIG_VERSION = 5  # 1: no version key, no data.kind / data.normalization (read as auto);
 # 2: no model.gaussian, model.mlp.site_width (read as none and 0: those runs' weights have neither);
 # 3: the lattice size and couplings in [data] (data.L, kappa, lam, beta) instead of [theory];
-# 4: [theory], and every `auto` of a run's config.toml resolved when training wrote it
+# 4: [theory], and every `auto` of a run's config.toml resolved when training wrote it;
+# 5: data.embedding (runs of version <= 4 learnt the spins themselves: read as "none")
 DEFAULT_L = 8
 # [data] keys of versions <= 3 that now live in [theory], with the defaults those versions wrote out
 LEGACY_THEORY_KEYS = {"L": 8, "kappa": 0.2705, "lam": 0.022, "beta": 0.44}
@@ -302,6 +310,8 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= CONFIG_VERSION:
         raise PhysdiffError(f"config version = {version!r} is not supported; this physdiff reads versions "
                             f"1..{CONFIG_VERSION}")
+    if version < 5 and isinstance(raw.get("data", {}), dict) and "embedding" not in raw.get("data", {}):
+        raw["data"] = {**raw.get("data", {}), "embedding": "none"}  # their models learnt the spins themselves
     if version < 3 and isinstance(raw.get("model", {}), dict):  # runs written before these keys: their weights
         model = _nest_families(raw.get("model", {}))                # have no Gaussian part and no site network
         if isinstance(model.get("mlp", {}), dict):
@@ -332,7 +342,8 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
         if theory:
             from .lattice.theory import get_theory
 
-            defaults = _deep_merge(_deep_merge(LATTICE_DEFAULTS, get_theory(data["dataset"]).presets),
+            defaults = _deep_merge(_deep_merge(LATTICE_DEFAULTS, get_theory(data["dataset"]).presets_for(
+                                       data.get("embedding", "auto"))),
                                    {"model": {"mlp": {"width": lattice_mlp_width(theory["L"])}}})
         else:
             defaults = IMAGE_DEFAULTS if data["dataset"] in IMAGE_DATASETS else {}
@@ -420,6 +431,16 @@ def _check_cross(cfg: Config) -> Config:
                "lattice's symmetries (q(φ) = q(−φ) of the odd network)"}.get(d.normalization, "")
         raise PhysdiffError(f"data.normalization = {d.normalization!r} is not allowed for data of kind {kind.name!r}"
                             f"{f' ({why})' if why else ''}; allowed: auto, {', '.join(kind.normalizations)}")
+    if d.embedding not in ("auto", "none"):
+        if not cfg.theory:
+            raise PhysdiffError(f"data.embedding = {d.embedding!r} is for lattice theories with discrete spins; "
+                                f"data.dataset = {d.dataset!r} is not one (allowed here: auto, none)")
+        from .lattice.theory import get_theory
+
+        allowed = get_theory(d.dataset).embeddings
+        if d.embedding not in allowed:
+            raise PhysdiffError(f"data.embedding = {d.embedding!r}: theory {d.dataset!r} has no such embedding; "
+                                f"allowed: auto, none{''.join(', ' + a for a in allowed)}")
     return replace(cfg, data=replace(d, kind=kind.name))
 
 
@@ -432,7 +453,12 @@ def resolve_auto(cfg: Config) -> Config:
     model = replace(m, arch=kind.arch if m.arch == "auto" else m.arch,
                     symmetry=kind.resolve_symmetry(cfg) if m.symmetry == "auto" else m.symmetry,
                     gaussian=kind.gaussian if m.gaussian == "auto" else m.gaussian)
-    data = replace(cfg.data, kind=kind.name, normalization=kind.resolve_normalization(cfg))
+    embedding = cfg.data.embedding
+    if embedding == "auto":
+        from .lattice.theory import get_theory
+
+        embedding = get_theory(cfg.data.dataset).default_embedding if cfg.theory else "none"
+    data = replace(cfg.data, kind=kind.name, normalization=kind.resolve_normalization(cfg), embedding=embedding)
     return replace(cfg, data=data, model=model)
 
 

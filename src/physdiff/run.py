@@ -61,7 +61,8 @@ class LoadedRun:
 
     ``weights``: "ema" (default, the averaged weights) or "model" (the raw ones).
     Attributes: cfg (every ``auto`` resolved), kind (the DataKind of ``data/kinds.py``), theory
-    (the lattice theory of a lattice run, else None), model (eval mode, on ``device``),
+    (the lattice theory of a lattice run, else None), embedding (the continuous variable the model
+    of a lattice run with spins learnt, ``lattice/embedding.py``; else None), model (eval mode, on ``device``),
     normalizer, schedule, data_shape, step, class_names (empty for an unconditional run),
     num_classes.
     """
@@ -96,7 +97,10 @@ class LoadedRun:
                                         "restore the run's config.toml")
         if learnt is not None:  # runs written before the key was stored are not checked
             now = {"dataset": self.cfg.data.dataset, "file": self.cfg.data.file, "theory": self.cfg.theory}
-            for key in ("dataset", "theory"):
+            d_ = self.cfg.data
+            now["embedding"] = ({"name": d_.embedding, "shift": d_.embedding_shift}
+                                if self.cfg.theory and d_.embedding not in ("none", "auto") else None)
+            for key in ("dataset", "theory", "embedding"):
                 if learnt.get(key) != now[key]:
                     raise PhysdiffError(f"{str(self.path / ck.CONFIG_FILE)!r} says {key} = {now[key]!r} but the "
                                         f"weights were trained on {learnt.get(key)!r}; restore the run's config.toml")
@@ -109,6 +113,8 @@ class LoadedRun:
         self.kind = resolve_kind(self.cfg.data)
         self.is_image = self.kind.images
         self.theory = self.kind.theory(self.cfg)  # the lattice theory (None for other data)
+        # the continuous embedding the model learnt (lattice spins), else None
+        self.embedding = self.kind.embedding(self.cfg) if self.theory is not None else None
         self._warned = self._warned_outliers = False
         self.model = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind, d)
         weights_only = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
@@ -147,7 +153,8 @@ class LoadedRun:
 
     def sample(self, n: int, seed: int, *, batch_size: int | None = None, start: int = 0,
                snapshot_steps: tuple[int, ...] = (), sampler: str | None = None, classes=None,
-               guidance: float | None = None, log_prob: bool = False, **options) -> SampleResult:
+               guidance: float | None = None, log_prob: bool = False, continuous: bool = False,
+               **options) -> SampleResult:
         """n samples for sample indices start..start+n-1, as a :class:`SampleResult` (samples in
         data units, (n, *data_shape) float32; log_prob; nfe; snapshots; the sampler and options).
 
@@ -159,8 +166,9 @@ class LoadedRun:
         ``snapshot_steps``: paper steps after which the state is kept (network units), returned
         as {t: (n, *data_shape)}; t = T means x_T. ``log_prob``: also the exact log-density of
         each sample in data units (n,) float64, for a sampler whose spec declares
-        ``exact_density`` (``samplers.density_sampler()`` gives the default one). Nothing is
-        kept on the run.
+        ``exact_density`` (``samplers.density_sampler()`` gives the default one). ``continuous``:
+        the model's own variable, without the read-out to the theory's field (a lattice run's
+        continuous embedding, whose density log_prob is). Nothing is kept on the run.
         """
         if sampler is None:
             defaults = self.default_sampler()
@@ -170,7 +178,8 @@ class LoadedRun:
         if log_prob:
             from .sampling import check_density
 
-            check_density(self, "log_prob")
+            if not continuous:
+                check_density(self, "log_prob")
             if not smp.get_sampler(sampler).exact_density:
                 raise PhysdiffError(f"sampler {sampler!r} has no exact log-density; ask for log_prob from one that "
                                     "has: " + ", ".join(_density_samplers()))
@@ -202,7 +211,7 @@ class LoadedRun:
                 raise PhysdiffError(f"sampler {sampler} produced {int((~np.isfinite(x)).sum())} non-finite values in "
                                     f"samples {lo}..{lo + count - 1}; nothing was written")
             self._warn_far_outliers(x, sampler)
-            outs.append(self.kind.postprocess(x, self.cfg))
+            outs.append(x if continuous else self.kind.postprocess(x, self.cfg))
             if res.log_prob is not None:
                 logps.append(res.log_prob.cpu().numpy() + jac)  # data units: log p_x = log p_z + log|∂z/∂x|
         samples = np.concatenate(outs) if outs else np.empty((0, *self.data_shape), dtype=np.float32)

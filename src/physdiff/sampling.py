@@ -111,7 +111,8 @@ def resolve_sampler(run, sampler: str | None = None, options: dict | None = None
 
 def check_density(run, what: str) -> None:
     """A density exists only for samples that the model's continuous law describes: refused for a
-    discrete theory (Ising), whose samples are a continuous model's signs."""
+    discrete theory (Ising), whose written samples are spins (a continuous model's signs, or
+    spins drawn given its continuous embedding)."""
     if run.theory is not None and run.theory.discrete is not None:
         raise PhysdiffError(f"{what} is not available for {run.theory.title or run.theory.name} runs: a "
                             "continuous model read through the sign of its samples has no density on the spins; "
@@ -125,7 +126,10 @@ def check_metropolis(run, sampler: str | None) -> None:
     if run.theory is None:
         raise PhysdiffError("--metropolis needs a lattice run (a theory with an action); this run's data are of kind "
                             f"{run.kind.name!r}")
-    check_density(run, "--metropolis")
+    if run.theory.discrete is not None and run.embedding is None:
+        raise PhysdiffError(f"--metropolis is not available for this {run.theory.title or run.theory.name} run: it "
+                            "learnt the spins themselves (data.embedding = none), read through their sign, which "
+                            "have no density; train with the default data.embedding (hubbard-stratonovich)")
     if sampler is not None and not get_sampler(sampler).exact_density:
         raise PhysdiffError(f"--metropolis needs a sampler with an exact density ({density_names()}); "
                             f"--sampler {sampler} has none")

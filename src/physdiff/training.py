@@ -140,7 +140,13 @@ class Trainer:
                 "class_names": json.dumps(list(self.class_names)),
                 "diffusion": json.dumps(asdict(self.cfg.diffusion), sort_keys=True),
                 "data": json.dumps({"dataset": self.cfg.data.dataset, "file": self.cfg.data.file,
-                                    "theory": self.cfg.theory}, sort_keys=True)}
+                                    "theory": self.cfg.theory, **self._embedding_record()}, sort_keys=True)}
+
+    def _embedding_record(self) -> dict:
+        d = self.cfg.data
+        if not self.cfg.theory or d.embedding in ("none", "auto"):
+            return {}
+        return {"embedding": {"name": d.embedding, "shift": d.embedding_shift}}
 
     def save(self) -> None:
         """state.safetensors (atomic, the one --resume reads), then model and EMA weights."""

@@ -158,7 +158,11 @@ class LatticeKind(DataKind):
 
         theory, L = self.theory(cfg), cfg.theory["L"]
         x, _ = lattice_training_set(theory, L, cfg.data.n_train, cfg.data.seed)
-        x = x[:cfg.data.n_train].reshape(-1, theory.components, L, L)  # channels = the field's components
+        x = x[:cfg.data.n_train]
+        embedding = self.embedding(cfg)
+        if embedding is not None:  # the continuous variable, drawn exactly given each configuration
+            x = embedding.lift(x, np.random.default_rng([cfg.data.seed, 0xE3BED]))
+        x = x.reshape(-1, theory.components, L, L)  # channels = the field's components
         return TrainingSet(x, None, (), Normalizer.fit(self.resolve_normalization(cfg), x))
 
     def resolve_symmetry(self, cfg) -> str:
@@ -167,8 +171,20 @@ class LatticeKind(DataKind):
     def augmentation(self, cfg):
         return self.theory(cfg).augment
 
+    def embedding(self, cfg):
+        from ..lattice.data import embedding_of
+
+        return embedding_of(cfg)
+
     def postprocess(self, x: np.ndarray, cfg=None) -> np.ndarray:
-        return x if cfg is None else self.theory(cfg).postprocess(x)
+        """Model samples as the theory's field: a continuous embedding's variable mapped back by an
+        exact draw of the spins given it; else the theory's own read-out (spins through the sign)."""
+        if cfg is None:
+            return x
+        embedding = self.embedding(cfg)
+        if embedding is not None:
+            return embedding.project(x)
+        return self.theory(cfg).postprocess(x)
 
     def output_shape(self, data_shape, cfg=None):
         return self.theory(cfg).field_shape(cfg.theory["L"])

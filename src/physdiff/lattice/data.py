@@ -29,6 +29,16 @@ def theory_of(cfg) -> Theory:
     return make_theory(cfg.data.dataset, L, table)
 
 
+def embedding_of(cfg):
+    """The continuous embedding a lattice config trains on (``embedding.py``), or None when the
+    model learns the theory's field itself (``data.embedding = "none"``, and every real field)."""
+    name = cfg.data.embedding
+    theory = theory_of(cfg)
+    if name == "auto":
+        name = theory.default_embedding
+    return theory.embedding(name, cfg.theory["L"], cfg.data.embedding_shift)
+
+
 def lattice_training_set(theory: Theory, L: int, n_train: int, seed: int, log=None) -> tuple[np.ndarray, dict]:
     """(x (N, *field), info): the Monte Carlo ensemble of ``theory`` on an L×L lattice, at least
     n_train configurations from ``seed``, made once and cached in $PHYSDIFF_CACHE/lattice/."""

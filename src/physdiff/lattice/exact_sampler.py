@@ -18,11 +18,16 @@ density sampler, the action of the run's theory, the chain and its report), used
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..stats import derived, gamma_method, kish_ess
+
+MAX_WEIGHT_SHARE = 0.1  # a log Z whose largest weight carries more of the sum is flagged unreliable
+LOG_Z_CONVENTION = ("log Z of the theory on the L×L torus in lattice units: φ⁴ Z = ∫ Π_x dφ_x e^{−S(φ)}; "
+                    "Ising Z = Σ_s exp(β Σ_⟨xy⟩ s_x s_y); free_energy_density f = −log Z / V")
 
 
 def log_weights(action: np.ndarray, log_q: np.ndarray) -> np.ndarray:
@@ -44,6 +49,35 @@ def independence_metropolis(log_w: np.ndarray, seed: int = 0) -> tuple[np.ndarra
             accepted += 1
         idx[i] = cur
     return idx, accepted / max(len(log_w) - 1, 1)
+
+
+def log_partition_function(log_w: np.ndarray, offset: float = 0.0, n_boot: int = 200, seed: int = 0) -> dict:
+    """log Z = log E_q[e^{−S}/q] from the log importance weights log w = −S − log q of N
+    independent proposals (Nicoli et al., PRL 126, 032001 (2021), for flows): log Ẑ = log (Σ w / N)
+    + ``offset`` (the constant that maps an embedded theory's log Z to the theory's own).
+
+    Error: the delta method on the mean of the weights, σ(log Ẑ)² = Var(w) / (N w̄²) =
+    (1/ESS₁ − 1)/N with ESS₁ = w̄² / mean(w²) Kish's ESS per proposal; the bootstrap over the
+    proposals is reported beside it as a check. log Ẑ is biased low by about σ²/2 (Jensen); both
+    the bias and the error are only as good as the weights' tail: when the largest weight carries
+    a large share of the sum (``max_weight_share``), the estimate is unreliable (``warning``)."""
+    log_w = np.asarray(log_w, dtype=np.float64)
+    n = len(log_w)
+    top = float(np.max(log_w))
+    w = np.exp(log_w - top)
+    s = float(w.sum())
+    value = top + math.log(s / n) + offset
+    ess1 = s * s / (n * float((w * w).sum()))
+    error = math.sqrt(max(1.0 / ess1 - 1.0, 0.0) / n)
+    rng = np.random.default_rng(seed)
+    boots = [math.log(float(w[i].mean())) for i in rng.integers(0, n, size=(n_boot, n))]
+    share = float(w.max() / s)
+    out = {"value": value, "error": error, "bootstrap_error": float(np.std(boots, ddof=1)),
+           "max_weight_share": share, "n": n}
+    if share > MAX_WEIGHT_SHARE or ess1 * n < 10:
+        out["warning"] = (f"unreliable: the largest of {n} weights carries {share:.0%} of their sum (Kish ESS "
+                          f"{ess1 * n:.1f}); the error is underestimated; draw more proposals or train longer")
+    return out
 
 
 def reweighted(values: dict[str, np.ndarray], log_w: np.ndarray) -> dict[str, dict]:
@@ -81,6 +115,8 @@ class ExactSample:
     sampler: str | None = None
     options: dict = field(default_factory=dict)
     snapshots: dict = field(default_factory=dict)
+    fields: np.ndarray | None = None  # the theory's field of each proposal (N + B, L, L): proposals
+    # themselves, or their embedding's exact read-out (spins)
 
 
 def default_burn_in(n: int) -> int:
@@ -90,12 +126,18 @@ def default_burn_in(n: int) -> int:
     return max(10, int(n) // 20)
 
 
-def metropolis(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0, burn_in: int = 0) -> ExactSample:
+def metropolis(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0, burn_in: int = 0,
+               embedding=None) -> ExactSample:
     """The independence Metropolis–Hastings chain of model proposals (N, L, L) with their exact
     log q (nats, data units) under ``theory``'s action, with every intermediate (see
     :class:`ExactSample`). The first ``burn_in`` steps are run and discarded: the chain holds
     N − burn_in states, its acceptance and τ_int are those of the kept steps; the importance
-    weights (ESS, reweighted observables) use every proposal, as they need no burn-in."""
+    weights (ESS, reweighted observables, log Z) use every proposal, as they need no burn-in.
+
+    ``embedding`` (``embedding.py``): the proposals are its continuous variable x; the chain
+    targets e^{−S_x} and each proposal's field is the exact draw ``embedding.project(x)``, so the
+    chain's states and the reweighted observables are those of ``theory``; log Z is the theory's
+    (log Z_x plus the embedding's closed-form offset)."""
     import torch
 
     from ..errors import PhysdiffError
@@ -105,19 +147,29 @@ def metropolis(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0, 
         raise PhysdiffError(f"burn-in {burn_in} leaves {len(proposals) - burn_in} of {len(proposals)} chain steps; "
                             "the chain needs at least 2 steps after its burn-in")
     log_q = np.asarray(log_q, dtype=np.float64)
-    action = theory.action(torch.from_numpy(np.asarray(proposals, dtype=np.float64))).numpy()
+    target = theory.action if embedding is None else embedding.action
+    action = target(torch.from_numpy(np.asarray(proposals, dtype=np.float64))).numpy()
     log_w = log_weights(action, log_q)
     full, _ = independence_metropolis(log_w, seed)
     idx = full[burn_in:]
     acc = float(np.mean(full[burn_in + 1:] != full[burn_in:-1])) if len(idx) > 1 else 0.0
-    V = proposals[0].size
-    m_prop = proposals.reshape(len(proposals), -1).mean(1)
+    states = proposals if embedding is None else embedding.project(proposals)
+    V = states[0].size
+    density = theory.density(torch.from_numpy(np.asarray(states, dtype=np.float64))).numpy()
+    m_prop = states.reshape(len(states), -1).mean(1)
     m = m_prop[idx]
+    offset = 0.0 if embedding is None else embedding.log_z_offset()
+    log_z = log_partition_function(log_w, offset, seed=seed)
     info = {"metropolis": True, "burn_in": int(burn_in), "acceptance": acc, **summary(log_w, seed),
             "tau_int_m_chain": gamma_method(m).tau_int, "tau_int_abs_m_chain": gamma_method(np.abs(m)).tau_int,
-            "reweighted": reweighted({"abs_m": np.abs(m_prop), "chi2": V * m_prop**2, "action_density": action / V},
-                                     log_w)}
-    return ExactSample(proposals[idx], proposals, log_q, action, log_w, idx, info)
+            "reweighted": reweighted({"abs_m": np.abs(m_prop), "chi2": V * m_prop**2, "action_density": density},
+                                     log_w),
+            "log_z": log_z,
+            "free_energy_density": {"value": -log_z["value"] / V, "error": log_z["error"] / V},
+            "log_z_convention": LOG_Z_CONVENTION}
+    if embedding is not None:
+        info["embedding"] = {"name": embedding.name, "shift": embedding.shift, "log_z_offset": offset}
+    return ExactSample(states[idx], proposals, log_q, action, log_w, idx, info, fields=states)
 
 
 def metropolis_chain(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0,
@@ -164,6 +216,10 @@ def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theor
         raise PhysdiffError(f"sampler {spec.name!r} has no exact log-density; the exact sampler needs one "
                             f"(e.g. {density_sampler().name!r})")
     theory = run_theory(run) if theory is None else theory
+    if theory.discrete is not None and getattr(run, "embedding", None) is None:
+        raise PhysdiffError(f"run {str(run.path)!r} learnt {theory.title or theory.name} spins themselves "
+                            "(data.embedding = none): they have no density; the exact sampler needs a run trained "
+                            "on a continuous embedding")
     if n < 2:
         raise PhysdiffError(f"the exact sampler needs n >= 2 chain states (got {n}): acceptance, τ_int and errors "
                             "need at least two")
@@ -173,15 +229,16 @@ def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theor
     n = n + burn_in
     lo, hi = dist.shard(n)
     res = run.sample(hi - lo, seed, start=lo, batch_size=batch_size, snapshot_steps=snapshot_steps,
-                     sampler=spec.name, log_prob=True, **ode_options)
+                     sampler=spec.name, log_prob=True, continuous=True, **ode_options)
     x, log_q = dist.gather_rows(res.samples), dist.gather_rows(res.log_prob)
     snaps = {k: dist.gather_rows(v) for k, v in res.snapshots.items()}
     if not dist.is_main():
         return None
     proposals = run.kind.to_output(x, run.cfg)  # (N, 1, L, L) → (N, L, L), float32 as drawn
-    out = metropolis(theory, proposals, log_q, seed if chain_seed is None else chain_seed, burn_in)
+    out = metropolis(theory, proposals, log_q, seed if chain_seed is None else chain_seed, burn_in,
+                     embedding=getattr(run, "embedding", None))
     return ExactSample(out.chain, out.proposals, out.log_q, out.action, out.log_w, out.indices, out.report,
-                       res.nfe, res.sampler, res.options, snaps)
+                       res.nfe, res.sampler, res.options, snaps, out.fields)
 
 
 def summary(log_w: np.ndarray, seed: int = 0) -> dict:

@@ -18,7 +18,10 @@ required; everything else has a default that follows from it:
 - ``postprocess(x)``, ``check_samples(x)``: samples as the theory allows them (spins read
   through their sign), and a check of an ensemble's values;
 - ``validate(L)``: one-line errors for parameters with no normalisable law;
-- ``presets``: training defaults of its runs (merged over the lattice defaults of ``config.py``).
+- ``presets``: training defaults of its runs (merged over the lattice defaults of ``config.py``);
+- ``embedding(name, L, shift)``: a discrete theory may declare continuous embeddings (``embedding.py``:
+  a continuous target e^{−S_x} with an exact way back to the spins) that a diffusion model learns
+  and the exact sampler corrects; ``default_embedding`` names the one its runs train on.
 
 :func:`register_theory` adds a theory under its ``name``; from then on ``[data] dataset = name``
 with a ``[theory]`` table of its parameters trains on it, and ensembles whose JSON says
@@ -108,6 +111,8 @@ class Theory:
     z2_symmetric: ClassVar[bool] = True
     density_label: ClassVar[str] = "action density $S/V$"
     presets: ClassVar[dict] = {}
+    embeddings: ClassVar[tuple[str, ...]] = ()  # names of the continuous embeddings it declares
+    default_embedding: ClassVar[str] = "none"
 
     # ------------------------------------------------------------------ required
     def action(self, phi: torch.Tensor) -> torch.Tensor:
@@ -146,6 +151,19 @@ class Theory:
         if tuple(self.discrete) != (-1.0, 1.0):
             raise NotImplementedError(f"theory {self.name!r}: no read-out for spins {self.discrete}")
         return np.where(x >= 0, 1.0, -1.0).astype(x.dtype)
+
+    @classmethod
+    def presets_for(cls, embedding: str) -> dict:
+        """The training defaults of a run on ``embedding`` ("auto": the default one)."""
+        return cls.presets
+
+    def embedding(self, name: str, L: int, shift: float = 1.0):
+        """The continuous embedding ``name`` of this theory on an L×L lattice (``embedding.py``), or
+        None for "none". A theory with embeddings overrides this."""
+        if name == "none":
+            return None
+        allowed = ", ".join(("none", *self.embeddings))
+        raise PhysdiffError(f"theory {self.name!r} has no embedding {name!r}; allowed: {allowed}")
 
     def check_samples(self, x: np.ndarray, where: str) -> None:
         """A one-line error if an ensemble holds values the theory's field cannot take."""
