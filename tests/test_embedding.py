@@ -211,3 +211,19 @@ def test_spin_runs_refuse_the_exact_sampler(tmp_path, capsys):
                  "--no-progress"]) == 0
     assert main(["sample", str(out), "--metropolis", "--n", "8", "--out", str(tmp_path / "c.npy")]) == 2
     assert "learnt the spins themselves" in capsys.readouterr().err
+
+
+def test_log_z_differences():
+    """One set of proposals, two targets: the difference of two Gaussian log Z's (exact), with an
+    error far below that of two independent estimates; two runs: errors in quadrature."""
+    rng = np.random.default_rng(7)
+    n = 20_000
+    x = rng.normal(size=n) * 1.3  # q = N(0, 1.3²)
+    log_q = -0.5 * (x / 1.3) ** 2 - math.log(1.3 * math.sqrt(2 * math.pi))
+    lw_a, lw_b = -0.5 * x**2 / 1.0 - log_q, -0.5 * x**2 / 1.1 - log_q  # Z = √(2π s²)
+    d = es.log_z_difference(lw_a, lw_b)
+    assert abs(d["value"] - math.log(math.sqrt(1.1))) < 3.5 * d["error"]
+    za, zb = es.log_partition_function(lw_a), es.log_partition_function(lw_b)
+    indep = es.log_z_difference_of(za, zb)
+    assert indep["value"] == pytest.approx(d["value"], abs=1e-12)
+    assert d["error"] < 0.3 * indep["error"]

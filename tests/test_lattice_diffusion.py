@@ -47,6 +47,13 @@ def test_free_field_metropolis_is_exact(wrong_model):
     s = gamma_method(action[idx] / V)  # equipartition: ⟨S⟩/V = 1/2 for a quadratic action
     assert abs(s.value - 0.5) < 3 * s.error
     assert 0.3 < acceptance < 1.0 and es.summary(log_w)["ess_per_sample"] > 0.5
+    # log Z of the target (a wrong model still gives it, from the same weights), against the
+    # Gaussian integral (V/2) log 2π − ½ log det A
+    from physdiff.lattice.exact import free_field_log_z
+
+    lz = es.log_partition_function(log_w)
+    assert abs(lz["value"] - free_field_log_z(4, 0.15)) < 3 * lz["error"] and lz["error"] < 0.05
+    assert "warning" not in lz
 
 
 def test_solver_tolerance_does_not_matter(wrong_model):

@@ -80,6 +80,27 @@ def log_partition_function(log_w: np.ndarray, offset: float = 0.0, n_boot: int =
     return out
 
 
+def log_z_difference(log_w_a: np.ndarray, log_w_b: np.ndarray) -> dict:
+    """log Z_b − log Z_a from one set of proposals weighted for two targets (e.g. two couplings:
+    ``sample_exact(run, n, seed, theory=...)`` twice on the same seed), log w = −S − log q for
+    each: the delta method with the covariance of the two weights, so that the common proposal
+    noise cancels. f_b − f_a = −(log Z_b − log Z_a)/V."""
+    a, b = np.asarray(log_w_a, dtype=np.float64), np.asarray(log_w_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError("log_z_difference needs two (N,) arrays of log weights of the same proposals, N >= 2")
+    wa, wb = np.exp(a - a.max()), np.exp(b - b.max())
+    ra, rb = wa / wa.mean(), wb / wb.mean()  # relative weights: the delta method's gradient
+    d = rb - ra
+    value = (b.max() + math.log(wb.mean())) - (a.max() + math.log(wa.mean()))
+    return {"value": float(value), "error": float(np.std(d, ddof=1) / math.sqrt(len(d)))}
+
+
+def log_z_difference_of(z_a: dict, z_b: dict) -> dict:
+    """log Z_b − log Z_a of two independent estimates (two runs, :func:`log_partition_function`):
+    errors in quadrature."""
+    return {"value": z_b["value"] - z_a["value"], "error": math.hypot(z_a["error"], z_b["error"])}
+
+
 def reweighted(values: dict[str, np.ndarray], log_w: np.ndarray) -> dict[str, dict]:
     """⟨O⟩_w = Σ w O / Σ w for each per-sample series in ``values``, with the error of the ratio
     (linear propagation over independent proposals, ``stats.derived``)."""
