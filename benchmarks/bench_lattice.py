@@ -34,6 +34,17 @@ from physdiff.lattice.observables import SCALARS, as_table, measure, primaries
 from physdiff.plots import plot_configurations, plot_correlator, plot_lattice_histograms, plot_log_weights
 
 
+def exact_log_z(theory, L):
+    """log Z known in closed form: Kaufman's for Ising, the Gaussian integral for the free field."""
+    from physdiff.lattice.exact import free_field_log_z, ising_log_z
+
+    if isinstance(theory, Ising):
+        return ising_log_z(L, theory.beta)
+    if theory.lam == 0:
+        return free_field_log_z(L, theory.kappa)
+    return None
+
+
 def z(a, b):
     err = math.hypot(a["error"], b["error"])
     return (a["value"] - b["value"]) / err if err else 0.0
@@ -111,10 +122,12 @@ def main():
     for point in args.points.split(","):
         model, L, coupling = point.split(":")
         L, coupling = int(L), float(coupling)
-        theory = Phi4(coupling, 0.022) if model == "phi4" else Ising(coupling)
+        lam = 0.022 if model == "phi4" else 0.0
+        theory = Phi4(coupling, lam) if model in ("phi4", "free") else Ising(coupling)
+        model = "phi4" if model == "free" else model
         key = "+".join([point, *args.train])
-        data = {"dataset": model, "L": L} | ({"kappa": coupling, "lam": 0.022} if model == "phi4" else
-                                              {"beta": coupling})
+        data = {"dataset": model}
+        theory_table = {"L": L} | ({"kappa": coupling, "lam": lam} if model == "phi4" else {"beta": coupling})
         row = {"params": theory.params, "L": L}
         t0 = time.perf_counter()
         ref, rep = run_mcmc(theory, L, args.n_ref, seed=101, chains=16)
@@ -127,13 +140,14 @@ def main():
                                "observables": as_table(measure(hmc, theory, chains=16))}
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            cfg = config_from_dict({"data": data}, {"train.device": args.device, **overrides})
+            cfg = config_from_dict({"data": data, "theory": theory_table}, {"train.device": args.device, **overrides})
             run = LoadedRun(train(cfg, Path(tmp) / "run", progress=False), device=args.device)
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            if model == "phi4":  # the exact sampler: ODE proposals with log q, action, Metropolis
+            exact_path = theory.discrete is None or run.embedding is not None
+            if exact_path:  # the exact sampler: ODE proposals with log q, action, Metropolis (Ising: embedded)
                 exact = es.sample_exact(run, args.n, 7, theory=theory, chain_seed=0)
-                x = exact.proposals
+                x = exact.fields
             else:
                 x = run.sample(args.n, 7, sampler="ode").samples[:, 0]
             sample_s = time.perf_counter() - t0
@@ -143,14 +157,16 @@ def main():
         row["diffusion"] = {"train_seconds": train_s, "sample_seconds": sample_s, "n": args.n, "raw": raw,
                             "raw_z": {k: z(raw[k], row["reference"]["observables"][k]) for k in SCALARS}}
         figs = {}
-        if model == "phi4":
+        if exact_path:
             chain, info = exact.chain.astype(np.float64), exact.report
             mh = as_table(measure(chain, theory))
             row["diffusion"] |= {"metropolis": mh, "metropolis_z": {k: z(mh[k], row["reference"]["observables"][k])
                                                                     for k in SCALARS},
                                  "acceptance": info["acceptance"], "ess_per_sample": info["ess_per_sample"],
                                  "ess_per_sample_error": info["ess_per_sample_error"],
-                                 "tau_int_m": info["tau_int_m_chain"], "tau_int_abs_m": info["tau_int_abs_m_chain"]}
+                                 "tau_int_m": info["tau_int_m_chain"], "tau_int_abs_m": info["tau_int_abs_m_chain"],
+                                 "log_z": info["log_z"], "log_z_exact": exact_log_z(theory, L),
+                                 "embedding": info.get("embedding")}
             action = exact.action
             if tol is not None:
                 row["diffusion"]["log_q_tolerance"] = tolerance_table(theory, tol, run.normalizer)
@@ -162,18 +178,18 @@ def main():
         if "hmc_only" in row:
             row["cost_per_independent_s"]["hmc_only"] = cost(row["hmc_only"]["seconds"], args.n_ref,
                                                              row["hmc_only"]["observables"]["abs_m"]["tau_int"])
-        if model == "phi4":
+        if exact_path:
             d = row["diffusion"]
             row["cost_per_independent_s"]["diffusion_mh_sampling"] = cost(sample_s, args.n, d["tau_int_abs_m"])
             row["cost_per_independent_s"]["diffusion_mh_with_training"] = cost(sample_s + train_s, args.n,
                                                                                d["tau_int_abs_m"])
         sets = {"Monte Carlo": ref[: args.n], "diffusion (raw)": x}
-        if model == "phi4":
+        if exact_path:
             sets["diffusion + Metropolis"] = chain
         figs["lattice_histograms.png"] = plot_lattice_histograms({k: primaries(v, theory) for k, v in sets.items()},
                                                                  theory.density_label, f"{theory.label}, L = {L}")
         corr = {"Monte Carlo": row["reference"]["observables"]["G"], "diffusion (raw)": raw["G"]}
-        if model == "phi4":
+        if exact_path:
             corr["diffusion + Metropolis"] = row["diffusion"]["metropolis"]["G"]
         figs["lattice_correlator.png"] = plot_correlator(corr, f"{theory.label}, L = {L}")
         figs["lattice_configurations.png"] = plot_configurations(sets, title=f"{theory.label}, L = {L}")
@@ -190,14 +206,18 @@ def main():
             r, w = row["reference"]["observables"][k], raw[k]
             cells = f"| {k} | {r['value']:.4g} ± {r['error']:.2g} | {w['value']:.4g} ± {w['error']:.2g} | " \
                     f"{row['diffusion']['raw_z'][k]:+.1f} |"
-            if model == "phi4":
+            if exact_path:
                 mh = row["diffusion"]["metropolis"][k]
                 cells += f" {mh['value']:.4g} ± {mh['error']:.2g} | {row['diffusion']['metropolis_z'][k]:+.1f} |"
             else:
                 cells += " – | – |"
             print(cells)
-        if model == "phi4":
+        if exact_path:
             d = row["diffusion"]
+            lz, ex = d["log_z"], d["log_z_exact"]
+            print(f"log Z {lz['value']:.4f} ± {lz['error']:.4f} (bootstrap {lz['bootstrap_error']:.4f})"
+                  + (f", exact {ex:.4f}, z = {(lz['value'] - ex) / lz['error']:+.2f}" if ex is not None else "")
+                  + (f"; {lz['warning']}" if "warning" in lz else ""))
             print(f"acceptance {d['acceptance']:.3f}, ESS/N {d['ess_per_sample']:.3f} ± "
                   f"{d['ess_per_sample_error']:.3f}, τ_int(M) {d['tau_int_m']:.2f}, "
                   f"τ_int(|M|) {d['tau_int_abs_m']:.2f}")
