@@ -71,6 +71,8 @@ run = physdiff.LoadedRun(physdiff.train(cfg, Path(tempfile.mkdtemp()) / "phi4", 
 exact = es.sample_exact(run, N, seed=7, theory=theory, chain_seed=0)  # ODE proposals + log q → action → Metropolis
 x, chain, info = exact.proposals.astype(np.float64), exact.chain.astype(np.float64), exact.report
 print(f"acceptance {info['acceptance']:.2f}, ESS/N {info['ess_per_sample']:.2f} ± {info['ess_per_sample_error']:.2f}")
+lz = info["log_z"]  # from the same weights: Z = E_q[e^{-S}/q], lattice units
+print(f"log Z = {lz['value']:.3f} ± {lz['error']:.3f}, f = -log Z / V = {info['free_energy_density']['value']:.5f}")
 
 # %%
 raw_t, mh_t = as_table(measure(x, theory)), as_table(measure(chain, theory))
@@ -109,7 +111,8 @@ plt.show()
 
 # %% [markdown]
 # ## Ising
-# `physdiff train --dataset ising --beta 0.44` trains the same way on Wolff configurations; its samples
-# are read through their sign. A continuous model has no density on ±1 spins, so there is no
-# Metropolis correction for it: compare its raw observables with Wolff and the exact energy
-# (benchmarks/README.md has the numbers).
+# `physdiff train --dataset ising --beta 0.44` trains on the Hubbard–Stratonovich variable x of Wolff
+# configurations (an exact draw x | s ~ N(Ws, W), W = βJ + (4β + 1)I), whose density is known:
+# p(x) ∝ exp(−½ xᵀW⁻¹x) Π 2cosh x. `sample_exact` runs the same chain on x against that density and
+# draws the spins back exactly (P(s = +1) = σ(2x)); its log Z is Kaufman's up to statistics
+# (README, "Ising, exact"; benchmarks/README.md has the numbers).

@@ -184,6 +184,18 @@ def test_ising_runs_are_exact_by_default(ising_hs_run, tmp_path, capsys):
     assert "no density on the spins" in capsys.readouterr().err
 
 
+def test_a_model_of_another_beta_is_still_exact(ising_hs_run):
+    """A model trained at β = 0.44 used as the proposal for β = 0.40 (the target's own embedding):
+    log Z and the energy density are those of β = 0.40 within 4 errors."""
+    from physdiff.run import LoadedRun
+
+    ex = es.sample_exact(LoadedRun(ising_hs_run), 1500, 3, theory=Ising(0.40))
+    lz, e = ex.report["log_z"], ex.report["reweighted"]["action_density"]
+    assert abs(lz["value"] - ising_log_z(4, 0.40)) < 4 * lz["error"] + 0.02
+    assert abs(e["value"] - ising_enumerate(4, 0.40)["energy_density"]) < 4 * e["error"]
+    assert ex.report["embedding"]["log_z_offset"] == pytest.approx(HubbardStratonovich(0.40, 4).log_z_offset())
+
+
 def test_embedding_config_and_records(ising_hs_run, tmp_path, capsys):
     import shutil
 
@@ -194,6 +206,8 @@ def test_embedding_config_and_records(ising_hs_run, tmp_path, capsys):
         config_from_dict({"data": {"dataset": "phi4", "embedding": "hubbard-stratonovich"}})
     with pytest.raises(PhysdiffError, match="is for lattice theories with discrete spins"):
         config_from_dict({"data": {"dataset": "moons", "embedding": "hubbard-stratonovich"}})
+    with pytest.raises(PhysdiffError, match="embedding_shift = 2 applies to a continuous embedding"):
+        config_from_dict({"data": {"dataset": "phi4", "embedding_shift": 2.0}})
     old = config_from_dict({"version": 4, "data": {"dataset": "ising"}, "theory": {"L": 4, "beta": 0.44}})
     assert old.data.embedding == "none" and old.model.gaussian == "none"  # runs of before: spins themselves
     edited = tmp_path / "edited"

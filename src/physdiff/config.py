@@ -431,6 +431,14 @@ def _check_cross(cfg: Config) -> Config:
                "lattice's symmetries (q(φ) = q(−φ) of the odd network)"}.get(d.normalization, "")
         raise PhysdiffError(f"data.normalization = {d.normalization!r} is not allowed for data of kind {kind.name!r}"
                             f"{f' ({why})' if why else ''}; allowed: auto, {', '.join(kind.normalizations)}")
+    effective = d.embedding
+    if effective == "auto":
+        from .lattice.theory import get_theory
+
+        effective = get_theory(d.dataset).default_embedding if cfg.theory else "none"
+    if effective == "none" and d.embedding_shift != DataConfig.embedding_shift:
+        raise PhysdiffError(f"data.embedding_shift = {d.embedding_shift:g} applies to a continuous embedding "
+                            f"(data.embedding = hubbard-stratonovich); these data have none")
     if d.embedding not in ("auto", "none"):
         if not cfg.theory:
             raise PhysdiffError(f"data.embedding = {d.embedding!r} is for lattice theories with discrete spins; "

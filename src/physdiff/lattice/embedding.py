@@ -86,11 +86,12 @@ class HubbardStratonovich:
         noise = np.fft.ifft2(np.fft.fft2(xi) * np.sqrt(w)).real  # W^{1/2} ξ: real, W symmetric
         return mean + noise
 
-    def project(self, x: np.ndarray) -> np.ndarray:
+    def project(self, x: np.ndarray, uniforms: np.ndarray | None = None) -> np.ndarray:
         """An exact draw of the spins s | x: s_i = +1 with probability σ(2x_i) = e^{x_i}/(2cosh x_i),
-        independently per site, from :func:`configuration_uniforms` of x."""
+        independently per site, from ``uniforms`` (x's shape, in [0, 1)) or, by default,
+        :func:`configuration_uniforms` of x (the same x, the same spins)."""
         x = np.asarray(x)
-        u = configuration_uniforms(x)
+        u = configuration_uniforms(x) if uniforms is None else uniforms
         p_up = 0.5 * (1.0 + np.tanh(np.asarray(x, dtype=np.float64)))  # σ(2x)
         return np.where(u < p_up, 1.0, -1.0).astype(x.dtype if x.dtype.kind == "f" else np.float64)
 

@@ -116,7 +116,8 @@ def reweighted(values: dict[str, np.ndarray], log_w: np.ndarray) -> dict[str, di
 class ExactSample:
     """An exact sampler's output (arrays in data units; states in the dtype they were drawn in,
     float32 from a run): ``chain`` (N, L, L) the states of the independence
-    Metropolis–Hastings chain after its burn-in (proposals[indices]); ``proposals`` (N + B, L, L)
+    Metropolis–Hastings chain after its burn-in (proposals[indices]; with an embedding, spins
+    drawn afresh at each step given proposals[indices]); ``proposals`` (N + B, L, L)
     the model's samples (B = report["burn_in"]) and ``log_q`` (N + B,) their exact log-density
     (nats, data units); ``action`` (N + B,) S of each proposal; ``log_w`` (N + B,) = −S − log q;
     ``indices`` (N,) the proposal the chain holds at each kept step; ``report``: burn-in,
@@ -156,8 +157,9 @@ def metropolis(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0, 
     weights (ESS, reweighted observables, log Z) use every proposal, as they need no burn-in.
 
     ``embedding`` (``embedding.py``): the proposals are its continuous variable x; the chain
-    targets e^{−S_x} and each proposal's field is the exact draw ``embedding.project(x)``, so the
-    chain's states and the reweighted observables are those of ``theory``; log Z is the theory's
+    targets e^{−S_x}; each proposal's field is the exact draw ``embedding.project(x)`` (the
+    reweighted observables), and the chain's state at step i is a fresh exact draw of the spins
+    given its x at that step, so the chain's states are those of ``theory``; log Z is the theory's
     (log Z_x plus the embedding's closed-form offset)."""
     import torch
 
@@ -175,10 +177,15 @@ def metropolis(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0, 
     idx = full[burn_in:]
     acc = float(np.mean(full[burn_in + 1:] != full[burn_in:-1])) if len(idx) > 1 else 0.0
     states = proposals if embedding is None else embedding.project(proposals)
+    chain = states[idx]
+    if embedding is not None:  # fresh spins at every step, given the chain's x: a repeated x gets new
+        # spins (still exact: s_t ~ p(s | x_t) with x_t ~ p(x) is a draw of p(s)), which spreads a stuck state
+        u = np.random.default_rng([seed, 0x5EED]).random(chain.shape)
+        chain = embedding.project(proposals[idx], uniforms=u)
     V = states[0].size
     density = theory.density(torch.from_numpy(np.asarray(states, dtype=np.float64))).numpy()
     m_prop = states.reshape(len(states), -1).mean(1)
-    m = m_prop[idx]
+    m = chain.reshape(len(chain), -1).mean(1)
     offset = 0.0 if embedding is None else embedding.log_z_offset()
     log_z = log_partition_function(log_w, offset, seed=seed)
     info = {"metropolis": True, "burn_in": int(burn_in), "acceptance": acc, **summary(log_w, seed),
@@ -190,7 +197,7 @@ def metropolis(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0, 
             "log_z_convention": LOG_Z_CONVENTION}
     if embedding is not None:
         info["embedding"] = {"name": embedding.name, "shift": embedding.shift, "log_z_offset": offset}
-    return ExactSample(states[idx], proposals, log_q, action, log_w, idx, info, fields=states)
+    return ExactSample(chain, proposals, log_q, action, log_w, idx, info, fields=states)
 
 
 def metropolis_chain(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0,
@@ -256,8 +263,11 @@ def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theor
     if not dist.is_main():
         return None
     proposals = run.kind.to_output(x, run.cfg)  # (N, 1, L, L) → (N, L, L), float32 as drawn
+    embedding = getattr(run, "embedding", None)
+    if embedding is not None:  # the same embedding of the target theory (another β: a "wrong" model)
+        embedding = theory.embedding(embedding.name, embedding.L, embedding.shift)
     out = metropolis(theory, proposals, log_q, seed if chain_seed is None else chain_seed, burn_in,
-                     embedding=getattr(run, "embedding", None))
+                     embedding=embedding)
     return ExactSample(out.chain, out.proposals, out.log_q, out.action, out.log_w, out.indices, out.report,
                        res.nfe, res.sampler, res.options, snaps, out.fields)
 
