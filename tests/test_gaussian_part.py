@@ -147,7 +147,9 @@ def test_lattice_runs_get_them_and_old_runs_load_without():
     assert old.model.gaussian == "none" and old.model.mlp.site_width == 0
     assert not isinstance(build_model(old.model, (1, L, L), 0, resolve_kind(old.data), old.diffusion),
                           SpectralGaussian)
-    ising = config_from_dict({"data": {"dataset": "ising", "L": L}})  # measured worse with them
-    assert ising.model.gaussian == "none" and ising.model.mlp.site_width == 0
+    spins = config_from_dict({"data": {"dataset": "ising", "L": L, "embedding": "none"}})  # measured worse with them
+    assert spins.model.gaussian == "none" and spins.model.mlp.site_width == 0
+    embedded = config_from_dict({"data": {"dataset": "ising", "L": L}})  # the Hubbard–Stratonovich x: φ⁴'s network
+    assert embedded.model.gaussian == "auto" and embedded.model.mlp.site_width > 0
     toy = config_from_dict({"data": {"dataset": "spiral"}})
     assert not isinstance(build_model(toy.model, (2,), 0, resolve_kind(toy.data), toy.diffusion), SpectralGaussian)

@@ -95,7 +95,16 @@ class UNetConfig:
     padding: str = _f("zeros", choices=("zeros", "circular"), doc="unet: circular = periodic lattice")
 
 
-FAMILIES = {"mlp": MLPConfig, "unet": UNetConfig}
+@dataclass(frozen=True)
+class LocalConfig:
+    """[model.local]: the lattice network of periodic convolutions (nets/local.py), whose exact
+    divergence costs C(p² + 1) Jacobian-vector products at every lattice size."""
+
+    channels: int = _f(32, lo=1, hi=4096, doc="local: channels of every convolution")
+    depth: int = _f(3, lo=1, hi=64, doc="local: 3×3 periodic convolutions = the receptive field's radius")
+
+
+FAMILIES = {"mlp": MLPConfig, "unet": UNetConfig, "local": LocalConfig}
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,9 @@ class ModelConfig:
     """[model]: what every network has, and one sub-table per network family. A key of a family
     written directly in [model] (the layout of version-1 configs) is read into its sub-table."""
 
-    arch: str = _f("auto", choices=("auto", "mlp", "unet"), doc="auto: the data kind's network")
+    arch: str = _f("auto", choices=("auto", "mlp", "unet", "local"),
+                   doc="auto: the data kind's network; local = periodic convolutions with an exact divergence "
+                   "whose cost does not grow with L (lattice fields)")
     time_dim: int = _f(64, lo=2, hi=65_536, doc="size of the sinusoidal timestep features")
     symmetry: str = _f("auto", choices=("auto", "none", "odd"),
                        doc="odd: ε(−x) = −ε(x) by construction, so q(x) = q(−x) exactly; auto = the data kind's")
@@ -113,6 +124,7 @@ class ModelConfig:
                        "kind's")
     mlp: MLPConfig = field(default_factory=MLPConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
 
 
 @dataclass(frozen=True)

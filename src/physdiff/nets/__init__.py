@@ -44,7 +44,14 @@ def _network(model_cfg, data_shape, num_classes, default_arch):
                      site_width=m.site_width)
         return mlp if len(data_shape) == 1 else Flattened(mlp, data_shape)
     if len(data_shape) != 3:
-        raise PhysdiffError(f"model.arch = 'unet' needs images (C, H, W), got shape {data_shape}")
+        raise PhysdiffError(f"model.arch = {arch!r} needs images or lattice fields (C, H, W), got shape {data_shape}")
+    if arch == "local":
+        from .local import LocalNet
+
+        if num_classes:
+            raise PhysdiffError("model.arch = 'local' takes no class labels")
+        loc = model_cfg.local
+        return LocalNet(data_shape[0], channels=loc.channels, depth=loc.depth, time_dim=model_cfg.time_dim)
     u = model_cfg.unet
     return UNet(data_shape[0], channels=u.channels, channel_mult=tuple(u.channel_mult), num_res_blocks=u.num_res_blocks,
                 attention=u.attention, dropout=u.dropout, padding=u.padding, time_dim=model_cfg.time_dim,

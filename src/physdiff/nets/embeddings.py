@@ -31,7 +31,8 @@ class TimestepEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(sinusoidal_embedding(t, self.dim))
+        # the features in the network's own dtype (float64 in the exactness tests; a no-op in float32)
+        return self.mlp(sinusoidal_embedding(t, self.dim).to(self.mlp[0].weight.dtype))
 
 
 def conditioning(time: TimestepEmbedding, label: nn.Embedding | None, t: torch.Tensor,
