@@ -49,20 +49,22 @@ def test_through_the_odd_wrapper_and_under_no_grad():
 
 
 def test_the_cost_does_not_grow_with_L(monkeypatch):
-    """C(p² + 1) evaluations of the local network per divergence, at L = 8 and at L = 32."""
+    """Two batched evaluations of the local network per divergence (C·p² probes and C zero-mode
+    products), over the same number of configurations at L = 8 and at L = 32."""
     net = random_net(1, 1)
     calls = {"n": 0}
     real = LocalNet.local
 
-    def counted(self, *a):
+    def counted(self, x, *a):
         calls["n"] += 1
-        return real(self, *a)
+        calls["rows"] = calls.get("rows", 0) + x.shape[0]
+        return real(self, x, *a)
 
     monkeypatch.setattr(LocalNet, "local", counted)
     for L in (8, 32):
-        calls["n"] = 0
+        calls["n"], calls["rows"] = 0, 0
         net.output_and_divergence(torch.randn(2, 1, L, L, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
-        assert calls["n"] == 2 * 2 + 1
+        assert calls["n"] == 2 and calls["rows"] == 2 * (2 * 2 + 1)  # p = 2: 4 probes and 1 zero mode, B = 2
 
 
 class NonLocal(LocalNet):

@@ -85,32 +85,36 @@ class LocalNet(nn.Module):
 
     def output_and_divergence(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
         """(output, tr ∂output/∂x (B,) float64), exactly, with C(p² + 1) Jacobian-vector products
-        (the module docstring); autograd's trace when no probe period fits the lattice."""
+        (the module docstring), evaluated as two forward-mode passes over batches of C·p²·B and
+        C·B; autograd's trace when no probe period fits the lattice."""
         from ..ode import exact_divergence
 
         B, C, H, W = x.shape
         p = probe_period(self.radius, H, W)
         if p is None:
             return exact_divergence(lambda z: self(z, t), x)
-        x = x.detach()
+        x, t = x.detach(), t.detach().reshape(-1).expand(B)
         m = x.mean(dim=(-2, -1))
-        t = t.detach()
         sub = ((torch.arange(H, device=x.device) % p)[:, None] * p
                + (torch.arange(W, device=x.device) % p)[None, :])  # sub-lattice index of each site
-        trace = torch.zeros(B, dtype=torch.float64, device=x.device)
+        masks = [(sub == s).to(x.dtype) for s in range(p * p)]
+        probes = [(c, mask) for c in range(C) for mask in masks]
+        P = len(probes)
+        # every probe in one batched product: block k of the batch carries probe k
+        tangents = torch.zeros((P, *x.shape), dtype=x.dtype, device=x.device)
+        for k, (c, mask) in enumerate(probes):
+            tangents[k, :, c] = mask
         with torch.enable_grad():
-            out = None
-            for c in range(C):
-                for s in range(p * p):
-                    mask = (sub == s).to(x.dtype)
-                    v = torch.zeros_like(x)
-                    v[:, c] = mask
-                    out, jv = _jvp(lambda z: self.local(z, m, t), x, v)
-                    trace += (jv[:, c] * mask).sum(dim=(-2, -1)).double()
-                e = torch.zeros_like(m)
-                e[:, c] = 1.0
-                _, jm = _jvp(lambda mm: self.local(x, mm, t), m, e)
-                trace += jm[:, c].sum(dim=(-2, -1)).double() / (H * W)
+            outs, jv = _jvp(lambda z: self.local(z, m.repeat(P, 1), t.repeat(P)), x.repeat(P, 1, 1, 1),
+                            tangents.reshape(P * B, C, H, W))
+            jv = jv.reshape(P, *x.shape)
+            trace = sum((jv[k, :, c] * mask).sum(dim=(-2, -1)).double() for k, (c, mask) in enumerate(probes))
+            # the rank-one part through the zero modes: one product per channel, batched the same way
+            e = torch.eye(C, dtype=x.dtype, device=x.device).repeat_interleave(B, dim=0)  # (C·B, C)
+            _, jm = _jvp(lambda mm: self.local(x.repeat(C, 1, 1, 1), mm, t.repeat(C)), m.repeat(C, 1), e)
+            jm = jm.reshape(C, *x.shape)
+            trace = trace + sum(jm[c, :, c].sum(dim=(-2, -1)).double() for c in range(C)) / (H * W)
+        out = outs[:B]
         return out.detach(), trace
 
     def check_divergence(self, x: torch.Tensor, t: torch.Tensor, rtol: float = 1e-6) -> float:

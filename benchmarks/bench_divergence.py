@@ -1,0 +1,64 @@
+"""Cost of the exact divergence per configuration: the flattened ResMLP (autograd, L² backward
+passes, width max(128, 2L²)) against the local network (model.arch = local, C(p² + 1) forward-mode
+JVPs), both at the lattice defaults, untrained (the cost does not depend on the weights).
+
+    .venv/bin/python benchmarks/bench_divergence.py [--sizes 8,16,32] [--batch 64] [--threads 2]
+
+Prints and writes benchmarks/divergence.json: seconds per configuration for one divergence
+evaluation (the ODE with exact log q makes 4 per RK4 step), the median of --repeats runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from physdiff.config import config_from_dict
+from physdiff.data.kinds import resolve_kind
+from physdiff.nets import build_model
+from physdiff.ode import network_divergence
+
+
+def seconds_per_config(model, L, batch, repeats):
+    x = torch.randn(batch, 1, L, L)
+    t = torch.full((batch,), 300.0)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            network_divergence(model, x, t)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2] / batch
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--sizes", default="8,16,32")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="benchmarks/divergence.json")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = {}
+    for L in (int(s) for s in args.sizes.split(",")):
+        row = {}
+        for arch in ("mlp", "local"):
+            cfg = config_from_dict({"data": {"dataset": "phi4"}, "theory": {"L": L}, "model": {"arch": arch}})
+            model = build_model(cfg.model, (1, L, L), 0, resolve_kind(cfg.data), cfg.diffusion).eval()
+            params = sum(q.numel() for q in model.parameters())
+            row[arch] = {"seconds_per_config": seconds_per_config(model, L, args.batch, args.repeats),
+                         "parameters": params}
+        rows[L] = row
+        print(f"L = {L}: ResMLP {row['mlp']['seconds_per_config'] * 1e3:.3f} ms ({row['mlp']['parameters']} params), "
+              f"local {row['local']['seconds_per_config'] * 1e3:.3f} ms ({row['local']['parameters']} params) "
+              "per configuration per divergence", flush=True)
+    Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
