@@ -185,10 +185,15 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
         # every file lines up with the samples file: row i is the chain's state at step i
         x, logp, nfe, snaps = exact.chain, exact.log_q[exact.indices], exact.nfe, exact.snapshots
         rows = exact.indices
-        report = exact.report | {"rows": "every output row is the chain's state at that step: the samples, "
-                                          "log-densities and trajectory of proposal chain_index[i]"}
+        rows_text = ("every output row is the chain's state at that step: the samples, log-densities and "
+                     "trajectory of proposal chain_index[i]")
+        if run.embedding is not None:
+            rows_text += " (the samples: spins drawn afresh at each step given that proposal's continuous variable)"
+        report = exact.report | {"rows": rows_text}
+        lz = report["log_z"]
         extra = (f"; Metropolis acceptance {report['acceptance']:.3f}, ESS/N {report['ess_per_sample']:.3f} ± "
-                 f"{report['ess_per_sample_error']:.3f}")
+                 f"{report['ess_per_sample_error']:.3f}; log Z = {lz['value']:.4f} ± {lz['error']:.4f}"
+                 + (f" ({lz['warning']})" if "warning" in lz else ""))
     else:
         lo, hi = dist.shard(n)
         res = run.sample(hi - lo, seed, start=lo, batch_size=batch_size, classes=classes,
