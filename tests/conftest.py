@@ -49,3 +49,15 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("PHYSDIFF_CACHE", None)
     else:
         os.environ["PHYSDIFF_CACHE"] = old
+
+
+def one_line_error(capsys, argv):
+    """Run the CLI on ``argv``: it must fail with exit status 2 and one line ``physdiff: error: ...``
+    on stderr, never a traceback. Returns that line."""
+    from physdiff.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("physdiff: error: "), err
+    return err

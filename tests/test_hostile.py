@@ -6,18 +6,14 @@ import stat
 import numpy as np
 import pytest
 
+from conftest import one_line_error
 from physdiff.cli import main
 
 TINY = ["--steps", "20", "--width", "8", "--timesteps", "30", "--n-train", "64", "--batch-size", "32",
         "--checkpoint-every", "10", "--device", "cpu", "--no-progress"]
 
 
-def _err(capsys, argv):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("physdiff: error: "), err
-    return err
+_err = one_line_error
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import one_line_error
 from physdiff.cli import main
 
 TINY = ["--steps", "20", "--width", "8", "--timesteps", "30", "--n-train", "64", "--batch-size", "32",
@@ -19,12 +20,7 @@ TINY = ["--steps", "20", "--width", "8", "--timesteps", "30", "--n-train", "64",
 MAX_SEED = 2**63 - 1
 
 
-def _err(capsys, argv):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("physdiff: error: "), err
-    return err
+_err = one_line_error
 
 
 @pytest.fixture(scope="module")

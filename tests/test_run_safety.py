@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
+from conftest import one_line_error
 from physdiff import checkpoint as ck
 from physdiff.cli import main
 from physdiff.config import Config, dump_config
@@ -23,12 +24,7 @@ TINY = ["--steps", "20", "--width", "8", "--timesteps", "30", "--n-train", "64",
 QUICK = [a if a != "20" else "2" for a in TINY]
 
 
-def _err(capsys, argv):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("physdiff: error: "), err
-    return err
+_err = one_line_error
 
 
 def snapshot(folder):

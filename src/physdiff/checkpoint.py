@@ -240,7 +240,25 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
     opt.load_state_dict({"state": state, "param_groups": json.loads(groups_json)})
 
 
-class RunLock:
+class _Flock:
+    """An flock held on ``self.fh`` (set by a subclass's ``acquire``) until released."""
+
+    fh = None
+
+    def release(self):
+        if self.fh is not None:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+class RunLock(_Flock):
     """An exclusive lock on RUN/.lock for as long as a process trains into RUN. A second
     process asking for the same run is refused rather than overwriting it."""
 
@@ -259,21 +277,8 @@ class RunLock:
                                 "physdiff process; wait for it or choose another run directory") from None
         return self
 
-    def release(self):
-        if self.fh is not None:
-            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
-            self.fh.close()
-            self.fh = None
 
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-
-class OutputLock:
+class OutputLock(_Flock):
     """An exclusive lock on an output file for as long as a command writes it: a second process
     naming the same output (or the same ensemble's JSON) is refused with one line instead of
     both writing it. The lock is ``.NAME.lock`` beside the output, held with flock (released by
@@ -304,18 +309,10 @@ class OutputLock:
             fh.close()
 
     def release(self):
-        if self.fh is not None:
+        if self.fh is not None:  # removed while still held, so no one locks a file about to go
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
-            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
-            self.fh.close()
-            self.fh = None
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
+        super().release()
 
 
 def lock_outputs(*paths: Path | None) -> contextlib.ExitStack:

@@ -443,12 +443,7 @@ def _check_cross(cfg: Config) -> Config:
                "lattice's symmetries (q(φ) = q(−φ) of the odd network)"}.get(d.normalization, "")
         raise PhysdiffError(f"data.normalization = {d.normalization!r} is not allowed for data of kind {kind.name!r}"
                             f"{f' ({why})' if why else ''}; allowed: auto, {', '.join(kind.normalizations)}")
-    effective = d.embedding
-    if effective == "auto":
-        from .lattice.theory import get_theory
-
-        effective = get_theory(d.dataset).default_embedding if cfg.theory else "none"
-    if effective == "none" and d.embedding_shift != DataConfig.embedding_shift:
+    if resolve_embedding(cfg) == "none" and d.embedding_shift != DataConfig.embedding_shift:
         raise PhysdiffError(f"data.embedding_shift = {d.embedding_shift:g} applies to a continuous embedding "
                             f"(data.embedding = hubbard-stratonovich); these data have none")
     if d.embedding not in ("auto", "none"):
@@ -464,6 +459,17 @@ def _check_cross(cfg: Config) -> Config:
     return replace(cfg, data=replace(d, kind=kind.name))
 
 
+def resolve_embedding(cfg: Config) -> str:
+    """``data.embedding`` with ``auto`` resolved: the lattice theory's default embedding, else "none"."""
+    if cfg.data.embedding != "auto":
+        return cfg.data.embedding
+    if not cfg.theory:
+        return "none"
+    from .lattice.theory import get_theory
+
+    return get_theory(cfg.data.dataset).default_embedding
+
+
 def resolve_auto(cfg: Config) -> Config:
     """``cfg`` with every ``auto`` replaced by what it means for this data today (kind,
     normalisation, network, symmetry, Gaussian part): what a run writes in its config.toml, so
@@ -473,12 +479,8 @@ def resolve_auto(cfg: Config) -> Config:
     model = replace(m, arch=kind.arch if m.arch == "auto" else m.arch,
                     symmetry=kind.resolve_symmetry(cfg) if m.symmetry == "auto" else m.symmetry,
                     gaussian=kind.gaussian if m.gaussian == "auto" else m.gaussian)
-    embedding = cfg.data.embedding
-    if embedding == "auto":
-        from .lattice.theory import get_theory
-
-        embedding = get_theory(cfg.data.dataset).default_embedding if cfg.theory else "none"
-    data = replace(cfg.data, kind=kind.name, normalization=kind.resolve_normalization(cfg), embedding=embedding)
+    data = replace(cfg.data, kind=kind.name, normalization=kind.resolve_normalization(cfg),
+                   embedding=resolve_embedding(cfg))
     return replace(cfg, data=data, model=model)
 
 

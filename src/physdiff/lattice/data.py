@@ -32,11 +32,9 @@ def theory_of(cfg) -> Theory:
 def embedding_of(cfg):
     """The continuous embedding a lattice config trains on (``embedding.py``), or None when the
     model learns the theory's field itself (``data.embedding = "none"``, and every real field)."""
-    name = cfg.data.embedding
-    theory = theory_of(cfg)
-    if name == "auto":
-        name = theory.default_embedding
-    return theory.embedding(name, cfg.theory["L"], cfg.data.embedding_shift)
+    from ..config import resolve_embedding
+
+    return theory_of(cfg).embedding(resolve_embedding(cfg), cfg.theory["L"], cfg.data.embedding_shift)
 
 
 def lattice_training_set(theory: Theory, L: int, n_train: int, seed: int, log=None) -> tuple[np.ndarray, dict]:
