@@ -49,8 +49,9 @@ def test_through_the_odd_wrapper_and_under_no_grad():
 
 
 def test_the_cost_does_not_grow_with_L(monkeypatch):
-    """Two batched evaluations of the local network per divergence (C·p² probes and C zero-mode
-    products), over the same number of configurations at L = 8 and at L = 32."""
+    """Two vmapped forward-mode evaluations of the local network per divergence (C·p² probes and C
+    zero-mode products), each over the B configurations once (the probes are batched by vmap, the
+    primal pass is not repeated), the same at L = 8 and at L = 32."""
     net = random_net(1, 1)
     calls = {"n": 0}
     real = LocalNet.local
@@ -64,7 +65,7 @@ def test_the_cost_does_not_grow_with_L(monkeypatch):
     for L in (8, 32):
         calls["n"], calls["rows"] = 0, 0
         net.output_and_divergence(torch.randn(2, 1, L, L, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
-        assert calls["n"] == 2 and calls["rows"] == 2 * (2 * 2 + 1)  # p = 2: 4 probes and 1 zero mode, B = 2
+        assert calls["n"] == 2 and calls["rows"] == 2 * 2  # two products over B = 2 configurations each
 
 
 class NonLocal(LocalNet):
