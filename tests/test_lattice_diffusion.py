@@ -170,6 +170,8 @@ def test_sample_exact_is_the_recipe_written_once(wrong_model, tmp_path):
     np.testing.assert_array_equal(ex.log_q, res.log_prob)
     chain, report = es.metropolis_chain(theory, res.samples[:, 0], res.log_prob, seed=4, burn_in=B)
     np.testing.assert_array_equal(ex.chain, chain)
+    check = ex.report.pop("log_q_check")  # the solver check (test_log_q_check_...) comes on top
+    assert check["n"] == es.default_log_q_check(96 + B) == 16 and check["solver"] == "rk4 4 steps"
     assert json.dumps(ex.report, default=float) == json.dumps(report, default=float)
     np.testing.assert_array_equal(ex.chain, ex.proposals[ex.indices])
     # the burn-in steps are run, then dropped: the kept chain is the full chain's tail
@@ -191,3 +193,64 @@ def test_sample_exact_is_the_recipe_written_once(wrong_model, tmp_path):
         es.sample_exact(wrong_model, 8, 0, sampler="ddim")
     with pytest.raises(PhysdiffError, match="has no exact log-density"):
         wrong_model.sample(8, 0, sampler="ddim", log_prob=True)
+
+
+def test_log_q_check_measures_the_solvers_error(wrong_model):
+    """The solver check re-integrates the first k proposals from the same x_T with twice the steps:
+    its log q and samples are those of a plain sample call with those steps; on 2 RK4 steps it
+    sees an error that 16 steps do not have (16 steps leave float32 round-off, a spread of Δlog q
+    several times smaller), and the
+    shifts it reports are the paired differences of the reweighted means."""
+    theory = Phi4(0.15, 0.0)
+    coarse = es.sample_exact(wrong_model, 64, 5, theory=theory, steps=2, log_q_check=24)
+    chk = coarse.report["log_q_check"]
+    fine = wrong_model.sample(24, 5, sampler="ode", log_prob=True, steps=4)
+    np.testing.assert_allclose(chk["dlog_q"]["mean"], np.mean(fine.log_prob - coarse.log_q[:24]), rtol=1e-9)
+    assert chk["max_abs_dx"] == pytest.approx(float(np.abs(fine.samples[:, 0] - coarse.proposals[:24]).max()))
+    assert chk["n"] == 24 and chk["solver"] == "rk4 2 steps" and chk["check"] == "rk4 4 steps"
+    # the shift of a reweighted mean: fine weights on the fine samples against the run's on its own
+    x_f = fine.samples[:, 0].astype(np.float64)
+    lw_f = es.log_weights(theory.action(torch.from_numpy(x_f)).numpy(), fine.log_prob)
+    m_f, m_c = x_f.reshape(24, -1).mean(1), coarse.proposals[:24].reshape(24, -1).mean(1)
+    want = (es.reweighted({"a": np.abs(m_f)}, lw_f)["a"]["value"]
+            - es.reweighted({"a": np.abs(m_c)}, coarse.log_w[:24])["a"]["value"])
+    assert chk["shifts"]["abs_m"]["value"] == pytest.approx(want, rel=1e-5)  # float32 samples
+    assert chk["shifts"]["abs_m"]["in_errors"] == pytest.approx(want / coarse.report["reweighted"]["abs_m"]["error"])
+    good = es.sample_exact(wrong_model, 64, 5, theory=theory, steps=16, log_q_check=24).report["log_q_check"]
+    assert good["dlog_q"]["std"] < 0.3 * chk["dlog_q"]["std"] and good["max_abs_dx"] < chk["max_abs_dx"]
+    assert "log_q_check" not in es.sample_exact(wrong_model, 16, 5, steps=2, log_q_check=0).report
+
+
+def test_solver_check_flags_a_shift_beyond_half_an_error():
+    """solver_check on synthetic proposals of a known density: a constant error in log q moves
+    only log Z (by exactly minus that constant), an error that grows with |M| moves ⟨|M|⟩ too, and
+    a shift beyond half an error is flagged by name."""
+    rng = np.random.default_rng(0)
+    theory, n = Phi4(0.15, 0.0), 400
+    x = rng.normal(size=(n, 4, 4))
+    log_q = -0.5 * (x**2).sum(axis=(1, 2)) - 8 * np.log(2 * np.pi)
+    coarse = es.metropolis(theory, x, log_q, seed=0)
+    same = es.solver_check(theory, coarse, x[:100], log_q[:100])
+    assert same["dlog_q"]["max_abs"] == 0 and same["log_z_shift"]["value"] == 0 and "warning" not in same
+    const = es.solver_check(theory, coarse, x[:100], log_q[:100] + 0.3)
+    assert const["log_z_shift"]["value"] == pytest.approx(-0.3)
+    assert abs(const["shifts"]["abs_m"]["value"]) < 1e-12 and "log_z by" in const["warning"]
+    m = np.abs(x[:100].reshape(100, -1).mean(1))
+    tilted = es.solver_check(theory, coarse, x[:100], log_q[:100] - 3.0 * (m - m.mean()))
+    assert tilted["shifts"]["abs_m"]["value"] > 0 and "abs_m by" in tilted["warning"]
+
+
+def test_cli_metropolis_writes_the_solver_check(wrong_model, tmp_path, capsys):
+    """sample --metropolis reports the solver check in its JSON and its summary line; --log-q-check
+    without --metropolis is refused in one line."""
+    from conftest import one_line_error
+
+    out = tmp_path / "c.npy"
+    assert main(["sample", str(wrong_model.path), "--metropolis", "--n", "40", "--steps", "4", "--log-q-check", "8",
+                 "--out", str(out)]) == 0
+    assert "solver check on 8 proposals (rk4 8 steps against rk4 4 steps)" in capsys.readouterr().out
+    chk = json.loads(out.with_suffix(".json").read_text())["log_q_check"]
+    assert chk["n"] == 8 and set(chk["shifts"]) == {"abs_m", "chi2", "action_density"}
+    line = one_line_error(capsys, ["sample", str(wrong_model.path), "--n", "8", "--log-q-check", "4",
+                                   "--out", str(tmp_path / "d.npy")])
+    assert "--log-q-check applies to --metropolis" in line

@@ -104,3 +104,26 @@ def test_a_local_run_samples_exactly(tmp_path, capsys):
     lz = json.loads(chain.with_suffix(".json").read_text())["log_z"]
     assert abs(lz["value"] - free_field_log_z(4, 0.15)) < 4 * lz["error"] + 0.01
     capsys.readouterr()
+
+
+def test_large_batches_are_chunked_to_the_same_numbers(monkeypatch):
+    """A batch whose probe activations exceed PROBE_ELEMENTS is evaluated in chunks: the same
+    outputs and traces as in one piece."""
+    import physdiff.nets.local as local
+
+    net = random_net(1, 2)
+    x, t = torch.randn(7, 1, 8, 8, dtype=torch.float64), torch.full((7,), 3.0, dtype=torch.float64)
+    whole = net.output_and_divergence(x, t)
+    calls = {"n": 0}
+    real = LocalNet._output_and_divergence
+
+    def counted(self, *a):
+        calls["n"] += 1
+        return real(self, *a)
+
+    monkeypatch.setattr(LocalNet, "_output_and_divergence", counted)
+    monkeypatch.setattr(local, "PROBE_ELEMENTS", 2 * 16 * 8 * 64)  # two configurations per chunk
+    parts = net.output_and_divergence(x, t)
+    assert calls["n"] == 4
+    torch.testing.assert_close(parts[0], whole[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(parts[1], whole[1], rtol=0, atol=1e-10)

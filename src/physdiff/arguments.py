@@ -259,11 +259,16 @@ def _sample_options(s) -> None:
     s.add_argument("--log-prob", metavar="FILE.npy",
                    help="with --sampler ode: also write log q of each sample (nats, data units), shape (N,)")
     s.add_argument("--metropolis", action="store_true",
-                   help="lattice φ⁴ runs: an independence Metropolis-Hastings chain of ODE proposals accepted with "
-                        "e^-S and their exact log q; acceptance, ESS and reweighted observables in the .json")
+                   help="lattice runs (φ⁴; Ising through its embedding): an independence Metropolis-Hastings chain of "
+                        "ODE proposals accepted with e^-S and their exact log q; acceptance, ESS, reweighted "
+                        "observables, log Z and the solver check (log_q_check) in the .json")
     s.add_argument("--burn-in", type=_nonneg_int, default=None, metavar="B",
                    help="with --metropolis: chain steps run and discarded before the N kept ones (B more proposals "
                         "are drawn; default max(10, N // 20))")
+    s.add_argument("--log-q-check", type=_nonneg_int, default=None, metavar="K",
+                   help="with --metropolis: K proposals integrated again with twice the ODE steps, to report how "
+                        "far the solver's error in log q moves log Z and each reweighted observable (in errors; "
+                        "default 5%% of the proposals, at least 16; 0 = off)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 

@@ -107,7 +107,8 @@ def cmd_sample(args) -> None:
                                 options=_given_sampler_options(args), guidance=args.guidance, classes=args.klass,
                                 batch_size=args.batch_size, log_prob_out=logp_out, trajectory_out=traj_out,
                                 snapshots=args.snapshots, png_out=png_out, metropolis=args.metropolis,
-                                burn_in=args.burn_in, overwrite=args.overwrite, generator=f"physdiff sample {args.run}")
+                                burn_in=args.burn_in, log_q_check=args.log_q_check, overwrite=args.overwrite,
+                                generator=f"physdiff sample {args.run}")
     finally:
         dist.finish(created)
     if msg is not None:

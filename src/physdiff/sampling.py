@@ -142,7 +142,8 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
                   guidance: float | None = None, classes=None, batch_size: int | None = None,
                   log_prob_out: Path | None = None, trajectory_out: Path | None = None, snapshots: int = 11,
                   png_out: Path | None = None, metropolis: bool = False, burn_in: int | None = None,
-                  overwrite: bool = False, generator: str = "physdiff sample") -> str | None:
+                  log_q_check: int | None = None, overwrite: bool = False,
+                  generator: str = "physdiff sample") -> str | None:
     """Draw n samples of ``run`` and write them to ``out`` (with the optional log-densities,
     trajectory, PNG grid and, for lattice runs, the ensemble's JSON). Returns the summary line
     (None on the processes of a torchrun job other than rank 0)."""
@@ -161,6 +162,8 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
                                 "τ_int or error")
     elif burn_in is not None:
         raise PhysdiffError("--burn-in applies to --metropolis chains only")
+    elif log_q_check is not None:
+        raise PhysdiffError("--log-q-check applies to --metropolis chains only")
     if log_prob_out is not None:
         check_density(run, "--log-prob")
     sargs = resolve_sampler(run, sampler, options, guidance=guidance, log_prob=bool(log_prob_out) or metropolis)
@@ -179,7 +182,7 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
 
         opts = {k: v for k, v in sargs.items() if k not in ("sampler", "guidance", "log_prob")}
         exact = sample_exact(run, n, seed, batch_size=batch_size, snapshot_steps=snapshot_steps,
-                             sampler=sargs["sampler"], burn_in=burn_in, **opts)
+                             sampler=sargs["sampler"], burn_in=burn_in, log_q_check=log_q_check, **opts)
         if exact is None:  # not rank 0
             return None
         # every file lines up with the samples file: row i is the chain's state at step i
@@ -194,6 +197,13 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
         extra = (f"; Metropolis acceptance {report['acceptance']:.3f}, ESS/N {report['ess_per_sample']:.3f} ± "
                  f"{report['ess_per_sample_error']:.3f}; log Z = {lz['value']:.4f} ± {lz['error']:.4f}"
                  + (f" ({lz['warning']})" if "warning" in lz else ""))
+        if "log_q_check" in report:
+            chk = report["log_q_check"]
+            worst = max((abs(v["in_errors"]) for v in [*chk["shifts"].values(), chk["log_z_shift"]]
+                         if v["in_errors"] is not None), default=0.0)
+            extra += (f"; solver check on {chk['n']} proposals ({chk['check']} against {chk['solver']}): Δlog q "
+                      f"std {chk['dlog_q']['std']:.2g} nats, largest shift {worst:.2f} errors"
+                      + (f" — warning: {chk['warning']}" if "warning" in chk else ""))
     else:
         lo, hi = dist.shard(n)
         res = run.sample(hi - lo, seed, start=lo, batch_size=batch_size, classes=classes,

@@ -26,6 +26,7 @@ import numpy as np
 from ..stats import derived, gamma_method, kish_ess
 
 MAX_WEIGHT_SHARE = 0.1  # a log Z whose largest weight carries more of the sum is flagged unreliable
+LOG_Q_CHECK_WARN = 0.5  # a reweighted observable (or log Z) that the solver check moves by more errors is flagged
 LOG_Z_CONVENTION = ("log Z of the theory on the L×L torus in lattice units: φ⁴ Z = ∫ Π_x dφ_x e^{−S(φ)}; "
                     "Ising Z = Σ_s exp(β Σ_⟨xy⟩ s_x s_y); free_energy_density f = −log Z / V")
 
@@ -148,6 +149,17 @@ def default_burn_in(n: int) -> int:
     return max(10, int(n) // 20)
 
 
+def _reweighting_series(theory, states: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-proposal series whose importance-reweighted means the report gives: |M|, χ₂ = V M²
+    and the theory's density."""
+    import torch
+
+    V = states[0].size
+    m = states.reshape(len(states), -1).mean(1)
+    density = theory.density(torch.from_numpy(np.asarray(states, dtype=np.float64))).numpy()
+    return {"abs_m": np.abs(m), "chi2": V * m**2, "action_density": density}
+
+
 def metropolis(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0, burn_in: int = 0,
                embedding=None) -> ExactSample:
     """The independence Metropolis–Hastings chain of model proposals (N, L, L) with their exact
@@ -183,15 +195,12 @@ def metropolis(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0, 
         u = np.random.default_rng([seed, 0x5EED]).random(chain.shape)
         chain = embedding.project(proposals[idx], uniforms=u)
     V = states[0].size
-    density = theory.density(torch.from_numpy(np.asarray(states, dtype=np.float64))).numpy()
-    m_prop = states.reshape(len(states), -1).mean(1)
     m = chain.reshape(len(chain), -1).mean(1)
     offset = 0.0 if embedding is None else embedding.log_z_offset()
     log_z = log_partition_function(log_w, offset, seed=seed)
     info = {"metropolis": True, "burn_in": int(burn_in), "acceptance": acc, **summary(log_w, seed),
             "tau_int_m_chain": gamma_method(m).tau_int, "tau_int_abs_m_chain": gamma_method(np.abs(m)).tau_int,
-            "reweighted": reweighted({"abs_m": np.abs(m_prop), "chi2": V * m_prop**2, "action_density": density},
-                                     log_w),
+            "reweighted": reweighted(_reweighting_series(theory, states), log_w),
             "log_z": log_z,
             "free_energy_density": {"value": -log_z["value"] / V, "error": log_z["error"] / V},
             "log_z_convention": LOG_Z_CONVENTION}
@@ -220,9 +229,93 @@ def run_theory(run):
     return run.theory
 
 
+def default_log_q_check(n: int) -> int:
+    """Proposals re-integrated by the solver check: 5 % of them, at least 16 (all when fewer):
+    at twice the steps they add about a tenth to the sampling time."""
+    return min(int(n), max(16, int(n) // 20))
+
+
+def _quantiles(a: np.ndarray) -> dict:
+    q = np.quantile(a, [0.05, 0.5, 0.95])
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+            "max_abs": float(np.abs(a).max()), "q05": float(q[0]), "median": float(q[1]), "q95": float(q[2])}
+
+
+def solver_check(theory, coarse: ExactSample, fine_x: np.ndarray, fine_log_q: np.ndarray, embedding=None,
+                 settings: dict | None = None) -> dict:
+    """How much the ODE solver's error in log q moves the results: the first k proposals of
+    ``coarse`` (drawn with the run's solver) against the same k (same x_T) integrated again more
+    finely, ``fine_x`` (k, L, L) with ``fine_log_q`` (k,).
+
+    log q is the exact density of the continuous flow only up to the integrator; the weights, the
+    chain and log Z inherit that error. Reported: the distribution of Δlog q = log q_fine −
+    log q (a constant cancels in every ratio, its spread does not), of Δlog w, the largest
+    |Δx|, and for log Z and each reweighted observable the shift between the k proposals
+    reweighted with the fine and with the run's weights (paired, so that the sampling noise
+    cancels), in units of the whole run's error. ``warning`` when a shift exceeds
+    ``LOG_Q_CHECK_WARN`` errors: integrate with more steps (``steps``) before trusting the
+    errors."""
+    import torch
+
+    k = len(fine_x)
+    fine_x = np.asarray(fine_x)
+    fine_log_q = np.asarray(fine_log_q, dtype=np.float64)
+    target = theory.action if embedding is None else embedding.action
+    fine_action = target(torch.from_numpy(np.asarray(fine_x, dtype=np.float64))).numpy()
+    fine_log_w = log_weights(fine_action, fine_log_q)
+    c_x, c_log_q, c_log_w = coarse.proposals[:k], coarse.log_q[:k], coarse.log_w[:k]
+    if embedding is None:
+        c_states, f_states = c_x, fine_x
+    else:  # the same uniforms for both: the read-out differs only where x moved across them
+        from .embedding import configuration_uniforms
+
+        u = configuration_uniforms(np.asarray(c_x))
+        c_states, f_states = embedding.project(c_x, uniforms=u), embedding.project(fine_x, uniforms=u)
+    c_rw = reweighted(_reweighting_series(theory, c_states), c_log_w)
+    f_rw = reweighted(_reweighting_series(theory, f_states), fine_log_w)
+    shifts = {}
+    for name, full in coarse.report["reweighted"].items():
+        d = f_rw[name]["value"] - c_rw[name]["value"]
+        shifts[name] = {"value": d, "in_errors": d / full["error"] if full["error"] > 0 else None}
+
+    def log_mean_exp(a):
+        return float(a.max() + math.log(np.mean(np.exp(a - a.max()))))
+
+    dz = log_mean_exp(fine_log_w) - log_mean_exp(c_log_w)
+    z_err = coarse.report["log_z"]["error"]
+    out = {"n": k, **(settings or {}), "dlog_q": _quantiles(fine_log_q - c_log_q),
+           "dlog_w": _quantiles(fine_log_w - c_log_w), "max_abs_dx": float(np.abs(fine_x - c_x).max()),
+           "log_z_shift": {"value": dz, "in_errors": dz / z_err if z_err > 0 else None}, "shifts": shifts}
+    worst = {name: abs(v["in_errors"]) for name, v in [*shifts.items(), ("log_z", out["log_z_shift"])]
+             if v["in_errors"] is not None}
+    bad = {name: e for name, e in worst.items() if e > LOG_Q_CHECK_WARN}
+    if bad:
+        listed = ", ".join(f"{name} by {e:.2f}" for name, e in sorted(bad.items(), key=lambda kv: -kv[1]))
+        out["warning"] = (f"the ODE solver's error in log q moves {listed} errors (checked on {k} proposals against "
+                          f"{settings.get('check', 'a finer solve') if settings else 'a finer solve'}); "
+                          "integrate with more steps before trusting these errors")
+    return out
+
+
+def _finer(options: dict, prediction: str) -> tuple[dict, dict]:
+    """The solver options of the check (twice the fixed steps; for adaptive dopri5 tolerances
+    16× tighter) and a description of both."""
+    from .. import ode
+
+    method = options.get("method") or ode.DEFAULT_METHOD
+    if method == "dopri5":
+        rtol, atol = options.get("rtol") or 1e-5, options.get("atol") or 1e-5
+        return ({**options, "rtol": rtol / 16, "atol": atol / 16},
+                {"solver": f"dopri5 rtol {rtol:g} atol {atol:g}", "check": f"dopri5 rtol {rtol / 16:g} atol "
+                                                                            f"{atol / 16:g}"})
+    steps = options.get("steps") or ode.default_steps(prediction)
+    return ({**options, "steps": 2 * steps},
+            {"solver": f"{method} {steps} steps", "check": f"{method} {2 * steps} steps"})
+
+
 def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theory=None, chain_seed: int | None = None,
                  snapshot_steps: tuple[int, ...] = (), sampler: str | None = None, burn_in: int | None = None,
-                 **ode_options) -> ExactSample | None:
+                 log_q_check: int | None = None, **ode_options) -> ExactSample | None:
     """Exact samples of e^{−S} from a trained lattice run: n proposals with their exact log q
     from the run's density sampler (``samplers.density_sampler()``, the probability-flow ODE;
     ``ode_options``: its options, e.g. steps, method), the action of ``theory`` (default: the
@@ -231,6 +324,11 @@ def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theor
     :func:`default_burn_in`) more proposals are drawn and their chain steps discarded, so that the
     chain holds n states. Proposal i depends only on (seed, i). ``sampler``: another registered
     sampler that declares ``exact_density``.
+
+    ``log_q_check`` (default :func:`default_log_q_check`; 0: off): that many proposals are
+    integrated again with twice the steps and the report's ``log_q_check``
+    (:func:`solver_check`) says how far the solver's error in log q moves log Z and every
+    reweighted observable, in units of their errors.
 
     Under torchrun each process draws its contiguous share of the proposals and rank 0 gathers
     them, runs the chain and gets the result; the other ranks get None.
@@ -268,6 +366,16 @@ def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theor
         embedding = theory.embedding(embedding.name, embedding.L, embedding.shift)
     out = metropolis(theory, proposals, log_q, seed if chain_seed is None else chain_seed, burn_in,
                      embedding=embedding)
+    k = default_log_q_check(n) if log_q_check is None else min(int(log_q_check), n)
+    if k < 0:
+        raise PhysdiffError(f"log_q_check must be >= 0 proposals (got {log_q_check})")
+    if k >= 2:
+        options = {key: v for key, v in res.options.items() if key != "log_prob"}
+        finer, settings = _finer(options, run.cfg.diffusion.prediction)
+        fine = run.sample(k, seed, start=0, batch_size=batch_size, sampler=spec.name, log_prob=True, continuous=True,
+                          **finer)
+        out.report["log_q_check"] = solver_check(theory, out, run.kind.to_output(fine.samples, run.cfg),
+                                                 fine.log_prob, embedding, settings)
     return ExactSample(out.chain, out.proposals, out.log_q, out.action, out.log_w, out.indices, out.report,
                        res.nfe, res.sampler, res.options, snaps, out.fields)
 

@@ -28,6 +28,8 @@ from torch import nn
 
 from .embeddings import TimestepEmbedding
 
+PROBE_ELEMENTS = 2**25  # activations of one probe batch (C·p²·B·width·V floats): larger batches are chunked
+
 
 def _vmap_jvp(f, primal: torch.Tensor, tangents: torch.Tensor):
     """(f(primal), J_f tangents[k] for every k) by one vmapped forward-mode product: ``primal`` is
@@ -89,7 +91,19 @@ class LocalNet(nn.Module):
         """(output, tr ∂output/∂x (B,) float64), exactly, with C(p² + 1) Jacobian-vector products
         (the module docstring), evaluated as two vmapped forward-mode passes (the C·p² probes, then
         the C zero-mode tangents; the primal pass once each); autograd's trace when no probe period
-        fits the lattice."""
+        fits the lattice. Batches whose probe activations would exceed ``PROBE_ELEMENTS`` floats
+        are evaluated in chunks (the same numbers)."""
+        B, C, H, W = x.shape
+        p = probe_period(self.radius, H, W)
+        width = max(c.out_channels for c in self.convs)
+        chunk = max(1, PROBE_ELEMENTS // (C * (p or 1) ** 2 * width * H * W))
+        if p is not None and B > chunk:  # the probes' activations of one chunk stay below PROBE_ELEMENTS
+            t = t.reshape(-1).expand(B)
+            parts = [self.output_and_divergence(x[i:i + chunk], t[i:i + chunk]) for i in range(0, B, chunk)]
+            return torch.cat([o for o, _ in parts]), torch.cat([d for _, d in parts])
+        return self._output_and_divergence(x, t)
+
+    def _output_and_divergence(self, x: torch.Tensor, t: torch.Tensor):
         from ..ode import exact_divergence
 
         B, C, H, W = x.shape
