@@ -265,6 +265,14 @@ def _sample_options(s) -> None:
     s.add_argument("--burn-in", type=_nonneg_int, default=None, metavar="B",
                    help="with --metropolis: chain steps run and discarded before the N kept ones (B more proposals "
                         "are drawn; default max(10, N // 20))")
+    from .config import theory_fields
+
+    for k, (key, f) in theory_fields().items():
+        if k != "L":
+            s.add_argument("--" + k, type=_finite_float, default=None,
+                           help=f"with --metropolis: {f.metadata['doc']} of the target (default: the run's own; "
+                                f"{_theories_with(key[7:])}); the model then proposes for another coupling, and "
+                                "the JSON adds log Z and f of the target minus the run's own")
     s.add_argument("--log-q-check", type=_nonneg_int, default=None, metavar="K",
                    help="with --metropolis: K proposals integrated again with twice the ODE steps, to report how "
                         "far the solver's error in log q moves log Z and each reweighted observable (in errors; "

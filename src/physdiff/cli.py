@@ -81,6 +81,25 @@ def _load(args):
     return LoadedRun(args.run, weights=args.weights, device=resolve_device(args.device))
 
 
+def _target_theory(run, args):
+    """The theory a --metropolis chain targets: the run's own, with the couplings given on the
+    command line (--kappa, --beta, ...) replaced; None when none is given."""
+    from .config import theory_fields
+
+    given = {k: getattr(args, k) for k in theory_fields() if k != "L" and getattr(args, k, None) is not None}
+    if not given:
+        return None
+    names = ", ".join("--" + k for k in given)
+    if not args.metropolis:
+        raise PhysdiffError(f"{names} applies to --metropolis chains only (the target of the chain)")
+    if run.theory is None:
+        raise PhysdiffError(f"{names} needs a lattice run; this run's data are of kind {run.kind.name!r}")
+    own = {k: v for k, v in run.theory.params.items() if k != "model"}
+    target = type(run.theory).from_values(own | given, prefix="--")
+    target.validate(run.cfg.theory["L"])
+    return target
+
+
 def cmd_sample(args) -> None:
     import contextlib
 
@@ -101,13 +120,15 @@ def cmd_sample(args) -> None:
     device, created = dist.init(resolve_device(args.device))
     try:
         run = LoadedRun(args.run, weights=args.weights, device=device)
+        target = _target_theory(run, args)
         # one writer per output (and its JSON) at a time
         with lock_outputs(out, traj_out, logp_out, png_out) if dist.is_main() else contextlib.nullcontext():
             msg = write_samples(run, args.n, args.seed, out, sampler=args.sampler,
                                 options=_given_sampler_options(args), guidance=args.guidance, classes=args.klass,
                                 batch_size=args.batch_size, log_prob_out=logp_out, trajectory_out=traj_out,
                                 snapshots=args.snapshots, png_out=png_out, metropolis=args.metropolis,
-                                burn_in=args.burn_in, log_q_check=args.log_q_check, overwrite=args.overwrite,
+                                burn_in=args.burn_in, log_q_check=args.log_q_check, theory=target,
+                                overwrite=args.overwrite,
                                 generator=f"physdiff sample {args.run}")
     finally:
         dist.finish(created)

@@ -142,11 +142,13 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
                   guidance: float | None = None, classes=None, batch_size: int | None = None,
                   log_prob_out: Path | None = None, trajectory_out: Path | None = None, snapshots: int = 11,
                   png_out: Path | None = None, metropolis: bool = False, burn_in: int | None = None,
-                  log_q_check: int | None = None, overwrite: bool = False,
+                  log_q_check: int | None = None, theory=None, overwrite: bool = False,
                   generator: str = "physdiff sample") -> str | None:
     """Draw n samples of ``run`` and write them to ``out`` (with the optional log-densities,
     trajectory, PNG grid and, for lattice runs, the ensemble's JSON). Returns the summary line
-    (None on the processes of a torchrun job other than rank 0)."""
+    (None on the processes of a torchrun job other than rank 0). ``theory``: the target of a
+    ``metropolis`` chain other than the run's own (another coupling); its JSON then also gives the
+    free-energy difference to the run's own theory from the same proposals."""
     from . import dist
     from .lattice.ensemble import sidecar
 
@@ -182,7 +184,8 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
 
         opts = {k: v for k, v in sargs.items() if k not in ("sampler", "guidance", "log_prob")}
         exact = sample_exact(run, n, seed, batch_size=batch_size, snapshot_steps=snapshot_steps,
-                             sampler=sargs["sampler"], burn_in=burn_in, log_q_check=log_q_check, **opts)
+                             sampler=sargs["sampler"], burn_in=burn_in, log_q_check=log_q_check, theory=theory,
+                             **opts)
         if exact is None:  # not rank 0
             return None
         # every file lines up with the samples file: row i is the chain's state at step i
@@ -197,6 +200,12 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
         extra = (f"; Metropolis acceptance {report['acceptance']:.3f}, ESS/N {report['ess_per_sample']:.3f} ± "
                  f"{report['ess_per_sample_error']:.3f}; log Z = {lz['value']:.4f} ± {lz['error']:.4f}"
                  + (f" ({lz['warning']})" if "warning" in lz else ""))
+        if theory is not None and theory != run.theory:
+            from .lattice.exact_sampler import free_energy_difference
+
+            report["free_energy_difference"] = fd = free_energy_difference(exact, run.theory, run.embedding)
+            extra += (f"; log Z({theory.label}) − log Z({run.theory.label}) = {fd['log_z']['value']:.4f} ± "
+                      f"{fd['log_z']['error']:.4f}")
         if "log_q_check" in report:
             chk = report["log_q_check"]
             worst = max((abs(v["in_errors"]) for v in [*chk["shifts"].values(), chk["log_z_shift"]]
