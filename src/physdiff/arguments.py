@@ -190,11 +190,13 @@ def _data_options(s) -> None:
 def _train_parser_options(s) -> None:
     from .config import Config
     from .data import IMAGE_DATASETS, TOY_DATASETS
+    from .lattice.theory import theory_names
 
     defaults = Config()
     src = s.add_mutually_exclusive_group()
-    src.add_argument("--dataset", help=f"toy dataset ({', '.join(TOY_DATASETS)}) or image set "
-                     f"({', '.join(IMAGE_DATASETS)}); default {defaults.data.dataset}")
+    src.add_argument("--dataset", help=f"toy dataset ({', '.join(TOY_DATASETS)}), image set "
+                     f"({', '.join(IMAGE_DATASETS)}) or lattice theory ({', '.join(theory_names())}; its "
+                     f"parameters: --L and the theory's options below); default {defaults.data.dataset}")
     src.add_argument("--data", metavar="FILE", help="your own (N, D) .npy or .csv file")
     s.add_argument("--out", metavar="RUN", help="run directory to create")
     s.add_argument("--config", metavar="FILE.toml", help="TOML config; options given here override it")
@@ -212,11 +214,14 @@ def _train_parser_options(s) -> None:
             default = defaults
             for part in key.split("."):
                 default = getattr(default, part)
-        choices = f" {{{','.join(f.metadata['choices'])}}}" if f.metadata.get("choices") else ""
-        doc = f.metadata.get("doc") or key
+        # a field with choices shows them as its metavar, once: "--schedule {linear,cosine,sigmoid}"
+        metavar = f"{{{','.join(f.metadata['choices'])}}}" if f.metadata.get("choices") else k.upper()
+        if not f.metadata.get("doc"):
+            raise PhysdiffError(f"config field {key} has a command-line option but no doc")  # a developer's slip
         flag = "--" + k.replace("_", "-")
-        s.add_argument(flag, type=_config_type(flag, f), default=None, metavar=k.upper() + choices,
-                       help=f"{key}: {doc} (default {default})".replace("%", "%%"))
+        s.add_argument(flag, type=_config_type(flag, f), default=None, metavar=metavar,
+                       help=f"{key}: {f.metadata['doc']} (default {default if default != '' else 'none'})"
+                       .replace("%", "%%"))
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on when stderr is a terminal)")
 
