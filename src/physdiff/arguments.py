@@ -20,7 +20,8 @@ EPILOGS = {
                "  physdiff sample runs/spiral --sampler dpm-solver --steps 20 --out s.npy"),
     "evaluate": ("examples:\n  physdiff evaluate runs/spiral --n 5000 --json\n"
                  "  physdiff evaluate runs/spiral --sampler dpm-solver --steps 20 --nll"),
-    "plot": "example:\n  physdiff plot runs/spiral   # writes runs/spiral/{samples,forward,reverse,loss}.png",
+    "plot": ("examples:\n  physdiff plot runs/spiral   # writes runs/spiral/{samples,forward,reverse,loss}.png\n"
+             "  physdiff plot runs/phi4 --format pdf   # histograms, correlator (+ .csv), configurations, loss"),
     "encode": "example:\n  physdiff encode runs/spiral --data spiral.npy --steps 100 --out latents.npy",
     "demo": "example:\n  physdiff demo --out demo-out   # gaussian, two_gaussians, spiral: figures + metrics.md",
     "mcmc": ("examples:\n  physdiff mcmc phi4 --L 8 --kappa 0.2705 --lam 0.022 --n 10000 --seed 0 --out phi4.npy\n"
@@ -291,9 +292,19 @@ def _encode_options(s) -> None:
     s.add_argument("--device", default="auto")
 
 
+FIGURE_FORMATS = ("png", "pdf", "svg")  # checkpoint.FIGURE_FORMATS, here without its import
+
+
+def _format_option(s) -> None:
+    s.add_argument("--format", choices=FIGURE_FORMATS, default="png",
+                   help="file format of the figures: png (default), pdf or svg (vector, for a paper); the "
+                   "numbers drawn in a lattice figure go to a .csv of the same name beside it")
+
+
 def _plot_options(s) -> None:
     _run_options(s, 3000)
     s.add_argument("--guidance", type=_finite_float, default=None, help="image runs: guidance w (default 0.5)")
+    _format_option(s)
 
 
 def _mcmc_options(s) -> None:
@@ -318,7 +329,9 @@ def _observables_options(s) -> None:
     s.add_argument("ensemble", metavar="ENSEMBLE.npy", help="(N, L, L) with its .json of parameters beside it")
     s.add_argument("--compare", metavar="OTHER.npy", help="a second ensemble of the same theory")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    s.add_argument("--plot", metavar="DIR", help="write histograms.png, correlator.png, configurations.png to DIR")
+    s.add_argument("--plot", metavar="DIR", help="write histograms, correlator (each with a .csv of its numbers) and "
+                   "configurations figures to DIR")
+    _format_option(s)
     s.add_argument("--overwrite", action="store_true", help="replace existing figures in DIR")
 
 
