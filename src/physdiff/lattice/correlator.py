@@ -1,4 +1,4 @@
-"""The zero-momentum time-slice correlator and its effective mass, with Γ-method errors.
+"""The zero-momentum time-slice correlator (Γ-method errors) and its effective mass (blocked jackknife).
 
 With φ̄(t) = (1/L) Σ_x φ(x, t), the mean of time slice t of an L×L periodic configuration,
 
