@@ -79,8 +79,9 @@ def test_histograms_have_poisson_bands_and_a_ratio_panel():
     for c, value in pts:
         key = min(ref, key=lambda k: abs(k - c))
         assert np.isclose(value, mod[key]["density"] / ref[key]["density"])
-    one = plot_lattice_histograms({"only": sets["model"]}, "s")
+    one = plot_lattice_histograms({"only": sets["model"]}, "s", tau={"only": "independent"})
     assert len(one.axes) == 2  # nothing to divide by: no ratio panel
+    assert one.axes[0].get_legend().get_texts()[0].get_text() == "only (n = 1000, independent)"
 
 
 def test_correlator_figure_labels_and_table():

@@ -246,10 +246,12 @@ def _poisson_density(values: np.ndarray, edges: np.ndarray):
     return counts, counts / scale, np.sqrt(counts) / scale
 
 
-Z_NAMES = {"m": "⟨|M|⟩", "s": "mean"}  # what the z of each histogram panel compares
+Z_NAMES = {"m": "⟨|M|⟩", "s": "mean density"}  # what the z of each histogram panel compares
 
 
-def _ess_note(n: int, tau: float | None) -> str:
+def _ess_note(n: int, tau) -> str:
+    if tau == "independent":
+        return f"n = {n}, independent"
     return f"n = {n}" if tau is None or not np.isfinite(tau) else f"n = {n}, ESS ≈ {n / (2 * tau):.0f}"
 
 
@@ -262,9 +264,11 @@ def plot_lattice_histograms(sets: dict[str, dict[str, np.ndarray]], action_label
     first), with the propagated error √(δa² + r² δb²)/b and a line at 1.
 
     sets: {label: {"m": (N,), "s": (N,)}}. ``discrete``: the theory's field takes discrete values,
-    so the bins sit on the observables' levels (:func:`histogram_edges`). ``tau``: {label: {"m": τ_int,
-    "s": τ_int}} puts the effective sample size n/(2τ_int) in the legend: the Poisson band treats
-    the n configurations as independent, so for a Markov chain it is too narrow by √(n/ESS).
+    so the bins sit on the observables' levels (:func:`histogram_edges`; a continuous field gets
+    Rice's 2 n^{1/3} bins for the smallest ensemble's n). ``tau``: {label: {"m": τ_int, "s": τ_int}}
+    puts the effective sample size n/(2τ_int) in the legend ({label: "independent"}: draws known
+    to be independent, ESS = n): the Poisson band treats the n configurations as independent, so
+    for a Markov chain it is too narrow by √(n/ESS).
     ``z``: {"m": z, "s": z} of the comparison, shown in the ratio panels. The numbers drawn are
     kept with the figure (:func:`figure_table`)."""
     ref = reference if reference is not None else next(iter(sets))
@@ -275,13 +279,15 @@ def plot_lattice_histograms(sets: dict[str, dict[str, np.ndarray]], action_label
     rows = []
     panels = (("m", "magnetisation $M = V^{-1}\\sum_x \\phi_x$", "magnetisation M"),
               ("s", action_label, action_label))
+    bins = int(np.clip(2 * min(len(v["m"]) for v in sets.values()) ** (1 / 3), 15, 60))
     for col, (key, xlabel, name) in enumerate(panels):
-        ax, edges = axes[0, col], histogram_edges(np.concatenate([v[key] for v in sets.values()]), discrete)
+        ax, edges = axes[0, col], histogram_edges(np.concatenate([v[key] for v in sets.values()]), discrete, bins)
         centres = 0.5 * (edges[1:] + edges[:-1])
         hists = {}
         for (label, v), color in zip(sets.items(), LATTICE_COLORS, strict=False):
             counts, dens, err = hists[label] = _poisson_density(v[key], edges)
-            note = _ess_note(len(v[key]), (tau or {}).get(label, {}).get(key))
+            t = (tau or {}).get(label)
+            note = _ess_note(len(v[key]), t if t == "independent" else (t or {}).get(key))
             ax.stairs(dens, edges, color=color, lw=1.4, label=f"{label} ({note})")
             ax.fill_between(edges, np.r_[dens - err, dens[-1] - err[-1]], np.r_[dens + err, dens[-1] + err[-1]],
                             step="post", color=color, alpha=0.25, lw=0)

@@ -72,10 +72,12 @@ def figures(run, n: int, seed: int, samples: np.ndarray | None = None) -> dict:
     from ..lattice.report import ensemble_figures
 
     theory, L = run.theory, run.cfg.theory["L"]
-    if samples is None:
+    drawn = samples is None  # sample i depends only on (seed, i): independent draws, ESS = n
+    if drawn:
         samples = run.sample(n, seed + 1).samples
     x = np.asarray(samples, dtype=np.float64).reshape(len(samples), *theory.field_shape(L))
     ref = reference_ensemble(run, seed)
     ensembles = {"Monte Carlo": (ref, as_table(measure(ref, theory, chains=16)), 16),
                  "diffusion": (x, as_table(measure(x, theory)), 1)}
-    return ensemble_figures(ensembles, theory, f"{theory.label}, L = {L}", reference="Monte Carlo")
+    return ensemble_figures(ensembles, theory, f"{theory.label}, L = {L}", reference="Monte Carlo",
+                            independent=("diffusion",) if drawn else ())

@@ -80,12 +80,14 @@ def format_observables(result: dict) -> str:
     return "\n".join(lines)
 
 
-def ensemble_figures(ensembles: dict, theory, title: str, *, reference: str | None = None) -> dict:
+def ensemble_figures(ensembles: dict, theory, title: str, *, reference: str | None = None,
+                     independent: tuple[str, ...] = ()) -> dict:
     """{file name: Figure} of ensembles of one theory side by side: histograms of M and of the
     density (Poisson bands, a ratio panel against ``reference``, default the first; n, ESS and z in
     the legends), the full G(r), the time-slice correlator C(t) and its effective mass (ξ₂ beside
     them), and configurations. ensembles: {label: (x (N, L, L), table of ``observables.as_table``,
-    chains)}; C(t) subtracts ⟨|M|⟩² or ⟨M⟩² as the reference's Binder cumulant says
+    chains)}; ``independent``: labels of ensembles of independent draws (a sampler's output, ESS = n,
+    not estimated). C(t) subtracts ⟨|M|⟩² or ⟨M⟩² as the reference's Binder cumulant says
     (``correlator.default_subtraction``), the same for every ensemble so that they compare."""
     from ..plots import plot_configurations, plot_correlator, plot_lattice_histograms
     from .correlator import default_subtraction, timeslice_correlator
@@ -98,7 +100,8 @@ def ensemble_figures(ensembles: dict, theory, title: str, *, reference: str | No
         other = next(k for k in ensembles if k != ref)
         zs = compare(tables[other], tables[ref])
         z = {"m": zs["abs_m"], "s": zs["action_density"]}
-    tau = {k: {"m": t["m"]["tau_int"], "s": t["action_density"]["tau_int"]} for k, t in tables.items()}
+    tau = {k: "independent" if k in independent else {"m": t["m"]["tau_int"], "s": t["action_density"]["tau_int"]}
+           for k, t in tables.items()}
     hist = plot_lattice_histograms({k: primaries(x, theory) for k, (x, _, _) in ensembles.items()},
                                    theory.density_label, f"{title}: histograms", discrete=theory.discrete is not None,
                                    reference=ref, tau=tau, z=z)
