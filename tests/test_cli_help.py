@@ -60,3 +60,9 @@ def test_mcmc_missing_L_is_one_line(capsys, tmp_path):
     err = one_line_error(capsys, ["mcmc", "phi4", "--n", "32", "--out", str(tmp_path / "e.npy")])
     assert "--L" in err and "required" in err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", ["plot", "observables"])
+def test_format_option_in_help(capsys, command):
+    text = _help(capsys, command)
+    assert "--format {png,pdf,svg}" in text and "png (default)" in text and ".csv" in text
