@@ -181,3 +181,7 @@ def test_plot_command_writes_pdf(tmp_path, capsys):
     for name in ("samples", "forward", "reverse", "loss"):
         assert (run / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
         assert not (run / f"{name}.png").exists()
+    samples = list(csv.DictReader(io.StringIO((run / "samples.csv").read_text())))
+    assert sum(r["series"] == "model samples" for r in samples) == 100 and set(samples[0]) == {"series", "x1", "x2"}
+    loss = list(csv.DictReader(io.StringIO((run / "loss.csv").read_text())))
+    assert [int(r["step"]) for r in loss][-1] == 30 and float(loss[-1]["loss"]) > 0

@@ -298,7 +298,8 @@ FIGURE_FORMATS = ("png", "pdf", "svg")  # checkpoint.FIGURE_FORMATS, here withou
 def _format_option(s) -> None:
     s.add_argument("--format", choices=FIGURE_FORMATS, default="png",
                    help="file format of the figures: png (default), pdf or svg (vector, for a paper); the "
-                   "numbers drawn in a lattice figure go to a .csv of the same name beside it")
+                   "numbers drawn in each figure (histogram bins, correlators, points, loss) go to a .csv of the same "
+                   "name beside it")
 
 
 def _plot_options(s) -> None:

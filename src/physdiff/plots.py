@@ -1,4 +1,5 @@
-"""Every figure. Each function returns a matplotlib Figure; only the CLI writes files.
+"""Every figure. Each function returns a matplotlib Figure; only the CLI writes files. A figure
+keeps the numbers it draws (:func:`attach_table`), which the CLI writes as a CSV beside it.
 
 Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot state), so they work
 headless and in notebooks alike.
@@ -12,6 +13,31 @@ from matplotlib.figure import Figure
 from .data.images import tile_images
 
 SCATTER = {"s": 2, "alpha": 0.35, "linewidths": 0, "rasterized": True}
+
+
+def attach_table(fig: Figure, rows: list[dict]) -> Figure:
+    """Keep the numbers drawn in ``fig`` with it: rows of one set of keys (the CLI writes them as a
+    CSV beside the figure, :func:`table_csv`)."""
+    fig.physdiff_table = rows
+    return fig
+
+
+def figure_table(fig: Figure) -> list[dict] | None:
+    """The rows :func:`attach_table` kept with ``fig``, or None."""
+    return getattr(fig, "physdiff_table", None)
+
+
+def table_csv(rows: list[dict]) -> str:
+    """CSV text of rows of one set of keys: a header, then one line per row (floats to 10 digits)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(rows[0].keys())
+    for row in rows:
+        writer.writerow(f"{v:.10g}" if isinstance(v, float) else v for v in row.values())
+    return buf.getvalue()
 
 
 def _limits(*sets: np.ndarray, pad: float = 0.08):
@@ -37,7 +63,8 @@ def plot_samples(data: np.ndarray, samples: np.ndarray, title: str = "") -> Figu
         ax.set_aspect("equal", adjustable="box")
         ax.grid(alpha=0.3)
     fig.suptitle((title or "Data and generated samples") + _dims_note(data))
-    return fig
+    return attach_table(fig, [{"series": name, "x1": float(p[0]), "x2": float(p[1])}
+                              for _, pts, name, _ in panels for p in pts[:, :2]])
 
 
 def snapshot_times(sched, levels=(0.0, 0.15, 0.3, 0.5, 0.7, 0.9)) -> list[int]:
@@ -66,7 +93,8 @@ def plot_process(snapshots: list[tuple[int, np.ndarray]], T: int, *, reverse: bo
     default = (f"Reverse process $x_T \\to x_0$ (T = {T}, standardised units)" if reverse
                else f"Forward process $x_0 \\to x_T$ (T = {T}, standardised units)")
     fig.suptitle((title or default) + _dims_note(snapshots[0][1]))
-    return fig
+    return attach_table(fig, [{"t": int(step), "x1": float(p[0]), "x2": float(p[1])}
+                              for step, pts in snapshots for p in pts[:, :2]])
 
 
 def plot_loss(steps: np.ndarray, loss: np.ndarray, lr: np.ndarray | None = None, title: str = "") -> Figure:
@@ -82,7 +110,9 @@ def plot_loss(steps: np.ndarray, loss: np.ndarray, lr: np.ndarray | None = None,
         ax2.set_ylabel("learning rate")
         lines = ax.get_lines() + ax2.get_lines()
         ax.legend(lines, [ln.get_label() for ln in lines], loc="upper right")
-    return fig
+    lrs = lr if lr is not None else np.full(len(steps), np.nan)
+    return attach_table(fig, [{"step": int(a), "loss": float(b), "lr": float(c)}
+                              for a, b, c in zip(steps, loss, lrs, strict=True)])
 
 
 # ---------------------------------------------------------------- images
@@ -170,31 +200,6 @@ def plot_nearest(samples: np.ndarray, neighbours: np.ndarray, distances: np.ndar
 # ---------------------------------------------------------------- lattice
 
 LATTICE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
-
-
-def attach_table(fig: Figure, rows: list[dict]) -> Figure:
-    """Keep the numbers drawn in ``fig`` with it: rows of one set of keys (the CLI writes them as a
-    CSV beside the figure, :func:`table_csv`)."""
-    fig.physdiff_table = rows
-    return fig
-
-
-def figure_table(fig: Figure) -> list[dict] | None:
-    """The rows :func:`attach_table` kept with ``fig``, or None."""
-    return getattr(fig, "physdiff_table", None)
-
-
-def table_csv(rows: list[dict]) -> str:
-    """CSV text of rows of one set of keys: a header, then one line per row (floats to 10 digits)."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(rows[0].keys())
-    for row in rows:
-        writer.writerow(f"{v:.10g}" if isinstance(v, float) else v for v in row.values())
-    return buf.getvalue()
 
 
 def _level_spacing(levels: np.ndarray) -> float | None:
