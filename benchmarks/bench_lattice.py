@@ -187,7 +187,9 @@ def main():
         if exact_path:
             sets["diffusion + Metropolis"] = chain
         figs["lattice_histograms.png"] = plot_lattice_histograms({k: primaries(v, theory) for k, v in sets.items()},
-                                                                 theory.density_label, f"{theory.label}, L = {L}")
+                                                                 theory.density_label, f"{theory.label}, L = {L}",
+                                                                 discrete=theory.discrete is not None,
+                                                                 reference="Monte Carlo")
         corr = {"Monte Carlo": row["reference"]["observables"]["G"], "diffusion (raw)": raw["G"]}
         if exact_path:
             corr["diffusion + Metropolis"] = row["diffusion"]["metropolis"]["G"]

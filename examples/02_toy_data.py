@@ -62,7 +62,7 @@ for pred, run in runs.items():
 
 # %%
 truth = toy_for(runs["v"].cfg.data).sample(N, 123)
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), sharex=True, sharey=True)
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), sharex=True, sharey=True, layout="constrained")
 axes[0].scatter(*truth.T, s=2, alpha=0.4)
 axes[0].set_title("data")
 for ax, (pred, run) in zip(axes[1:], runs.items(), strict=True):
@@ -81,7 +81,7 @@ plt.show()
 
 # %%
 sched_runs = {s: fit("spiral", **{"diffusion.schedule": s}) for s in ("linear", "cosine")}
-fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 3.6))
+fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
 for s, run in sched_runs.items():
     ax0.plot(run.schedule.sqrt_alpha_bar.numpy(), label=s)
     x = run.sample(N, seed=1).samples

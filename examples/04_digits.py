@@ -42,7 +42,8 @@ print(run.class_names, run.data_shape)
 # ## Samples per class, three guidance strengths
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(12, 2.6), layout="constrained")
+# "compressed", not "constrained": fixed-aspect image panels, no empty band under the title
+fig, axes = plt.subplots(1, 3, figsize=(12, 2.6), layout="compressed")
 for ax, w in zip(axes, (0.0, 0.5, 2.0), strict=True):
     x = run.sample(40, seed=0, classes=list(range(10)) * 4, guidance=w, sampler="ddpm", steps=SAMPLE_STEPS).samples
     ax.imshow(tile_images(x, nrow=10), cmap="gray_r", vmin=0, vmax=1)

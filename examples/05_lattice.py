@@ -90,7 +90,7 @@ assert abs(z_mh["action_density"]) < 4  # exact up to statistics
 # weights $\log w = -S - \log q$ are all equal. Their spread is what Metropolis pays in acceptance.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), layout="constrained")
 sets = {"Monte Carlo": ref[:N], "diffusion (raw)": x, "diffusion + Metropolis": chain}
 for label, cfgs in sets.items():
     p = primaries(cfgs, theory)

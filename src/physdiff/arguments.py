@@ -20,7 +20,8 @@ EPILOGS = {
                "  physdiff sample runs/spiral --sampler dpm-solver --steps 20 --out s.npy"),
     "evaluate": ("examples:\n  physdiff evaluate runs/spiral --n 5000 --json\n"
                  "  physdiff evaluate runs/spiral --sampler dpm-solver --steps 20 --nll"),
-    "plot": "example:\n  physdiff plot runs/spiral   # writes runs/spiral/{samples,forward,reverse,loss}.png",
+    "plot": ("examples:\n  physdiff plot runs/spiral   # writes runs/spiral/{samples,forward,reverse,loss}.png\n"
+             "  physdiff plot runs/phi4 --format pdf   # histograms, correlator (+ .csv), configurations, loss"),
     "encode": "example:\n  physdiff encode runs/spiral --data spiral.npy --steps 100 --out latents.npy",
     "demo": "example:\n  physdiff demo --out demo-out   # gaussian, two_gaussians, spiral: figures + metrics.md",
     "mcmc": ("examples:\n  physdiff mcmc phi4 --L 8 --kappa 0.2705 --lam 0.022 --n 10000 --seed 0 --out phi4.npy\n"
@@ -190,11 +191,13 @@ def _data_options(s) -> None:
 def _train_parser_options(s) -> None:
     from .config import Config
     from .data import IMAGE_DATASETS, TOY_DATASETS
+    from .lattice.theory import theory_names
 
     defaults = Config()
     src = s.add_mutually_exclusive_group()
-    src.add_argument("--dataset", help=f"toy dataset ({', '.join(TOY_DATASETS)}) or image set "
-                     f"({', '.join(IMAGE_DATASETS)}); default {defaults.data.dataset}")
+    src.add_argument("--dataset", help=f"toy dataset ({', '.join(TOY_DATASETS)}), image set "
+                     f"({', '.join(IMAGE_DATASETS)}) or lattice theory ({', '.join(theory_names())}; its "
+                     f"parameters: --L and the theory's options below); default {defaults.data.dataset}")
     src.add_argument("--data", metavar="FILE", help="your own (N, D) .npy or .csv file")
     s.add_argument("--out", metavar="RUN", help="run directory to create")
     s.add_argument("--config", metavar="FILE.toml", help="TOML config; options given here override it")
@@ -212,11 +215,14 @@ def _train_parser_options(s) -> None:
             default = defaults
             for part in key.split("."):
                 default = getattr(default, part)
-        choices = f" {{{','.join(f.metadata['choices'])}}}" if f.metadata.get("choices") else ""
-        doc = f.metadata.get("doc") or key
+        # a field with choices shows them as its metavar, once: "--schedule {linear,cosine,sigmoid}"
+        metavar = f"{{{','.join(f.metadata['choices'])}}}" if f.metadata.get("choices") else k.upper()
+        if not f.metadata.get("doc"):
+            raise PhysdiffError(f"config field {key} has a command-line option but no doc")  # a developer's slip
         flag = "--" + k.replace("_", "-")
-        s.add_argument(flag, type=_config_type(flag, f), default=None, metavar=k.upper() + choices,
-                       help=f"{key}: {doc} (default {default})".replace("%", "%%"))
+        s.add_argument(flag, type=_config_type(flag, f), default=None, metavar=metavar,
+                       help=f"{key}: {f.metadata['doc']} (default {default if default != '' else 'none'})"
+                       .replace("%", "%%"))
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on when stderr is a terminal)")
 
@@ -299,9 +305,20 @@ def _encode_options(s) -> None:
     s.add_argument("--device", default="auto")
 
 
+FIGURE_FORMATS = ("png", "pdf", "svg")  # checkpoint.FIGURE_FORMATS, here without its import
+
+
+def _format_option(s) -> None:
+    s.add_argument("--format", choices=FIGURE_FORMATS, default="png",
+                   help="file format of the figures: png (default), pdf or svg (vector, for a paper); the "
+                   "numbers drawn in each figure (histogram bins, correlators, points, loss) go to a .csv of the same "
+                   "name beside it")
+
+
 def _plot_options(s) -> None:
     _run_options(s, 3000)
     s.add_argument("--guidance", type=_finite_float, default=None, help="image runs: guidance w (default 0.5)")
+    _format_option(s)
 
 
 def _mcmc_options(s) -> None:
@@ -326,7 +343,9 @@ def _observables_options(s) -> None:
     s.add_argument("ensemble", metavar="ENSEMBLE.npy", help="(N, L, L) with its .json of parameters beside it")
     s.add_argument("--compare", metavar="OTHER.npy", help="a second ensemble of the same theory")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    s.add_argument("--plot", metavar="DIR", help="write histograms.png, correlator.png, configurations.png to DIR")
+    s.add_argument("--plot", metavar="DIR", help="write histograms, correlator (each with a .csv of its numbers) and "
+                   "configurations figures to DIR")
+    _format_option(s)
     s.add_argument("--overwrite", action="store_true", help="replace existing figures in DIR")
 
 

@@ -168,16 +168,27 @@ def save_npy(path: str | Path, array, dtype: str = "float32") -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def save_figure(fig, path: str | Path, dpi: int = 130) -> None:
-    """A matplotlib Figure as PNG, written atomically; the figure is closed."""
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def figure_bytes(fig, fmt: str = "png", dpi: int = 130) -> bytes:
+    """A matplotlib Figure as the bytes of a PNG, PDF or SVG file; the figure is closed."""
     import io
 
     import matplotlib.pyplot as plt
 
+    if fmt not in FIGURE_FORMATS:
+        raise PhysdiffError(f"figure format {fmt!r} is not one of {', '.join(FIGURE_FORMATS)}")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format=fmt, dpi=dpi)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_figure(fig, path: str | Path, dpi: int = 130) -> None:
+    """A matplotlib Figure as PNG, PDF or SVG (by the file's suffix; PNG without one), written
+    atomically; the figure is closed."""
+    atomic_write_bytes(path, figure_bytes(fig, Path(path).suffix[1:].lower() or "png", dpi))
 
 
 def atomic_save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):

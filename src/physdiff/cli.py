@@ -187,15 +187,37 @@ def cmd_evaluate(args) -> None:
     print(json_text(report) if args.json else format_report(report))
 
 
+def _figure_outputs(figs: dict, folder: Path, fmt: str) -> list[tuple[Path, Path | None, object]]:
+    """(figure path, CSV path or None, Figure) of each figure: its name's stem with the suffix of
+    ``fmt``, and the CSV of the numbers drawn (``plots.figure_table``) beside it, same stem."""
+    from .plots import figure_table
+
+    out = []
+    for fname, fig in figs.items():
+        path = folder / f"{Path(fname).stem}.{fmt}"
+        out.append((path, path.with_suffix(".csv") if figure_table(fig) else None, fig))
+    return out
+
+
+def _write_figures(outputs) -> None:
+    """Each figure and its CSV written together (both or neither), and named on stdout."""
+    from .checkpoint import bytes_writer, figure_bytes, write_together
+    from .plots import figure_table, table_csv
+
+    for path, csv_path, fig in outputs:
+        files = [(path, bytes_writer(figure_bytes(fig, path.suffix[1:])))]
+        if csv_path is not None:
+            files.append((csv_path, bytes_writer(table_csv(figure_table(fig)).encode())))
+        write_together(files)
+        print(f"wrote {path}" + (f" and {csv_path}" if csv_path is not None else ""))
+
+
 def cmd_plot(args) -> None:
-    from .checkpoint import save_figure
     from .evaluation import figures
 
     run = _load(args)
     _check_guidance(args, run)
-    for fname, fig in figures(run, args.n, args.seed, guidance=args.guidance).items():
-        save_figure(fig, run.path / fname)
-        print(f"wrote {run.path / fname}")
+    _write_figures(_figure_outputs(figures(run, args.n, args.seed, guidance=args.guidance), run.path, args.format))
 
 
 def cmd_mcmc(args) -> None:
@@ -216,22 +238,21 @@ def cmd_mcmc(args) -> None:
 
 
 def cmd_observables(args) -> None:
-    from .checkpoint import save_figure
     from .lattice.report import format_observables, observable_figures, observables_report
 
     folder = Path(args.plot) if args.plot else None
     if folder is not None and not folder.is_dir():
         raise PhysdiffError(f"--plot {args.plot!r} must be an existing folder")
     result, data = observables_report(args.ensemble, args.compare)
-    figs = observable_figures(result, data) if folder is not None else {}
-    for fname in figs:  # figures follow the rule of every output: replaced only with --overwrite
-        _new_output(folder / fname, args.overwrite)
+    outputs = _figure_outputs(observable_figures(result, data), folder, args.format) if folder is not None else []
+    for path, csv_path, _ in outputs:  # figures follow the rule of every output: replaced only with --overwrite
+        _new_output(path, args.overwrite)
+        if csv_path is not None:
+            _new_output(csv_path, args.overwrite)
     from .checkpoint import json_text
 
     print(json_text(result) if args.json else format_observables(result))
-    for fname, fig in figs.items():
-        save_figure(fig, folder / fname)
-        print(f"wrote {folder / fname}")
+    _write_figures(outputs)
 
 
 def cmd_demo(args) -> None:

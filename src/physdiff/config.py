@@ -46,7 +46,7 @@ class DataConfig:
     download: bool = _f(False, doc="fetch the IDX files of mnist / fashion-mnist into `folder` if missing")
     conditional: bool = _f(True, doc="condition on class labels when the dataset has them")
     n_train: int = _f(100_000, lo=16, hi=50_000_000, cli="n_train",
-                      doc="size of the training set drawn from a toy dataset")
+                      doc="size of the training set drawn from a toy dataset or a lattice theory's Monte Carlo")
     seed: int = _f(0, lo=0, hi=2**63 - 1, doc="seed of the toy (or lattice Monte Carlo) training set")
     embedding: str = _f("auto", choices=("auto", "none", "hubbard-stratonovich"), cli="embedding",
                         doc="lattice theories with discrete spins: the continuous variable the model learns; "
@@ -62,7 +62,9 @@ class DataConfig:
 @dataclass(frozen=True)
 class DiffusionConfig:
     timesteps: int = _f(1000, lo=1, hi=100_000, doc="T, the number of diffusion steps", cli="timesteps")
-    schedule: str = _f("linear", choices=SCHEDULES, cli="schedule")
+    schedule: str = _f("linear", choices=SCHEDULES, cli="schedule",
+                       doc="how β_t grows with t: linear (Ho et al. 2020), cosine (Nichol & Dhariwal 2021) or "
+                       "sigmoid (Chen 2023)")
     prediction: str = _f("v", choices=PREDICTIONS, cli="prediction",
                          doc="what the network predicts; v (Salimans & Ho 2022) keeps x̂₀ bounded at t = T, "
                          "where ε-prediction amplifies its error by 1/√ᾱ_T")
@@ -75,7 +77,8 @@ class DiffusionConfig:
 class MLPConfig:
     """[model.mlp]: the residual MLP (vectors, and lattice fields flattened)."""
 
-    width: int = _f(128, lo=1, hi=65_536, doc="mlp: hidden width", cli="width")
+    width: int = _f(128, lo=1, hi=65_536, cli="width",
+                    doc="mlp: hidden width; 128 for vector data, max(128, 2L²) (at most 2048) for lattice runs")
     depth: int = _f(3, lo=1, hi=1000, doc="mlp: number of residual blocks", cli="depth")
     fourier_features: int = _f(0, lo=0, hi=65_536, doc="random Fourier features of the input; 0 = off")
     fourier_scale: float = _f(1.0, lo=0.0, lo_open=True)
@@ -129,8 +132,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = _f(6000, lo=1, cli="steps")
-    batch_size: int = _f(512, lo=1, hi=2**20, cli="batch_size")
+    steps: int = _f(6000, lo=1, cli="steps", doc="optimiser steps of training (with --resume: the new total)")
+    batch_size: int = _f(512, lo=1, hi=2**20, cli="batch_size", doc="training examples drawn per optimiser step")
     lr: float = _f(2e-3, lo=0.0, lo_open=True, doc="peak learning rate of AdamW", cli="lr")
     warmup: int = _f(200, lo=0, doc="linear warm-up steps, then cosine decay")
     lr_min_ratio: float = _f(0.05, lo=0.0, hi=1.0, doc="final lr as a fraction of the peak")
@@ -139,10 +142,12 @@ class TrainConfig:
     ema_decay: float = _f(0.995, lo=0.0, hi=1.0, doc="EMA of the weights, used for sampling; 0 = off")
     label_dropout: float = _f(0.1, lo=0.0, hi=1.0, cli="label_dropout",
                           doc="share of labels replaced by 'no label' (for guidance)")
-    seed: int = _f(0, lo=0, hi=2**63 - 1, cli="seed")
+    seed: int = _f(0, lo=0, hi=2**63 - 1, cli="seed",
+                   doc="seed of the network's initial weights and of every training draw (batches, t, noise)")
     log_every: int = _f(100, lo=1, doc="steps between rows of metrics.csv")
     checkpoint_every: int = _f(1000, lo=1, doc="steps between checkpoints", cli="checkpoint_every")
-    device: str = _f("auto", choices=("auto", "cpu", "cuda"), cli="device")
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"), cli="device",
+                     doc="where to train; auto = cuda when a GPU is present, else cpu")
     precision: str = _f("fp32", choices=("fp32", "bf16", "fp16"),
                         doc="autocast dtype of the forward pass; fp16 adds gradient scaling", cli="precision")
     compile: bool = _f(False, doc="torch.compile the network (needs a C++ compiler on CPU)")

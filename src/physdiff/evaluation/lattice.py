@@ -66,21 +66,18 @@ def format_report(report: dict) -> str:
 
 
 def figures(run, n: int, seed: int, samples: np.ndarray | None = None) -> dict:
-    """{file name: Figure}: histograms of M and of the action density, G(r) with errors, and
-    configurations, each beside the reference Monte Carlo."""
-    from ..lattice.observables import as_table, measure, primaries
-    from ..plots import plot_configurations, plot_correlator, plot_lattice_histograms
+    """{file name: Figure} of ``lattice.report.ensemble_figures``: histograms, correlators and
+    configurations of the model's samples beside the reference Monte Carlo (the ratio panels' reference)."""
+    from ..lattice.observables import as_table, measure
+    from ..lattice.report import ensemble_figures
 
     theory, L = run.theory, run.cfg.theory["L"]
-    if samples is None:
+    drawn = samples is None  # sample i depends only on (seed, i): independent draws, ESS = n
+    if drawn:
         samples = run.sample(n, seed + 1).samples
     x = np.asarray(samples, dtype=np.float64).reshape(len(samples), *theory.field_shape(L))
     ref = reference_ensemble(run, seed)
-    title = f"{theory.label}, L = {L}"
-    sets = {"Monte Carlo": ref[: len(x)], "diffusion": x}
-    corr = {"Monte Carlo": as_table(measure(ref, theory, chains=16))["G"],
-            "diffusion": as_table(measure(x, theory))["G"]}
-    return {"histograms.png": plot_lattice_histograms({k: primaries(v, theory) for k, v in sets.items()},
-                                                      theory.density_label, title),
-            "correlator.png": plot_correlator(corr, title),
-            "configurations.png": plot_configurations(sets, title=title)}
+    ensembles = {"Monte Carlo": (ref, as_table(measure(ref, theory, chains=16)), 16),
+                 "diffusion": (x, as_table(measure(x, theory)), 1)}
+    return ensemble_figures(ensembles, theory, f"{theory.label}, L = {L}", reference="Monte Carlo",
+                            independent=("diffusion",) if drawn else ())

@@ -36,7 +36,7 @@ def make_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: i
 
 def observables_report(ensemble: str, compare: str | None = None) -> tuple[dict, dict]:
     """({"ensemble", "params", "n", "observables", and "compare": {...} with z per observable},
-    {"theory", "x", "y"}) for the ensemble file and optionally a second one of the same theory."""
+    {"theory", "x", "y", "chains"}) for the ensemble file and optionally a second one of the same theory."""
     from .ensemble import ensemble_chains, load_ensemble
     from .observables import as_table, measure
     from .observables import compare as z_scores
@@ -46,15 +46,16 @@ def observables_report(ensemble: str, compare: str | None = None) -> tuple[dict,
     theory = theory_from_params(info["params"])
     table = as_table(measure(x, theory, chains=ensemble_chains(info)))
     result = {"ensemble": ensemble, "params": info["params"], "n": len(x), "observables": table}
-    y = None
+    y, chains = None, (ensemble_chains(info), 1)
     if compare:
         y, info_b = load_ensemble(compare)
         if y.shape[1:] != x.shape[1:] or info_b["params"] != info["params"]:
             raise PhysdiffError(f"--compare {compare!r}: lattice {y.shape[1:]} {info_b['params']} differs "
                                 f"from {x.shape[1:]} {info['params']}")
-        other = as_table(measure(y, theory, chains=ensemble_chains(info_b)))
+        chains = (chains[0], ensemble_chains(info_b))
+        other = as_table(measure(y, theory, chains=chains[1]))
         result["compare"] = {"ensemble": compare, "observables": other, "z": z_scores(table, other)}
-    return result, {"theory": theory, "x": x, "y": y}
+    return result, {"theory": theory, "x": x, "y": y, "chains": chains}
 
 
 def format_observables(result: dict) -> str:
@@ -79,22 +80,57 @@ def format_observables(result: dict) -> str:
     return "\n".join(lines)
 
 
-def observable_figures(result: dict, data: dict) -> dict:
-    """{file name: Figure}: histograms, G(r) and configurations of the ensemble (and the compared one)."""
+def ensemble_figures(ensembles: dict, theory, title: str, *, reference: str | None = None,
+                     independent: tuple[str, ...] = ()) -> dict:
+    """{file name: Figure} of ensembles of one theory side by side: histograms of M and of the
+    density (Poisson bands, a ratio panel against ``reference``, default the first; n, ESS and z in
+    the legends), the full G(r), the time-slice correlator C(t) and its effective mass (ξ₂ beside
+    them), and configurations. ensembles: {label: (x (N, L, L), table of ``observables.as_table``,
+    chains)}; ``independent``: labels of ensembles of independent draws (a sampler's output, ESS = n,
+    not estimated). C(t) subtracts ⟨|M|⟩² or ⟨M⟩² as the reference's Binder cumulant says
+    (``correlator.default_subtraction``), the same for every ensemble so that they compare."""
     from ..plots import plot_configurations, plot_correlator, plot_lattice_histograms
-    from .observables import primaries
+    from .correlator import default_subtraction, timeslice_correlator
+    from .observables import compare, primaries
 
+    ref = reference if reference is not None else next(iter(ensembles))
+    tables = {k: t for k, (_, t, _) in ensembles.items()}
+    z = None
+    if len(ensembles) == 2:
+        other = next(k for k in ensembles if k != ref)
+        zs = compare(tables[other], tables[ref])
+        z = {"m": zs["abs_m"], "s": zs["action_density"]}
+    tau = {k: "independent" if k in independent else {"m": t["m"]["tau_int"], "s": t["action_density"]["tau_int"]}
+           for k, t in tables.items()}
+    hist = plot_lattice_histograms({k: primaries(x, theory) for k, (x, _, _) in ensembles.items()},
+                                   theory.density_label, f"{title}: histograms", discrete=theory.discrete is not None,
+                                   reference=ref, tau=tau, z=z)
+    subtract = default_subtraction(tables[ref]["binder"]["value"])
+    timeslice = {}
+    for k, (x, _, chains) in ensembles.items():
+        ts = timeslice_correlator(x, chains, subtract)
+        timeslice[k] = {"C": [e.as_dict() for e in ts["C"]], "m_eff": [e.as_dict() for e in ts["m_eff"]],
+                        "subtract": subtract}
+    L = next(iter(ensembles.values()))[0].shape[-1]
+    corr = plot_correlator({k: t["G"] for k, t in tables.items()}, f"{title}: two-point functions",
+                           timeslice=timeslice, xi2={k: t["xi2"] for k, t in tables.items()},
+                           n={k: len(x) for k, (x, _, _) in ensembles.items()}, L=L)
+    return {"histograms.png": hist, "correlator.png": corr,
+            "configurations.png": plot_configurations({k: x for k, (x, _, _) in ensembles.items()},
+                                                      title=f"{title}: configurations")}
+
+
+def observable_figures(result: dict, data: dict) -> dict:
+    """{file name: Figure} of :func:`ensemble_figures` for the ensemble (and the compared one, the
+    reference of the ratio panels: ``observables model.npy --compare mc.npy``)."""
     theory, x, y = data["theory"], data["x"], data["y"]
     a, b = Path(result["ensemble"]).stem, Path(result["compare"]["ensemble"]).stem if y is not None else None
     if b == a:  # two files of one stem in different folders: name them apart
         a, b = str(result["ensemble"]), str(result["compare"]["ensemble"])
-    names = {a: x} | ({b: y} if y is not None else {})
-    corr = {a: result["observables"]["G"]} | ({b: result["compare"]["observables"]["G"]} if y is not None else {})
-    title = f"{theory.label}, L = {x.shape[-1]}"
-    return {"histograms.png": plot_lattice_histograms({k: primaries(v, theory) for k, v in names.items()},
-                                                      theory.density_label, title),
-            "correlator.png": plot_correlator(corr, f"{title}: connected two-point function"),
-            "configurations.png": plot_configurations(names, title=f"{title}: configurations")}
+    ensembles = {a: (x, result["observables"], data["chains"][0])}
+    if y is not None:
+        ensembles[b] = (y, result["compare"]["observables"], data["chains"][1])
+    return ensemble_figures(ensembles, theory, f"{theory.label}, L = {x.shape[-1]}", reference=b)
 
 
-__all__ = ["format_observables", "make_ensemble", "observable_figures", "observables_report"]
+__all__ = ["ensemble_figures", "format_observables", "make_ensemble", "observable_figures", "observables_report"]
