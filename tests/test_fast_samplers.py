@@ -97,3 +97,22 @@ def test_ddim_inversion_round_trip(gaussian_2d):
     back = ddim_sample(model, sched, z, steps=500).samples
     # ... and decoding them returns the data
     assert float((back - x0).abs().max()) < 0.05
+
+
+def test_third_order_multistep_beats_second_at_20_and_30_nfe(gaussian_2d):
+    """DPM-Solver++(3M) with the exact denoiser: the law of the output is right (4 standard errors
+    plus its discretisation allowance), and its covariance error is below 2M's at 20 and 30 NFE
+    (measured: 0.022 against 0.034, 0.011 against 0.018; below 15 NFE 3M is the worse one,
+    benchmarks/README.md)."""
+    sched = make_schedule("linear", 1000)
+    model = CountingModel(OptimalEpsilon(gaussian_2d, sched))
+    x_T = torch.randn(20_000, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    C = gaussian_2d.covs[0].numpy()
+    for K in (20, 30):
+        err = {order: np.abs(np.cov(dpm_solver_sample(model, sched, x_T, steps=K, order=order).samples.numpy(),
+                                    rowvar=False) - C).max() for order in (2, 3)}
+        assert err[3] < 0.8 * err[2], (K, err)
+    model.nfe = 0
+    res = dpm_solver_sample(model, sched, x_T, steps=30, order=3)
+    assert res.nfe == model.nfe == 30
+    _law_check(res.samples.numpy(), gaussian_2d, 0.015)

@@ -185,6 +185,8 @@ def check_options(name: str, options: dict, T: int) -> dict:
         raise PhysdiffError(f"eta = {options['eta']!r} is out of range; allowed: 0 <= eta <= 1")
     if "spacing" in options and options["spacing"] not in SPACINGS:
         raise PhysdiffError(f"unknown spacing {options['spacing']!r}; allowed: {', '.join(SPACINGS)}")
+    if "order" in options and options["order"] not in (2, 3):
+        raise PhysdiffError(f"order = {options['order']!r} is not available; allowed: 2, 3")
     if "method" in options and options["method"] not in pf_ode.METHODS:
         raise PhysdiffError(f"unknown ODE method {options['method']!r}; allowed: {', '.join(pf_ode.METHODS)}")
     for tol in ("rtol", "atol"):
@@ -290,26 +292,38 @@ def ddim_invert(model, sched: Schedule, x0: torch.Tensor, *, steps: int | None =
     return x
 
 
-@register("dpm-solver", "DPM-Solver++(2M), Lu et al. 2022, data prediction, first-order last step",
-          STEP_OPTIONS, default_steps=20)
+DPM_OPTIONS = STEP_OPTIONS | {"order": "multistep order: 2 = DPM-Solver++(2M) (default), 3 = DPM-Solver++(3M)"}
+
+
+@register("dpm-solver", "DPM-Solver++(2M) or (3M), Lu et al. 2022, data prediction, first-order last step",
+          DPM_OPTIONS, default_steps=20)
 @torch.no_grad()
 def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int = 20,
-                      spacing: str = "logsnr", prediction: str = "eps", variance: str = "beta",
+                      spacing: str = "logsnr", order: int = 2, prediction: str = "eps", variance: str = "beta",
                       clip_x0: float | None = None, cond=None, generator=None, callback=None) -> SamplerResult:
-    """DPM-Solver++(2M), Lu et al. 2022 ("DPM-Solver++", Algorithm 2), for a discrete-time model.
+    """DPM-Solver++(2M) and (3M), Lu et al. 2022 ("DPM-Solver++", Algorithm 2 and its third-order
+    multistep extension, as in the authors' code and diffusers), for a discrete-time model.
 
-    With α = √ᾱ, σ = √(1-ᾱ), λ = log(α/σ) and h_i = λ_{t_i} - λ_{t_{i-1}}:
-    x_{t_i} = (σ_{t_i}/σ_{t_{i-1}}) x - α_{t_i}(e^{-h_i} - 1) D_i, with D_i = x̂_0 at the first
-    step and (1 + 1/2r) x̂_0^{(i-1)} - (1/2r) x̂_0^{(i-2)}, r = h_{i-1}/h_i, after it. The last
-    step, to σ = 0, is first order (it returns x̂_0), as in the solver's "lower order final".
-    Deterministic (``generator`` and ``variance`` unused); NFE = K. Default spacing: uniform in
-    λ, which the solver's step-size ratios r need (with uniform t the last step spans a large λ
-    range and 2M overshoots).
+    With α = √ᾱ, σ = √(1-ᾱ), λ = log(α/σ), h = λ_t − λ_{s0} and the data predictions
+    m0, m1, m2 = x̂_0 at the current and the two previous points (r0 = h_0/h, r1 = h_1/h, h_0 and
+    h_1 the previous steps):
+
+        x_t = (σ_t/σ_{s0}) x − α_t(e^{-h} − 1) D0 + [2M, midpoint form: −½ α_t(e^{-h} − 1) D1]
+              [3M: + α_t((e^{-h} − 1)/h + 1) D1 − α_t((e^{-h} − 1 + h)/h² − ½) D2]
+
+    D0 = m0; 2M: D1 = (m0 − m1)/r0; 3M: D1_0 = (m0 − m1)/r0, D1_1 = (m1 − m2)/r1,
+    D1 = D1_0 + r0/(r0 + r1) (D1_0 − D1_1), D2 = (D1_0 − D1_1)/(r0 + r1). The first steps use the
+    orders the history allows (1, then 2). The last step, to σ = 0, is first order (it returns
+    x̂_0), as in the solver's "lower order final". Deterministic (``generator`` and ``variance``
+    unused); NFE = K. Default spacing: uniform in λ, which the step-size ratios r need (with
+    uniform t the last step spans a large λ range and 2M overshoots).
     """
+    if order not in (2, 3):
+        raise PhysdiffError(f"dpm-solver order must be 2 or 3 (got {order})")
     taus = timestep_subsequence(sched.T, steps, spacing, sched)[::-1]  # descending
     sched = sched.to(x_T.device)
     lam = -torch.from_numpy(log_sigma_bar(sched)).to(x_T.device)
-    x, prev_x0, prev_h = x_T, None, None
+    x, hist = x_T, []  # hist: (x̂_0, step h that led to its point) of the previous points, newest last
     for k, tau in enumerate(taus):
         t = _timestep(tau, x)
         x0_hat, _ = dif.split_prediction(sched, model(x, t, cond), x, t, prediction, clip_x0)
@@ -320,14 +334,22 @@ def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int =
             break
         nxt = _timestep(taus[k + 1], x)
         h = float(lam[taus[k + 1]] - lam[tau])
-        if prev_x0 is None:
-            d = x0_hat
+        em1 = math.expm1(-h)  # e^{-h} − 1
+        if not hist:
+            d = -em1 * x0_hat
+        elif order == 2 or len(hist) == 1:
+            (m1, h0), = hist[-1:]
+            d = -em1 * x0_hat - 0.5 * em1 * (x0_hat - m1) / (h0 / h)
         else:
-            r = prev_h / h
-            d = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * prev_x0
+            (m2, h1), (m1, h0) = hist[-2:]
+            r0, r1 = h0 / h, h1 / h
+            d1_0, d1_1 = (x0_hat - m1) / r0, (m1 - m2) / r1
+            d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+            d2 = (d1_0 - d1_1) / (r0 + r1)
+            d = -em1 * x0_hat + (em1 / h + 1) * d1 - ((em1 + h) / h**2 - 0.5) * d2
         sigma_ratio = sched.at("sqrt_one_minus_alpha_bar", nxt, x) / sched.at("sqrt_one_minus_alpha_bar", t, x)
-        x = sigma_ratio * x - sched.at("sqrt_alpha_bar", nxt, x) * math.expm1(-h) * d
-        prev_x0, prev_h = x0_hat, h
+        x = sigma_ratio * x + sched.at("sqrt_alpha_bar", nxt, x) * d
+        hist = [*hist[-1:], (x0_hat, h)]
         if callback is not None:
             callback(taus[k + 1] + 1, t, x)
     return SamplerResult(x, len(taus))
