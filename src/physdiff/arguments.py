@@ -26,7 +26,8 @@ EPILOGS = {
     "mcmc": ("examples:\n  physdiff mcmc phi4 --L 8 --kappa 0.2705 --lam 0.022 --n 10000 --seed 0 --out phi4.npy\n"
              "  physdiff mcmc ising --L 16 --beta 0.44 --n 10000 --seed 0 --out ising.npy"),
     "observables": ("examples:\n  physdiff observables phi4.npy\n"
-                    "  physdiff observables model.npy --compare phi4.npy --plot figs/"),
+                    "  physdiff observables model.npy --compare phi4.npy --plot figs/\n"
+                    "  physdiff observables phi4.npy --pyerrors phi4.json.gz"),
 }
 
 
@@ -314,7 +315,10 @@ def _observables_options(s) -> None:
     s.add_argument("--compare", metavar="OTHER.npy", help="a second ensemble of the same theory")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--plot", metavar="DIR", help="write histograms.png, correlator.png, configurations.png to DIR")
-    s.add_argument("--overwrite", action="store_true", help="replace existing figures in DIR")
+    s.add_argument("--pyerrors", metavar="OUT.json.gz",
+                   help="also write the per-configuration M, |M|, M^2, M^4, S/V and g(r) as pyerrors Obs (chains as "
+                        "replicas NAME|r<k>) for pyerrors.input.json.load_json; needs pip install pyerrors")
+    s.add_argument("--overwrite", action="store_true", help="replace existing figures in DIR and the --pyerrors file")
 
 
 def _demo_options(s) -> None:

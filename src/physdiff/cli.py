@@ -200,6 +200,7 @@ def cmd_observables(args) -> None:
     folder = Path(args.plot) if args.plot else None
     if folder is not None and not folder.is_dir():
         raise PhysdiffError(f"--plot {args.plot!r} must be an existing folder")
+    export = _pyerrors_output(args.pyerrors, args.overwrite) if args.pyerrors else None
     result, data = observables_report(args.ensemble, args.compare)
     figs = observable_figures(result, data) if folder is not None else {}
     for fname in figs:  # figures follow the rule of every output: replaced only with --overwrite
@@ -210,6 +211,30 @@ def cmd_observables(args) -> None:
     for fname, fig in figs.items():
         save_figure(fig, folder / fname)
         print(f"wrote {folder / fname}")
+    if export is not None:
+        from .checkpoint import OutputLock
+        from .lattice.export import export_pyerrors
+
+        with OutputLock(export):
+            _new_output(export, args.overwrite)
+            msg = export_pyerrors(export, data["x"], data["theory"], data["chains"],
+                                  Path(args.ensemble).stem.replace("|", "_"), result["params"])
+        print(msg, file=sys.stderr if args.json else sys.stdout)
+
+
+def _pyerrors_output(path: str, overwrite: bool) -> Path:
+    """--pyerrors OUT.json.gz: a new (or, with --overwrite, replaced) gzipped JSON in an existing
+    folder, pyerrors installed."""
+    from .lattice.export import import_pyerrors
+
+    out = Path(path)
+    if not out.name.endswith(".json.gz") or out.name == ".json.gz":
+        raise PhysdiffError(f"--pyerrors {path!r} must end in .json.gz (pyerrors' gzipped JSON)")
+    if not out.parent.is_dir():
+        raise PhysdiffError(f"folder {str(out.parent)!r} for --pyerrors {path!r} does not exist")
+    _new_output(out, overwrite)
+    import_pyerrors()
+    return out
 
 
 def cmd_demo(args) -> None:

@@ -36,7 +36,7 @@ def make_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: i
 
 def observables_report(ensemble: str, compare: str | None = None) -> tuple[dict, dict]:
     """({"ensemble", "params", "n", "observables", and "compare": {...} with z per observable},
-    {"theory", "x", "y"}) for the ensemble file and optionally a second one of the same theory."""
+    {"theory", "x", "y", "chains"}) for the ensemble file and optionally a second one of the same theory."""
     from .ensemble import ensemble_chains, load_ensemble
     from .observables import as_table, measure
     from .observables import compare as z_scores
@@ -54,7 +54,7 @@ def observables_report(ensemble: str, compare: str | None = None) -> tuple[dict,
                                 f"from {x.shape[1:]} {info['params']}")
         other = as_table(measure(y, theory, chains=ensemble_chains(info_b)))
         result["compare"] = {"ensemble": compare, "observables": other, "z": z_scores(table, other)}
-    return result, {"theory": theory, "x": x, "y": y}
+    return result, {"theory": theory, "x": x, "y": y, "chains": ensemble_chains(info)}
 
 
 def format_observables(result: dict) -> str:
