@@ -179,18 +179,43 @@ def cmd_plot(args) -> None:
 def cmd_mcmc(args) -> None:
     from .checkpoint import OutputLock
     from .config import theory_fields
-    from .lattice.ensemble import check_theory_params, sidecar
-    from .lattice.report import make_ensemble
+    from .lattice.ensemble import check_theory_params, written_files
+    from .lattice.report import make_ensemble, resume_ensemble
 
-    out = _new_output(_npy_out(args.out), args.overwrite)
-    _new_output(sidecar(out), args.overwrite)
+    out = _ensemble_out(args.out)
+    if args.resume and args.overwrite:
+        raise PhysdiffError(f"--resume extends {args.out!r} and --overwrite would replace it; give one of them")
+    if args.resume and not out.is_file():
+        raise PhysdiffError(f"--resume: ensemble {args.out!r} does not exist; make it first (the same command "
+                            "without --resume)")
+    for path in [] if args.resume else written_files(out):
+        _new_output(path, args.overwrite)
     given = {key[7:]: getattr(args, k) for k, (key, _) in theory_fields().items()
              if k != "L" and getattr(args, k, None) is not None}
     theory = check_theory_params(args.model, args.L, given, prefix="--")
-    with OutputLock(out):  # the ensemble and its JSON: one writer at a time
-        _new_output(out, args.overwrite)  # again, now that no other process can be writing it
-        print(make_ensemble(theory, args.L, args.n, out, seed=args.seed, chains=args.chains,
-                            cluster=not args.no_cluster, log=lambda m: print(m, file=sys.stderr)))
+    options = dict(seed=args.seed, chains=args.chains, cluster=not args.no_cluster,
+                   log=lambda m: print(m, file=sys.stderr))
+    with OutputLock(out):  # the ensemble, its JSON and its state: one writer at a time
+        if args.resume:
+            print(resume_ensemble(theory, args.L, args.n, out, **options))
+            return
+        for path in written_files(out):  # again, now that no other process can be writing them
+            _new_output(path, args.overwrite)
+        print(make_ensemble(theory, args.L, args.n, out, **options))
+
+
+def _ensemble_out(path: str) -> Path:
+    """--out of mcmc: NAME.npy (with NAME.json) or NAME.h5, in an existing folder."""
+    from .lattice.ensemble import ENSEMBLE_SUFFIXES, import_h5py, is_hdf5
+
+    out = Path(path)
+    if out.suffix not in ENSEMBLE_SUFFIXES:  # exactly: NAME.NPY and NAME.npy would share the JSON NAME.json
+        raise PhysdiffError(f"--out {path!r} must end in .npy or .h5 (lower case)")
+    if not out.parent.is_dir():
+        raise PhysdiffError(f"folder {str(out.parent)!r} for {path!r} does not exist")
+    if is_hdf5(out):
+        import_h5py()  # before the Monte Carlo, not after it
+    return out
 
 
 def cmd_observables(args) -> None:
