@@ -156,6 +156,8 @@ def test_hdf5_written_elsewhere(tmp_path, capsys):
         fh.attrs.update({"model": "ising", "beta": 0.3, "chains": 2})
     result = _observables(capsys, tmp_path / "own.h5")
     assert result["params"] == {"model": "ising", "beta": 0.3} and result["n"] == 32
+    assert "holds no Monte Carlo state" in _err(capsys, ["mcmc", "ising", "--L", "4", "--chains", "2", "--beta", "0.3",
+                                                         "--n", "64", "--out", str(tmp_path / "own.h5"), "--resume"])
     with h5py.File(tmp_path / "empty.h5", "w") as fh:
         fh.attrs["model"] = "ising"
     assert "no dataset 'configs'" in _err(capsys, ["observables", str(tmp_path / "empty.h5")])
@@ -191,7 +193,7 @@ def test_resume_extends_the_stream_bit_for_bit(model, suffix, tmp_path, capsys):
     assert _mcmc(model, one, 48) == 0
     assert _mcmc(model, two, 16) == 0
     assert _mcmc(model, two, 32, "--resume") == 0
-    assert "extended to 32 configurations (4 chains, 16 new)" in capsys.readouterr().out
+    assert f"extended {two}" in (said := capsys.readouterr().out) and "to 32 configurations (4 chains, 16 new)" in said
     assert _mcmc(model, two, 48, "--resume") == 0
     (x1, info1), (x2, info2) = load_ensemble(one), load_ensemble(two)
     np.testing.assert_array_equal(x1, x2)
@@ -230,6 +232,16 @@ def test_resume_refusals(tmp_path, capsys):
     capsys.readouterr()
     (tmp_path / "e.state.safetensors").write_bytes((tmp_path / "other.state.safetensors").read_bytes())
     assert "not that of its last configurations" in _err(capsys, [*base, *SMALL])
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(tmp_path / "other.state.safetensors"), framework="numpy") as fh:
+        meta = fh.metadata()
+    arrays = load_file(tmp_path / "other.state.safetensors")
+    save_file(arrays | {"torch_rng": arrays["torch_rng"][:100]}, tmp_path / "e.state.safetensors", metadata=meta)
+    assert "cannot be read" in _err(capsys, [*base, *SMALL])  # a generator state torch refuses
+    (tmp_path / "e.state.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    assert "cannot be read" in _err(capsys, [*base, *SMALL])
     (tmp_path / "e.state.safetensors").unlink()
     assert "cannot be resumed" in _err(capsys, [*base, *SMALL])
     assert out.read_bytes() == before["e.npy"] and out.with_suffix(".json").read_bytes() == before["e.json"]

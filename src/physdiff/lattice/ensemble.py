@@ -150,8 +150,16 @@ def load_state(path: str | Path) -> dict:
                 arrays = {k: fh.get_tensor(k) for k in fh.keys()}
         if meta.get("format") != STATE_FORMAT:
             raise ValueError(f"format {meta.get('format')!r}, expected {STATE_FORMAT!r}")
-        return {"x": arrays["x"], "torch_rng": arrays["torch_rng"], "accepted": arrays["accepted"],
-                "numpy_rng": json.loads(meta["numpy_rng"]), "eps": float(meta["eps"]), "n_leap": int(meta["n_leap"])}
+        state = {"x": arrays["x"], "torch_rng": arrays["torch_rng"], "accepted": arrays["accepted"],
+                 "numpy_rng": json.loads(meta["numpy_rng"]), "eps": float(meta["eps"]), "n_leap": int(meta["n_leap"])}
+        import torch
+
+        torch.Generator().set_state(torch.from_numpy(np.asarray(state["torch_rng"], dtype=np.uint8)))
+        np.random.PCG64().state = state["numpy_rng"]  # both generators' states are ones they accept
+        if not (np.isfinite(state["x"]).all() and np.isfinite(state["eps"]) and state["eps"] > 0
+                and state["n_leap"] >= 1):
+            raise ValueError("its configurations or HMC step are not finite and positive")
+        return state
     except PhysdiffError:
         raise
     except Exception as exc:  # a damaged or foreign file: whatever the reader raised, one line

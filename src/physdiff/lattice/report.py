@@ -26,7 +26,7 @@ def make_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: i
     x, report, state = mcmc_stream(theory, L, n, seed=seed, chains=chains, cluster=cluster, log=log)
     report["seconds"] = time.perf_counter() - t0
     save_ensemble(out, x, {"params": theory.params, "generator": "physdiff mcmc", **report}, state)
-    return _summary(f"wrote {n} configurations ({chains} chains)", out, report)
+    return _summary(f"wrote {n} configurations ({chains} chains) to {_files(out)}", report)
 
 
 def resume_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: int = 16, cluster: bool = True,
@@ -39,6 +39,7 @@ def resume_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains:
     from .mc import extend_mcmc
 
     x, info = load_ensemble(out)
+    state = load_state(out)
     given = {**theory.params, "L": L, "seed": seed, "chains": chains, "cluster_updates": cluster}
     saved = {**info["params"], **{k: info.get(k) for k in ("L", "seed", "chains", "cluster_updates")}}
     for key, value in given.items():
@@ -46,21 +47,30 @@ def resume_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains:
             raise PhysdiffError(f"cannot resume {str(out)!r}: it was made with {key} = {saved.get(key)!r}, not "
                                 f"{value!r}; a resume continues the same stream (only the number of configurations "
                                 "may grow)")
-    state = load_state(out)
+    for key in ("burn_in_sweeps", "spacing_sweeps", "pilot_tau_int_abs_m_sweeps"):
+        value = info.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= (key != "burn_in_sweeps"):
+            raise PhysdiffError(f"cannot resume {str(out)!r}: its parameters' {key} = {value!r} is not a count of "
+                                "sweeps (the file was edited)")
     last = x.reshape(chains, -1, *x.shape[1:])[:, -1]
     if state["x"].shape != last.shape or not np.array_equal(last, state["x"].astype(np.float32)):
         raise PhysdiffError(f"cannot resume {str(out)!r}: its saved Monte Carlo state is not that of its last "
                             "configurations (the ensemble or its state was replaced since)")
     t0, n_old = time.perf_counter(), len(x)
     x, report, state = extend_mcmc(theory, x, info, state, n, log=log)
-    report["seconds"] = (info.get("seconds") or 0.0) + time.perf_counter() - t0
+    before = info.get("seconds")
+    report["seconds"] = (before if isinstance(before, (int, float)) else 0.0) + time.perf_counter() - t0
     save_ensemble(out, x, report, state)
-    return _summary(f"extended to {n} configurations ({chains} chains, {n - n_old} new)",
-                    out, report)
+    return _summary(f"extended {_files(out)} to {n} configurations ({chains} chains, {n - n_old} new)", report)
 
 
-def _summary(head: str, out: Path, report: dict) -> str:
+def _files(out: Path) -> str:
     from .ensemble import is_hdf5, sidecar
+
+    return f"{out}" if is_hdf5(out) else f"{out} and {sidecar(out)}"
+
+
+def _summary(head: str, report: dict) -> str:
     from .observables import format_z
 
     therm = report["thermalisation"]
@@ -68,8 +78,7 @@ def _summary(head: str, out: Path, report: dict) -> str:
         if "hmc_acceptance" in report else ""
     verdict = "agree" if therm["agree"] else "DISAGREE" if therm.get("comparable", True) else \
         "cannot be compared (zero errors)"
-    files = f"{out}" if is_hdf5(out) else f"{out} and {sidecar(out)}"
-    return (f"{head} to {files}{acc}; hot/cold starts "
+    return (f"{head}{acc}; hot/cold starts "
             f"{verdict} (z = {format_z(therm['abs_m']['z'], '+.2f')} for |M|, "
             f"{format_z(therm['action_density']['z'], '+.2f')} for the action density); {report['seconds']:.1f} s")
 
