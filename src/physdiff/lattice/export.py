@@ -33,6 +33,12 @@ def import_pyerrors():
     return pyerrors
 
 
+# stored in the file's description, so that it reads without physdiff at hand
+CONVENTION = ("M = (1/V) sum_x phi_x per configuration; S/V the theory's density (E/V for Ising); g(r) = (1/V) "
+              "sum_x phi_x phi_{x+r} averaged over both axes, not connected: G(r) = g(r) - M**2; replicas NAME|r<k> "
+              "are the chains; configuration numbers are consecutive measurements")
+
+
 def primary_names(L: int) -> list[str]:
     """The tags of the exported Obs, in the order of the file."""
     return ["M", "|M|", "M^2", "M^4", "S/V", *(f"g({r})" for r in range(L // 2 + 1))]
@@ -73,7 +79,7 @@ def export_pyerrors(path: str | Path, x: np.ndarray, theory, chains: int, name: 
     obs = pyerrors_primaries(x, theory, chains, name)
     tags = primary_names(x.shape[-1])
     description = {"ensemble": name, "params": params, "L": x.shape[-1], "chains": chains,
-                   "observables": tags, "convention": __doc__.split("\n\n")[1].replace("\n", " ")}
+                   "observables": tags, "convention": CONVENTION}
     write_pyerrors(path, obs, description)
     return f"wrote {len(obs)} pyerrors Obs ({', '.join(tags[:5])}, g(r) r = 0..{x.shape[-1] // 2}; {chains} " \
            f"replicas {name}|r0..) to {path}"
