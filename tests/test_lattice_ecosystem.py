@@ -153,7 +153,7 @@ def test_hdf5_written_elsewhere(tmp_path, capsys):
     x = np.sign(np.random.default_rng(0).normal(size=(32, 4, 4))).astype(np.float32)
     with h5py.File(tmp_path / "own.h5", "w") as fh:
         fh["configs"] = x
-        fh.attrs.update({"model": "ising", "beta": 0.3, "chains": 2})
+        fh.attrs.update({"model": np.bytes_(b"ising"), "beta": 0.3, "chains": 2})  # a fixed-length string
     result = _observables(capsys, tmp_path / "own.h5")
     assert result["params"] == {"model": "ising", "beta": 0.3} and result["n"] == 32
     assert "holds no Monte Carlo state" in _err(capsys, ["mcmc", "ising", "--L", "4", "--chains", "2", "--beta", "0.3",
@@ -245,3 +245,20 @@ def test_resume_refusals(tmp_path, capsys):
     (tmp_path / "e.state.safetensors").unlink()
     assert "cannot be resumed" in _err(capsys, [*base, *SMALL])
     assert out.read_bytes() == before["e.npy"] and out.with_suffix(".json").read_bytes() == before["e.json"]
+
+
+def test_extend_mcmc_in_steps_is_one_run():
+    """The library: a stream extended twice (HMC alone, no cluster updates) is one run of the total,
+    configurations, acceptance and final state alike."""
+    from physdiff.lattice.action import Phi4
+    from physdiff.lattice.mc import extend_mcmc, mcmc_stream
+
+    theory = Phi4(0.2, 0.02)
+    x, report, state = mcmc_stream(theory, 4, 24, seed=9, chains=4, cluster=False, pilot=40)
+    for n in (32, 48):
+        x, report, state = extend_mcmc(theory, x, report, state, n)
+    y, ref, end = mcmc_stream(theory, 4, 48, seed=9, chains=4, cluster=False, pilot=40)
+    np.testing.assert_array_equal(x, y)
+    assert report["hmc_acceptance"] == ref["hmc_acceptance"] and report["n"] == 48
+    np.testing.assert_array_equal(state["torch_rng"], end["torch_rng"])
+    assert state["numpy_rng"] == end["numpy_rng"]

@@ -177,7 +177,7 @@ def _read_h5(path: Path) -> tuple[np.ndarray, dict]:
                 raise PhysdiffError(f"ensemble file {str(path)!r} has no dataset 'configs' (N, L, L); write the "
                                     "configurations there (physdiff mcmc --out NAME.h5 does)")
             x = configs[()]
-            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in fh.attrs.items()}
+            attrs = {k: _plain(v) for k, v in fh.attrs.items()}
     except PhysdiffError:
         raise
     except (OSError, ValueError, TypeError) as exc:
@@ -198,6 +198,13 @@ def _read_h5(path: Path) -> tuple[np.ndarray, dict]:
         names = get_theory(attrs["model"]).parameters()
         info["params"] = {"model": attrs["model"], **{k: attrs[k] for k in names if k in attrs}}
     return x, info
+
+
+def _plain(value):
+    """An HDF5 attribute as a Python value: numpy scalars made plain, fixed-length strings (bytes,
+    as other programs often write them) decoded."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
 
 
 def load_ensemble(path: str | Path) -> tuple[np.ndarray, dict]:

@@ -2,7 +2,9 @@
 embedded Ising signs (Brower & Tamayo 1989), and the Wolff algorithm for the 2D Ising model
 (Wolff 1989). Thermalisation is measured, not assumed: half of the chains start hot and half
 cold, burn-in and the spacing of the saved configurations come from the integrated
-autocorrelation time of a pilot run, and the two halves are compared at the end.
+autocorrelation time of a pilot run, and the two halves are compared at the end. A stream can be
+continued: :func:`mcmc_stream` returns the chains' state (configurations, both generators, HMC
+step), from which :func:`extend_mcmc` makes exactly the configurations one longer run would have.
 """
 
 from __future__ import annotations
