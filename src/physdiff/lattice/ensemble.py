@@ -51,12 +51,10 @@ def state_path(path: str | Path) -> Path:
     return path if is_hdf5(path) else path.with_suffix(".state.safetensors")
 
 
-def written_files(path: str | Path, state: bool = True) -> list[Path]:
-    """The files :func:`save_ensemble` writes for ``path``."""
+def written_files(path: str | Path) -> list[Path]:
+    """The files :func:`save_ensemble` writes for ``path`` with a state (``physdiff mcmc``)."""
     path = Path(path)
-    if is_hdf5(path):
-        return [path]
-    return [path, *([state_path(path)] if state else []), sidecar(path)]
+    return [path] if is_hdf5(path) else [path, state_path(path), sidecar(path)]
 
 
 def import_h5py():
