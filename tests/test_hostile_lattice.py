@@ -226,7 +226,7 @@ def test_one_writer_per_output(tmp_path, capsys):
         assert "being written by another physdiff process" in err
     assert not list(tmp_path.iterdir())  # nothing written, and the lock is gone with its holder
     assert main(["mcmc", "ising", "--L", "4", "--n", "32", "--out", str(out)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.json", "e.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.json", "e.npy", "e.state.safetensors"]
 
 
 def test_an_ensemble_owns_its_json(ensemble, tmp_path, capsys):

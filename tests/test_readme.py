@@ -32,3 +32,15 @@ def test_users_own_theory_runs(tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "exact chain: chi2" in proc.stdout and "acceptance" in proc.stdout
+
+
+def test_lattice_from_python_runs(tmp_path):
+    """The "Lattice from Python" block: Monte Carlo, observables, .h5 and pyerrors files, a short
+    training made exact, log Z, Ising against the exact energy; tiny sizes (about 15 s)."""
+    code = readme_block("### Lattice from Python")
+    env = dict(os.environ, PHYSDIFF_CACHE=str(tmp_path / "cache"), MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "log Z = " in proc.stdout and "Ising L = 8" in proc.stdout
+    assert (tmp_path / "phi4.h5").is_file() and (tmp_path / "phi4.json.gz").is_file()

@@ -25,9 +25,11 @@ EPILOGS = {
     "encode": "example:\n  physdiff encode runs/spiral --data spiral.npy --steps 100 --out latents.npy",
     "demo": "example:\n  physdiff demo --out demo-out   # gaussian, two_gaussians, spiral: figures + metrics.md",
     "mcmc": ("examples:\n  physdiff mcmc phi4 --L 8 --kappa 0.2705 --lam 0.022 --n 10000 --seed 0 --out phi4.npy\n"
-             "  physdiff mcmc ising --L 16 --beta 0.44 --n 10000 --seed 0 --out ising.npy"),
+             "  physdiff mcmc ising --L 16 --beta 0.44 --n 10000 --seed 0 --out ising.h5\n"
+             "  physdiff mcmc ising --L 16 --beta 0.44 --n 20000 --seed 0 --out ising.h5 --resume   # 10000 more"),
     "observables": ("examples:\n  physdiff observables phi4.npy\n"
-                    "  physdiff observables model.npy --compare phi4.npy --plot figs/"),
+                    "  physdiff observables model.npy --compare phi4.npy --plot figs/\n"
+                    "  physdiff observables phi4.npy --pyerrors phi4.json.gz"),
 }
 
 
@@ -335,18 +337,27 @@ def _mcmc_options(s) -> None:
     s.add_argument("--chains", type=_positive_int, default=16, help="parallel chains, half hot and half cold")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--no-cluster", action="store_true", help="phi4: HMC only, no Wolff updates of the signs")
-    s.add_argument("--out", required=True, help="output .npy (N, L, L); its parameters go to the .json beside it")
+    s.add_argument("--out", required=True,
+                   help="output .npy (N, L, L), its parameters in the .json and the chains' state in the "
+                        ".state.safetensors beside it; or .h5 (HDF5: configs, mc_time, chain, parameters as "
+                        "attributes, state in the group mc_state)")
+    s.add_argument("--resume", action="store_true",
+                   help="extend the ensemble in --out to --n configurations in all, continuing its chains exactly "
+                        "(bit for bit one run of --n); give the options it was made with")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
 def _observables_options(s) -> None:
-    s.add_argument("ensemble", metavar="ENSEMBLE.npy", help="(N, L, L) with its .json of parameters beside it")
-    s.add_argument("--compare", metavar="OTHER.npy", help="a second ensemble of the same theory")
+    s.add_argument("ensemble", metavar="ENSEMBLE", help="(N, L, L) .npy with its .json of parameters beside it, or .h5")
+    s.add_argument("--compare", metavar="OTHER", help="a second ensemble (.npy or .h5) of the same theory")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument("--plot", metavar="DIR", help="write histograms, correlator (each with a .csv of its numbers) and "
                    "configurations figures to DIR")
     _format_option(s)
-    s.add_argument("--overwrite", action="store_true", help="replace existing figures in DIR")
+    s.add_argument("--pyerrors", metavar="OUT.json.gz",
+                   help="also write the per-configuration M, |M|, M^2, M^4, S/V and g(r) as pyerrors Obs (chains as "
+                        "replicas NAME|r<k>) for pyerrors.input.json.load_json; needs pip install pyerrors")
+    s.add_argument("--overwrite", action="store_true", help="replace existing figures in DIR and the --pyerrors file")
 
 
 def _demo_options(s) -> None:

@@ -223,18 +223,43 @@ def cmd_plot(args) -> None:
 def cmd_mcmc(args) -> None:
     from .checkpoint import OutputLock
     from .config import theory_fields
-    from .lattice.ensemble import check_theory_params, sidecar
-    from .lattice.report import make_ensemble
+    from .lattice.ensemble import check_theory_params, written_files
+    from .lattice.report import make_ensemble, resume_ensemble
 
-    out = _new_output(_npy_out(args.out), args.overwrite)
-    _new_output(sidecar(out), args.overwrite)
+    out = _ensemble_out(args.out)
+    if args.resume and args.overwrite:
+        raise PhysdiffError(f"--resume extends {args.out!r} and --overwrite would replace it; give one of them")
+    if args.resume and not out.is_file():
+        raise PhysdiffError(f"--resume: ensemble {args.out!r} does not exist; make it first (the same command "
+                            "without --resume)")
+    for path in [] if args.resume else written_files(out):
+        _new_output(path, args.overwrite)
     given = {key[7:]: getattr(args, k) for k, (key, _) in theory_fields().items()
              if k != "L" and getattr(args, k, None) is not None}
     theory = check_theory_params(args.model, args.L, given, prefix="--")
-    with OutputLock(out):  # the ensemble and its JSON: one writer at a time
-        _new_output(out, args.overwrite)  # again, now that no other process can be writing it
-        print(make_ensemble(theory, args.L, args.n, out, seed=args.seed, chains=args.chains,
-                            cluster=not args.no_cluster, log=lambda m: print(m, file=sys.stderr)))
+    options = dict(seed=args.seed, chains=args.chains, cluster=not args.no_cluster,
+                   log=lambda m: print(m, file=sys.stderr))
+    with OutputLock(out):  # the ensemble, its JSON and its state: one writer at a time
+        if args.resume:
+            print(resume_ensemble(theory, args.L, args.n, out, **options))
+            return
+        for path in written_files(out):  # again, now that no other process can be writing them
+            _new_output(path, args.overwrite)
+        print(make_ensemble(theory, args.L, args.n, out, **options))
+
+
+def _ensemble_out(path: str) -> Path:
+    """--out of mcmc: NAME.npy (with NAME.json) or NAME.h5, in an existing folder."""
+    from .lattice.ensemble import ENSEMBLE_SUFFIXES, import_h5py, is_hdf5
+
+    out = Path(path)
+    if out.suffix not in ENSEMBLE_SUFFIXES:  # exactly: NAME.NPY and NAME.npy would share the JSON NAME.json
+        raise PhysdiffError(f"--out {path!r} must end in .npy or .h5 (lower case)")
+    if not out.parent.is_dir():
+        raise PhysdiffError(f"folder {str(out.parent)!r} for {path!r} does not exist")
+    if is_hdf5(out):
+        import_h5py()  # before the Monte Carlo, not after it
+    return out
 
 
 def cmd_observables(args) -> None:
@@ -243,6 +268,7 @@ def cmd_observables(args) -> None:
     folder = Path(args.plot) if args.plot else None
     if folder is not None and not folder.is_dir():
         raise PhysdiffError(f"--plot {args.plot!r} must be an existing folder")
+    export = _pyerrors_output(args.pyerrors, args.overwrite) if args.pyerrors else None
     result, data = observables_report(args.ensemble, args.compare)
     outputs = _figure_outputs(observable_figures(result, data), folder, args.format) if folder is not None else []
     for path, csv_path, _ in outputs:  # figures follow the rule of every output: replaced only with --overwrite
@@ -253,6 +279,30 @@ def cmd_observables(args) -> None:
 
     print(json_text(result) if args.json else format_observables(result))
     _write_figures(outputs)
+    if export is not None:
+        from .checkpoint import OutputLock
+        from .lattice.export import export_pyerrors
+
+        with OutputLock(export):
+            _new_output(export, args.overwrite)
+            msg = export_pyerrors(export, data["x"], data["theory"], data["chains"][0],
+                                  Path(args.ensemble).stem.replace("|", "_"), result["params"])
+        print(msg, file=sys.stderr if args.json else sys.stdout)
+
+
+def _pyerrors_output(path: str, overwrite: bool) -> Path:
+    """--pyerrors OUT.json.gz: a new (or, with --overwrite, replaced) gzipped JSON in an existing
+    folder, pyerrors installed."""
+    from .lattice.export import import_pyerrors
+
+    out = Path(path)
+    if not out.name.endswith(".json.gz") or out.name == ".json.gz":
+        raise PhysdiffError(f"--pyerrors {path!r} must end in .json.gz (pyerrors' gzipped JSON)")
+    if not out.parent.is_dir():
+        raise PhysdiffError(f"folder {str(out.parent)!r} for --pyerrors {path!r} does not exist")
+    _new_output(out, overwrite)
+    import_pyerrors()
+    return out
 
 
 def cmd_demo(args) -> None:

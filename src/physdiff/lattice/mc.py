@@ -2,7 +2,9 @@
 embedded Ising signs (Brower & Tamayo 1989), and the Wolff algorithm for the 2D Ising model
 (Wolff 1989). Thermalisation is measured, not assumed: half of the chains start hot and half
 cold, burn-in and the spacing of the saved configurations come from the integrated
-autocorrelation time of a pilot run, and the two halves are compared at the end.
+autocorrelation time of a pilot run, and the two halves are compared at the end. A stream can be
+continued: :func:`mcmc_stream` returns the chains' state (configurations, both generators, HMC
+step), from which :func:`extend_mcmc` makes exactly the configurations one longer run would have.
 """
 
 from __future__ import annotations
@@ -96,6 +98,23 @@ class Chains:
         self.gen = seeding.generator(self.seed)
         self.rng = np.random.default_rng(self.seed)
 
+    def state(self) -> dict:
+        """Everything the next sweep depends on, as plain arrays and numbers (no pickle): the
+        configurations (B, L, L) float64, both generators' states, the HMC step and leapfrog
+        count, and the acceptance of every production sweep so far."""
+        return {"x": self.x.copy(), "torch_rng": self.gen.get_state().numpy().copy(),
+                "numpy_rng": self.rng.bit_generator.state, "eps": self.eps, "n_leap": self.n_leap,
+                "accepted": np.asarray(self.accepted, dtype=np.float64)}
+
+    @classmethod
+    def from_state(cls, theory: Theory, state: dict, cluster: bool) -> Chains:
+        """The chains of :meth:`state`, to continue exactly where they stopped."""
+        ch = cls(theory, np.array(state["x"], dtype=np.float64), 0, eps=float(state["eps"]),
+                 n_leap=int(state["n_leap"]), cluster=cluster, accepted=[float(a) for a in state["accepted"]])
+        ch.gen.set_state(torch.from_numpy(np.array(state["torch_rng"], dtype=np.uint8)))
+        ch.rng.bit_generator.state = state["numpy_rng"]
+        return ch
+
     def update(self, tune: bool = False) -> None:
         """One sweep: an HMC trajectory of length ≈ 1 for a real field, then the theory's cluster
         update if it has one (φ⁴: Wolff on the embedded signs; Ising: Wolff alone). With
@@ -131,6 +150,14 @@ def run_mcmc(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster
     """n configurations (n, L, L) float64 from ``chains`` chains and a report (acceptance, step,
     τ_int, burn-in, spacing, hot/cold agreement). Configurations are chain-major: chain c holds
     rows c·n/chains .. (c+1)·n/chains − 1, consecutive in Monte Carlo time."""
+    x, report, _ = mcmc_stream(theory, L, n, seed=seed, chains=chains, cluster=cluster, pilot=pilot, log=log)
+    return x, report
+
+
+def mcmc_stream(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster: bool = True,
+                pilot: int = 300, log=None) -> tuple[np.ndarray, dict, dict]:
+    """:func:`run_mcmc` and the chains' final state (``Chains.state``), from which
+    :func:`extend_mcmc` continues the stream exactly."""
     if not isinstance(theory, Theory):
         raise PhysdiffError(f"{theory!r} is not a lattice theory (physdiff.lattice.Theory)")
     theory.validate(L)
@@ -140,11 +167,7 @@ def run_mcmc(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster
     if theory.discrete is not None and not (cluster and theory.has_cluster_update):
         raise PhysdiffError(f"theory {theory.name!r} has discrete spins: without cluster updates its chains would "
                             "never move (no HMC for spins); keep the cluster updates")
-    if n % chains:
-        raise PhysdiffError(f"n = {n} must be a multiple of the number of chains ({chains})")
-    if n < 2 * chains:
-        raise PhysdiffError(f"n = {n} gives fewer than 2 configurations per chain ({chains} chains); errors and the "
-                            f"thermalisation check need n >= {2 * chains}")
+    _check_n(n, chains)
     rng = np.random.default_rng(seed)
     ch = Chains(theory, theory.start(L, chains, rng), seed + 1, cluster=cluster)
     for _ in range(pilot):  # tune the step size and forget the start
@@ -157,28 +180,82 @@ def run_mcmc(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster
     tau = gamma_method(np.stack(series, axis=1)).tau_int  # in sweeps, |M| over all chains
     burn_in = math.ceil(20 * tau)
     spacing = max(1, math.ceil(2 * tau))
+    _check_plan(theory, n, chains, tau, burn_in, spacing)
+    for _ in range(burn_in):
+        ch.update()
+    out = _produce(ch, n // chains, spacing)
+    if log is not None:
+        log(f"τ_int(|M|) = {tau:.2f} sweeps from a {pilot}-sweep pilot: burn-in {burn_in}, spacing {spacing}")
+    report = {"L": L, "n": n, "chains": chains, "seed": seed, "cluster_updates": cluster,
+              "pilot_tau_int_abs_m_sweeps": tau, "burn_in_sweeps": pilot * 2 + burn_in, "spacing_sweeps": spacing}
+    return _finish(ch, out, theory, report)
+
+
+def extend_mcmc(theory, x: np.ndarray, report: dict, state: dict, n: int, log=None) -> tuple[np.ndarray, dict, dict]:
+    """The stream of :func:`mcmc_stream` continued from its saved ``state`` to n configurations in
+    all: x (n_old, L, L) chain-major with its ``report``; returns what one call of
+    :func:`mcmc_stream` for n would have returned — the same configurations bit for bit, since
+    every sweep continues both generators where they stopped (the report's acceptance and
+    hot/cold check are recomputed over all n, from x as given)."""
+    chains, n_old = report["chains"], len(x)
+    if n <= n_old:
+        raise PhysdiffError(f"n = {n} does not extend the {n_old} configurations already made; ask for more")
+    _check_n(n, chains)
+    spacing = report["spacing_sweeps"]
+    _check_plan(theory, n, chains, report["pilot_tau_int_abs_m_sweeps"], report["burn_in_sweeps"], spacing)
+    ch = Chains.from_state(theory, state, report["cluster_updates"])
+    if log is not None:
+        log(f"resuming {chains} chains after {n_old} configurations: {(n - n_old) // chains} more per chain, "
+            f"spacing {spacing} sweeps")
+    more = _produce(ch, (n - n_old) // chains, spacing)
+    out = np.concatenate([x.reshape(chains, n_old // chains, *x.shape[1:]), more], axis=1)
+    keep = {k: v for k, v in report.items() if k not in ("hmc_acceptance", "thermalisation", "seconds")}
+    return _finish(ch, out, theory, keep | {"n": n})
+
+
+def _check_n(n: int, chains: int) -> None:
+    if n % chains:
+        raise PhysdiffError(f"n = {n} must be a multiple of the number of chains ({chains})")
+    if n < 2 * chains:
+        raise PhysdiffError(f"n = {n} gives fewer than 2 configurations per chain ({chains} chains); errors and the "
+                            f"thermalisation check need n >= {2 * chains}")
+
+
+def _check_plan(theory, n: int, chains: int, tau: float, burn_in: int, spacing: int) -> None:
     planned = burn_in + (n // chains) * spacing
     if planned > MAX_SWEEPS:
         raise PhysdiffError(f"τ_int(|M|) = {tau:.3g} sweeps at {theory.label}: {n} configurations would take "
                             f"{planned:.3g} sweeps (burn-in {burn_in}, spacing {spacing}), more than {MAX_SWEEPS:g}; "
                             "the chains barely move at these couplings: ask for fewer configurations or other "
                             "couplings")
-    for _ in range(burn_in):
-        ch.update()
-    per_chain = n // chains
-    out = np.empty((chains, per_chain, *theory.field_shape(L)))
+
+
+def _produce(ch: Chains, per_chain: int, spacing: int) -> np.ndarray:
+    """(chains, per_chain, L, L): a configuration of every chain each ``spacing`` sweeps."""
+    out = np.empty((ch.x.shape[0], per_chain, *ch.x.shape[1:]))
     for i in range(per_chain):
         for _ in range(spacing):
             ch.update()
         out[:, i] = ch.x
-    if log is not None:
-        log(f"τ_int(|M|) = {tau:.2f} sweeps from a {pilot}-sweep pilot: burn-in {burn_in}, spacing {spacing}")
-    report = {"L": L, "n": n, "chains": chains, "seed": seed, "cluster_updates": cluster,
-              "pilot_tau_int_abs_m_sweeps": tau, "burn_in_sweeps": pilot * 2 + burn_in, "spacing_sweeps": spacing}
+    return out
+
+
+def _finish(ch: Chains, out: np.ndarray, theory, report: dict) -> tuple[np.ndarray, dict, dict]:
     if theory.discrete is None:
         report |= {"hmc_acceptance": float(np.mean(ch.accepted)), "hmc_step": ch.eps, "hmc_leapfrog_steps": ch.n_leap}
     report["thermalisation"] = hot_cold_check(out, theory)
-    return out.reshape(n, *theory.field_shape(L)), report
+    return out.reshape(-1, *out.shape[2:]), report, ch.state()
+
+
+def mc_times(report: dict, n: int) -> np.ndarray:
+    """(n,) int64: the Monte Carlo time of each configuration of a chain-major ensemble of
+    ``report``: sweeps of its chain since the start (pilot and burn-in included), or the
+    row within the chain when the report does not say."""
+    chains = report.get("chains", 1)
+    i = np.tile(np.arange(1, n // chains + 1, dtype=np.int64), chains)
+    if isinstance(report.get("burn_in_sweeps"), int) and isinstance(report.get("spacing_sweeps"), int):
+        return report["burn_in_sweeps"] + i * report["spacing_sweeps"]
+    return i - 1
 
 
 def hot_cold_check(x: np.ndarray, theory) -> dict:

@@ -7,29 +7,78 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import PhysdiffError
 
 
 def make_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: int = 16, cluster: bool = True,
                   log=None) -> str:
-    """Run the reference Monte Carlo of ``theory`` and write the ensemble and its JSON to ``out``;
-    returns the summary line."""
-    from .ensemble import save_ensemble, sidecar
-    from .mc import run_mcmc
-    from .observables import format_z
+    """Run the reference Monte Carlo of ``theory`` and write the ensemble, its parameters and the
+    chains' final state (for :func:`resume_ensemble`) to ``out`` (.npy + .json, or .h5:
+    ``ensemble.py``); returns the summary line."""
+    from .ensemble import save_ensemble
+    from .mc import mcmc_stream
 
     if n % chains:
         raise PhysdiffError(f"--n {n} must be a multiple of --chains {chains}")
     t0 = time.perf_counter()
-    x, report = run_mcmc(theory, L, n, seed=seed, chains=chains, cluster=cluster, log=log)
+    x, report, state = mcmc_stream(theory, L, n, seed=seed, chains=chains, cluster=cluster, log=log)
     report["seconds"] = time.perf_counter() - t0
-    save_ensemble(out, x, {"params": theory.params, "generator": "physdiff mcmc", **report})
+    save_ensemble(out, x, {"params": theory.params, "generator": "physdiff mcmc", **report}, state)
+    return _summary(f"wrote {n} configurations ({chains} chains) to {_files(out)}", report)
+
+
+def resume_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: int = 16, cluster: bool = True,
+                    log=None) -> str:
+    """Extend the ensemble ``out`` written by :func:`make_ensemble` to n configurations in all,
+    continuing each chain from its saved state: the result is bit for bit the ensemble one run of
+    n would have made (``mc.extend_mcmc``). The theory, L, seed, chains and cluster updates must be
+    those it was made with; a difference is named. Returns the summary line."""
+    from .ensemble import load_ensemble, load_state, save_ensemble
+    from .mc import extend_mcmc
+
+    x, info = load_ensemble(out)
+    state = load_state(out)
+    given = {**theory.params, "L": L, "seed": seed, "chains": chains, "cluster_updates": cluster}
+    saved = {**info["params"], **{k: info.get(k) for k in ("L", "seed", "chains", "cluster_updates")}}
+    for key, value in given.items():
+        if saved.get(key) != value:
+            raise PhysdiffError(f"cannot resume {str(out)!r}: it was made with {key} = {saved.get(key)!r}, not "
+                                f"{value!r}; a resume continues the same stream (only the number of configurations "
+                                "may grow)")
+    for key in ("burn_in_sweeps", "spacing_sweeps", "pilot_tau_int_abs_m_sweeps"):
+        value = info.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= (key != "burn_in_sweeps"):
+            raise PhysdiffError(f"cannot resume {str(out)!r}: its parameters' {key} = {value!r} is not a count of "
+                                "sweeps (the file was edited)")
+    last = x.reshape(chains, -1, *x.shape[1:])[:, -1]
+    if state["x"].shape != last.shape or not np.array_equal(last, state["x"].astype(np.float32)):
+        raise PhysdiffError(f"cannot resume {str(out)!r}: its saved Monte Carlo state is not that of its last "
+                            "configurations (the ensemble or its state was replaced since)")
+    t0, n_old = time.perf_counter(), len(x)
+    x, report, state = extend_mcmc(theory, x, info, state, n, log=log)
+    before = info.get("seconds")
+    report["seconds"] = (before if isinstance(before, (int, float)) else 0.0) + time.perf_counter() - t0
+    save_ensemble(out, x, report, state)
+    return _summary(f"extended {_files(out)} to {n} configurations ({chains} chains, {n - n_old} new)", report)
+
+
+def _files(out: Path) -> str:
+    from .ensemble import is_hdf5, sidecar
+
+    return f"{out}" if is_hdf5(out) else f"{out} and {sidecar(out)}"
+
+
+def _summary(head: str, report: dict) -> str:
+    from .observables import format_z
+
     therm = report["thermalisation"]
     acc = f", HMC acceptance {report['hmc_acceptance']:.3f} (step {report['hmc_step']:.3f})" \
         if "hmc_acceptance" in report else ""
     verdict = "agree" if therm["agree"] else "DISAGREE" if therm.get("comparable", True) else \
         "cannot be compared (zero errors)"
-    return (f"wrote {n} configurations ({chains} chains) to {out} and {sidecar(out)}{acc}; hot/cold starts "
+    return (f"{head}{acc}; hot/cold starts "
             f"{verdict} (z = {format_z(therm['abs_m']['z'], '+.2f')} for |M|, "
             f"{format_z(therm['action_density']['z'], '+.2f')} for the action density); {report['seconds']:.1f} s")
 
@@ -133,4 +182,5 @@ def observable_figures(result: dict, data: dict) -> dict:
     return ensemble_figures(ensembles, theory, f"{theory.label}, L = {x.shape[-1]}", reference=b)
 
 
-__all__ = ["ensemble_figures", "format_observables", "make_ensemble", "observable_figures", "observables_report"]
+__all__ = ["ensemble_figures", "format_observables", "make_ensemble", "observable_figures", "observables_report",
+           "resume_ensemble"]
