@@ -166,7 +166,7 @@ def main():
                                  "ess_per_sample_error": info["ess_per_sample_error"],
                                  "tau_int_m": info["tau_int_m_chain"], "tau_int_abs_m": info["tau_int_abs_m_chain"],
                                  "log_z": info["log_z"], "log_z_exact": exact_log_z(theory, L),
-                                 "embedding": info.get("embedding")}
+                                 "embedding": info.get("embedding"), "log_q_check": info.get("log_q_check")}
             action = exact.action
             if tol is not None:
                 row["diffusion"]["log_q_tolerance"] = tolerance_table(theory, tol, run.normalizer)
@@ -223,6 +223,12 @@ def main():
             print(f"acceptance {d['acceptance']:.3f}, ESS/N {d['ess_per_sample']:.3f} ± "
                   f"{d['ess_per_sample_error']:.3f}, τ_int(M) {d['tau_int_m']:.2f}, "
                   f"τ_int(|M|) {d['tau_int_abs_m']:.2f}")
+        chk = row["diffusion"].get("log_q_check")
+        if chk:
+            print(f"solver check on {chk['n']} proposals ({chk['check']} against {chk['solver']}): Δlog q "
+                  f"{json.dumps(chk['dlog_q'])}; log Z shift {chk['log_z_shift']['in_errors']:+.2f} errors; "
+                  + ", ".join(f"{k} {v['in_errors']:+.2f}" for k, v in chk["shifts"].items())
+                  + (f"; WARNING {chk['warning']}" if "warning" in chk else ""))
         for label, t in row["diffusion"].get("log_q_tolerance", {}).items():
             print(f"log q with {label}: {json.dumps(t)}")
         print("cost per independent configuration (s):", json.dumps(row["cost_per_independent_s"]), flush=True)
