@@ -225,9 +225,12 @@ def main():
                   f"τ_int(|M|) {d['tau_int_abs_m']:.2f}")
         chk = row["diffusion"].get("log_q_check")
         if chk:
+            def e(v):
+                return "n/a" if v["in_errors"] is None else f"{v['in_errors']:+.2f}"
+
             print(f"solver check on {chk['n']} proposals ({chk['check']} against {chk['solver']}): Δlog q "
-                  f"{json.dumps(chk['dlog_q'])}; log Z shift {chk['log_z_shift']['in_errors']:+.2f} errors; "
-                  + ", ".join(f"{k} {v['in_errors']:+.2f}" for k, v in chk["shifts"].items())
+                  f"{json.dumps(chk['dlog_q'])}; log Z shift {e(chk['log_z_shift'])} errors; "
+                  + ", ".join(f"{k} {e(v)}" for k, v in chk["shifts"].items())
                   + (f"; WARNING {chk['warning']}" if "warning" in chk else ""))
         for label, t in row["diffusion"].get("log_q_tolerance", {}).items():
             print(f"log q with {label}: {json.dumps(t)}")
