@@ -5,7 +5,9 @@ JVPs), both at the lattice defaults, untrained (the cost does not depend on the 
     .venv/bin/python benchmarks/bench_divergence.py [--sizes 8,16,32] [--batch 64] [--threads 2]
 
 Prints and writes benchmarks/divergence.json: seconds per configuration for one divergence
-evaluation (the ODE with exact log q makes 4 per RK4 step), the median of --repeats runs.
+evaluation (the ODE with exact log q makes 4 per RK4 step), the median of --repeats runs, and
+(``--proposals B``, default 32) seconds per proposal of the whole exact sampler step: the
+probability-flow ODE with exact log q at the default steps, over a batch of B configurations.
 """
 
 from __future__ import annotations
@@ -35,12 +37,23 @@ def seconds_per_config(model, L, batch, repeats):
     return sorted(times)[len(times) // 2] / batch
 
 
+def seconds_per_proposal(model, L, batch, prediction):
+    from physdiff.ode import sample_with_log_prob
+    from physdiff.schedule import make_schedule
+
+    x = torch.randn(batch, 1, L, L)
+    t0 = time.perf_counter()
+    sample_with_log_prob(model, make_schedule("linear", 1000), x, prediction=prediction)
+    return (time.perf_counter() - t0) / batch
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", default="8,16,32")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--proposals", type=int, default=32, help="batch of the whole-proposal timing (0: skip)")
     p.add_argument("--out", default="benchmarks/divergence.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -53,10 +66,15 @@ def main():
             params = sum(q.numel() for q in model.parameters())
             row[arch] = {"seconds_per_config": seconds_per_config(model, L, args.batch, args.repeats),
                          "parameters": params}
+            if args.proposals:
+                row[arch]["seconds_per_proposal"] = seconds_per_proposal(model, L, args.proposals,
+                                                                         cfg.diffusion.prediction)
         rows[L] = row
         print(f"L = {L}: ResMLP {row['mlp']['seconds_per_config'] * 1e3:.3f} ms ({row['mlp']['parameters']} params), "
               f"local {row['local']['seconds_per_config'] * 1e3:.3f} ms ({row['local']['parameters']} params) "
-              "per configuration per divergence", flush=True)
+              "per configuration per divergence"
+              + (f"; per proposal with exact log q: ResMLP {row['mlp']['seconds_per_proposal']:.3f} s, local "
+                 f"{row['local']['seconds_per_proposal']:.3f} s" if args.proposals else ""), flush=True)
     Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
 
 
