@@ -18,16 +18,18 @@
 # + (1-2\lambda)\phi_x^2 + \lambda\phi_x^4]$, sampled with $e^{-S}$. The workflow:
 #
 # 1. a reference Monte Carlo (HMC + Wolff cluster updates), checked for thermalisation;
-# 2. a diffusion model trained on Monte Carlo configurations. Its network has three parts: the exact
-#    denoiser of a Gaussian field with the data's power spectrum (linear, diagonal in momentum space),
-#    an MLP on the whole field, and a small network shared by every site that carries the on-site
-#    interaction λφ⁴; the whole is odd, so q(φ) = q(−φ) exactly;
+# 2. a diffusion model trained on Monte Carlo configurations. Its network has two parts: the exact
+#    denoiser of a Gaussian field with the data's power spectrum (linear, diagonal in momentum space)
+#    and a learnt rest — at L ≥ 8 the local network of periodic convolutions (`nets/local.py`), whose
+#    exact divergence costs the same number of passes at every L, on the tiny lattice of the fast mode
+#    an MLP on the whole field with a small network shared by every site; the whole is odd, so
+#    q(φ) = q(−φ) exactly;
 # 3. samples **with their exact log-density** log q from the probability-flow ODE;
 # 4. an independence Metropolis–Hastings chain accepting with $e^{-S}/q$: exact whatever the model's
 #    errors, which only cost acceptance. Every observable with a Γ-method error, every comparison as z.
 #
 # The fast mode (`PHYSDIFF_FAST=1`) uses L = 4 and a short training; the default is the L = 8 point
-# near the critical coupling (about 8 minutes on 2 cores).
+# near the critical coupling (about 20 minutes on 2 cores, most of it the local network's training).
 
 # %%
 import os

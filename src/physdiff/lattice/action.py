@@ -89,7 +89,7 @@ class Ising(Theory):
         # spins themselves keep the flattened MLP alone: with the Gaussian part and the site network
         # the sign-read energy moved from +30 to +62 errors at β = 0.3 and from +4 to +22 at β = 0.44
         # (GPU run, benchmarks/README.md)
-        return {"model": {"gaussian": "none", "mlp": {"site_width": 0}}} if embedding == "none" else {}
+        return {"model": {"arch": "mlp", "gaussian": "none", "mlp": {"site_width": 0}}} if embedding == "none" else {}
 
     def embedding(self, name: str, L: int, shift: float = 1.0):
         """"hubbard-stratonovich": x with p(x) ∝ exp(−½ xᵀW⁻¹x) Π 2cosh x, W = βJ + (4β + shift)I
