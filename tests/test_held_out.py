@@ -1,0 +1,119 @@
+"""A user's data file: the held-out validation split (drawn by data.seed, recorded in the run),
+the validation loss, evaluate against the held-out rows with a memorisation check, errors of
+value/floor ratios, and training from an array in memory."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import one_line_error
+from physdiff import checkpoint as ck
+from physdiff.checkpoint import read_metrics
+from physdiff.cli import main
+from physdiff.config import Config, config_from_dict, load_config
+from physdiff.data import load_array, split_rows, validation_indices
+from physdiff.errors import PhysdiffError
+from physdiff.run import LoadedRun
+from physdiff.training import VALIDATION_COLUMN, train
+
+TINY = {"train.steps": 60, "train.log_every": 20, "train.checkpoint_every": 60, "model.width": 16,
+        "model.depth": 1, "diffusion.timesteps": 50, "train.batch_size": 64, "train.device": "cpu"}
+
+
+def points(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 2)) * [3.0, 0.5] + [1.0, -2.0]
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "points.npy"
+    np.save(path, points())
+    return path
+
+
+@pytest.fixture(scope="module")
+def file_run(tmp_path_factory, data_file):
+    return train(Config().with_overrides(TINY), tmp_path_factory.mktemp("runs") / "file", data=data_file,
+                 progress=False)
+
+
+def test_split_is_drawn_by_the_seed_and_recorded(file_run, data_file):
+    """validation.npy holds round(0.1 N) distinct rows, those validation_indices draws from
+    data.seed; the training rows are the rest, and the normaliser is fitted on them only."""
+    cfg = load_config(file_run / ck.CONFIG_FILE)
+    assert cfg.data.validation_fraction == 0.1
+    held = np.load(file_run / ck.VALIDATION_FILE)
+    assert held.dtype == np.int64 and len(held) == 40 == len(np.unique(held))
+    np.testing.assert_array_equal(held, validation_indices(400, 0.1, cfg.data.seed))
+    assert not np.array_equal(held, validation_indices(400, 0.1, cfg.data.seed + 1))
+    train_rows, _ = split_rows(load_array(data_file), held)
+    assert len(train_rows) == 360
+    run = LoadedRun(file_run, device="cpu")
+    np.testing.assert_allclose(run.normalizer.shift.numpy(), train_rows.mean(0), rtol=1e-12)
+    assert not np.allclose(run.normalizer.shift.numpy(), load_array(data_file).mean(0), rtol=1e-6)
+
+
+def test_validation_loss_is_logged_and_finite(file_run):
+    rows, skipped = read_metrics(file_run / ck.METRICS_FILE)
+    assert skipped == 0 and VALIDATION_COLUMN in rows
+    assert list(rows["step"]) == [20, 40, 60]
+    val = rows[VALIDATION_COLUMN]
+    assert np.isfinite(val).all() and (val > 0).all()
+    # the objective on data the network never saw, at fixed draws: the same order as the training loss
+    assert 0.2 < val[-1] / rows["loss"][-1] < 5
+
+
+def test_validation_loss_uses_fixed_draws(file_run):
+    """Two calls on the same weights give the same number (fixed t and noise), and the
+    training generator is untouched."""
+    from physdiff.training import Trainer
+
+    cfg = load_config(file_run / ck.CONFIG_FILE)
+    trainer = Trainer.create(cfg, file_run, torch.device("cpu"), held_out=np.load(file_run / ck.VALIDATION_FILE))
+    from physdiff.objective import DenoisingLoss
+    from physdiff.schedule import make_schedule
+
+    objective = DenoisingLoss(make_schedule("linear", 50, warn=False), "v")
+    state = trainer.generator.get_state()
+    assert trainer.validation_loss(objective) == trainer.validation_loss(objective)
+    assert torch.equal(trainer.generator.get_state(), state)
+
+
+def test_resume_continues_on_the_recorded_split(tmp_path, data_file):
+    """A resumed run trains on the rows validation.npy names and writes the val_loss column."""
+    cfg = Config().with_overrides(TINY | {"train.steps": 40, "train.checkpoint_every": 20})
+    out = train(cfg, tmp_path / "r", data=data_file, progress=False)
+    train(None, out, resume=True, steps=60, progress=False)
+    rows, _ = read_metrics(out / ck.METRICS_FILE)
+    assert list(rows["step"]) == [20, 40, 60] and np.isfinite(rows[VALIDATION_COLUMN]).all()
+    (out / ck.VALIDATION_FILE).unlink()
+    with pytest.raises(PhysdiffError, match=r"validation.npy.*missing"):
+        train(None, out, resume=True, steps=80, progress=False)
+
+
+def test_old_configs_held_nothing_out():
+    """config.toml of version <= 5 has no validation_fraction: read as 0 (those runs trained on
+    every row, and evaluate compares them with halves of the file as before)."""
+    assert config_from_dict({"version": 5, "data": {"file": "x.npy"}}).data.validation_fraction == 0.0
+    assert config_from_dict({"data": {"file": "x.npy"}}).data.validation_fraction == 0.1
+    with pytest.raises(PhysdiffError, match=r"validation_fraction = 0.7 is out of range"):
+        config_from_dict({"data": {"validation_fraction": 0.7}})
+
+
+def test_fraction_zero_holds_nothing_out(tmp_path, data_file):
+    out = train(Config().with_overrides(TINY | {"data.validation_fraction": 0.0}), tmp_path / "r", data=data_file,
+                progress=False)
+    assert not (out / ck.VALIDATION_FILE).exists()
+    rows, _ = read_metrics(out / ck.METRICS_FILE)
+    assert VALIDATION_COLUMN not in rows
+
+
+def test_too_few_rows_for_a_split_is_one_line(tmp_path, capsys):
+    data = tmp_path / "few.npy"
+    np.save(data, points(17))
+    err = one_line_error(capsys, ["train", "--data", str(data), "--out", str(tmp_path / "r"), "--steps", "5"])
+    assert "17 rows" in err and "data.validation_fraction = 0" in err
+    assert not (tmp_path / "r").exists()
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "r"), "--steps", "5", "--width", "8",
+                 "--timesteps", "20", "--batch-size", "16", "--validation-fraction", "0"]) == 0
