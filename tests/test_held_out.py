@@ -117,3 +117,87 @@ def test_too_few_rows_for_a_split_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "r"), "--steps", "5", "--width", "8",
                  "--timesteps", "20", "--batch-size", "16", "--validation-fraction", "0"]) == 0
+
+
+# ---------------------------------------------------------------- evaluate on held-out rows
+
+
+def test_evaluate_uses_the_split_training_used(file_run, data_file):
+    """The rows evaluate treats as training rows are those the weights were trained on: their
+    fingerprint is the one training stored in state.safetensors."""
+    from physdiff.evaluation.references import held_out_split
+    from physdiff.training import data_fingerprint
+
+    run = LoadedRun(file_run, device="cpu")
+    train_rows, held_rows = held_out_split(run)
+    _, meta = ck.read_tensors(file_run / ck.STATE_FILE)
+    assert data_fingerprint(train_rows) == meta["data_fingerprint"]
+    np.testing.assert_array_equal(held_rows, load_array(data_file)[np.load(file_run / ck.VALIDATION_FILE)])
+
+
+def test_evaluate_json_reports_the_held_out_reference_and_ratio_errors(file_run, capsys):
+    import json
+
+    assert main(["evaluate", str(file_run), "--json", "--n", "30", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    ref = report["reference"]
+    assert ref == {"kind": "held-out rows", "n_held_out": 40, "n_train": 360, "pairs": 5}
+    assert report["n"] == 30
+    sw = report["metrics"]["sliced_wasserstein"]
+    assert sw["ratio"] == pytest.approx(sw["value"] / sw["floor"]) and 0 < sw["ratio_error"] < sw["ratio"]
+    assert report["memorisation"]["n_samples"] == 150 and isinstance(report["memorisation"]["flagged"], bool)
+    assert main(["evaluate", str(file_run), "--n", "30", "--device", "cpu"]) == 0
+    table = capsys.readouterr().out
+    assert f"{sw['ratio']:.2f} ± {sw['ratio_error']:.2f}" in table and "40 held-out rows" in table
+
+
+def test_memorisation_is_flagged_and_fresh_data_is_not(file_run):
+    """Samples that are the training rows match the floor (training rows vs held-out rows is
+    the floor), so only the nearest-neighbour check can see them; fresh draws from the data's
+    law pass it."""
+    from physdiff.evaluation import format_report, vectors
+    from physdiff.evaluation.references import held_out_split
+
+    run = LoadedRun(file_run, device="cpu")
+    train_rows, _ = held_out_split(run)
+    copied = vectors.evaluate(run, 40, 0, samples=train_rows[:200])
+    assert copied["memorisation"]["flagged"] and copied["memorisation"]["share"] > 0.9
+    sw = copied["metrics"]["sliced_wasserstein"]
+    assert abs(sw["ratio"] - 1) < 4 * sw["ratio_error"] + 0.1  # the distances cannot tell
+    assert "FLAGGED" in format_report(copied)
+    fresh = vectors.evaluate(run, 40, 0, samples=points(200, seed=5))
+    assert not fresh["memorisation"]["flagged"], fresh["memorisation"]
+    assert fresh["memorisation"]["share"] < 0.3 and "FLAGGED" not in format_report(fresh)
+
+
+def test_a_run_without_split_evaluates_as_before(tmp_path, data_file):
+    """A file's run that held nothing out (as runs of config version <= 5) is compared with two
+    halves of the file, one pair: no ratio error, no memorisation check."""
+    from physdiff.evaluation import format_report, vectors
+
+    out = train(Config().with_overrides(TINY | {"data.validation_fraction": 0.0}), tmp_path / "r", data=data_file,
+                progress=False)
+    report = vectors.evaluate(LoadedRun(out, device="cpu"), 100, 0)
+    assert report["n"] == 100 and report["reference"]["pairs"] == 1 and "memorisation" not in report
+    sw = report["metrics"]["sliced_wasserstein"]
+    assert np.isnan(sw["ratio_error"]) and "±" not in format_report(report).split("\n")[3]
+    assert "halves of the data file" in format_report(report)
+
+
+def test_ratio_bootstrap_error_matches_the_spread_of_repeated_experiments():
+    """The bootstrap error of mean(v)/rms(f) over R pairs is the spread of that ratio over
+    independent repetitions of the experiment (within 20%, the bootstrap's own noise at R = 30)."""
+    from physdiff.stats import ratio_bootstrap
+
+    rng = np.random.default_rng(1)
+    ratios, errors = [], []
+    for _ in range(300):
+        v, f = rng.gamma(20, 0.05, 30), rng.gamma(20, 0.05, 30)
+        r, e = ratio_bootstrap(v, f, n_boot=300, seed=int(rng.integers(1 << 30)))
+        ratios.append(r)
+        errors.append(e)
+    assert np.std(ratios) == pytest.approx(np.mean(errors), rel=0.2)
+    # v and f of one law: mean(v)/rms(f) → E v/√(E f²) = 1/√(1 + cv²), cv² = 1/20 for gamma(20)
+    assert abs(np.mean(ratios) - 1 / np.sqrt(1 + 1 / 20)) < 4 * np.std(ratios) / np.sqrt(300)
+    assert np.isnan(ratio_bootstrap([1.0], [1.0])[1])
+    assert ratio_bootstrap(2.0, [1.0, 1.0, 1.0])[1] == 0.0  # no spread in the floors, one shared value
