@@ -201,3 +201,60 @@ def test_ratio_bootstrap_error_matches_the_spread_of_repeated_experiments():
     assert abs(np.mean(ratios) - 1 / np.sqrt(1 + 1 / 20)) < 4 * np.std(ratios) / np.sqrt(300)
     assert np.isnan(ratio_bootstrap([1.0], [1.0])[1])
     assert ratio_bootstrap(2.0, [1.0, 1.0, 1.0])[1] == 0.0  # no spread in the floors, one shared value
+
+
+# ---------------------------------------------------------------- Python API habits
+
+
+def test_train_from_an_array_matches_train_from_the_same_file(tmp_path, file_run, data_file):
+    """physdiff.train(cfg, out, data=array): the array is saved as RUN/data.npy (float64, exactly),
+    config.toml names it, and the weights, split and metrics are those of the same data given as
+    a file."""
+    import physdiff
+
+    x = points()
+    out = physdiff.train(Config().with_overrides(TINY), tmp_path / "mem", data=x, progress=False)
+    saved = np.load(out / ck.DATA_FILE)
+    assert saved.dtype == np.float64 and np.array_equal(saved, x)
+    assert load_config(out / ck.CONFIG_FILE).data.file == str((out / ck.DATA_FILE).resolve())
+    np.testing.assert_array_equal(np.load(out / ck.VALIDATION_FILE), np.load(file_run / ck.VALIDATION_FILE))
+    for name in (ck.EMA_FILE, ck.MODEL_FILE):
+        a, b = ck.read_tensors(out / name)[0], ck.read_tensors(file_run / name)[0]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    val = lambda run: read_metrics(run / ck.METRICS_FILE)[0][VALIDATION_COLUMN]  # noqa: E731
+    np.testing.assert_array_equal(val(out), val(file_run))
+    # the run works on its own: resume and evaluate read RUN/data.npy
+    train(None, out, resume=True, steps=80, progress=False)
+    from physdiff.evaluation import evaluate
+
+    assert evaluate(LoadedRun(out), 20, 0)["reference"]["kind"] == "held-out rows"
+
+
+def test_train_from_a_path(tmp_path, data_file):
+    """data= a path is data.file, resolved."""
+    import physdiff
+
+    out = physdiff.train(Config().with_overrides(TINY), tmp_path / "p", data=str(data_file), progress=False)
+    assert load_config(out / ck.CONFIG_FILE).data.file == str(data_file.resolve())
+    assert not (out / ck.DATA_FILE).exists()
+
+
+@pytest.mark.parametrize("bad,message", [
+    (np.zeros((40, 2, 2)), "has shape"),
+    (np.full((40, 2), np.nan), "NaN/inf"),
+    (np.array([["a", "b"]] * 40), "expected a numeric array"),
+    (np.zeros((3, 2)), "at least 16 rows"),
+])
+def test_a_bad_array_is_refused_before_anything_is_written(tmp_path, bad, message):
+    with pytest.raises(PhysdiffError, match=message) as info:
+        train(None, tmp_path / "r", data=bad, progress=False)  # no config: the defaults
+    assert "the data array" in str(info.value) and not (tmp_path / "r").exists()
+
+
+def test_loaded_run_picks_the_device_as_the_cli_does(file_run):
+    from physdiff.training import resolve_device
+
+    assert LoadedRun(file_run).device == resolve_device("auto")
+    assert LoadedRun(file_run, device=torch.device("cpu")).device == torch.device("cpu")
+    with pytest.raises(PhysdiffError, match="unknown device 'gpu'"):
+        LoadedRun(file_run, device="gpu")
