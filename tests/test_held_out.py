@@ -258,3 +258,20 @@ def test_loaded_run_picks_the_device_as_the_cli_does(file_run):
     assert LoadedRun(file_run, device=torch.device("cpu")).device == torch.device("cpu")
     with pytest.raises(PhysdiffError, match="unknown device 'gpu'"):
         LoadedRun(file_run, device="gpu")
+
+
+def test_figures_of_a_held_out_run_draw_all_the_data(file_run):
+    """The samples figure shows up to n rows of the whole file, not only the 40 held-out ones."""
+    from physdiff.evaluation import vectors
+
+    figs = vectors.figures(LoadedRun(file_run, device="cpu"), 300, 0)
+    data = figs["samples.png"].axes[0].collections[0].get_offsets()
+    assert len(data) == 300
+
+
+def test_format_ratio():
+    from physdiff.evaluation.vectors import format_ratio
+
+    assert format_ratio({"value": 2.1, "floor": 2.0, "ratio": 1.05, "ratio_error": 0.07}) == "1.05 ± 0.07"
+    assert format_ratio({"value": 2.1, "floor": 2.0, "ratio": 1.05, "ratio_error": None}) == "1.05"  # one pair (JSON)
+    assert format_ratio({"value": 3.0, "floor": 2.0}) == "1.50"  # an evaluation.json of an older physdiff

@@ -130,7 +130,7 @@ def nll_report(run, n: int, seed: int) -> dict:
     return out
 
 
-def _ratio(row: dict) -> str:
+def format_ratio(row: dict) -> str:
     """value/floor, ± its bootstrap error where there is one (several reference pairs)."""
     ratio, error = row.get("ratio"), row.get("ratio_error")
     if ratio is None:  # a report of an older physdiff
@@ -148,7 +148,7 @@ def format_report(report: dict) -> str:
         lines.append(f"reference: {ref['kind']}")
     lines.append(f"{'metric':<20}{'model':>14}{'noise floor':>14}{'ratio':>16}")
     for name, row in report["metrics"].items():
-        shown = _ratio(row) if name in DISTANCE_ROWS else ""
+        shown = format_ratio(row) if name in DISTANCE_ROWS else ""
         lines.append(f"{name:<20}{row['value']:>14.5g}{row['floor']:>14.5g}{shown:>16}")
     if any(name in DISTANCE_ROWS for name in report["metrics"]):
         lines.append("ratio = model / noise floor, ± its bootstrap error over the reference pairs (none: one pair)")
@@ -185,8 +185,14 @@ def figures(run, n: int, seed: int, samples=None, snaps=None) -> dict:
     from .. import diffusion as dif
     from ..plots import plot_process, plot_samples, snapshot_times
 
-    refs, _, _, n = reference_sets(run, n, seed, repeats=1)
-    reference = refs[0]
+    split = held_out_split(run)
+    if split is not None:  # a picture of the data: up to n of all their rows, not only the few held out
+        data = np.concatenate(split)
+        n = min(n, len(data))
+        reference = data[np.sort(np.random.default_rng(seed).permutation(len(data))[:n])]
+    else:
+        refs, _, _, n = reference_sets(run, n, seed, repeats=1)
+        reference = refs[0]
     T = run.schedule.T
     times = snapshot_times(run.schedule)
     if samples is None or snaps is None:
