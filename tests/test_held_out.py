@@ -182,6 +182,19 @@ def test_a_run_without_split_evaluates_as_before(tmp_path, data_file):
     sw = report["metrics"]["sliced_wasserstein"]
     assert np.isnan(sw["ratio_error"]) and "±" not in format_report(report).split("\n")[3]
     assert "halves of the data file" in format_report(report)
+    # a run directory of config version 5 (no validation_fraction key, no validation.npy) loads
+    # unchanged and is evaluated the same way: two halves of the file drawn by the seed
+    text = (out / ck.CONFIG_FILE).read_text()
+    assert "version = 6" in text and "validation_fraction = 0.0\n" in text
+    (out / ck.CONFIG_FILE).write_text(text.replace("version = 6", "version = 5").replace(
+        "validation_fraction = 0.0\n", ""))
+    old = vectors.evaluate(LoadedRun(out, device="cpu"), 100, 0)
+    assert old["metrics"] == report["metrics"]
+    x = load_array(data_file)
+    perm = np.random.default_rng(0).permutation(len(x))
+    from physdiff.metrics import sliced_wasserstein
+
+    assert sw["floor"] == pytest.approx(sliced_wasserstein(x[perm[100:200]], x[perm[:100]]))
 
 
 def test_ratio_bootstrap_error_matches_the_spread_of_repeated_experiments():
@@ -275,3 +288,16 @@ def test_format_ratio():
     assert format_ratio({"value": 2.1, "floor": 2.0, "ratio": 1.05, "ratio_error": 0.07}) == "1.05 ± 0.07"
     assert format_ratio({"value": 2.1, "floor": 2.0, "ratio": 1.05, "ratio_error": None}) == "1.05"  # one pair (JSON)
     assert format_ratio({"value": 3.0, "floor": 2.0}) == "1.50"  # an evaluation.json of an older physdiff
+
+
+def test_nearest_in_blocks_matches_one_block():
+    from physdiff.metrics import nearest
+
+    rng = np.random.default_rng(3)
+    q, s = rng.normal(size=(70, 3)), rng.normal(size=(500, 3))
+    s[123] = q[5]  # an exact copy
+    d1, i1 = nearest(q, s)
+    d2, i2 = nearest(q, s, chunk=16, support_chunk=37)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(d1, d2, rtol=0, atol=1e-12)
+    assert i1[5] == 123 and d1[5] < 1e-6

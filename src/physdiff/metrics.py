@@ -168,14 +168,22 @@ def precision_recall(real, fake, k: int = 3) -> dict[str, float]:
     return {"precision": float(precision), "recall": float(recall)}
 
 
-def nearest(query, support, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """(distance, index) of each query row's nearest support row (Euclidean, flattened)."""
+def nearest(query, support, chunk: int = 2048, support_chunk: int = 16_384) -> tuple[np.ndarray, np.ndarray]:
+    """(distance, index) of each query row's nearest support row (Euclidean, flattened). The
+    distance matrix is made in blocks of ``chunk`` × ``support_chunk`` (≤ 270 MB in float64),
+    so a support of a million rows (a user's data file) fits in memory."""
     q, s = _as_tensor(query), _as_tensor(support)
     dist, idx = [], []
     for i in range(0, len(q), chunk):
-        d, j = torch.cdist(q[i:i + chunk], s).min(dim=1)
-        dist.append(d)
-        idx.append(j)
+        best = torch.full((len(q[i:i + chunk]),), torch.inf, dtype=torch.float64)
+        where = torch.zeros(len(best), dtype=torch.long)
+        for k in range(0, len(s), support_chunk):
+            d, j = torch.cdist(q[i:i + chunk], s[k:k + support_chunk]).min(dim=1)
+            closer = d < best  # ties keep the earlier row, as one min over all rows does
+            best = torch.where(closer, d, best)
+            where = torch.where(closer, j + k, where)
+        dist.append(best)
+        idx.append(where)
     return torch.cat(dist).numpy(), torch.cat(idx).numpy()
 
 

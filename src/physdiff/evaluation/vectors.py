@@ -13,6 +13,7 @@ from .references import held_out_split, reference_sets
 
 DISTANCE_ROWS = ("sliced_wasserstein", "mean_error", "cov_error")
 MEMORISATION_QUANTILE = 0.01  # share of held-out rows nearer the training rows than the threshold (>= 5 rows of them)
+MEMORISATION_HELD_OUT = 5000  # held-out rows whose nearest training rows set the threshold (each costs a scan)
 
 
 def outlier_share(x: np.ndarray, reference: np.ndarray, margin: float = OUTLIER_MARGIN) -> float:
@@ -76,7 +77,8 @@ def memorisation(run, samples: np.ndarray, train: np.ndarray, held: np.ndarray) 
     """``metrics.memorisation`` in the run's network units (each dimension standardised as the
     network saw it): the share of samples nearer their nearest training row than all but a
     quantile q of held-out rows are (q = MEMORISATION_QUANTILE, raised to 5/K for K < 500
-    held-out rows so that the threshold is not one row's accident). Fresh draws from the data's
+    held-out rows so that the threshold is not one row's accident; at most MEMORISATION_HELD_OUT
+    of them). Fresh draws from the data's
     law give q; a model that copies training rows gives up to 1. ``flagged``: the share exceeds
     2q + 3 binomial errors √(q(1−q)/N) of N samples (2q: the threshold, an order statistic of
     ~qK ≥ 5 distances, is itself uncertain by ~1/√(qK))."""
@@ -88,6 +90,7 @@ def memorisation(run, samples: np.ndarray, train: np.ndarray, held: np.ndarray) 
         x = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape(len(x), *run.data_shape))
         return run.normalizer.encode(x).numpy().reshape(len(x), -1)
 
+    held = held[:MEMORISATION_HELD_OUT]  # in the order drawn: a uniform subset
     q = max(MEMORISATION_QUANTILE, min(0.5, 5 / len(held)))
     out = share_nearer(units(samples), units(train), units(held), quantile=q)
     bar = 2 * q + 3 * np.sqrt(q * (1 - q) / len(samples))
