@@ -301,3 +301,15 @@ def test_nearest_in_blocks_matches_one_block():
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_allclose(d1, d2, rtol=0, atol=1e-12)
     assert i1[5] == 123 and d1[5] < 1e-6
+
+
+def test_loss_figure_draws_the_validation_loss(file_run):
+    from physdiff.evaluation import loss_figure
+    from physdiff.plots import figure_table
+
+    fig = loss_figure(LoadedRun(file_run, device="cpu"))["loss.png"]
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert "validation loss (held-out rows)" in labels
+    rows = figure_table(fig)
+    val = read_metrics(file_run / ck.METRICS_FILE)[0][VALIDATION_COLUMN]
+    assert [r["val_loss"] for r in rows] == pytest.approx(list(val))
