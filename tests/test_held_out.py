@@ -115,6 +115,9 @@ def test_too_few_rows_for_a_split_is_one_line(tmp_path, capsys):
     err = one_line_error(capsys, ["train", "--data", str(data), "--out", str(tmp_path / "r"), "--steps", "5"])
     assert "17 rows" in err and "data.validation_fraction = 0" in err
     assert not (tmp_path / "r").exists()
+    err = one_line_error(capsys, ["train", "--data", str(data), "--out", str(tmp_path / "r"),
+                                  "--validation-fraction", "0.9"])
+    assert "0.9" in err and "<= 0.5" in err and not (tmp_path / "r").exists()
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "r"), "--steps", "5", "--width", "8",
                  "--timesteps", "20", "--batch-size", "16", "--validation-fraction", "0"]) == 0
 
