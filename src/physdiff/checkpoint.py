@@ -35,9 +35,12 @@ LOCK_FILE = ".lock"
 MARKER_FILE = "physdiff-run.json"
 TMP_SUFFIX = ".tmp"
 MARKER_FORMAT = "physdiff run"
+VALIDATION_FILE = "validation.npy"  # the rows of a data file held out of training, (K,) int64
+DATA_FILE = "data.npy"  # the training data of a run trained from an array in memory, float64
 # every name physdiff itself writes into a run directory (train, evaluate, plot, demo): replacing
 # or cleaning up a run removes these and its temporaries, never anything else
 RUN_FILES = frozenset({CONFIG_FILE, METRICS_FILE, STATE_FILE, MODEL_FILE, EMA_FILE, LOCK_FILE, MARKER_FILE,
+                       VALIDATION_FILE, DATA_FILE,
                        "evaluation.json", *(f"{name}.png" for name in (
                            "samples", "forward", "reverse", "loss", "guidance", "nearest", "histograms",
                            "correlator", "configurations"))})

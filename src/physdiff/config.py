@@ -47,7 +47,13 @@ class DataConfig:
     conditional: bool = _f(True, doc="condition on class labels when the dataset has them")
     n_train: int = _f(100_000, lo=16, hi=50_000_000, cli="n_train",
                       doc="size of the training set drawn from a toy dataset or a lattice theory's Monte Carlo")
-    seed: int = _f(0, lo=0, hi=2**63 - 1, doc="seed of the toy (or lattice Monte Carlo) training set")
+    seed: int = _f(0, lo=0, hi=2**63 - 1, doc="seed of the toy (or lattice Monte Carlo) training set, and of the "
+                   "rows of a data file held out for validation")
+    validation_fraction: float = _f(0.1, lo=0.0, hi=0.5, cli="validation_fraction",
+                                    doc="data files: share of the rows held out of training (drawn by data.seed, "
+                                    "recorded in the run's validation.npy): the validation loss of metrics.csv and "
+                                    "evaluate's reference; 0 = train on every row (evaluate then compares with halves "
+                                    "of the file and cannot see memorisation)")
     embedding: str = _f("auto", choices=("auto", "none", "hubbard-stratonovich"), cli="embedding",
                         doc="lattice theories with discrete spins: the continuous variable the model learns; "
                         "hubbard-stratonovich = the Gaussian-integral relaxation (exact density, exact way back: "
@@ -176,11 +182,12 @@ class Config:
 
 
 SECTIONS = {f.name: f.default_factory for f in fields(Config) if f.name != "theory"}
-CONFIG_VERSION = 5  # 1: no version key, no data.kind / data.normalization (read as auto);
+CONFIG_VERSION = 6  # 1: no version key, no data.kind / data.normalization (read as auto);
 # 2: no model.gaussian, model.mlp.site_width (read as none and 0: those runs' weights have neither);
 # 3: the lattice size and couplings in [data] (data.L, kappa, lam, beta) instead of [theory];
 # 4: [theory], and every `auto` of a run's config.toml resolved when training wrote it;
-# 5: data.embedding (runs of version <= 4 learnt the spins themselves: read as "none")
+# 5: data.embedding (runs of version <= 4 learnt the spins themselves: read as "none");
+# 6: data.validation_fraction (runs of version <= 5 trained on every row of a data file: read as 0)
 DEFAULT_L = 8
 # [data] keys of versions <= 3 that now live in [theory], with the defaults those versions wrote out
 LEGACY_THEORY_KEYS = {"L": 8, "kappa": 0.2705, "lam": 0.022, "beta": 0.44}
@@ -350,6 +357,8 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
                             f"1..{CONFIG_VERSION}")
     if version < 5 and isinstance(raw.get("data", {}), dict) and "embedding" not in raw.get("data", {}):
         raw["data"] = {**raw.get("data", {}), "embedding": "none"}  # their models learnt the spins themselves
+    if version < 6 and isinstance(raw.get("data", {}), dict) and "validation_fraction" not in raw.get("data", {}):
+        raw["data"] = {**raw.get("data", {}), "validation_fraction": 0.0}  # they held nothing out
     if version < 3 and isinstance(raw.get("model", {}), dict):  # runs written before these keys: their weights
         model = _nest_families(raw.get("model", {}))                # have no Gaussian part and no site network
         if isinstance(model.get("mlp", {}), dict):

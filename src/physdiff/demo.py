@@ -58,7 +58,7 @@ def run_demo(out: str | Path, *, steps: int, n: int, device: str = "auto", progr
         rows.append((name, train_s, m))
         sw = m["sliced_wasserstein"]
         log(f"{name:<14} trained in {train_s:5.1f} s; sliced W2 {sw['value']:.4f} "
-            f"(noise floor {sw['floor']:.4f}, ratio {sw['value'] / sw['floor']:.2f})")
+            f"(noise floor {sw['floor']:.4f}, ratio {vectors.format_ratio(sw)})")
     lines = ["# physdiff demo", "",
              f"Each model: default settings, {steps} training steps; metrics on n = {n} samples "
              "against fresh true samples, beside the noise floor (two independent true sets).", "",
@@ -68,7 +68,7 @@ def run_demo(out: str | Path, *, steps: int, n: int, device: str = "auto", progr
     for name, secs, m in rows:
         sw, ed = m["sliced_wasserstein"], m["energy_distance"]
         me, ce = m.get("mean_error"), m.get("cov_error")
-        cells = [f"{sw['value']:.4f}", f"{sw['floor']:.4f}", f"{sw['value'] / sw['floor']:.2f}",
+        cells = [f"{sw['value']:.4f}", f"{sw['floor']:.4f}", vectors.format_ratio(sw),
                  f"{ed['value']:.2e}", f"{ed['floor']:.2e}"]
         cells += [f"{me['value']:.4f}", f"{me['floor']:.4f}"] if me else ["–", "–"]
         cells += [f"{ce['value']:.4f}", f"{ce['floor']:.4f}"] if ce else ["–", "–"]

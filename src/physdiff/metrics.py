@@ -72,33 +72,48 @@ def far_outliers(x: np.ndarray, lo, hi, margin: float) -> np.ndarray:
     return out.reshape(len(x), -1).any(1)
 
 
-def compare(samples: np.ndarray, references: list[np.ndarray], floor_references: list[np.ndarray], *,
+def compare(samples, references: list[np.ndarray], floor_references: list[np.ndarray], *,
             toy=None, n_projections: int = 512, seed: int = 0) -> dict[str, dict[str, float]]:
     """Every metric of ``samples`` against true sets, each beside its noise floor.
 
     ``references`` and ``floor_references``: R pairs of independent true sets of the size of
-    ``samples``. A distance's *value* is its mean over the R references; its *floor* is the
-    root mean square of the same distance between the R pairs of true sets — the level a
-    perfect model would reach (for the unbiased energy distance, which can be negative, the
-    RMS is its null spread). ``toy``: a ToyDataset for the mixture and exact-density rows.
+    ``samples``; ``samples``: one set (N, D) compared with every reference, or a list of R
+    disjoint sets, the r-th compared with reference r. A distance's *value* is its mean over
+    the R pairs; its *floor* is the root mean square of the same distance between the R pairs
+    of true sets — the level a perfect model would reach (for the unbiased energy distance,
+    which can be negative, the RMS is its null spread). ``toy``: a ToyDataset for the mixture
+    and exact-density rows.
 
-    Returns {metric: {"value": v, "floor": f}}. For ``log_density`` the value is the average
-    true log-density of model samples and the floor that of true samples (a match is the
-    goal, not a minimum); ``in_support`` is the fraction of samples of non-zero density.
+    Returns {metric: {"value": v, "floor": f}}; the distances of which value/floor is read
+    (sliced_wasserstein, mean_error, cov_error) also carry "ratio" and "ratio_error", the
+    bootstrap over the R pairs of ``stats.ratio_bootstrap`` (NaN for one pair). For
+    ``log_density`` the value is the average true log-density of model samples and the floor
+    that of true samples (a match is the goal, not a minimum); ``in_support`` is the fraction of
+    samples of non-zero density.
     """
-    def row(fn):
-        value = float(np.mean([fn(samples, ref) for ref in references]))
-        floor = float(np.sqrt(np.mean([fn(a, b) ** 2 for a, b in zip(floor_references, references, strict=True)])))
-        return {"value": value, "floor": floor}
+    from .stats import ratio_bootstrap
 
-    out = {"sliced_wasserstein": row(lambda a, b: sliced_wasserstein(a, b, n_projections, seed)),
+    sets = list(samples) if isinstance(samples, list | tuple) else [samples] * len(references)
+    samples = np.concatenate(sets) if isinstance(samples, list | tuple) else samples
+
+    def with_ratio(values, floors):
+        ratio, error = ratio_bootstrap(values, floors, seed=seed)
+        return {"value": float(np.mean(values)), "floor": float(np.sqrt(np.mean(np.square(floors)))),
+                "ratio": ratio, "ratio_error": error}
+
+    def row(fn, ratio=False):
+        values = [fn(s, ref) for s, ref in zip(sets, references, strict=True)]
+        floors = [fn(a, b) for a, b in zip(floor_references, references, strict=True)]
+        out = with_ratio(values, floors)
+        return out if ratio else {"value": out["value"], "floor": out["floor"]}
+
+    out = {"sliced_wasserstein": row(lambda a, b: sliced_wasserstein(a, b, n_projections, seed), ratio=True),
            "energy_distance": row(energy_distance)}
     if toy is not None and toy.mixture is not None:
         mu, cov = toy.mixture.mean().numpy(), toy.mixture.covariance().numpy()
-        out["mean_error"] = {"value": mean_error(samples, mu),
-                             "floor": float(np.sqrt(np.mean([mean_error(f, mu) ** 2 for f in floor_references])))}
-        out["cov_error"] = {"value": covariance_error(samples, cov),
-                            "floor": float(np.sqrt(np.mean([covariance_error(f, cov) ** 2 for f in floor_references])))}
+        out["mean_error"] = with_ratio(mean_error(samples, mu), [mean_error(f, mu) for f in floor_references])
+        out["cov_error"] = with_ratio(covariance_error(samples, cov),
+                                      [covariance_error(f, cov) for f in floor_references])
     if toy is not None and toy.log_prob_fn is not None:
         lp_model, lp_true = toy.log_prob(samples), toy.log_prob(floor_references[0])
         finite = np.isfinite(lp_model)
@@ -153,14 +168,22 @@ def precision_recall(real, fake, k: int = 3) -> dict[str, float]:
     return {"precision": float(precision), "recall": float(recall)}
 
 
-def nearest(query, support, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """(distance, index) of each query row's nearest support row (Euclidean, flattened)."""
+def nearest(query, support, chunk: int = 2048, support_chunk: int = 16_384) -> tuple[np.ndarray, np.ndarray]:
+    """(distance, index) of each query row's nearest support row (Euclidean, flattened). The
+    distance matrix is made in blocks of ``chunk`` × ``support_chunk`` (≤ 270 MB in float64),
+    so a support of a million rows (a user's data file) fits in memory."""
     q, s = _as_tensor(query), _as_tensor(support)
     dist, idx = [], []
     for i in range(0, len(q), chunk):
-        d, j = torch.cdist(q[i:i + chunk], s).min(dim=1)
-        dist.append(d)
-        idx.append(j)
+        best = torch.full((len(q[i:i + chunk]),), torch.inf, dtype=torch.float64)
+        where = torch.zeros(len(best), dtype=torch.long)
+        for k in range(0, len(s), support_chunk):
+            d, j = torch.cdist(q[i:i + chunk], s[k:k + support_chunk]).min(dim=1)
+            closer = d < best  # ties keep the earlier row, as one min over all rows does
+            best = torch.where(closer, d, best)
+            where = torch.where(closer, j + k, where)
+        dist.append(best)
+        idx.append(where)
     return torch.cat(dist).numpy(), torch.cat(idx).numpy()
 
 

@@ -97,11 +97,15 @@ def plot_process(snapshots: list[tuple[int, np.ndarray]], T: int, *, reverse: bo
                               for step, pts in snapshots for p in pts[:, :2]])
 
 
-def plot_loss(steps: np.ndarray, loss: np.ndarray, lr: np.ndarray | None = None, title: str = "") -> Figure:
-    """Training loss (log scale) against step, with the learning rate on a second axis."""
+def plot_loss(steps: np.ndarray, loss: np.ndarray, lr: np.ndarray | None = None, title: str = "",
+              val_loss: np.ndarray | None = None) -> Figure:
+    """Training loss (log scale) against step, with the learning rate on a second axis and, for
+    a run with held-out rows, the validation loss (the objective on them at fixed draws)."""
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
     ax.plot(steps, loss, color="tab:blue", lw=1.5, label="loss (mean over log interval)")
+    if val_loss is not None:
+        ax.plot(steps, val_loss, color="tab:red", lw=1.5, label="validation loss (held-out rows)")
     ax.set(xlabel="training step", ylabel="loss", yscale="log", title=title or "Training loss")
     ax.grid(alpha=0.3, which="both")
     if lr is not None:
@@ -110,9 +114,13 @@ def plot_loss(steps: np.ndarray, loss: np.ndarray, lr: np.ndarray | None = None,
         ax2.set_ylabel("learning rate")
         lines = ax.get_lines() + ax2.get_lines()
         ax.legend(lines, [ln.get_label() for ln in lines], loc="upper right")
+    elif val_loss is not None:
+        ax.legend(loc="upper right")
     lrs = lr if lr is not None else np.full(len(steps), np.nan)
-    return attach_table(fig, [{"step": int(a), "loss": float(b), "lr": float(c)}
-                              for a, b, c in zip(steps, loss, lrs, strict=True)])
+    rows = [{"step": int(a), "loss": float(b), "lr": float(c)} for a, b, c in zip(steps, loss, lrs, strict=True)]
+    if val_loss is not None:
+        rows = [row | {"val_loss": float(v)} for row, v in zip(rows, val_loss, strict=True)]
+    return attach_table(fig, rows)
 
 
 # ---------------------------------------------------------------- images

@@ -59,7 +59,9 @@ class SampleResult:
 class LoadedRun:
     """A run directory ready to sample from.
 
-    ``weights``: "ema" (default, the averaged weights) or "model" (the raw ones).
+    ``weights``: "ema" (default, the averaged weights) or "model" (the raw ones). ``device``:
+    "auto" (default, as the CLI: cuda when a GPU is present, else cpu), "cpu", "cuda" or a
+    torch.device.
     Attributes: cfg (every ``auto`` resolved), kind (the DataKind of ``data/kinds.py``), theory
     (the lattice theory of a lattice run, else None), embedding (the continuous variable the model
     of a lattice run with spins learnt, ``lattice/embedding.py``; else None), model (eval mode, on ``device``),
@@ -67,7 +69,7 @@ class LoadedRun:
     num_classes.
     """
 
-    def __init__(self, run: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu"):
+    def __init__(self, run: str | Path, *, weights: str = "ema", device: str | torch.device = "auto"):
         self.path = Path(run)
         if not (self.path / ck.CONFIG_FILE).is_file():
             raise PhysdiffError(f"{str(self.path)!r} is not a physdiff run (no {ck.CONFIG_FILE}); "
@@ -108,7 +110,14 @@ class LoadedRun:
         if bad:
             raise PhysdiffError(f"weights file {str(file)!r} holds non-finite values (in {bad[0]}); "
                                 "restore it from a good copy or retrain")
-        self.device = torch.device(device)
+        if isinstance(device, str) and device in ("auto", "cpu", "cuda"):
+            from .training import resolve_device
+
+            device = resolve_device(device)  # cuda without a GPU: a PhysdiffError, as in the CLI
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise PhysdiffError(f"unknown device {device!r}; allowed: auto, cpu, cuda (or a torch.device)") from None
         self.num_classes = len(self.class_names)
         self.kind = resolve_kind(self.cfg.data)
         self.is_image = self.kind.images

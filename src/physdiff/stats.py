@@ -150,3 +150,24 @@ def kish_ess(log_w: np.ndarray, n_boot: int = 200, seed: int = 0) -> tuple[float
     rng = np.random.default_rng(seed)
     boots = [ess(log_w[rng.integers(0, len(log_w), len(log_w))]) for _ in range(n_boot)]
     return ess(log_w), float(np.std(boots, ddof=1))
+
+
+def ratio_bootstrap(values, floors, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """value/floor = mean_r v_r / (mean_r f_r²)^½ of a distance over R reference pairs (v_r: the
+    model's distance to reference r, f_r: that of the floor's true set to it; ``metrics.compare``),
+    with its bootstrap error: the standard deviation of the same ratio over ``n_boot`` resamplings
+    of the R pairs with replacement, a pair's v and f drawn together (Efron & Tibshirani 1993,
+    ch. 6). ``values``: (R,), or one number shared by every pair (only the floor's spread then
+    enters). The error is NaN for R < 2 (one pair shows no spread), and as large as the spread
+    of the pairs can show: noise common to every pair (one reference set, one sample set shared
+    by all) is not in it."""
+    floors = np.asarray(floors, dtype=np.float64)
+    values = np.broadcast_to(np.asarray(values, dtype=np.float64), floors.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = float(values.mean() / np.sqrt(np.mean(floors**2)))
+        if len(floors) < 2:
+            return ratio, math.nan
+        pick = np.random.default_rng(seed).integers(0, len(floors), (n_boot, len(floors)))
+        boots = values[pick].mean(1) / np.sqrt((floors[pick] ** 2).mean(1))
+    boots = boots[np.isfinite(boots)]
+    return ratio, float(boots.std(ddof=1)) if len(boots) > 1 else math.nan

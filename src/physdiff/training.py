@@ -28,13 +28,21 @@ from tqdm import tqdm
 from . import checkpoint as ck
 from . import dist, seeding
 from .config import Config, dump_config, load_config, resolve_auto
-from .data import Normalizer, load_training, resolve_kind
+from .data import Normalizer, check_array, load_training, read_npy, resolve_kind
 from .errors import PhysdiffError
 from .nets import build_model
 from .objective import DenoisingLoss
 from .schedule import make_schedule
 
 METRICS_HEADER = "step,loss,lr,grad_norm,steps_per_s,elapsed_s"
+VALIDATION_COLUMN = "val_loss"  # runs with held-out rows: the objective on them (Trainer.validation_loss)
+VALIDATION_ROWS = 4096  # rows of the validation loss: the held-out points repeated (each its own t, noise) or cut
+VALIDATION_SEED = 0x7A11D_0B5  # one fixed set of t and noise draws for the validation loss, at every log
+
+
+def metrics_header(validation: bool) -> str:
+    """The header of a run's metrics.csv: with the validation-loss column when rows are held out."""
+    return METRICS_HEADER + (f",{VALIDATION_COLUMN}" if validation else "")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,14 +94,21 @@ class Trainer:
     scaler: torch.amp.GradScaler
     data_range: list  # [min, max] over the training data, data units
     step: int = 0
+    validation: torch.Tensor | None = None  # (K, *data_shape) held-out rows, normalised, float32, on device
+    held_out: np.ndarray | None = None  # (K,) their rows in the data file (validation.npy)
 
     # ------------------------------------------------------------ set-up
 
     @classmethod
-    def create(cls, cfg: Config, run: Path, device: torch.device) -> Trainer:
-        ts = load_training(cfg)
+    def create(cls, cfg: Config, run: Path, device: torch.device, *, array: np.ndarray | None = None,
+               held_out: np.ndarray | None = None) -> Trainer:
+        """``array``: a data file's rows given in memory; ``held_out``: the held-out rows a run
+        recorded (see ``data.load_training``)."""
+        ts = load_training(cfg, array=array, held_out=held_out)
         normalizer = ts.normalizer
         data = normalizer.encode(torch.from_numpy(ts.x).double()).to(device=device, dtype=torch.float32)
+        validation = None if ts.validation is None else normalizer.encode(
+            torch.from_numpy(ts.validation).double()).to(device=device, dtype=torch.float32)
         labels = None if ts.labels is None else torch.from_numpy(ts.labels).to(device)
         torch.manual_seed(seeding.torch_seed(cfg.train.seed))  # network initialisation
         kind = resolve_kind(cfg.data)
@@ -111,7 +126,7 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
         data_range = [float(ts.x.min()), float(ts.x.max())]
         return cls(cfg, run, device, data, labels, ts.class_names, normalizer, fingerprint, model, ema, optimizer,
-                   generator, scaler, data_range)
+                   generator, scaler, data_range, validation=validation, held_out=ts.held_out)
 
     def restore(self) -> None:
         """Load RUN/state.safetensors into this trainer (refusing a mismatched run)."""
@@ -165,6 +180,22 @@ class Trainer:
 
     # ------------------------------------------------------------ the loop
 
+    def validation_loss(self, objective: DenoisingLoss) -> float:
+        """The training objective of the network being trained (raw weights, as the loss column)
+        on the held-out rows, averaged over VALIDATION_ROWS rows (the rows repeated, or the first
+        of them: a uniform subset) whose t and noise come from one generator seeded alike at every
+        call: the curve moves only with the weights, never with fresh draws."""
+        x = self.validation
+        x = x.repeat(-(-VALIDATION_ROWS // len(x)), *([1] * (x.dim() - 1)))[:VALIDATION_ROWS]
+        generator = seeding.generator(VALIDATION_SEED, self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return float(objective(self.model, x, None, generator).mean())
+        finally:
+            self.model.train(was_training)
+
     def train(self, progress: bool | None = None) -> dict[str, float]:
         cfg, d = self.cfg.train, self.cfg.diffusion
         sched = make_schedule(d.schedule, d.timesteps, warn=False).to(self.device)
@@ -189,6 +220,7 @@ class Trainer:
         objective = DenoisingLoss(sched, d.prediction, d.loss, d.variance, cfg.label_dropout, len(self.class_names),
                                   augment=augment, amp_dtype=amp_dtype)
         main = dist.is_main()
+        columns = metrics_header(self.validation is not None).split(",")
         metrics = open(self.run / ck.METRICS_FILE, "a", encoding="utf-8") if main else None
         if progress is None:
             progress = sys.stderr.isatty()
@@ -242,9 +274,11 @@ class Trainer:
                             "grad_norm": float(grad_sum) / window_steps,
                             "steps_per_s": window_steps / max(now - window_start, 1e-9),
                             "elapsed_s": now - t0}
+                    if main and self.validation is not None:
+                        last[VALIDATION_COLUMN] = self.validation_loss(objective)
                     if main:
                         metrics.write(",".join(f"{last[k]:.6g}" if isinstance(last[k], float) else str(last[k])
-                                               for k in METRICS_HEADER.split(",")) + "\n")
+                                               for k in columns) + "\n")
                         metrics.flush()
                     bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
                     loss_sum.zero_()
@@ -267,17 +301,17 @@ class Trainer:
                                 "Lower train.lr or set train.grad_clip")
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def _truncate_metrics(path: Path, step: int, header: str = METRICS_HEADER) -> None:
     """Keep the header and rows with step ≤ ``step`` (rows written after the checkpoint go)."""
     if not path.exists():
-        ck.atomic_write_bytes(path, (METRICS_HEADER + "\n").encode())
+        ck.atomic_write_bytes(path, (header + "\n").encode())
         return
     # unreadable bytes (a corrupt file) become U+FFFD, and their lines are dropped below
     lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
-    keep = [METRICS_HEADER]
+    keep = [header]
     for line in lines[1:]:
         parts = line.split(",")
-        if len(parts) == len(METRICS_HEADER.split(",")) and parts[0].isdigit() and int(parts[0]) <= step:
+        if len(parts) == len(header.split(",")) and parts[0].isdigit() and int(parts[0]) <= step:
             keep.append(line)
     ck.atomic_write_bytes(path, ("\n".join(keep) + "\n").encode())
 
@@ -293,7 +327,7 @@ def is_physdiff_run(out: Path) -> bool:
             warnings.simplefilter("ignore")
             load_config(out / ck.CONFIG_FILE)
         with open(out / ck.METRICS_FILE, encoding="utf-8") as fh:
-            return fh.readline().rstrip("\n") == METRICS_HEADER
+            return fh.readline().rstrip("\n") in (metrics_header(False), metrics_header(True))
     except (PhysdiffError, OSError, UnicodeDecodeError):
         return False
 
@@ -327,10 +361,35 @@ def check_run_target(out: Path, *, overwrite: bool) -> bool:
     return True
 
 
-def _write_first_files(run: Path, cfg: Config) -> None:
+def _write_first_files(run: Path, cfg: Config, header: str = METRICS_HEADER, extra: dict | None = None) -> None:
+    """Marker, metrics header, ``extra`` ({file name: bytes}: the held-out rows, data given in
+    memory) and, last, config.toml, which names them."""
     ck.write_marker(run)
-    ck.atomic_write_bytes(run / ck.METRICS_FILE, (METRICS_HEADER + "\n").encode())
+    ck.atomic_write_bytes(run / ck.METRICS_FILE, (header + "\n").encode())
+    for name, data in (extra or {}).items():
+        ck.atomic_write_bytes(run / name, data)
     ck.atomic_write_bytes(run / ck.CONFIG_FILE, dump_config(cfg).encode())
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array))
+    return buf.getvalue()
+
+
+def _recorded_held_out(run: Path, cfg: Config) -> np.ndarray | None:
+    """The held-out rows run ``run`` recorded (validation.npy); None for a run that holds none out.
+    A data file's run of this version with data.validation_fraction > 0 must have them."""
+    if not (cfg.data.file and cfg.data.validation_fraction > 0):
+        return None
+    path = run / ck.VALIDATION_FILE
+    if not path.is_file():
+        raise PhysdiffError(f"run {str(run)!r} holds out data.validation_fraction = {cfg.data.validation_fraction:g} "
+                            f"of its data but its record of those rows ({ck.VALIDATION_FILE}) is missing; restore it "
+                            "from a copy of the run")
+    return read_npy(path, "held-out rows")
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -341,7 +400,8 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _start_run(out: Path, cfg: Config, replacing: bool) -> ck.RunLock:
+def _start_run(out: Path, cfg: Config, replacing: bool, header: str = METRICS_HEADER,
+               extra: dict | None = None) -> ck.RunLock:
     """Write a new run's first files (marker, metrics header, config) into ``out`` and return its
     lock, held. ``replacing`` an old physdiff run there: the new run is written beside it in a
     temporary sibling folder, which takes the old one's place by two renames; only then are the old
@@ -351,7 +411,7 @@ def _start_run(out: Path, cfg: Config, replacing: bool) -> ck.RunLock:
         out.mkdir(parents=True, exist_ok=True)
         lock = ck.RunLock(out).acquire()
         try:
-            _write_first_files(out, cfg)
+            _write_first_files(out, cfg, header, extra)
         except BaseException:
             lock.release()
             raise
@@ -361,7 +421,7 @@ def _start_run(out: Path, cfg: Config, replacing: bool) -> ck.RunLock:
     lock = ck.RunLock(new).acquire()
     try:
         os.chmod(new, 0o777 & ~ck._umask())  # as mkdir would make it (mkdtemp makes 0700)
-        _write_first_files(new, cfg)
+        _write_first_files(new, cfg, header, extra)
         old = Path(tempfile.mkdtemp(dir=real.parent, prefix=f".{real.name[:100]}.old-"))
         try:
             with ck.RunLock(real):  # no other process starts on the old run meanwhile
@@ -402,9 +462,16 @@ def _check_resumable(out: Path) -> bool:
     return False
 
 
-def train(cfg: Config | None, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-          progress: bool | None = None, steps: int | None = None) -> Path:
-    """Train a model as ``cfg`` says into run directory ``out`` and return its path.
+def train(cfg: Config | None, out: str | Path, *, data: str | Path | np.ndarray | None = None, resume: bool = False,
+          overwrite: bool = False, progress: bool | None = None, steps: int | None = None) -> Path:
+    """Train a model as ``cfg`` (None: the defaults) says into run directory ``out`` and return its path.
+
+    ``data``: a user's data instead of ``cfg``'s: the path of a (N, D) .npy or .csv file (as
+    ``data.file``), or a (N, D) array in memory, which is saved as RUN/data.npy (float64, with
+    the run's first files) and named by ``data.file`` in config.toml, so the run records what it
+    learnt. A data file's run holds ``data.validation_fraction`` of the rows out of training
+    (drawn by ``data.seed``; their row numbers in RUN/validation.npy), logs the validation loss
+    in metrics.csv and is evaluated against them.
 
     ``resume=True`` continues ``out`` from its last checkpoint (its own config.toml is used and
     ``cfg`` is ignored; ``steps`` may extend it); a run stopped before its first checkpoint starts
@@ -416,12 +483,24 @@ def train(cfg: Config | None, out: str | Path, *, resume: bool = False, overwrit
     """
     out = Path(out)
     has_state = False
+    array = None
+    if data is not None:
+        if resume:
+            raise PhysdiffError("resume continues a run with its own data; give no data")
+        if isinstance(data, str | os.PathLike):
+            file = str(data)
+        else:
+            array = check_array(data, "the data array")  # float64: RUN/data.npy holds exactly what was learnt
+            file = str(out.expanduser().resolve() / ck.DATA_FILE)
+        cfg = (cfg or Config()).with_overrides({"data.file": file, "data.kind": "auto"})
     if resume:
         has_state = _check_resumable(out)
         cfg = load_config(out / ck.CONFIG_FILE)
         if steps is not None:
             cfg = cfg.with_overrides({"train.steps": steps})
-    elif cfg.data.file:  # record the data file so that the run works from any folder
+    elif cfg is None:
+        cfg = Config()
+    if not resume and cfg.data.file and array is None:  # record the data file so that the run works from any folder
         cfg = replace(cfg, data=replace(cfg.data, file=str(Path(cfg.data.file).expanduser().resolve())))
     cfg = resolve_auto(cfg)  # config.toml says what every `auto` meant when the run was made
     device, created = dist.init(resolve_device(cfg.train.device))  # several processes under torchrun
@@ -432,12 +511,18 @@ def train(cfg: Config | None, out: str | Path, *, resume: bool = False, overwrit
             replacing = check_run_target(out, overwrite=overwrite)  # refuses; deletes nothing
         dist.barrier()
         make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)  # warn early on a weak schedule
-        trainer = Trainer.create(cfg, out, device)  # reads and checks the data before anything is written
+        # reads and checks the data before anything is written
+        trainer = Trainer.create(cfg, out, device, array=array,
+                                 held_out=_recorded_held_out(out, cfg) if resume else None)
+        header = metrics_header(trainer.validation is not None)
         main = dist.is_main()
         lock = None
         if main and not resume:
             new_folder = replacing or not out.exists()
-            lock = _start_run(out, cfg, replacing)  # the old run (if any) is replaced here
+            extra = {} if trainer.held_out is None else {ck.VALIDATION_FILE: _npy_bytes(trainer.held_out)}
+            if array is not None:
+                extra[ck.DATA_FILE] = _npy_bytes(array)
+            lock = _start_run(out, cfg, replacing, header, extra)  # the old run (if any) is replaced here
             made_here = True
         elif main:
             lock = ck.RunLock(out).acquire()
@@ -450,7 +535,7 @@ def train(cfg: Config | None, out: str | Path, *, resume: bool = False, overwrit
                     raise PhysdiffError(f"run {str(out)!r} is already at step {trainer.step}; train.steps = "
                                         f"{cfg.train.steps} would train nothing (give more steps to extend it)")
             if resume and main:
-                _truncate_metrics(out / ck.METRICS_FILE, trainer.step)
+                _truncate_metrics(out / ck.METRICS_FILE, trainer.step, header)
                 ck.atomic_write_bytes(out / ck.CONFIG_FILE, dump_config(cfg).encode())
                 if not ck.has_marker(out):
                     ck.write_marker(out)

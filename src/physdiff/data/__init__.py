@@ -28,6 +28,8 @@ __all__ = [
     "Normalizer",
     "ToyDataset",
     "TrainingSet",
+    "check_array",
+    "check_held_out",
     "get_toy",
     "load_array",
     "load_image_dataset",
@@ -35,8 +37,10 @@ __all__ = [
     "normalization_of",
     "resolve_kind",
     "resolve_toy",
+    "split_rows",
     "toy_for",
     "training_array",
+    "validation_indices",
 ]
 
 
@@ -82,21 +86,69 @@ def load_array(path: str | Path, *, min_rows: int = MIN_ROWS) -> np.ndarray:
         raise
     except (ValueError, OSError, EOFError) as exc:
         raise PhysdiffError(f"data file {str(path)!r} could not be read: {exc}") from None
+    return check_array(arr, f"data file {str(path)!r}", min_rows=min_rows)
+
+
+def check_array(arr, what: str = "the data array", *, min_rows: int = MIN_ROWS) -> np.ndarray:
+    """``arr`` as a (N, D) float64 array, or a PhysdiffError naming ``what`` for a non-numeric
+    array, a shape other than (N, D), fewer than ``min_rows`` rows, NaN/inf or values beyond
+    ±MAX_ABS_VALUE (the checks of a data file, for an array given in memory)."""
+    arr = np.asarray(arr)
     if arr.dtype.kind not in "fiu":
-        raise PhysdiffError(f"data file {str(path)!r} has dtype {arr.dtype}; expected a numeric array")
+        raise PhysdiffError(f"{what} has dtype {arr.dtype}; expected a numeric array")
     if arr.ndim != 2:
-        raise PhysdiffError(f"data file {str(path)!r} has shape {arr.shape}; expected (N, D) with N rows of D numbers")
+        raise PhysdiffError(f"{what} has shape {arr.shape}; expected (N, D) with N rows of D numbers")
     if arr.shape[0] < min_rows or arr.shape[1] < 1:
-        raise PhysdiffError(f"data file {str(path)!r} has {arr.shape[0]} rows of {arr.shape[1]} values; "
+        raise PhysdiffError(f"{what} has {arr.shape[0]} rows of {arr.shape[1]} values; "
                             f"need at least {min_rows} rows and 1 column")
     arr = arr.astype(np.float64)
     bad = ~np.isfinite(arr) | (np.abs(arr) > MAX_ABS_VALUE)
     if bad.any():
         row = int(np.argwhere(bad)[0][0])
-        what = "NaN/inf values" if not np.isfinite(arr).all() else f"values beyond ±{MAX_ABS_VALUE:g}"
-        raise PhysdiffError(f"data file {str(path)!r} contains {int(bad.sum())} {what} "
+        kind = "NaN/inf values" if not np.isfinite(arr).all() else f"values beyond ±{MAX_ABS_VALUE:g}"
+        raise PhysdiffError(f"{what} contains {int(bad.sum())} {kind} "
                             f"(first in row {row}); remove or rescale those rows (float32 arithmetic overflows)")
     return arr
+
+
+MIN_VALIDATION_ROWS = 2  # a distance between sets, and a spread of a loss, need two points
+VALIDATION_TAG = 0x7A11D  # the split's stream: (data.seed, tag), apart from every other draw made from data.seed
+
+
+def validation_indices(n_rows: int, fraction: float, seed: int, what: str = "the data") -> np.ndarray | None:
+    """Rows of a user's data held out of training: k = round(fraction · N) distinct rows drawn
+    uniformly by a generator seeded with (seed, VALIDATION_TAG), (k,) int64 in the order drawn
+    (so the first j of them are a uniform subset too); None for fraction 0. Refuses a split that
+    leaves fewer than MIN_VALIDATION_ROWS held-out or MIN_ROWS training rows."""
+    if fraction <= 0:
+        return None
+    k = round(fraction * n_rows)
+    if k < MIN_VALIDATION_ROWS or n_rows - k < MIN_ROWS:
+        raise PhysdiffError(f"{what} has {n_rows} rows: holding out data.validation_fraction = {fraction:g} of them "
+                            f"({k}) leaves {n_rows - k} to train on; a validation split needs at least "
+                            f"{MIN_VALIDATION_ROWS} held-out and {MIN_ROWS} training rows. Give more rows, or set "
+                            "data.validation_fraction = 0 to train on every row (evaluate then compares the model "
+                            "with halves of the data and cannot see memorisation)")
+    return np.random.default_rng([seed, VALIDATION_TAG]).permutation(n_rows)[:k].astype(np.int64)
+
+
+def check_held_out(indices, n_rows: int, where: str) -> np.ndarray:
+    """Recorded held-out row indices (a run's validation.npy) checked against data of ``n_rows``
+    rows: a 1-D integer array of distinct rows in range that leaves MIN_ROWS to train on."""
+    idx = np.asarray(indices)
+    if (idx.ndim != 1 or idx.dtype.kind not in "iu" or len(idx) < MIN_VALIDATION_ROWS
+            or n_rows - len(idx) < MIN_ROWS or idx.min() < 0 or idx.max() >= n_rows
+            or len(np.unique(idx)) != len(idx)):
+        raise PhysdiffError(f"{where} is not a list of held-out rows of the run's data ({n_rows} rows); restore it "
+                            "from a good copy of the run (the split cannot be redrawn once a model has seen it)")
+    return idx.astype(np.int64)
+
+
+def split_rows(x: np.ndarray, held_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows in file order, held-out rows in the order of ``held_out``) of x: (N, ...)."""
+    keep = np.ones(len(x), dtype=bool)
+    keep[held_out] = False
+    return x[keep], x[held_out]
 
 
 def read_npy(path: Path, what: str, advice: str = "save it with numpy.save") -> np.ndarray:
@@ -236,6 +288,8 @@ class TrainingSet:
     labels: np.ndarray | None  # (N,) int64 in [0, num_classes)
     class_names: tuple[str, ...]
     normalizer: Normalizer
+    validation: np.ndarray | None = None  # (K, *data_shape) held-out rows, data units (a data file's split)
+    held_out: np.ndarray | None = None  # (K,) int64: their rows in the data file, as validation.npy records them
 
     @property
     def num_classes(self) -> int:
@@ -247,7 +301,12 @@ def normalization_of(cfg) -> str:
     return resolve_kind(cfg.data).resolve_normalization(cfg)
 
 
-def load_training(cfg) -> TrainingSet:
+def load_training(cfg, *, array: np.ndarray | None = None, held_out: np.ndarray | None = None) -> TrainingSet:
     """The training split a config describes (its kind's strategy), with the normaliser of its
-    kind (or of ``data.normalization``) fitted on it, and labels if ``data.conditional``."""
-    return resolve_kind(cfg.data).load_training(cfg)
+    kind (or of ``data.normalization``) fitted on it, and labels if ``data.conditional``.
+    A data file's run only: ``array``, the data given in memory instead of read from
+    ``data.file``; ``held_out``, the held-out rows a run recorded (else drawn by data.seed)."""
+    kind = resolve_kind(cfg.data)
+    if array is None and held_out is None:
+        return kind.load_training(cfg)
+    return kind.load_training(cfg, array=array, held_out=held_out)

@@ -115,6 +115,28 @@ class ToyKind(DataKind):
 
 
 @dataclass(frozen=True)
+class FileKind(DataKind):
+    """A user's (N, D) file. A share of its rows (``data.validation_fraction``, drawn by
+    ``data.seed``, recorded by the run in validation.npy) is held out of training: the
+    normaliser is fitted and the network trained on the rest, the validation loss and evaluate's
+    reference and memorisation check use the held-out rows (``evaluation/references.py``)."""
+
+    def load_training(self, cfg, *, array=None, held_out=None):
+        from . import Normalizer, TrainingSet, check_array, check_held_out, load_array, split_rows, validation_indices
+
+        where = "the data array" if array is not None else f"data file {cfg.data.file!r}"
+        x = check_array(array, where) if array is not None else load_array(cfg.data.file)
+        if held_out is not None:
+            held_out = check_held_out(held_out, len(x), "the run's held-out rows (validation.npy)")
+        else:
+            held_out = validation_indices(len(x), cfg.data.validation_fraction, cfg.data.seed, where)
+        validation = None
+        if held_out is not None:
+            x, validation = split_rows(x, held_out)
+        return TrainingSet(x, None, (), Normalizer.fit(self.resolve_normalization(cfg), x), validation, held_out)
+
+
+@dataclass(frozen=True)
 class ImageKind(DataKind):
     def load_training(self, cfg):
         from . import Normalizer, TrainingSet
@@ -215,7 +237,7 @@ class LatticeKind(DataKind):
 # respaced steps is within the noise of the 1000-step sampler (benchmarks/README.md).
 KINDS = {
     "toy": ToyKind("toy", "standard", "mlp"),
-    "file": DataKind("file", "standard", "mlp"),
+    "file": FileKind("file", "standard", "mlp"),
     "image": ImageKind("image", "pixel", "unet", (0.0, 1.0), {"sampler": "ddpm", "steps": 100}, 512,
                        normalizations=("pixel", "standard", "scalar"), images=True, likelihood=False),
     # lattice: a residual MLP on the flattened field; its exact divergence (D = L² backward passes
@@ -241,4 +263,5 @@ def resolve_kind(data_cfg) -> DataKind:
     return KINDS[name]
 
 
-__all__ = ["KINDS", "KIND_NAMES", "NORMALIZATIONS", "DataKind", "ImageKind", "LatticeKind", "ToyKind", "resolve_kind"]
+__all__ = ["KINDS", "KIND_NAMES", "NORMALIZATIONS", "DataKind", "FileKind", "ImageKind", "LatticeKind", "ToyKind",
+           "resolve_kind"]

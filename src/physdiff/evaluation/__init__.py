@@ -44,6 +44,7 @@ def write_report(run, report: dict) -> None:
 def loss_figure(run) -> dict:
     """{"loss.png": Figure} of the run's metrics.csv ({} if it has no rows)."""
     from ..plots import plot_loss
+    from ..training import VALIDATION_COLUMN
 
     name = run.cfg.data.file or run.cfg.data.dataset
     metrics_path = run.path / METRICS_FILE
@@ -53,7 +54,8 @@ def loss_figure(run) -> dict:
             warnings.warn(f"{str(metrics_path)!r}: {skipped} unreadable line(s) skipped in the loss figure",
                           stacklevel=2)
         if {"step", "loss", "lr"} <= rows.keys() and len(rows["step"]):
-            return {"loss.png": plot_loss(rows["step"], rows["loss"], rows["lr"], f"{name}: training loss")}
+            return {"loss.png": plot_loss(rows["step"], rows["loss"], rows["lr"], f"{name}: training loss",
+                                          val_loss=rows.get(VALIDATION_COLUMN))}
     return {}
 
 
