@@ -28,7 +28,8 @@ from torch import nn
 
 from .embeddings import TimestepEmbedding
 
-PROBE_ELEMENTS = 2**25  # activations of one probe batch (C·p²·B·width·V floats): larger batches are chunked
+PROBE_ELEMENTS = 2**22  # activations of one probe batch (C·p²·B·width·V floats): larger batches are chunked
+# (16 MiB: per configuration 25-30 % faster on a CPU than one batch of 256 at L = 16)
 
 
 def _vmap_jvp(f, primal: torch.Tensor, tangents: torch.Tensor):
