@@ -177,6 +177,13 @@ def build_parser(commands=None) -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_option(s) -> None:
+    s.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress and no notes on stderr (warnings, errors and results still print); "
+                        "otherwise progress shows as a bar on a terminal, or as a line every "
+                        "$PHYSDIFF_PROGRESS_INTERVAL seconds (default 30) in a log")
+
+
 def _data_options(s) -> None:
     from .data import TOY_DATASETS
 
@@ -218,7 +225,9 @@ def _train_parser_options(s) -> None:
         s.add_argument(flag, type=_config_type(flag, f), default=None, metavar=k.upper() + choices,
                        help=f"{key}: {doc} (default {default})".replace("%", "%%"))
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: on when stderr is a terminal)")
+                   help="progress: a bar on a terminal, a line every $PHYSDIFF_PROGRESS_INTERVAL seconds (default 30) "
+                        "in a log (default on; --no-progress or -q: none)")
+    _quiet_option(s)
 
 
 def _run_options(s, n_default=5000, n_help=None) -> None:
@@ -265,6 +274,7 @@ def _sample_options(s) -> None:
                    help="with --metropolis: chain steps run and discarded before the N kept ones (B more proposals "
                         "are drawn; default max(10, N // 20))")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _quiet_option(s)
 
 
 def _evaluate_options(s) -> None:
@@ -274,6 +284,7 @@ def _evaluate_options(s) -> None:
     s.add_argument("--nll", action="store_true", help="also the variational bound and ODE log-likelihood")
     s.add_argument("--nll-n", type=_positive_int, default=500, help="test points for --nll (default 500)")
     _sampler_options(s)
+    _quiet_option(s)
 
 
 def _encode_options(s) -> None:
@@ -289,6 +300,7 @@ def _encode_options(s) -> None:
 def _plot_options(s) -> None:
     _run_options(s, 3000)
     s.add_argument("--guidance", type=_finite_float, default=None, help="image runs: guidance w (default 0.5)")
+    _quiet_option(s)
 
 
 def _mcmc_options(s) -> None:
@@ -307,6 +319,7 @@ def _mcmc_options(s) -> None:
     s.add_argument("--no-cluster", action="store_true", help="phi4: HMC only, no Wolff updates of the signs")
     s.add_argument("--out", required=True, help="output .npy (N, L, L); its parameters go to the .json beside it")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _quiet_option(s)
 
 
 def _observables_options(s) -> None:
@@ -325,7 +338,9 @@ def _demo_options(s) -> None:
     s.add_argument("--n", type=_positive_int, default=5000)
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--overwrite", action="store_true", help="replace an earlier demo in the folder")
-    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress of the training and sampling (default on; --no-progress or -q: none)")
+    _quiet_option(s)
 
 
 # the options of each command, added only when the command is named (they import the library)

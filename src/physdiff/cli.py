@@ -1,7 +1,10 @@
-"""The ``physdiff`` command: data | train | sample | encode | evaluate | plot | demo.
+"""The ``physdiff`` command: data | train | sample | encode | evaluate | plot | demo | mcmc | observables.
 
 Bad input prints one line ``physdiff: error: ...`` and exits with status 2; outputs are
-written atomically, so a failed command leaves nothing half-written.
+written atomically, so a failed command leaves nothing half-written. Long jobs show their
+progress on stderr (a bar on a terminal, a line every $PHYSDIFF_PROGRESS_INTERVAL seconds in a
+log; ``-q`` for none, ``progress.py``); what they write records this command line
+(``provenance.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,18 @@ def _new_output(path: Path, overwrite: bool) -> Path:
     from .sampling import new_output
 
     return new_output(path, overwrite)
+
+
+def _progress(args) -> bool:
+    """The command line shows progress (True, ``progress.py``) unless -q or --no-progress."""
+    return not (getattr(args, "quiet", False) or getattr(args, "progress", None) is False)
+
+
+def _log(args):
+    """Where a command's notes go: stderr, or nowhere with -q."""
+    if getattr(args, "quiet", False):
+        return lambda message: None
+    return lambda message: print(message, file=sys.stderr)
 
 
 # ---------------------------------------------------------------- commands
@@ -63,14 +78,14 @@ def cmd_train(args) -> None:
             extra = ", ".join("--" + k.replace("_", "-") for k in given) or "--config/--data"
             raise PhysdiffError(f"--resume continues a run with its own config.toml; drop {extra} "
                                 "(only --steps may be given to extend it)")
-        run = train(None, args.out, resume=True, steps=args.steps, progress=args.progress)
+        run = train(None, args.out, resume=True, steps=args.steps, progress=_progress(args))
     else:
         overrides = {key: getattr(args, k) for k, (key, _) in options.items() if getattr(args, k) is not None}
         if args.data is not None:
             overrides["data.file"] = args.data
         overrides |= {key: value for k, (key, value, _) in TRAIN_FLAGS.items() if getattr(args, k)}
         cfg = load_config(args.config, overrides)
-        run = train(cfg, args.out, overwrite=args.overwrite, progress=args.progress)
+        run = train(cfg, args.out, overwrite=args.overwrite, progress=_progress(args))
     print(f"trained run in {run} (weights: {run / 'ema.safetensors'})")
 
 
@@ -107,7 +122,8 @@ def cmd_sample(args) -> None:
                                 options=_given_sampler_options(args), guidance=args.guidance, classes=args.klass,
                                 batch_size=args.batch_size, log_prob_out=logp_out, trajectory_out=traj_out,
                                 snapshots=args.snapshots, png_out=png_out, metropolis=args.metropolis,
-                                burn_in=args.burn_in, overwrite=args.overwrite, generator=f"physdiff sample {args.run}")
+                                burn_in=args.burn_in, overwrite=args.overwrite, generator=f"physdiff sample {args.run}",
+                                progress=_progress(args))
     finally:
         dist.finish(created)
     if msg is not None:
@@ -158,7 +174,7 @@ def cmd_evaluate(args) -> None:
     if args.nll and not run.kind.likelihood:
         raise PhysdiffError(f"--nll is available for vector data only, not yet for {run.kind.name} runs")
     report = evaluate(run, args.n, args.seed, sampler_args=_sampler_args(args, run), nll=args.nll,
-                      nll_n=args.nll_n, log=lambda m: print(m, file=sys.stderr))
+                      nll_n=args.nll_n, log=_log(args), progress=_progress(args))
     write_report(run, report)
     from .checkpoint import json_text
 
@@ -171,7 +187,7 @@ def cmd_plot(args) -> None:
 
     run = _load(args)
     _check_guidance(args, run)
-    for fname, fig in figures(run, args.n, args.seed, guidance=args.guidance).items():
+    for fname, fig in figures(run, args.n, args.seed, guidance=args.guidance, progress=_progress(args)).items():
         save_figure(fig, run.path / fname)
         print(f"wrote {run.path / fname}")
 
@@ -190,7 +206,7 @@ def cmd_mcmc(args) -> None:
     with OutputLock(out):  # the ensemble and its JSON: one writer at a time
         _new_output(out, args.overwrite)  # again, now that no other process can be writing it
         print(make_ensemble(theory, args.L, args.n, out, seed=args.seed, chains=args.chains,
-                            cluster=not args.no_cluster, log=lambda m: print(m, file=sys.stderr)))
+                            cluster=not args.no_cluster, log=_log(args), progress=_progress(args)))
 
 
 def cmd_observables(args) -> None:
@@ -217,7 +233,7 @@ def cmd_demo(args) -> None:
 
     if args.n < 2:
         raise PhysdiffError(f"--n {args.n} is too small for the demo: distances need at least 2 samples")
-    table = run_demo(args.out, steps=args.steps, n=args.n, device=args.device, progress=args.progress,
+    table = run_demo(args.out, steps=args.steps, n=args.n, device=args.device, progress=_progress(args),
                      overwrite=args.overwrite)
     print(f"wrote {table}")
 
@@ -229,12 +245,20 @@ def main(argv: list[str] | None = None) -> int:
     old = warnings.showwarning
     warnings.showwarning = one_line_warning
     try:
-        argv = _join_negative_numbers(sys.argv[1:] if argv is None else argv)
+        given = list(sys.argv[1:] if argv is None else argv)
+        argv = _join_negative_numbers(given)
         args = build_parser([_named_command(argv)]).parse_args(argv)
         func = globals()[f"cmd_{args.command}"]
         if getattr(args, "snapshots", 2) < 2 and getattr(args, "trajectory", None):
             raise PhysdiffError("--snapshots must be >= 2")
-        func(args)
+        if _progress(args):
+            from .progress import interval
+
+            interval()  # a bad $PHYSDIFF_PROGRESS_INTERVAL is refused before any work
+        from .provenance import command_line
+
+        with command_line(given):
+            func(args)
     except PhysdiffError as exc:
         message = " ".join(str(exc).splitlines())  # always one line
         print(f"physdiff: error: {message}", file=sys.stderr)

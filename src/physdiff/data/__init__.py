@@ -247,7 +247,8 @@ def normalization_of(cfg) -> str:
     return resolve_kind(cfg.data).resolve_normalization(cfg)
 
 
-def load_training(cfg) -> TrainingSet:
+def load_training(cfg, progress=None) -> TrainingSet:
     """The training split a config describes (its kind's strategy), with the normaliser of its
-    kind (or of ``data.normalization``) fitted on it, and labels if ``data.conditional``."""
-    return resolve_kind(cfg.data).load_training(cfg)
+    kind (or of ``data.normalization``) fitted on it, and labels if ``data.conditional``.
+    ``progress``: of a training set that is made first (lattice Monte Carlo), ``progress.py``."""
+    return resolve_kind(cfg.data).load_training(cfg, progress=progress)

@@ -22,14 +22,16 @@ def outlier_share(x: np.ndarray, reference: np.ndarray, margin: float = OUTLIER_
 
 
 def evaluate(run, n: int = 5000, seed: int = 0, samples: np.ndarray | None = None, *,
-             sampler_args: dict | None = None, nll: bool = False, nll_n: int = 500, log=None) -> dict:
+             sampler_args: dict | None = None, nll: bool = False, nll_n: int = 500, log=None,
+             progress=None) -> dict:
     """The metrics of a vector run as a dict: every distance beside its noise floor, and the
-    share of far outliers (model samples vs a fresh true set). ``nll``: also :func:`nll_report`."""
+    share of far outliers (model samples vs a fresh true set). ``nll``: also :func:`nll_report`.
+    ``progress``: of the sampling (``progress.py``)."""
     from ..metrics import compare
 
     refs, floors, toy, n = reference_sets(run, n, seed)
     if samples is None:
-        samples = run.sample(n, seed, **(sampler_args or {})).samples
+        samples = run.sample(n, seed, progress=progress, **(sampler_args or {})).samples
     samples = samples[:n].reshape(n, -1)
     flat = [r.reshape(n, -1) for r in refs], [f.reshape(n, -1) for f in floors]
     metrics = compare(samples, *flat, toy=toy)
@@ -103,7 +105,7 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def figures(run, n: int, seed: int, samples=None, snaps=None) -> dict:
+def figures(run, n: int, seed: int, samples=None, snaps=None, *, progress=None) -> dict:
     """{file name: Figure}: samples beside data, forward and reverse process, loss."""
     import torch
 
@@ -115,7 +117,7 @@ def figures(run, n: int, seed: int, samples=None, snaps=None) -> dict:
     T = run.schedule.T
     times = snapshot_times(run.schedule)
     if samples is None or snaps is None:
-        res = run.sample(n, seed, snapshot_steps=tuple(times))
+        res = run.sample(n, seed, snapshot_steps=tuple(times), progress=progress)
         samples, snaps = res.samples, res.snapshots
     name = run.cfg.data.file or run.cfg.data.dataset
     figs = {"samples.png": plot_samples(reference.reshape(n, -1), samples[:n].reshape(n, -1),

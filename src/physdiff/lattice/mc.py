@@ -127,10 +127,17 @@ def magnetisation(x: np.ndarray) -> np.ndarray:
 
 
 def run_mcmc(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster: bool = True,
-             pilot: int = 300, log=None) -> tuple[np.ndarray, dict]:
+             pilot: int = 300, log=None, progress=None) -> tuple[np.ndarray, dict]:
     """n configurations (n, L, L) float64 from ``chains`` chains and a report (acceptance, step,
     τ_int, burn-in, spacing, hot/cold agreement). Configurations are chain-major: chain c holds
-    rows c·n/chains .. (c+1)·n/chains − 1, consecutive in Monte Carlo time."""
+    rows c·n/chains .. (c+1)·n/chains − 1, consecutive in Monte Carlo time.
+
+    The burn-in is every sweep before the first saved one: ``pilot`` sweeps that forget the start
+    (and tune HMC's step), ``pilot`` that measure τ_int, then 20 τ_int more (``burn_in_sweeps`` in
+    the report, and in ``log``'s line). ``progress``: of the thermalisation and the production
+    sweeps (``progress.py``)."""
+    from ..progress import progress_bar
+
     if not isinstance(theory, Theory):
         raise PhysdiffError(f"{theory!r} is not a lattice theory (physdiff.lattice.Theory)")
     theory.validate(L)
@@ -147,34 +154,45 @@ def run_mcmc(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster
                             f"thermalisation check need n >= {2 * chains}")
     rng = np.random.default_rng(seed)
     ch = Chains(theory, theory.start(L, chains, rng), seed + 1, cluster=cluster)
-    for _ in range(pilot):  # tune the step size and forget the start
-        ch.update(tune=True)
-    series = []
-    for _ in range(pilot):
-        ch.update()
-        series.append(np.abs(magnetisation(ch.x)))
-    ch.accepted.clear()
-    tau = gamma_method(np.stack(series, axis=1)).tau_int  # in sweeps, |M| over all chains
-    burn_in = math.ceil(20 * tau)
-    spacing = max(1, math.ceil(2 * tau))
-    planned = burn_in + (n // chains) * spacing
-    if planned > MAX_SWEEPS:
-        raise PhysdiffError(f"τ_int(|M|) = {tau:.3g} sweeps at {theory.label}: {n} configurations would take "
-                            f"{planned:.3g} sweeps (burn-in {burn_in}, spacing {spacing}), more than {MAX_SWEEPS:g}; "
-                            "the chains barely move at these couplings: ask for fewer configurations or other "
-                            "couplings")
-    for _ in range(burn_in):
-        ch.update()
-    per_chain = n // chains
-    out = np.empty((chains, per_chain, *theory.field_shape(L)))
-    for i in range(per_chain):
-        for _ in range(spacing):
+    # the thermalisation's length is known only once the pilot has measured τ_int: its bar grows then
+    with progress_bar(progress, 2 * pilot, f"mcmc {theory.name} L={L} thermalisation", "sweep") as bar:
+        for _ in range(pilot):  # tune the step size and forget the start
+            ch.update(tune=True)
+            bar.update()
+        series = []
+        for _ in range(pilot):
             ch.update()
-        out[:, i] = ch.x
-    if log is not None:
-        log(f"τ_int(|M|) = {tau:.2f} sweeps from a {pilot}-sweep pilot: burn-in {burn_in}, spacing {spacing}")
+            series.append(np.abs(magnetisation(ch.x)))
+            bar.update()
+        ch.accepted.clear()
+        tau = gamma_method(np.stack(series, axis=1)).tau_int  # in sweeps, |M| over all chains
+        after_pilot = math.ceil(20 * tau)
+        burn_in = 2 * pilot + after_pilot  # every sweep before the first saved configuration
+        spacing = max(1, math.ceil(2 * tau))
+        per_chain = n // chains
+        planned = burn_in + per_chain * spacing
+        if planned > MAX_SWEEPS:
+            raise PhysdiffError(f"τ_int(|M|) = {tau:.3g} sweeps at {theory.label}: {n} configurations would take "
+                                f"{planned:.3g} sweeps (burn-in {burn_in}, spacing {spacing}), more than "
+                                f"{MAX_SWEEPS:g}; the chains barely move at these couplings: ask for fewer "
+                                "configurations or other couplings")
+        if log is not None:
+            with bar.external_write():
+                log(f"τ_int(|M|) = {tau:.2f} sweeps from a {pilot}-sweep pilot: burn-in {burn_in} sweeps "
+                    f"({pilot} tuning, {pilot} of pilot, then 20 τ_int = {after_pilot}), spacing {spacing}")
+        bar.add_total(after_pilot)
+        for _ in range(after_pilot):
+            ch.update()
+            bar.update()
+    out = np.empty((chains, per_chain, *theory.field_shape(L)))
+    with progress_bar(progress, per_chain * spacing, f"mcmc {theory.name} L={L} production", "sweep") as bar:
+        for i in range(per_chain):
+            for _ in range(spacing):
+                ch.update()
+                bar.update()
+            out[:, i] = ch.x
     report = {"L": L, "n": n, "chains": chains, "seed": seed, "cluster_updates": cluster,
-              "pilot_tau_int_abs_m_sweeps": tau, "burn_in_sweeps": pilot * 2 + burn_in, "spacing_sweeps": spacing}
+              "pilot_tau_int_abs_m_sweeps": tau, "burn_in_sweeps": burn_in, "spacing_sweeps": spacing}
     if theory.discrete is None:
         report |= {"hmc_acceptance": float(np.mean(ch.accepted)), "hmc_step": ch.eps, "hmc_leapfrog_steps": ch.n_leap}
     report["thermalisation"] = hot_cold_check(out, theory)

@@ -8,12 +8,16 @@ import time
 from pathlib import Path
 
 from ..errors import PhysdiffError
+from ..provenance import recorded
 
 
+@recorded
 def make_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: int = 16, cluster: bool = True,
-                  log=None) -> str:
-    """Run the reference Monte Carlo of ``theory`` and write the ensemble and its JSON to ``out``;
-    returns the summary line."""
+                  log=None, progress=None) -> str:
+    """Run the reference Monte Carlo of ``theory`` and write the ensemble and its JSON (with its
+    ``"provenance"``, ``provenance.py``) to ``out``; returns the summary line. ``progress``: of
+    the thermalisation and production sweeps (``progress.py``)."""
+    from ..provenance import current
     from .ensemble import save_ensemble, sidecar
     from .mc import run_mcmc
     from .observables import format_z
@@ -21,9 +25,10 @@ def make_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: i
     if n % chains:
         raise PhysdiffError(f"--n {n} must be a multiple of --chains {chains}")
     t0 = time.perf_counter()
-    x, report = run_mcmc(theory, L, n, seed=seed, chains=chains, cluster=cluster, log=log)
+    x, report = run_mcmc(theory, L, n, seed=seed, chains=chains, cluster=cluster, log=log, progress=progress)
     report["seconds"] = time.perf_counter() - t0
-    save_ensemble(out, x, {"params": theory.params, "generator": "physdiff mcmc", **report})
+    save_ensemble(out, x, {"params": theory.params, "generator": "physdiff mcmc", **report,
+                           "provenance": current().record("cpu")})
     therm = report["thermalisation"]
     acc = f", HMC acceptance {report['hmc_acceptance']:.3f} (step {report['hmc_step']:.3f})" \
         if "hmc_acceptance" in report else ""
