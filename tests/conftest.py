@@ -51,6 +51,19 @@ def _private_cache(tmp_path_factory):
         os.environ["PHYSDIFF_CACHE"] = old
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _progress_lines_only_when_asked():
+    """No progress line in a command's stderr however slow the machine (the CLI prints one every
+    30 s in a log); tests of progress set PHYSDIFF_PROGRESS_INTERVAL themselves."""
+    old = os.environ.get("PHYSDIFF_PROGRESS_INTERVAL")
+    os.environ["PHYSDIFF_PROGRESS_INTERVAL"] = "86400"
+    yield
+    if old is None:
+        os.environ.pop("PHYSDIFF_PROGRESS_INTERVAL", None)
+    else:
+        os.environ["PHYSDIFF_PROGRESS_INTERVAL"] = old
+
+
 def one_line_error(capsys, argv):
     """Run the CLI on ``argv``: it must fail with exit status 2 and one line ``physdiff: error: ...``
     on stderr, never a traceback. Returns that line."""

@@ -94,7 +94,8 @@ def test_overwrite_replaces_a_run_by_renames(base_run, tmp_path, capsys):
     assert main(["train", "--dataset", "moons", "--overwrite", "--out", str(run), "--seed", "7", *QUICK]) == 0
     assert (run / "ema.safetensors").read_bytes() != old_weights
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        {ck.CONFIG_FILE, ck.METRICS_FILE, ck.STATE_FILE, ck.MODEL_FILE, ck.EMA_FILE, ck.LOCK_FILE, ck.MARKER_FILE})
+        {ck.CONFIG_FILE, ck.METRICS_FILE, ck.STATE_FILE, ck.MODEL_FILE, ck.EMA_FILE, ck.LOCK_FILE, ck.MARKER_FILE,
+         ck.PROVENANCE_FILE})
     assert "seed = 7" in (run / "config.toml").read_text() and no_siblings_left(tmp_path)
     # a run written before the marker (config.toml + metrics.csv of physdiff) is still recognised
     (run / ck.MARKER_FILE).unlink()

@@ -180,6 +180,13 @@ def build_parser(commands=None) -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_option(s) -> None:
+    s.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress and no notes on stderr (warnings, errors and results still print); "
+                        "otherwise progress shows as a bar on a terminal, or as a line every "
+                        "$PHYSDIFF_PROGRESS_INTERVAL seconds (default 30) in a log")
+
+
 def _data_options(s) -> None:
     from .data import TOY_DATASETS
 
@@ -226,7 +233,9 @@ def _train_parser_options(s) -> None:
                        help=f"{key}: {f.metadata['doc']} (default {default if default != '' else 'none'})"
                        .replace("%", "%%"))
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: on when stderr is a terminal)")
+                   help="progress: a bar on a terminal, a line every $PHYSDIFF_PROGRESS_INTERVAL seconds (default 30) "
+                        "in a log (default on; --no-progress or -q: none)")
+    _quiet_option(s)
 
 
 def _run_options(s, n_default=5000, n_help=None) -> None:
@@ -286,6 +295,7 @@ def _sample_options(s) -> None:
                         "far the solver's error in log q moves log Z and each reweighted observable (in errors; "
                         "default 5%% of the proposals, at least 16; 0 = off)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _quiet_option(s)
 
 
 def _evaluate_options(s) -> None:
@@ -295,6 +305,7 @@ def _evaluate_options(s) -> None:
     s.add_argument("--nll", action="store_true", help="also the variational bound and ODE log-likelihood")
     s.add_argument("--nll-n", type=_positive_int, default=500, help="test points for --nll (default 500)")
     _sampler_options(s)
+    _quiet_option(s)
 
 
 def _encode_options(s) -> None:
@@ -321,6 +332,7 @@ def _plot_options(s) -> None:
     _run_options(s, 3000)
     s.add_argument("--guidance", type=_finite_float, default=None, help="image runs: guidance w (default 0.5)")
     _format_option(s)
+    _quiet_option(s)
 
 
 def _mcmc_options(s) -> None:
@@ -345,6 +357,7 @@ def _mcmc_options(s) -> None:
                    help="extend the ensemble in --out to --n configurations in all, continuing its chains exactly "
                         "(bit for bit one run of --n); give the options it was made with")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _quiet_option(s)
 
 
 def _observables_options(s) -> None:
@@ -368,7 +381,9 @@ def _demo_options(s) -> None:
     s.add_argument("--n", type=_positive_int, default=5000)
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--overwrite", action="store_true", help="replace an earlier demo in the folder")
-    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress of the training and sampling (default on; --no-progress or -q: none)")
+    _quiet_option(s)
 
 
 # the options of each command, added only when the command is named (they import the library)

@@ -8,6 +8,7 @@ Layout of ``RUN/`` (DESIGN.md):
   model.safetensors    raw weights;  ema.safetensors  EMA weights (+ normaliser in both)
   metrics.csv          step, loss, lr, grad_norm, ... as training goes
   physdiff-run.json    the marker that says "a physdiff run" (written first by train)
+  provenance.json      what made the run: one session per train or train --resume (provenance.py)
 Nothing here unpickles: safetensors holds tensors only and JSON holds the rest.
 """
 
@@ -33,6 +34,8 @@ CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.csv"
 LOCK_FILE = ".lock"
 MARKER_FILE = "physdiff-run.json"
+PROVENANCE_FILE = "provenance.json"
+PROVENANCE_FORMAT = "physdiff provenance"
 TMP_SUFFIX = ".tmp"
 MARKER_FORMAT = "physdiff run"
 VALIDATION_FILE = "validation.npy"  # the rows of a data file held out of training, (K,) int64
@@ -40,7 +43,7 @@ DATA_FILE = "data.npy"  # the training data of a run trained from an array in me
 # every name physdiff itself writes into a run directory (train, evaluate, plot, demo): replacing
 # or cleaning up a run removes these and its temporaries, never anything else
 RUN_FILES = frozenset({CONFIG_FILE, METRICS_FILE, STATE_FILE, MODEL_FILE, EMA_FILE, LOCK_FILE, MARKER_FILE,
-                       VALIDATION_FILE, DATA_FILE,
+                       VALIDATION_FILE, DATA_FILE, PROVENANCE_FILE,
                        "evaluation.json", *(f"{name}.png" for name in (
                            "samples", "forward", "reverse", "loss", "guidance", "nearest", "histograms",
                            "correlator", "configurations"))})
@@ -120,6 +123,31 @@ def is_temporary(name: str) -> bool:
 def write_marker(run: str | Path) -> None:
     """RUN/physdiff-run.json: the mark of a folder that physdiff's train created."""
     atomic_write_bytes(Path(run) / MARKER_FILE, (json.dumps({"format": MARKER_FORMAT, "version": 1}) + "\n").encode())
+
+
+def read_provenance(run: str | Path) -> list[dict]:
+    """The sessions recorded in RUN/provenance.json, oldest first: [] when there is none (a run
+    made before physdiff kept it); an unreadable file is reported and counts as none."""
+    import warnings
+
+    path = Path(run) / PROVENANCE_FILE
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        sessions = data["sessions"]
+        if data.get("format") != PROVENANCE_FORMAT or not all(isinstance(s, dict) for s in sessions):
+            raise ValueError("not a physdiff provenance file")
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        warnings.warn(f"{str(path)!r} is unreadable ({exc}); the sessions it held are not kept", stacklevel=2)
+        return []
+    return sessions
+
+
+def write_provenance(run: str | Path, sessions: list[dict]) -> None:
+    """RUN/provenance.json, atomically: ``{"format", "version", "sessions": [record, ...]}``."""
+    text = json_text({"format": PROVENANCE_FORMAT, "version": 1, "sessions": sessions})
+    atomic_write_bytes(Path(run) / PROVENANCE_FILE, (text + "\n").encode())
 
 
 def has_marker(run: str | Path) -> bool:

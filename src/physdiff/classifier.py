@@ -77,9 +77,12 @@ def _random_shift(x: torch.Tensor, g: torch.Generator, max_shift: int = 1) -> to
 
 
 def train_classifier(data: ImageData, *, epochs: int = 30, batch_size: int = 64, max_steps: int = 3000,
-                     seed: int = 0) -> tuple[Classifier, float]:
+                     seed: int = 0, progress=None) -> tuple[Classifier, float]:
     """Train on the training split (AdamW, one-cycle lr, random ±1 pixel shifts) for ``epochs``
-    passes or ``max_steps`` steps, whichever is fewer; return (model, test accuracy)."""
+    passes or ``max_steps`` steps, whichever is fewer; return (model, test accuracy).
+    ``progress``: ``progress.py``."""
+    from .progress import progress_bar
+
     if data.train_y is None or data.num_classes < 2:
         raise PhysdiffError(f"dataset {data.name!r} has no class labels; the classifier metrics need them")
     torch.manual_seed(seeding.torch_seed(seed))
@@ -90,13 +93,15 @@ def train_classifier(data: ImageData, *, epochs: int = 30, batch_size: int = 64,
     steps = min(max_steps, epochs * max(1, len(x) // batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     model.train()
-    for _ in range(steps):
-        idx = torch.randint(len(x), (batch_size,), generator=g)
-        loss = F.cross_entropy(model(_random_shift(x[idx], g)), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+    with progress_bar(progress, steps, "classifier", "step") as bar:
+        for _ in range(steps):
+            idx = torch.randint(len(x), (batch_size,), generator=g)
+            loss = F.cross_entropy(model(_random_shift(x[idx], g)), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
     model.eval().requires_grad_(False)
     return model, accuracy(model, data.test_x, data.test_y)
 
@@ -118,8 +123,10 @@ def accuracy(model: Classifier, x: np.ndarray, y: np.ndarray) -> float:
     return float((predict(model, x) == np.asarray(y)).mean())
 
 
-def load_or_train(data: ImageData, *, cache: Path | None = None, log=print) -> tuple[Classifier, float]:
-    """The cached classifier of ``data`` (trained and saved on first use); (model, test accuracy)."""
+def load_or_train(data: ImageData, *, cache: Path | None = None, log=print,
+                  progress=None) -> tuple[Classifier, float]:
+    """The cached classifier of ``data`` (trained and saved on first use, ``progress`` of its
+    training: ``progress.py``); (model, test accuracy)."""
     path = (cache or cache_dir()) / f"classifier-{data.name}-{_fingerprint(data)}.safetensors"
     if path.is_file():
         try:
@@ -129,7 +136,7 @@ def load_or_train(data: ImageData, *, cache: Path | None = None, log=print) -> t
             return model.eval().requires_grad_(False), float(json.loads(meta["test_accuracy"]))
         except (PhysdiffError, KeyError, ValueError):
             log(f"classifier cache {path} is unreadable; training a new one")
-    model, acc = train_classifier(data)
+    model, acc = train_classifier(data, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     ck.atomic_save_tensors(path, model.state_dict(), {"test_accuracy": json.dumps(acc), "dataset": data.name})
     log(f"trained the {data.name} classifier (test accuracy {acc:.4f}); cached in {path}")

@@ -1,7 +1,10 @@
-"""The ``physdiff`` command: data | train | sample | encode | evaluate | plot | demo.
+"""The ``physdiff`` command: data | train | sample | encode | evaluate | plot | demo | mcmc | observables.
 
 Bad input prints one line ``physdiff: error: ...`` and exits with status 2; outputs are
-written atomically, so a failed command leaves nothing half-written.
+written atomically, so a failed command leaves nothing half-written. Long jobs show their
+progress on stderr (a bar on a terminal, a line every $PHYSDIFF_PROGRESS_INTERVAL seconds in a
+log; ``-q`` for none, ``progress.py``); what they write records this command line
+(``provenance.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,18 @@ def _new_output(path: Path, overwrite: bool) -> Path:
     from .sampling import new_output
 
     return new_output(path, overwrite)
+
+
+def _progress(args) -> bool:
+    """The command line shows progress (True, ``progress.py``) unless -q or --no-progress."""
+    return not (getattr(args, "quiet", False) or getattr(args, "progress", None) is False)
+
+
+def _log(args):
+    """Where a command's notes go: stderr, or nowhere with -q."""
+    if getattr(args, "quiet", False):
+        return lambda message: None
+    return lambda message: print(message, file=sys.stderr)
 
 
 # ---------------------------------------------------------------- commands
@@ -63,14 +78,14 @@ def cmd_train(args) -> None:
             extra = ", ".join("--" + k.replace("_", "-") for k in given) or "--config/--data"
             raise PhysdiffError(f"--resume continues a run with its own config.toml; drop {extra} "
                                 "(only --steps may be given to extend it)")
-        run = train(None, args.out, resume=True, steps=args.steps, progress=args.progress)
+        run = train(None, args.out, resume=True, steps=args.steps, progress=_progress(args))
     else:
         overrides = {key: getattr(args, k) for k, (key, _) in options.items() if getattr(args, k) is not None}
         if args.data is not None:
             overrides["data.file"] = args.data
         overrides |= {key: value for k, (key, value, _) in TRAIN_FLAGS.items() if getattr(args, k)}
         cfg = load_config(args.config, overrides)
-        run = train(cfg, args.out, overwrite=args.overwrite, progress=args.progress)
+        run = train(cfg, args.out, overwrite=args.overwrite, progress=_progress(args))
     print(f"trained run in {run} (weights: {run / 'ema.safetensors'})")
 
 
@@ -128,8 +143,8 @@ def cmd_sample(args) -> None:
                                 batch_size=args.batch_size, log_prob_out=logp_out, trajectory_out=traj_out,
                                 snapshots=args.snapshots, png_out=png_out, metropolis=args.metropolis,
                                 burn_in=args.burn_in, log_q_check=args.log_q_check, theory=target,
-                                overwrite=args.overwrite,
-                                generator=f"physdiff sample {args.run}")
+                                overwrite=args.overwrite, generator=f"physdiff sample {args.run}",
+                                progress=_progress(args))
     finally:
         dist.finish(created)
     if msg is not None:
@@ -180,7 +195,7 @@ def cmd_evaluate(args) -> None:
     if args.nll and not run.kind.likelihood:
         raise PhysdiffError(f"--nll is available for vector data only, not yet for {run.kind.name} runs")
     report = evaluate(run, args.n, args.seed, sampler_args=_sampler_args(args, run), nll=args.nll,
-                      nll_n=args.nll_n, log=lambda m: print(m, file=sys.stderr))
+                      nll_n=args.nll_n, log=_log(args), progress=_progress(args))
     write_report(run, report)
     from .checkpoint import json_text
 
@@ -217,7 +232,8 @@ def cmd_plot(args) -> None:
 
     run = _load(args)
     _check_guidance(args, run)
-    _write_figures(_figure_outputs(figures(run, args.n, args.seed, guidance=args.guidance), run.path, args.format))
+    _write_figures(_figure_outputs(figures(run, args.n, args.seed, guidance=args.guidance, progress=_progress(args)),
+                                   run.path, args.format))
 
 
 def cmd_mcmc(args) -> None:
@@ -237,8 +253,8 @@ def cmd_mcmc(args) -> None:
     given = {key[7:]: getattr(args, k) for k, (key, _) in theory_fields().items()
              if k != "L" and getattr(args, k, None) is not None}
     theory = check_theory_params(args.model, args.L, given, prefix="--")
-    options = dict(seed=args.seed, chains=args.chains, cluster=not args.no_cluster,
-                   log=lambda m: print(m, file=sys.stderr))
+    options = dict(seed=args.seed, chains=args.chains, cluster=not args.no_cluster, log=_log(args),
+                   progress=_progress(args))
     with OutputLock(out):  # the ensemble, its JSON and its state: one writer at a time
         if args.resume:
             print(resume_ensemble(theory, args.L, args.n, out, **options))
@@ -310,7 +326,7 @@ def cmd_demo(args) -> None:
 
     if args.n < 2:
         raise PhysdiffError(f"--n {args.n} is too small for the demo: distances need at least 2 samples")
-    table = run_demo(args.out, steps=args.steps, n=args.n, device=args.device, progress=args.progress,
+    table = run_demo(args.out, steps=args.steps, n=args.n, device=args.device, progress=_progress(args),
                      overwrite=args.overwrite)
     print(f"wrote {table}")
 
@@ -322,12 +338,20 @@ def main(argv: list[str] | None = None) -> int:
     old = warnings.showwarning
     warnings.showwarning = one_line_warning
     try:
-        argv = _join_negative_numbers(sys.argv[1:] if argv is None else argv)
+        given = list(sys.argv[1:] if argv is None else argv)
+        argv = _join_negative_numbers(given)
         args = build_parser([_named_command(argv)]).parse_args(argv)
         func = globals()[f"cmd_{args.command}"]
         if getattr(args, "snapshots", 2) < 2 and getattr(args, "trajectory", None):
             raise PhysdiffError("--snapshots must be >= 2")
-        func(args)
+        if _progress(args):
+            from .progress import interval
+
+            interval()  # a bad $PHYSDIFF_PROGRESS_INTERVAL is refused before any work
+        from .provenance import command_line
+
+        with command_line(given):
+            func(args)
     except PhysdiffError as exc:
         message = " ".join(str(exc).splitlines())  # always one line
         print(f"physdiff: error: {message}", file=sys.stderr)

@@ -9,8 +9,9 @@ from pathlib import Path
 from .checkpoint import atomic_write_bytes, save_figure
 from .config import Config
 from .errors import PhysdiffError
-from .evaluation import vectors, write_report
+from .evaluation import evaluate, vectors, write_report
 from .plots import snapshot_times
+from .provenance import recorded
 from .run import LoadedRun
 from .training import resolve_device, train
 
@@ -34,10 +35,11 @@ def check_demo_folder(out: Path, overwrite: bool) -> None:
                             "or choose another folder")
 
 
-def run_demo(out: str | Path, *, steps: int, n: int, device: str = "auto", progress: bool | None = None,
+@recorded
+def run_demo(out: str | Path, *, steps: int, n: int, device: str = "auto", progress=None,
              overwrite: bool = False, log=print) -> Path:
     """Train, sample, evaluate and plot the three datasets of the course into ``out``; returns
-    the path of the metrics table."""
+    the path of the metrics table. ``progress``: of the training and the sampling (``progress.py``)."""
     out = Path(out)
     check_demo_folder(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
@@ -48,9 +50,9 @@ def run_demo(out: str | Path, *, steps: int, n: int, device: str = "auto", progr
         run_dir = train(cfg, out / name, overwrite=True, progress=progress)
         train_s = time.perf_counter() - t0
         run = LoadedRun(run_dir, device=resolve_device(device))
-        res = run.sample(n, 0, snapshot_steps=tuple(snapshot_times(run.schedule)))
+        res = run.sample(n, 0, snapshot_steps=tuple(snapshot_times(run.schedule)), progress=progress)
         samples, snaps = res.samples, res.snapshots
-        report = vectors.evaluate(run, n, 0, samples)
+        report = evaluate(run, n, 0, samples)
         write_report(run, report)
         for fname, fig in vectors.figures(run, n, 0, samples, snaps).items():
             save_figure(fig, run_dir / fname)

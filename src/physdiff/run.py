@@ -15,6 +15,7 @@ from .config import load_config, resolve_auto
 from .data import Normalizer, resolve_kind
 from .errors import PhysdiffError
 from .nets import build_model
+from .progress import progress_bar
 from .samplers import GuidedModel, IndexedNoise, SamplerResult, ddim_invert, randn_like, run_sampler
 from .schedule import make_schedule
 
@@ -163,7 +164,7 @@ class LoadedRun:
     def sample(self, n: int, seed: int, *, batch_size: int | None = None, start: int = 0,
                snapshot_steps: tuple[int, ...] = (), sampler: str | None = None, classes=None,
                guidance: float | None = None, log_prob: bool = False, continuous: bool = False,
-               **options) -> SampleResult:
+               progress=None, **options) -> SampleResult:
         """n samples for sample indices start..start+n-1, as a :class:`SampleResult` (samples in
         data units, (n, *data_shape) float32; log_prob; nfe; snapshots; the sampler and options).
 
@@ -177,8 +178,10 @@ class LoadedRun:
         each sample in data units (n,) float64, for a sampler whose spec declares
         ``exact_density`` (``samplers.density_sampler()`` gives the default one). ``continuous``:
         the model's own variable, without the read-out to the theory's field (a lattice run's
-        continuous embedding, whose density log_prob is). Nothing is kept on the run.
+        continuous embedding, whose density log_prob is). ``progress``: a bar counting samples,
+        advanced once per batch (``progress.py``). Nothing is kept on the run.
         """
+
         if sampler is None:
             defaults = self.default_sampler()
             sampler = defaults.pop("sampler")
@@ -199,30 +202,32 @@ class LoadedRun:
         all_labels = self.labels(np.arange(start, start + n), classes)
         outs, logps, snaps, nfe = [], [], {k: [] for k in snapshot_steps}, 0
         jac = self.normalizer.log_abs_det_jacobian(self.data_shape)
-        for lo in range(start, start + n, batch_size):
-            count = min(batch_size, start + n - lo)
-            noise = IndexedNoise(seed, lo, count, NOISE_BLOCK)
-            x_T = randn_like(torch.empty((count, *self.data_shape), device=self.device), noise)
-            if self.schedule.T in snaps:
-                snaps[self.schedule.T].append(x_T.cpu().numpy())
+        with progress_bar(progress, n, f"sample ({sampler})", "sample") as bar:
+            for lo in range(start, start + n, batch_size):
+                count = min(batch_size, start + n - lo)
+                noise = IndexedNoise(seed, lo, count, NOISE_BLOCK)
+                x_T = randn_like(torch.empty((count, *self.data_shape), device=self.device), noise)
+                if self.schedule.T in snaps:
+                    snaps[self.schedule.T].append(x_T.cpu().numpy())
 
-            def keep(i, t, x):
-                if i in snaps:
-                    snaps[i].append(x.cpu().numpy())
+                def keep(i, t, x):
+                    if i in snaps:
+                        snaps[i].append(x.cpu().numpy())
 
-            cond = None if all_labels is None else torch.from_numpy(all_labels[lo - start:lo - start + count]).to(
-                self.device)
-            res = self.sample_normalized(x_T, noise, sampler=sampler, callback=keep, cond=cond, guidance=guidance,
-                                         **options)
-            nfe = max(nfe, res.nfe)
-            x = self.normalizer.decode(res.samples.double()).float().cpu().numpy()
-            if not np.isfinite(x).all():
-                raise PhysdiffError(f"sampler {sampler} produced {int((~np.isfinite(x)).sum())} non-finite values in "
-                                    f"samples {lo}..{lo + count - 1}; nothing was written")
-            self._warn_far_outliers(x, sampler)
-            outs.append(x if continuous else self.kind.postprocess(x, self.cfg))
-            if res.log_prob is not None:
-                logps.append(res.log_prob.cpu().numpy() + jac)  # data units: log p_x = log p_z + log|∂z/∂x|
+                cond = None if all_labels is None else torch.from_numpy(
+                    all_labels[lo - start:lo - start + count]).to(self.device)
+                res = self.sample_normalized(x_T, noise, sampler=sampler, callback=keep, cond=cond,
+                                             guidance=guidance, **options)
+                nfe = max(nfe, res.nfe)
+                x = self.normalizer.decode(res.samples.double()).float().cpu().numpy()
+                if not np.isfinite(x).all():
+                    raise PhysdiffError(f"sampler {sampler} produced {int((~np.isfinite(x)).sum())} non-finite "
+                                        f"values in samples {lo}..{lo + count - 1}; nothing was written")
+                self._warn_far_outliers(x, sampler)
+                outs.append(x if continuous else self.kind.postprocess(x, self.cfg))
+                if res.log_prob is not None:
+                    logps.append(res.log_prob.cpu().numpy() + jac)  # data units: log p_x = log p_z + log|∂z/∂x|
+                bar.update(count)  # once per batch: the decode above has synchronised
         samples = np.concatenate(outs) if outs else np.empty((0, *self.data_shape), dtype=np.float32)
         return SampleResult(samples, np.concatenate(logps) if logps else None, nfe,
                             {k: np.concatenate(v) for k, v in snaps.items() if v}, sampler, used,

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PhysdiffError
+from .progress import progress_bar
+from .provenance import current, recorded
 
 STREAM_BYTES = 256 * 2**20  # samples beyond this size are written to disk chunk by chunk
 
@@ -138,17 +140,20 @@ def check_metropolis(run, sampler: str | None) -> None:
 # ---------------------------------------------------------------- the job
 
 
+@recorded
 def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = None, options: dict | None = None,
                   guidance: float | None = None, classes=None, batch_size: int | None = None,
                   log_prob_out: Path | None = None, trajectory_out: Path | None = None, snapshots: int = 11,
                   png_out: Path | None = None, metropolis: bool = False, burn_in: int | None = None,
                   log_q_check: int | None = None, theory=None, overwrite: bool = False,
-                  generator: str = "physdiff sample") -> str | None:
+                  generator: str = "physdiff sample", progress=None) -> str | None:
     """Draw n samples of ``run`` and write them to ``out`` (with the optional log-densities,
-    trajectory, PNG grid and, for lattice runs, the ensemble's JSON). Returns the summary line
-    (None on the processes of a torchrun job other than rank 0). ``theory``: the target of a
-    ``metropolis`` chain other than the run's own (another coupling); its JSON then also gives the
-    free-energy difference to the run's own theory from the same proposals."""
+    trajectory, PNG grid and, for lattice runs, the ensemble's JSON with its ``"provenance"``,
+    ``provenance.py``). Returns the summary line (None on the processes of a torchrun job other
+    than rank 0). ``theory``: the target of a ``metropolis`` chain other than the run's own
+    (another coupling); its JSON then also gives the free-energy difference to the run's own
+    theory from the same proposals. ``progress``: a bar counting samples, or proposals with
+    ``metropolis`` (``progress.py``)."""
     from . import dist
     from .lattice.ensemble import sidecar
 
@@ -172,7 +177,8 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
     nbytes = n * math.prod(run.data_shape) * 4
     streamable = not (trajectory_out or metropolis or png_out) and dist.world_size() == 1
     if streamable and nbytes > STREAM_BYTES:
-        return _write_streamed(run, n, seed, out, sargs, classes, batch_size, log_prob_out, side, generator, nbytes)
+        return _write_streamed(run, n, seed, out, sargs, classes, batch_size, log_prob_out, side, generator, nbytes,
+                               progress)
     check_memory(nbytes * (3 if trajectory_out else 2), f"--n {n} samples")
     T = run.schedule.T
     steps = tuple(sorted({round(T * k / (snapshots - 1)) for k in range(snapshots)}, reverse=True))
@@ -185,7 +191,7 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
         opts = {k: v for k, v in sargs.items() if k not in ("sampler", "guidance", "log_prob")}
         exact = sample_exact(run, n, seed, batch_size=batch_size, snapshot_steps=snapshot_steps,
                              sampler=sargs["sampler"], burn_in=burn_in, log_q_check=log_q_check, theory=theory,
-                             **opts)
+                             progress=progress, **opts)
         if exact is None:  # not rank 0
             return None
         # every file lines up with the samples file: row i is the chain's state at step i
@@ -216,7 +222,7 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
     else:
         lo, hi = dist.shard(n)
         res = run.sample(hi - lo, seed, start=lo, batch_size=batch_size, classes=classes,
-                         snapshot_steps=snapshot_steps, **sargs)
+                         snapshot_steps=snapshot_steps, progress=progress, **sargs)
         x = run.kind.to_output(dist.gather_rows(res.samples), run.cfg)
         logp = dist.gather_rows(res.log_prob) if log_prob_out else None
         nfe, snaps, rows = res.nfe, {k: dist.gather_rows(v) for k, v in res.snapshots.items()}, None
@@ -252,7 +258,7 @@ def _sidecar(run, generator: str, sargs: dict, report: dict, rows) -> dict:
     info = run.kind.sidecar(run.cfg, generator, {k: v for k, v in sargs.items() if k != "log_prob"}) | report
     if rows is not None:
         info["chain_index"] = [int(i) for i in rows]
-    return info
+    return info | {"provenance": current().record(run.device)}
 
 
 def _commit(files: dict, side: Path | None, info: dict | None, png_out: Path | None) -> None:
@@ -270,7 +276,8 @@ def _commit(files: dict, side: Path | None, info: dict | None, png_out: Path | N
     write_together(outputs)
 
 
-def _write_streamed(run, n, seed, out, sargs, classes, batch_size, log_prob_out, side, generator, nbytes) -> str:
+def _write_streamed(run, n, seed, out, sargs, classes, batch_size, log_prob_out, side, generator, nbytes,
+                    progress=None) -> str:
     """Samples too large to hold twice in memory: drawn in chunks of indices into memory maps
     that are renamed into place at the end; nothing is left behind on an error or interrupt."""
     from .checkpoint import atomic_write_bytes, json_text, npy_stream
@@ -287,9 +294,10 @@ def _write_streamed(run, n, seed, out, sargs, classes, batch_size, log_prob_out,
     with contextlib.ExitStack() as stack:
         arr = stack.enter_context(npy_stream(out, shape))
         logp = stack.enter_context(npy_stream(log_prob_out, (n,), "float64")) if log_prob_out else None
+        bar = stack.enter_context(progress_bar(progress, n, f"sample ({sargs['sampler']}, streamed)", "sample"))
         for lo in range(0, n, chunk):
             count = min(chunk, n - lo)
-            res = run.sample(count, seed, start=lo, batch_size=batch_size, classes=classes, **sargs)
+            res = run.sample(count, seed, start=lo, batch_size=batch_size, classes=classes, progress=bar, **sargs)
             arr[lo:lo + count] = run.kind.to_output(res.samples, run.cfg)
             if logp is not None:
                 logp[lo:lo + count] = res.log_prob

@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 import warnings
@@ -23,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import checkpoint as ck
 from . import dist, seeding
@@ -32,6 +30,8 @@ from .data import Normalizer, check_array, load_training, read_npy, resolve_kind
 from .errors import PhysdiffError
 from .nets import build_model
 from .objective import DenoisingLoss
+from .progress import progress_bar
+from .provenance import current, recorded, utc_now
 from .schedule import make_schedule
 
 METRICS_HEADER = "step,loss,lr,grad_norm,steps_per_s,elapsed_s"
@@ -96,15 +96,16 @@ class Trainer:
     step: int = 0
     validation: torch.Tensor | None = None  # (K, *data_shape) held-out rows, normalised, float32, on device
     held_out: np.ndarray | None = None  # (K,) their rows in the data file (validation.npy)
+    saved_step: int = 0  # the step of the last checkpoint written or restored
 
     # ------------------------------------------------------------ set-up
 
     @classmethod
     def create(cls, cfg: Config, run: Path, device: torch.device, *, array: np.ndarray | None = None,
-               held_out: np.ndarray | None = None) -> Trainer:
+               held_out: np.ndarray | None = None, progress=None) -> Trainer:
         """``array``: a data file's rows given in memory; ``held_out``: the held-out rows a run
-        recorded (see ``data.load_training``)."""
-        ts = load_training(cfg, array=array, held_out=held_out)
+        recorded (see ``data.load_training``); ``progress``: of a training set made first."""
+        ts = load_training(cfg, array=array, held_out=held_out, progress=progress)
         normalizer = ts.normalizer
         data = normalizer.encode(torch.from_numpy(ts.x).double()).to(device=device, dtype=torch.float32)
         validation = None if ts.validation is None else normalizer.encode(
@@ -141,7 +142,7 @@ class Trainer:
         self.generator.set_state(tensors["rng.train"])
         if "grad_scaler" in meta and self.scaler.is_enabled():
             self.scaler.load_state_dict(json.loads(meta["grad_scaler"]))
-        self.step = int(meta["step"])
+        self.step = self.saved_step = int(meta["step"])
 
     # ------------------------------------------------------------ checkpoints
 
@@ -177,6 +178,7 @@ class Trainer:
         for name, module in ((ck.MODEL_FILE, self.model), (ck.EMA_FILE, self.ema)):
             ck.atomic_save_tensors(self.run / name, module.state_dict() | self.normalizer.state(),
                                    self.weights_metadata())
+        self.saved_step = self.step
 
     # ------------------------------------------------------------ the loop
 
@@ -196,7 +198,9 @@ class Trainer:
         finally:
             self.model.train(was_training)
 
-    def train(self, progress: bool | None = None) -> dict[str, float]:
+    def train(self, progress=None) -> dict[str, float]:
+        """Train from ``self.step`` to ``train.steps``, writing metrics and checkpoints; returns the
+        last logged metrics. ``progress``: ``progress.py`` (its bar counts steps; rank 0 only)."""
         cfg, d = self.cfg.train, self.cfg.diffusion
         sched = make_schedule(d.schedule, d.timesteps, warn=False).to(self.device)
         n = self.data.shape[0]
@@ -221,17 +225,15 @@ class Trainer:
                                   augment=augment, amp_dtype=amp_dtype)
         main = dist.is_main()
         columns = metrics_header(self.validation is not None).split(",")
-        metrics = open(self.run / ck.METRICS_FILE, "a", encoding="utf-8") if main else None
-        if progress is None:
-            progress = sys.stderr.isatty()
-        progress = progress and main
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress, desc="train", unit="step")
         loss_sum = torch.zeros((), device=self.device)
         grad_sum = torch.zeros((), device=self.device)
         first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
         window_start, window_steps, t0 = time.perf_counter(), 0, time.perf_counter()
         last = {}
-        try:
+        with contextlib.ExitStack() as stack:  # the bar and the metrics file, closed whatever happens
+            metrics = stack.enter_context(open(self.run / ck.METRICS_FILE, "a", encoding="utf-8")) if main else None
+            bar = stack.enter_context(progress_bar(progress if main else False, cfg.steps, "train", "step",
+                                                   initial=self.step))
             while self.step < cfg.steps:
                 lr = lr_at(self.step, cfg)
                 for group in self.optimizer.param_groups:
@@ -280,16 +282,12 @@ class Trainer:
                         metrics.write(",".join(f"{last[k]:.6g}" if isinstance(last[k], float) else str(last[k])
                                                for k in columns) + "\n")
                         metrics.flush()
-                    bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
+                    bar.set_postfix(loss=f"{last['loss']:.4f}")
                     loss_sum.zero_()
                     grad_sum.zero_()
                     window_start, window_steps = now, 0
                 if at_ckpt and main:
                     self.save()
-        finally:
-            bar.close()
-            if metrics is not None:
-                metrics.close()
         return last
 
     def _check_finite(self, first_bad: torch.Tensor):
@@ -462,8 +460,34 @@ def _check_resumable(out: Path) -> bool:
     return False
 
 
+def _open_session(trainer: Trainer, device: torch.device, resume: bool) -> tuple[list[dict], dict]:
+    """(earlier sessions, this one) of RUN/provenance.json, this session written there as
+    running: a resumed run keeps every earlier session (one whose process died before it could
+    record its end is marked unfinished)."""
+    earlier = ck.read_provenance(trainer.run) if resume else []
+    for s in earlier:
+        if s.get("status") == "running":  # we hold the run's lock: no process is training it now
+            s["status"] = "unfinished"
+    session = current().record(device) | {"ended": None, "status": "running",
+                                          "step": {"start": trainer.step, "end": None}}
+    ck.write_provenance(trainer.run, [*earlier, session])
+    return earlier, session
+
+
+def _close_session(trainer: Trainer, earlier: list[dict], session: dict, error: BaseException | None = None) -> None:
+    """This session's end in RUN/provenance.json: the time, the step of the last checkpoint (the
+    one the run holds) and the status: completed, interrupted, or failed with its error."""
+    status = "completed" if error is None else "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    session |= {"ended": utc_now(), "status": status}
+    session["step"]["end"] = trainer.saved_step
+    if status == "failed":
+        session["error"] = " ".join(str(error).splitlines()) or type(error).__name__
+    ck.write_provenance(trainer.run, [*earlier, session])
+
+
+@recorded
 def train(cfg: Config | None, out: str | Path, *, data: str | Path | np.ndarray | None = None, resume: bool = False,
-          overwrite: bool = False, progress: bool | None = None, steps: int | None = None) -> Path:
+          overwrite: bool = False, progress=None, steps: int | None = None) -> Path:
     """Train a model as ``cfg`` (None: the defaults) says into run directory ``out`` and return its path.
 
     ``data``: a user's data instead of ``cfg``'s: the path of a (N, D) .npy or .csv file (as
@@ -480,6 +504,10 @@ def train(cfg: Config | None, out: str | Path, *, data: str | Path | np.ndarray 
     (never a folder that is not one, never a file physdiff did not write), and only once the new
     run has started: config and data checked, model built. Launched by ``torchrun`` with several
     processes it trains data-parallel (DistributedDataParallel); only rank 0 writes.
+
+    ``progress``: of the training steps and of a Monte Carlo training set made first
+    (``progress.py``). RUN/provenance.json records each session (``provenance.py``): what trained
+    the run, from which step to which, when, and how it ended.
     """
     out = Path(out)
     has_state = False
@@ -513,7 +541,7 @@ def train(cfg: Config | None, out: str | Path, *, data: str | Path | np.ndarray 
         make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)  # warn early on a weak schedule
         # reads and checks the data before anything is written
         trainer = Trainer.create(cfg, out, device, array=array,
-                                 held_out=_recorded_held_out(out, cfg) if resume else None)
+                                 held_out=_recorded_held_out(out, cfg) if resume else None, progress=progress)
         header = metrics_header(trainer.validation is not None)
         main = dist.is_main()
         lock = None
@@ -539,8 +567,17 @@ def train(cfg: Config | None, out: str | Path, *, data: str | Path | np.ndarray 
                 ck.atomic_write_bytes(out / ck.CONFIG_FILE, dump_config(cfg).encode())
                 if not ck.has_marker(out):
                     ck.write_marker(out)
+            sessions = _open_session(trainer, device, resume) if main else None
             dist.barrier()
-            trainer.train(progress=progress)
+            try:
+                trainer.train(progress=progress)
+            except BaseException as exc:
+                if sessions is not None and out.is_dir():
+                    with contextlib.suppress(OSError):  # the training's own error is the one to report
+                        _close_session(trainer, *sessions, exc)
+                raise
+            if sessions is not None:
+                _close_session(trainer, *sessions)
         finally:
             if lock is not None:
                 lock.release()

@@ -301,12 +301,14 @@ def normalization_of(cfg) -> str:
     return resolve_kind(cfg.data).resolve_normalization(cfg)
 
 
-def load_training(cfg, *, array: np.ndarray | None = None, held_out: np.ndarray | None = None) -> TrainingSet:
+def load_training(cfg, *, array: np.ndarray | None = None, held_out: np.ndarray | None = None,
+                  progress=None) -> TrainingSet:
     """The training split a config describes (its kind's strategy), with the normaliser of its
     kind (or of ``data.normalization``) fitted on it, and labels if ``data.conditional``.
     A data file's run only: ``array``, the data given in memory instead of read from
-    ``data.file``; ``held_out``, the held-out rows a run recorded (else drawn by data.seed)."""
+    ``data.file``; ``held_out``, the held-out rows a run recorded (else drawn by data.seed). ``progress``: of a
+    training set that is made first (lattice Monte Carlo), ``progress.py``."""
     kind = resolve_kind(cfg.data)
     if array is None and held_out is None:
-        return kind.load_training(cfg)
-    return kind.load_training(cfg, array=array, held_out=held_out)
+        return kind.load_training(cfg, progress=progress)
+    return kind.load_training(cfg, array=array, held_out=held_out, progress=progress)

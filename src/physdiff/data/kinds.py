@@ -41,8 +41,9 @@ class DataKind:
     likelihood: bool = True  # evaluate --nll: the variational bound and ODE likelihood of test points
 
     # ---------------------------------------------------------------- training
-    def load_training(self, cfg):
-        """The TrainingSet (data, labels, class names, normaliser) of a config's data."""
+    def load_training(self, cfg, progress=None):
+        """The TrainingSet (data, labels, class names, normaliser) of a config's data
+        (``progress``: of any long job that makes it, ``progress.py``)."""
         from . import Normalizer, TrainingSet, training_array
 
         x = training_array(cfg.data)
@@ -84,17 +85,19 @@ class DataKind:
         return None
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate(self, run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print) -> dict:
+    def evaluate(self, run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print,
+                 progress=None) -> dict:
         """The evaluation report of a run of this kind (``physdiff.evaluation``)."""
         from ..evaluation import vectors
 
-        return vectors.evaluate(run, n or 5000, seed, samples, sampler_args=sampler_args, nll=nll, nll_n=nll_n)
+        return vectors.evaluate(run, n or 5000, seed, samples, sampler_args=sampler_args, nll=nll, nll_n=nll_n,
+                                progress=progress)
 
-    def figures(self, run, n, seed, *, guidance=None, samples=None, snaps=None) -> dict:
+    def figures(self, run, n, seed, *, guidance=None, samples=None, snaps=None, progress=None) -> dict:
         """{file name: Figure} of a run of this kind."""
         from ..evaluation import vectors
 
-        return vectors.figures(run, n, seed, samples, snaps)
+        return vectors.figures(run, n, seed, samples, snaps, progress=progress)
 
     def format_report(self, report: dict) -> str:
         from ..evaluation import vectors
@@ -138,7 +141,7 @@ class FileKind(DataKind):
 
 @dataclass(frozen=True)
 class ImageKind(DataKind):
-    def load_training(self, cfg):
+    def load_training(self, cfg, progress=None):
         from . import Normalizer, TrainingSet
         from .images import load_image_dataset
 
@@ -147,15 +150,16 @@ class ImageKind(DataKind):
         return TrainingSet(images.train_x, labels, images.class_names if labels is not None else (),
                            Normalizer.fit(self.resolve_normalization(cfg), images.train_x))
 
-    def evaluate(self, run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print) -> dict:
+    def evaluate(self, run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print,
+                 progress=None) -> dict:
         from ..evaluation import images
 
-        return images.evaluate(run, n, seed, samples, sampler_args=sampler_args, log=log)
+        return images.evaluate(run, n, seed, samples, sampler_args=sampler_args, log=log, progress=progress)
 
-    def figures(self, run, n, seed, *, guidance=None, samples=None, snaps=None) -> dict:
+    def figures(self, run, n, seed, *, guidance=None, samples=None, snaps=None, progress=None) -> dict:
         from ..evaluation import images
 
-        return images.figures(run, seed, sampler_args=run.default_sampler(guidance))
+        return images.figures(run, seed, sampler_args=run.default_sampler(guidance), progress=progress)
 
     def format_report(self, report: dict) -> str:
         from ..evaluation import images
@@ -174,12 +178,12 @@ class LatticeKind(DataKind):
 
         return theory_of(cfg)
 
-    def load_training(self, cfg):
+    def load_training(self, cfg, progress=None):
         from ..lattice.data import lattice_training_set
         from . import Normalizer, TrainingSet
 
         theory, L = self.theory(cfg), cfg.theory["L"]
-        x, _ = lattice_training_set(theory, L, cfg.data.n_train, cfg.data.seed)
+        x, _ = lattice_training_set(theory, L, cfg.data.n_train, cfg.data.seed, progress=progress)
         x = x[:cfg.data.n_train]
         embedding = self.embedding(cfg)
         if embedding is not None:  # the continuous variable, drawn exactly given each configuration
@@ -217,15 +221,17 @@ class LatticeKind(DataKind):
     def sidecar(self, cfg, generator: str, sampler: dict) -> dict:
         return {"params": self.theory(cfg).params, "generator": generator, "chains": 1, "sampler": sampler}
 
-    def evaluate(self, run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print) -> dict:
+    def evaluate(self, run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print,
+                 progress=None) -> dict:
         from ..evaluation import lattice
 
-        return lattice.evaluate(run, n or 4000, seed, samples, sampler_args=sampler_args, log=log)
+        return lattice.evaluate(run, n or 4000, seed, samples, sampler_args=sampler_args, log=log,
+                                progress=progress)
 
-    def figures(self, run, n, seed, *, guidance=None, samples=None, snaps=None) -> dict:
+    def figures(self, run, n, seed, *, guidance=None, samples=None, snaps=None, progress=None) -> dict:
         from ..evaluation import lattice
 
-        return lattice.figures(run, n, seed, samples)
+        return lattice.figures(run, n, seed, samples, progress=progress)
 
     def format_report(self, report: dict) -> str:
         from ..evaluation import lattice

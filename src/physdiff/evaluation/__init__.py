@@ -12,21 +12,28 @@ import numpy as np
 
 from ..checkpoint import METRICS_FILE, atomic_write_bytes, json_text, read_metrics
 from ..errors import PhysdiffError
+from ..provenance import current, recorded
 from . import images, lattice, vectors
 from .references import reference_sets
 
 REPORT_FILE = "evaluation.json"
 
 
+@recorded
 def evaluate(run, n: int | None = None, seed: int = 0, samples: np.ndarray | None = None, *,
-             sampler_args: dict | None = None, nll: bool = False, nll_n: int = 500, log=print) -> dict:
+             sampler_args: dict | None = None, nll: bool = False, nll_n: int = 500, log=print,
+             progress=None) -> dict:
     """The evaluation report of ``run`` (n samples; None: 5000 for vectors, the training split's
-    size for images). ``sampler_args``: keyword arguments of ``LoadedRun.sample``."""
+    size for images). ``sampler_args``: keyword arguments of ``LoadedRun.sample``; ``progress``:
+    of the sampling, the reference Monte Carlo, the classifier's training (``progress.py``).
+    The report ends with its ``"provenance"`` (``provenance.py``)."""
     if nll and not run.kind.likelihood:
         raise PhysdiffError(f"the likelihood report is for vector data, not for {run.kind.name} runs"
                             + ("; a lattice run's samples carry their exact log-density instead (the density sampler "
                                "with log_prob)" if run.theory is not None else ""))
-    return run.kind.evaluate(run, n, seed, samples, sampler_args=sampler_args, nll=nll, nll_n=nll_n, log=log)
+    report = run.kind.evaluate(run, n, seed, samples, sampler_args=sampler_args, nll=nll, nll_n=nll_n, log=log,
+                               progress=progress)
+    return report | {"provenance": current().record(run.device)}
 
 
 def format_report(report: dict) -> str:
@@ -59,9 +66,11 @@ def loss_figure(run) -> dict:
     return {}
 
 
-def figures(run, n: int = 3000, seed: int = 0, *, guidance: float | None = None, samples=None, snaps=None) -> dict:
-    """{file name: Figure} of every figure of the run, training loss included."""
-    figs = run.kind.figures(run, n, seed, guidance=guidance, samples=samples, snaps=snaps)
+def figures(run, n: int = 3000, seed: int = 0, *, guidance: float | None = None, samples=None, snaps=None,
+            progress=None) -> dict:
+    """{file name: Figure} of every figure of the run, training loss included (``progress``: of
+    the sampling and any reference Monte Carlo, ``progress.py``)."""
+    figs = run.kind.figures(run, n, seed, guidance=guidance, samples=samples, snaps=snaps, progress=progress)
     return figs | loss_figure(run)
 
 

@@ -19,21 +19,22 @@ from ..data.images import ImageData, load_image_dataset
 from ..run import resolve_guidance
 
 
-def _features(data: ImageData, log):
+def _features(data: ImageData, log, progress=None):
     """(feature function, name of the space, classifier or None, its test accuracy or None)."""
     if data.train_y is None or data.num_classes < 2:
         return (lambda x: np.asarray(x, dtype=np.float64).reshape(len(x), -1)), "pixels", None, None
     from ..classifier import features, load_or_train
 
-    clf, acc = load_or_train(data, log=log)
+    clf, acc = load_or_train(data, log=log, progress=progress)
     return (lambda x: features(clf, x)), "classifier features", clf, acc
 
 
 def evaluate(run, n: int | None = None, seed: int = 0, samples: np.ndarray | None = None, *,
-                    sampler_args: dict | None = None, log=print) -> dict:
+                    sampler_args: dict | None = None, log=print, progress=None) -> dict:
     """The image metrics of ``run`` on n samples (default: the size of the training split, so
     the FCD is comparable with its floor), drawn with labels i mod K if not given.
-    ``sampler_args``: keyword arguments of LoadedRun.sample (sampler, steps, guidance, ...)."""
+    ``sampler_args``: keyword arguments of LoadedRun.sample (sampler, steps, guidance, ...).
+    ``progress``: of the sampling and of the classifier's training (``progress.py``)."""
     from ..classifier import predict
     from ..metrics import frechet_distance, memorisation, precision_recall
 
@@ -41,9 +42,9 @@ def evaluate(run, n: int | None = None, seed: int = 0, samples: np.ndarray | Non
     n = n or len(data.train_x)
     sargs = dict(sampler_args or run.default_sampler())
     if samples is None:
-        samples = run.sample(n, seed, **sargs).samples
+        samples = run.sample(n, seed, progress=progress, **sargs).samples
     samples = samples[:n]
-    feat, space, clf, clf_acc = _features(data, log)
+    feat, space, clf, clf_acc = _features(data, log, progress)
     f_train, f_test, f_samples = feat(data.train_x), feat(data.test_x), feat(samples)
     pr_model, pr_floor = precision_recall(f_test, f_samples), precision_recall(f_test, f_train)
     metrics = {
@@ -83,7 +84,7 @@ def format_report(report: dict) -> str:
 
 
 def figures(run, seed: int = 0, *, sampler_args: dict | None = None, per_class: int = 10,
-                  report: dict | None = None) -> dict:
+                  report: dict | None = None, progress=None) -> dict:
     """{file name: Figure}: samples (a row per class), reverse process, guidance sweep (for
     conditional runs), samples beside their nearest training images, training loss."""
     import torch
@@ -98,18 +99,18 @@ def figures(run, seed: int = 0, *, sampler_args: dict | None = None, per_class: 
     k = run.num_classes
     if k:
         classes = np.repeat(np.arange(k), per_class)
-        grid = run.sample(len(classes), seed, classes=classes, guidance=guidance, **sargs).samples
+        grid = run.sample(len(classes), seed, classes=classes, guidance=guidance, progress=progress, **sargs).samples
         w = resolve_guidance(guidance)
         figs["samples.png"] = plot_class_grid(grid, run.class_names, per_class,
                                               f"{name}: samples by class (guidance w = {w:g}, step {run.step})")
     else:
-        grid = run.sample(8 * per_class, seed, **sargs).samples
+        grid = run.sample(8 * per_class, seed, progress=progress, **sargs).samples
         figs["samples.png"] = plot_class_grid(grid, None, per_class, f"{name}: samples (step {run.step})")
     # reverse process of a few samples (all timesteps, so the snapshots are exact steps)
     times = snapshot_times(run.schedule, levels=(0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.97))
     m = min(6, k) if k else 6
     snaps = run.sample(m, seed, classes=np.arange(m) % k if k else None, guidance=guidance,
-                       snapshot_steps=tuple(times), sampler="ddpm", steps=None).snapshots
+                       snapshot_steps=tuple(times), sampler="ddpm", steps=None, progress=progress).snapshots
     strip = [(t, np.clip(run.normalizer.decode(torch.from_numpy(snaps[t]).double()).numpy(), 0, 1))
              for t in sorted(snaps, reverse=True)]
     figs["reverse.png"] = plot_image_process(strip, run.schedule.T, f"{name}: reverse process $x_T \\to x_0$",
@@ -117,7 +118,7 @@ def figures(run, seed: int = 0, *, sampler_args: dict | None = None, per_class: 
     if k:
         rows = []
         for w in (0.0, 0.5, 1.0, 2.0, 4.0):
-            imgs = run.sample(k, seed, classes=np.arange(k), guidance=w, **sargs).samples
+            imgs = run.sample(k, seed, classes=np.arange(k), guidance=w, progress=progress, **sargs).samples
             rows.append((w, imgs))
         figs["guidance.png"] = plot_guidance_sweep(rows, run.class_names, f"{name}: guidance sweep (same noise)")
     # nearest training images of the first samples of the grid, one per class

@@ -18,26 +18,28 @@ NAMES = {"m": "⟨M⟩", "abs_m": "⟨|M|⟩", "chi2": "χ₂ = V⟨M²⟩", "ch
          "binder": "Binder U_L", "action_density": "action density S/V", "xi2": "ξ₂ (second moment)"}
 
 
-def reference_ensemble(run, seed: int = 0, n: int = REFERENCE_SIZE, log=None) -> np.ndarray:
+def reference_ensemble(run, seed: int = 0, n: int = REFERENCE_SIZE, log=None, progress=None) -> np.ndarray:
     """(n, L, L) Monte Carlo configurations of the run's theory, independent of its training set
     (seed REFERENCE_SEED_BASE + seed), made once and cached as training sets are."""
     from ..lattice.data import lattice_training_set
 
-    x, _ = lattice_training_set(run.theory, run.cfg.theory["L"], n, REFERENCE_SEED_BASE + 1009 * seed, log)
+    x, _ = lattice_training_set(run.theory, run.cfg.theory["L"], n, REFERENCE_SEED_BASE + 1009 * seed, log,
+                                progress=progress)
     return x
 
 
 def evaluate(run, n: int, seed: int, samples: np.ndarray | None = None, *, sampler_args: dict | None = None,
-             log=print) -> dict:
+             log=print, progress=None) -> dict:
     """Report of ``n`` model configurations (or the given ``samples`` (N, 1, L, L)) against the
-    reference ensemble: every observable of ``lattice.observables`` with its error and z."""
+    reference ensemble: every observable of ``lattice.observables`` with its error and z.
+    ``progress``: of the sampling and of the reference Monte Carlo (``progress.py``)."""
     from ..lattice.observables import SCALARS, as_table, compare, measure
 
     theory, L = run.theory, run.cfg.theory["L"]
     if samples is None:
-        samples = run.sample(n, seed + 1, **(sampler_args or {})).samples
+        samples = run.sample(n, seed + 1, progress=progress, **(sampler_args or {})).samples
     x = np.asarray(samples, dtype=np.float64).reshape(len(samples), *theory.field_shape(L))
-    ref = reference_ensemble(run, seed, log=log)
+    ref = reference_ensemble(run, seed, log=log, progress=progress)
     model_t, ref_t = as_table(measure(x, theory)), as_table(measure(ref, theory, chains=16))
     z = compare(model_t, ref_t)
     return {"kind": "lattice", "run": str(run.path), "dataset": run.cfg.data.dataset, "theory": theory.params,
@@ -65,7 +67,7 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def figures(run, n: int, seed: int, samples: np.ndarray | None = None) -> dict:
+def figures(run, n: int, seed: int, samples: np.ndarray | None = None, *, progress=None) -> dict:
     """{file name: Figure} of ``lattice.report.ensemble_figures``: histograms, correlators and
     configurations of the model's samples beside the reference Monte Carlo (the ratio panels' reference)."""
     from ..lattice.observables import as_table, measure
@@ -74,9 +76,9 @@ def figures(run, n: int, seed: int, samples: np.ndarray | None = None) -> dict:
     theory, L = run.theory, run.cfg.theory["L"]
     drawn = samples is None  # sample i depends only on (seed, i): independent draws, ESS = n
     if drawn:
-        samples = run.sample(n, seed + 1).samples
+        samples = run.sample(n, seed + 1, progress=progress).samples
     x = np.asarray(samples, dtype=np.float64).reshape(len(samples), *theory.field_shape(L))
-    ref = reference_ensemble(run, seed)
+    ref = reference_ensemble(run, seed, progress=progress)
     ensembles = {"Monte Carlo": (ref, as_table(measure(ref, theory, chains=16)), 16),
                  "diffusion": (x, as_table(measure(x, theory)), 1)}
     return ensemble_figures(ensembles, theory, f"{theory.label}, L = {L}", reference="Monte Carlo",

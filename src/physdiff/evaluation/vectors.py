@@ -26,7 +26,8 @@ def outlier_share(x: np.ndarray, reference: np.ndarray, margin: float = OUTLIER_
 
 
 def evaluate(run, n: int = 5000, seed: int = 0, samples: np.ndarray | None = None, *,
-             sampler_args: dict | None = None, nll: bool = False, nll_n: int = 500, log=None) -> dict:
+             sampler_args: dict | None = None, nll: bool = False, nll_n: int = 500, log=None,
+             progress=None) -> dict:
     """The metrics of a vector run as a dict: every distance beside its noise floor (with
     value/floor and its bootstrap error over the reference pairs), and the share of far outliers
     (model samples vs a true set). ``nll``: also :func:`nll_report`.
@@ -35,14 +36,15 @@ def evaluate(run, n: int = 5000, seed: int = 0, samples: np.ndarray | None = Non
     its held-out rows (n capped at their number), its floor is that of R disjoint n-row parts of
     its training rows, and R disjoint sets of n model samples are drawn (R n samples; given
     ``samples`` set how many pairs there are), so the error of value/floor holds the samples'
-    own noise as well as the floor's. Its report adds ``memorisation``: :func:`memorisation`."""
+    own noise as well as the floor's. Its report adds ``memorisation``: :func:`memorisation`.
+    ``progress``: of the sampling (``progress.py``)."""
     from ..metrics import compare
 
     refs, floors, toy, n = reference_sets(run, n, seed)
     split = held_out_split(run)
     pairs = len(refs) if split is not None else 1  # disjoint model sample sets
     if samples is None:
-        samples = run.sample(pairs * n, seed, **(sampler_args or {})).samples
+        samples = run.sample(pairs * n, seed, progress=progress, **(sampler_args or {})).samples
     pairs = max(1, min(pairs, len(samples) // n))
     if split is not None:
         refs, floors = refs[:pairs], floors[:pairs]
@@ -181,7 +183,7 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def figures(run, n: int, seed: int, samples=None, snaps=None) -> dict:
+def figures(run, n: int, seed: int, samples=None, snaps=None, *, progress=None) -> dict:
     """{file name: Figure}: samples beside data, forward and reverse process, loss."""
     import torch
 
@@ -199,7 +201,7 @@ def figures(run, n: int, seed: int, samples=None, snaps=None) -> dict:
     T = run.schedule.T
     times = snapshot_times(run.schedule)
     if samples is None or snaps is None:
-        res = run.sample(n, seed, snapshot_steps=tuple(times))
+        res = run.sample(n, seed, snapshot_steps=tuple(times), progress=progress)
         samples, snaps = res.samples, res.snapshots
     name = run.cfg.data.file or run.cfg.data.dataset
     figs = {"samples.png": plot_samples(reference.reshape(n, -1), samples[:n].reshape(n, -1),

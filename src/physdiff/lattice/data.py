@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PhysdiffError
+from ..provenance import current, recorded
 from .ensemble import load_ensemble, save_ensemble
 from .mc import run_mcmc
 from .theory import Theory, make_theory, random_lattice_symmetry  # noqa: F401  (re-exported)
@@ -37,9 +38,12 @@ def embedding_of(cfg):
     return theory_of(cfg).embedding(resolve_embedding(cfg), cfg.theory["L"], cfg.data.embedding_shift)
 
 
-def lattice_training_set(theory: Theory, L: int, n_train: int, seed: int, log=None) -> tuple[np.ndarray, dict]:
+@recorded
+def lattice_training_set(theory: Theory, L: int, n_train: int, seed: int, log=None,
+                         progress=None) -> tuple[np.ndarray, dict]:
     """(x (N, *field), info): the Monte Carlo ensemble of ``theory`` on an L×L lattice, at least
-    n_train configurations from ``seed``, made once and cached in $PHYSDIFF_CACHE/lattice/."""
+    n_train configurations from ``seed``, made once (``progress``: of its sweeps, ``progress.py``)
+    and cached in $PHYSDIFF_CACHE/lattice/ with its JSON (and that JSON's provenance)."""
     chains = 16
     n = -(-n_train // chains) * chains
     key = json.dumps({**theory.params, "L": L, "n": n, "seed": seed}, sort_keys=True)
@@ -54,13 +58,14 @@ def lattice_training_set(theory: Theory, L: int, n_train: int, seed: int, log=No
     except OSError as exc:
         raise PhysdiffError(f"cache folder {str(path.parent)!r} cannot be created ({exc.strerror}); "
                             "set PHYSDIFF_CACHE to a writable folder") from None
-    x, report = run_mcmc(theory, L, n, seed=seed, chains=chains, log=log)
+    x, report = run_mcmc(theory, L, n, seed=seed, chains=chains, log=log, progress=progress)
     therm = report["thermalisation"]
     frozen_alike = not therm.get("comparable", True) and all(  # zero errors: frozen chains, equal or not
         v["hot"] == v["cold"] for v in therm.values() if isinstance(v, dict))
     if not therm["agree"] and not frozen_alike:
         raise PhysdiffError(f"the Monte Carlo training set of {theory.params} failed its thermalisation check "
                             f"(hot and cold starts disagree: {report['thermalisation']})")
-    info = {"params": theory.params, "generator": "physdiff mcmc", **report}
+    info = {"params": theory.params, "generator": "physdiff mcmc", **report,
+            "provenance": current().record("cpu")}
     save_ensemble(path, x, info)
     return x.astype(np.float32).astype(np.float64), info

@@ -337,7 +337,8 @@ def _finer(options: dict, prediction: str) -> tuple[dict, dict]:
 
 def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theory=None, chain_seed: int | None = None,
                  snapshot_steps: tuple[int, ...] = (), sampler: str | None = None, burn_in: int | None = None,
-                 log_q_check: int | None = None, **ode_options) -> ExactSample | None:
+                 log_q_check: int | None = None, progress=None,
+                 **ode_options) -> ExactSample | None:
     """Exact samples of e^{−S} from a trained lattice run: n proposals with their exact log q
     from the run's density sampler (``samplers.density_sampler()``, the probability-flow ODE;
     ``ode_options``: its options, e.g. steps, method), the action of ``theory`` (default: the
@@ -345,7 +346,8 @@ def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theor
     accept/reject draws from ``chain_seed``, default ``seed``). ``burn_in`` (default
     :func:`default_burn_in`) more proposals are drawn and their chain steps discarded, so that the
     chain holds n states. Proposal i depends only on (seed, i). ``sampler``: another registered
-    sampler that declares ``exact_density``.
+    sampler that declares ``exact_density``. ``progress``: a bar counting the proposals, advanced
+    per batch (``progress.py``).
 
     ``log_q_check`` (default :func:`default_log_q_check`; 0: off): that many proposals are
     integrated again with twice the steps and the report's ``log_q_check``
@@ -357,6 +359,7 @@ def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theor
     """
     from .. import dist
     from ..errors import PhysdiffError
+    from ..progress import progress_bar
     from ..samplers import density_sampler, get_sampler
 
     spec = density_sampler() if sampler is None else get_sampler(sampler)
@@ -376,8 +379,9 @@ def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theor
         raise PhysdiffError(f"burn-in must be >= 0 (got {burn_in})")
     n = n + burn_in
     lo, hi = dist.shard(n)
-    res = run.sample(hi - lo, seed, start=lo, batch_size=batch_size, snapshot_steps=snapshot_steps,
-                     sampler=spec.name, log_prob=True, continuous=True, **ode_options)
+    with progress_bar(progress, hi - lo, "exact sampler", "proposal") as bar:
+        res = run.sample(hi - lo, seed, start=lo, batch_size=batch_size, snapshot_steps=snapshot_steps,
+                         sampler=spec.name, log_prob=True, continuous=True, progress=bar, **ode_options)
     x, log_q = dist.gather_rows(res.samples), dist.gather_rows(res.log_prob)
     snaps = {k: dist.gather_rows(v) for k, v in res.snapshots.items()}
     if not dist.is_main():

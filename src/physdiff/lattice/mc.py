@@ -146,18 +146,26 @@ def magnetisation(x: np.ndarray) -> np.ndarray:
 
 
 def run_mcmc(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster: bool = True,
-             pilot: int = 300, log=None) -> tuple[np.ndarray, dict]:
+             pilot: int = 300, log=None, progress=None) -> tuple[np.ndarray, dict]:
     """n configurations (n, L, L) float64 from ``chains`` chains and a report (acceptance, step,
     τ_int, burn-in, spacing, hot/cold agreement). Configurations are chain-major: chain c holds
-    rows c·n/chains .. (c+1)·n/chains − 1, consecutive in Monte Carlo time."""
-    x, report, _ = mcmc_stream(theory, L, n, seed=seed, chains=chains, cluster=cluster, pilot=pilot, log=log)
+    rows c·n/chains .. (c+1)·n/chains − 1, consecutive in Monte Carlo time.
+
+    The burn-in is every sweep before the first saved one: ``pilot`` sweeps that forget the start
+    (and tune HMC's step), ``pilot`` that measure τ_int, then 20 τ_int more (``burn_in_sweeps`` in
+    the report, and in ``log``'s line). ``progress``: of the thermalisation and the production
+    sweeps (``progress.py``)."""
+    x, report, _ = mcmc_stream(theory, L, n, seed=seed, chains=chains, cluster=cluster, pilot=pilot, log=log,
+                               progress=progress)
     return x, report
 
 
 def mcmc_stream(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster: bool = True,
-                pilot: int = 300, log=None) -> tuple[np.ndarray, dict, dict]:
+                pilot: int = 300, log=None, progress=None) -> tuple[np.ndarray, dict, dict]:
     """:func:`run_mcmc` and the chains' final state (``Chains.state``), from which
     :func:`extend_mcmc` continues the stream exactly."""
+    from ..progress import progress_bar
+
     if not isinstance(theory, Theory):
         raise PhysdiffError(f"{theory!r} is not a lattice theory (physdiff.lattice.Theory)")
     theory.validate(L)
@@ -170,28 +178,38 @@ def mcmc_stream(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, clus
     _check_n(n, chains)
     rng = np.random.default_rng(seed)
     ch = Chains(theory, theory.start(L, chains, rng), seed + 1, cluster=cluster)
-    for _ in range(pilot):  # tune the step size and forget the start
-        ch.update(tune=True)
-    series = []
-    for _ in range(pilot):
-        ch.update()
-        series.append(np.abs(magnetisation(ch.x)))
-    ch.accepted.clear()
-    tau = gamma_method(np.stack(series, axis=1)).tau_int  # in sweeps, |M| over all chains
-    burn_in = math.ceil(20 * tau)
-    spacing = max(1, math.ceil(2 * tau))
-    _check_plan(theory, n, chains, tau, burn_in, spacing)
-    for _ in range(burn_in):
-        ch.update()
-    out = _produce(ch, n // chains, spacing)
-    if log is not None:
-        log(f"τ_int(|M|) = {tau:.2f} sweeps from a {pilot}-sweep pilot: burn-in {burn_in}, spacing {spacing}")
+    # the thermalisation's length is known only once the pilot has measured τ_int: its bar grows then
+    with progress_bar(progress, 2 * pilot, f"mcmc {theory.name} L={L} thermalisation", "sweep") as bar:
+        for _ in range(pilot):  # tune the step size and forget the start
+            ch.update(tune=True)
+            bar.update()
+        series = []
+        for _ in range(pilot):
+            ch.update()
+            series.append(np.abs(magnetisation(ch.x)))
+            bar.update()
+        ch.accepted.clear()
+        tau = gamma_method(np.stack(series, axis=1)).tau_int  # in sweeps, |M| over all chains
+        after_pilot = math.ceil(20 * tau)
+        burn_in = 2 * pilot + after_pilot  # every sweep before the first saved configuration
+        spacing = max(1, math.ceil(2 * tau))
+        _check_plan(theory, n, chains, tau, burn_in, spacing)
+        if log is not None:
+            with bar.external_write():
+                log(f"τ_int(|M|) = {tau:.2f} sweeps from a {pilot}-sweep pilot: burn-in {burn_in} sweeps "
+                    f"({pilot} tuning, {pilot} of pilot, then 20 τ_int = {after_pilot}), spacing {spacing}")
+        bar.add_total(after_pilot)
+        for _ in range(after_pilot):
+            ch.update()
+            bar.update()
+    out = _produce(ch, n // chains, spacing, progress, f"mcmc {theory.name} L={L} production")
     report = {"L": L, "n": n, "chains": chains, "seed": seed, "cluster_updates": cluster,
-              "pilot_tau_int_abs_m_sweeps": tau, "burn_in_sweeps": pilot * 2 + burn_in, "spacing_sweeps": spacing}
+              "pilot_tau_int_abs_m_sweeps": tau, "burn_in_sweeps": burn_in, "spacing_sweeps": spacing}
     return _finish(ch, out, theory, report)
 
 
-def extend_mcmc(theory, x: np.ndarray, report: dict, state: dict, n: int, log=None) -> tuple[np.ndarray, dict, dict]:
+def extend_mcmc(theory, x: np.ndarray, report: dict, state: dict, n: int, log=None,
+                progress=None) -> tuple[np.ndarray, dict, dict]:
     """The stream of :func:`mcmc_stream` continued from its saved ``state`` to n configurations in
     all: x (n_old, L, L) chain-major with its ``report``; returns what one call of
     :func:`mcmc_stream` for n would have returned — the same configurations bit for bit, since
@@ -207,7 +225,7 @@ def extend_mcmc(theory, x: np.ndarray, report: dict, state: dict, n: int, log=No
     if log is not None:
         log(f"resuming {chains} chains after {n_old} configurations: {(n - n_old) // chains} more per chain, "
             f"spacing {spacing} sweeps")
-    more = _produce(ch, (n - n_old) // chains, spacing)
+    more = _produce(ch, (n - n_old) // chains, spacing, progress, f"mcmc {theory.name} resume")
     out = np.concatenate([x.reshape(chains, n_old // chains, *x.shape[1:]), more], axis=1)
     keep = {k: v for k, v in report.items() if k not in ("hmc_acceptance", "thermalisation", "seconds")}
     return _finish(ch, out, theory, keep | {"n": n})
@@ -230,13 +248,17 @@ def _check_plan(theory, n: int, chains: int, tau: float, burn_in: int, spacing: 
                             "couplings")
 
 
-def _produce(ch: Chains, per_chain: int, spacing: int) -> np.ndarray:
+def _produce(ch: Chains, per_chain: int, spacing: int, progress=None, desc: str = "mcmc production") -> np.ndarray:
     """(chains, per_chain, L, L): a configuration of every chain each ``spacing`` sweeps."""
+    from ..progress import progress_bar
+
     out = np.empty((ch.x.shape[0], per_chain, *ch.x.shape[1:]))
-    for i in range(per_chain):
-        for _ in range(spacing):
-            ch.update()
-        out[:, i] = ch.x
+    with progress_bar(progress, per_chain * spacing, desc, "sweep") as bar:
+        for i in range(per_chain):
+            for _ in range(spacing):
+                ch.update()
+                bar.update()
+            out[:, i] = ch.x
     return out
 
 

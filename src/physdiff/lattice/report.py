@@ -10,31 +10,38 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PhysdiffError
+from ..provenance import recorded
 
 
+@recorded
 def make_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: int = 16, cluster: bool = True,
-                  log=None) -> str:
-    """Run the reference Monte Carlo of ``theory`` and write the ensemble, its parameters and the
-    chains' final state (for :func:`resume_ensemble`) to ``out`` (.npy + .json, or .h5:
-    ``ensemble.py``); returns the summary line."""
+                  log=None, progress=None) -> str:
+    """Run the reference Monte Carlo of ``theory`` and write the ensemble, its parameters (with
+    its ``"provenance"``, ``provenance.py``) and the chains' final state (for
+    :func:`resume_ensemble`) to ``out`` (.npy + .json, or .h5: ``ensemble.py``); returns the
+    summary line. ``progress``: of the thermalisation and the production sweeps (``progress.py``)."""
+    from ..provenance import current
     from .ensemble import save_ensemble
     from .mc import mcmc_stream
 
     if n % chains:
         raise PhysdiffError(f"--n {n} must be a multiple of --chains {chains}")
     t0 = time.perf_counter()
-    x, report, state = mcmc_stream(theory, L, n, seed=seed, chains=chains, cluster=cluster, log=log)
+    x, report, state = mcmc_stream(theory, L, n, seed=seed, chains=chains, cluster=cluster, log=log,
+                                   progress=progress)
     report["seconds"] = time.perf_counter() - t0
-    save_ensemble(out, x, {"params": theory.params, "generator": "physdiff mcmc", **report}, state)
+    save_ensemble(out, x, {"params": theory.params, "generator": "physdiff mcmc", **report,
+                           "provenance": current().record("cpu")}, state)
     return _summary(f"wrote {n} configurations ({chains} chains) to {_files(out)}", report)
 
 
 def resume_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: int = 16, cluster: bool = True,
-                    log=None) -> str:
+                    log=None, progress=None) -> str:
     """Extend the ensemble ``out`` written by :func:`make_ensemble` to n configurations in all,
     continuing each chain from its saved state: the result is bit for bit the ensemble one run of
     n would have made (``mc.extend_mcmc``). The theory, L, seed, chains and cluster updates must be
     those it was made with; a difference is named. Returns the summary line."""
+    from ..provenance import current
     from .ensemble import load_ensemble, load_state, save_ensemble
     from .mc import extend_mcmc
 
@@ -57,9 +64,10 @@ def resume_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains:
         raise PhysdiffError(f"cannot resume {str(out)!r}: its saved Monte Carlo state is not that of its last "
                             "configurations (the ensemble or its state was replaced since)")
     t0, n_old = time.perf_counter(), len(x)
-    x, report, state = extend_mcmc(theory, x, info, state, n, log=log)
+    x, report, state = extend_mcmc(theory, x, info, state, n, log=log, progress=progress)
     before = info.get("seconds")
     report["seconds"] = (before if isinstance(before, (int, float)) else 0.0) + time.perf_counter() - t0
+    report["provenance"] = current().record("cpu")
     save_ensemble(out, x, report, state)
     return _summary(f"extended {_files(out)} to {n} configurations ({chains} chains, {n - n_old} new)", report)
 
