@@ -124,7 +124,7 @@ class FileKind(DataKind):
     normaliser is fitted and the network trained on the rest, the validation loss and evaluate's
     reference and memorisation check use the held-out rows (``evaluation/references.py``)."""
 
-    def load_training(self, cfg, *, array=None, held_out=None):
+    def load_training(self, cfg, progress=None, *, array=None, held_out=None):
         from . import Normalizer, TrainingSet, check_array, check_held_out, load_array, split_rows, validation_indices
 
         where = "the data array" if array is not None else f"data file {cfg.data.file!r}"
