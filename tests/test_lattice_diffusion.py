@@ -236,6 +236,7 @@ def test_solver_check_flags_a_shift_beyond_half_an_error():
     const = es.solver_check(theory, coarse, x[:100], log_q[:100] + 0.3)
     assert const["log_z_shift"]["value"] == pytest.approx(-0.3)
     assert abs(const["shifts"]["abs_m"]["value"]) < 1e-12 and "log_z by" in const["warning"]
+    assert const["largest_shift_in_errors"] == pytest.approx(abs(const["log_z_shift"]["in_errors"]))
     m = np.abs(x[:100].reshape(100, -1).mean(1))
     tilted = es.solver_check(theory, coarse, x[:100], log_q[:100] - 3.0 * (m - m.mean()))
     assert tilted["shifts"]["abs_m"]["value"] > 0 and "abs_m by" in tilted["warning"]

@@ -214,10 +214,8 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
                       f"{fd['log_z']['error']:.4f}")
         if "log_q_check" in report:
             chk = report["log_q_check"]
-            worst = max((abs(v["in_errors"]) for v in [*chk["shifts"].values(), chk["log_z_shift"]]
-                         if v["in_errors"] is not None), default=0.0)
             extra += (f"; solver check on {chk['n']} proposals ({chk['check']} against {chk['solver']}): Δlog q "
-                      f"std {chk['dlog_q']['std']:.2g} nats, largest shift {worst:.2f} errors"
+                      f"std {chk['dlog_q']['std']:.2g} nats, largest shift {chk['largest_shift_in_errors']:.2f} errors"
                       + (f" — warning: {chk['warning']}" if "warning" in chk else ""))
     else:
         lo, hi = dist.shard(n)

@@ -310,6 +310,7 @@ def solver_check(theory, coarse: ExactSample, fine_x: np.ndarray, fine_log_q: np
            "log_z_shift": {"value": dz, "in_errors": dz / z_err if z_err > 0 else None}, "shifts": shifts}
     worst = {name: abs(v["in_errors"]) for name, v in [*shifts.items(), ("log_z", out["log_z_shift"])]
              if v["in_errors"] is not None}
+    out["largest_shift_in_errors"] = max(worst.values(), default=0.0)
     bad = {name: e for name, e in worst.items() if e > LOG_Q_CHECK_WARN}
     if bad:
         listed = ", ".join(f"{name} by {e:.2f}" for name, e in sorted(bad.items(), key=lambda kv: -kv[1]))
