@@ -1,5 +1,6 @@
 """Every advertised sampler on default runs: sliced W2 / noise floor for DDPM (1000 steps),
-DPM-Solver++ (20 NFE), DDIM (50 NFE) and the probability-flow ODE (RK4, 72 NFE), on every 2D
+DPM-Solver++(2M) and UniPC-2 and -3 (20 and 10 NFE), DDIM (50 NFE) and the probability-flow ODE
+(RK4, 48 NFE for the default v-prediction), on every 2D
 dataset at the default settings (`physdiff train --dataset NAME`), with far outliers counted.
 
     .venv/bin/python benchmarks/bench_samplers.py [--datasets spiral,moons] [--seeds 3] [--n 10000]
@@ -34,7 +35,17 @@ from physdiff.run import LoadedRun
 from physdiff.samplers import run_sampler
 from physdiff.training import train
 
-CELLS = (("ddpm", None), ("dpm-solver", 20), ("ddim", 50), ("ode", None))
+CELLS = {  # label: (sampler, options)
+    "ddpm 1000": ("ddpm", {}),
+    "dpm-solver 20": ("dpm-solver", {"steps": 20}),
+    "unipc-2 20": ("unipc", {"steps": 20, "order": 2}),
+    "unipc-3 20": ("unipc", {"steps": 20, "order": 3}),
+    "dpm-solver 10": ("dpm-solver", {"steps": 10}),
+    "unipc-2 10": ("unipc", {"steps": 10, "order": 2}),
+    "unipc-3 10": ("unipc", {"steps": 10, "order": 3}),
+    "ddim 50": ("ddim", {"steps": 50}),
+    "ode": ("ode", {}),
+}
 
 
 def mode_stats(x: np.ndarray) -> dict:
@@ -73,7 +84,7 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     results = {}
-    print("| dataset | " + " | ".join(f"{s} {k or ''}".strip() for s, k in CELLS) + " | far outliers (worst cell) |")
+    print("| dataset | " + " | ".join(CELLS) + " | far outliers (worst cell) |")
     print("|---" * (len(CELLS) + 2) + "|")
     with tempfile.TemporaryDirectory() as tmp:
         for ds in args.datasets.split(","):
@@ -84,16 +95,16 @@ def main():
             refs, floors, _, n = reference_sets(run, args.n, 0, repeats=4)
             floor = float(np.sqrt(np.mean([sliced_wasserstein(a, b) ** 2 for a, b in zip(floors, refs, strict=True)])))
             row, worst_outliers = {}, 0.0
-            for sampler, steps in CELLS:
+            for label, (sampler, options) in CELLS.items():
                 ratios, nfe = [], None
                 for seed in range(1, args.seeds + 1):
-                    res = run.sample(n, seed, sampler=sampler, steps=steps)
+                    res = run.sample(n, seed, sampler=sampler, **options)
                     x, nfe = res.samples, res.nfe
                     ratios.append(float(np.mean([sliced_wasserstein(x, r) for r in refs])) / floor)
                     worst_outliers = max(worst_outliers, outlier_share(x, refs[0]))
                     if ds == "two_gaussians":
-                        row.setdefault(f"{sampler}_modes", []).append(mode_stats(x))
-                row[sampler] = {"nfe": nfe, "ratios": ratios, "mean": float(np.mean(ratios)),
+                        row.setdefault(f"{label}_modes", []).append(mode_stats(x))
+                row[label] = {"nfe": nfe, "ratios": ratios, "mean": float(np.mean(ratios)),
                                 "spread": float(np.std(ratios))}
             if ds == "two_gaussians":
                 row["exact_denoiser_ddpm_modes"] = [exact_mode_check(run, n, seed) for seed in range(1, 4)]
@@ -101,7 +112,7 @@ def main():
             row["far_outlier_share_worst"] = worst_outliers
             row["train_s"] = train_s
             results[ds] = row
-            cells = [f"{row[s]['mean']:.2f} ± {row[s]['spread']:.2f}" for s, _ in CELLS]
+            cells = [f"{row[c]['mean']:.2f} ± {row[c]['spread']:.2f}" for c in CELLS]
             print(f"| {ds} | " + " | ".join(cells) + f" | {worst_outliers:.2%} |", flush=True)
             Path(args.out).write_text(json.dumps(results, indent=2))
     if "two_gaussians" in results:

@@ -18,8 +18,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def execute(path: Path, *, fast: bool, timeout: int = 900):
-    """The executed notebook of a jupytext file; raises on the first failing cell."""
+def execute(path: Path, *, fast: bool, timeout: int | None = None):
+    """The executed notebook of a jupytext file; raises on the first failing cell. A cell may run
+    ``timeout`` seconds: 900 with the test budgets, 3600 with the full ones (notebook 5 trains its
+    L = 8 network in one cell, ~20 min on one core)."""
+    timeout = timeout or (900 if fast else 3600)
     import jupytext
     from nbclient import NotebookClient
 

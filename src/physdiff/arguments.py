@@ -116,7 +116,8 @@ TRAIN_FLAGS = {
 }
 # command-line types of sampler options (their help comes from the sampler registry)
 SAMPLER_OPTION_TYPES = {"steps": _positive_int, "eta": _finite_float, "spacing": str, "method": str,
-                        "rtol": _finite_float, "atol": _finite_float, "order": _positive_int}
+                        "rtol": _finite_float, "atol": _finite_float, "order": _positive_int,
+                        "variant": str}
 
 
 def _theories_with(param: str) -> str:

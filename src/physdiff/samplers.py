@@ -185,8 +185,11 @@ def check_options(name: str, options: dict, T: int) -> dict:
         raise PhysdiffError(f"eta = {options['eta']!r} is out of range; allowed: 0 <= eta <= 1")
     if "spacing" in options and options["spacing"] not in SPACINGS:
         raise PhysdiffError(f"unknown spacing {options['spacing']!r}; allowed: {', '.join(SPACINGS)}")
-    if "order" in options and options["order"] not in (2, 3):
-        raise PhysdiffError(f"order = {options['order']!r} is not available; allowed: 2, 3")
+    if "order" in options and options["order"] not in ORDER_CHOICES.get(name, (2, 3)):
+        allowed = ", ".join(map(str, ORDER_CHOICES.get(name, (2, 3))))
+        raise PhysdiffError(f"order = {options['order']!r} is not available for {name}; allowed: {allowed}")
+    if "variant" in options and options["variant"] not in UNIPC_VARIANTS:
+        raise PhysdiffError(f"unknown UniPC variant {options['variant']!r}; allowed: {', '.join(UNIPC_VARIANTS)}")
     if "method" in options and options["method"] not in pf_ode.METHODS:
         raise PhysdiffError(f"unknown ODE method {options['method']!r}; allowed: {', '.join(pf_ode.METHODS)}")
     for tol in ("rtol", "atol"):
@@ -292,7 +295,10 @@ def ddim_invert(model, sched: Schedule, x0: torch.Tensor, *, steps: int | None =
     return x
 
 
-DPM_OPTIONS = STEP_OPTIONS | {"order": "multistep order: 2 = DPM-Solver++(2M) (default), 3 = DPM-Solver++(3M)"}
+ORDER_HELP = ("multistep order: dpm-solver 2 = DPM-Solver++(2M) (default) or 3 = (3M); "
+              "unipc 1, 2 (default) or 3, the predictor's order (its corrector adds one)")
+ORDER_CHOICES = {"dpm-solver": (2, 3), "unipc": (1, 2, 3)}
+DPM_OPTIONS = STEP_OPTIONS | {"order": ORDER_HELP}
 
 
 @register("dpm-solver", "DPM-Solver++(2M) or (3M), Lu et al. 2022, data prediction, first-order last step",
@@ -350,6 +356,104 @@ def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int =
         sigma_ratio = sched.at("sqrt_one_minus_alpha_bar", nxt, x) / sched.at("sqrt_one_minus_alpha_bar", t, x)
         x = sigma_ratio * x + sched.at("sqrt_alpha_bar", nxt, x) * d
         hist = [*hist[-1:], (x0_hat, h)]
+        if callback is not None:
+            callback(taus[k + 1] + 1, t, x)
+    return SamplerResult(x, len(taus))
+
+
+UNIPC_VARIANTS = ("bh1", "bh2")
+UNIPC_OPTIONS = STEP_OPTIONS | {"order": ORDER_HELP,
+                                "variant": "UniPC B(h): bh1 (B = h) or bh2 (B = e^h - 1, default)"}
+
+
+def _unipc_coefficients(rks: list[float], h: float, variant: str) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """The data-prediction UniPC coefficients (Zhao et al. 2023, Algorithms 1-3, as in the
+    authors' code): with ĥ = −h, φ_1 = e^{ĥ} − 1, B(h) = ĥ (bh1) or φ_1 (bh2), the p × p system
+    R_{ik} = r_k^{i-1} and b_i = i! φ_{i+1}(ĥ)/B(h), where φ_{k+1} = φ_k/ĥ − 1/k! (φ_1 as above
+    before the recursion's first φ_1/ĥ − 1). ``rks``: the previous points' λ offsets over h,
+    with 1 last. Returns (φ_1, B(h), R, b)."""
+    hh = -h
+    h_phi_1 = math.expm1(hh)
+    b_h = hh if variant == "bh1" else h_phi_1
+    h_phi_k, factorial = h_phi_1 / hh - 1.0, 1.0
+    R, b = [], []
+    r = np.asarray(rks, dtype=np.float64)
+    for i in range(1, len(rks) + 1):
+        R.append(r ** (i - 1))
+        b.append(h_phi_k * factorial / b_h)
+        factorial *= i + 1
+        h_phi_k = h_phi_k / hh - 1.0 / factorial
+    return h_phi_1, b_h, np.stack(R), np.asarray(b)
+
+
+def _unipc_update(x, m0, earlier, lam_s0, lam_t, lam_earlier, alpha_t, sigma_ratio, order, variant, m_t=None):
+    """One UniPC update from the point s0 (state x, data prediction m0) to t: the predictor UniP
+    of order ``order`` (``m_t`` None) or, given the data prediction ``m_t`` at t, the corrector
+    UniC that raises it by one. ``earlier``/``lam_earlier``: the data predictions and λ of the
+    order − 1 points before s0, newest first."""
+    h = lam_t - lam_s0
+    rks = [(lam_i - lam_s0) / h for lam_i in lam_earlier[:order - 1]]
+    d1s = [(m_i - m0) / rk for m_i, rk in zip(earlier[:order - 1], rks, strict=True)]
+    h_phi_1, b_h, R, b = _unipc_coefficients([*rks, 1.0], h, variant)
+    x_t = sigma_ratio * x - alpha_t * h_phi_1 * m0
+    if m_t is None:  # predictor: the first order − 1 equations (order 2: ρ = ½, as in the paper)
+        rhos = [0.5] if order == 2 else (np.linalg.solve(R[:-1, :-1], b[:-1]) if order > 2 else [])
+        res = sum(rho * d for rho, d in zip(rhos, d1s, strict=True))
+    else:  # corrector: all p equations, the last column on D1_t = m_t − m0 (order 1: ρ = ½)
+        rhos = [0.5] if order == 1 else np.linalg.solve(R, b)
+        res = sum(rho * d for rho, d in zip(rhos[:-1], d1s, strict=True)) + rhos[-1] * (m_t - m0)
+    return x_t - alpha_t * b_h * res if d1s or m_t is not None else x_t
+
+
+@register("unipc", "UniPC, Zhao et al. 2023: UniP predictor + UniC corrector, data prediction, no extra NFE",
+          UNIPC_OPTIONS, default_steps=20)
+@torch.no_grad()
+def unipc_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int = 20, spacing: str = "logsnr",
+                 order: int = 2, variant: str = "bh2", prediction: str = "eps", variance: str = "beta",
+                 clip_x0: float | None = None, cond=None, generator=None, callback=None) -> SamplerResult:
+    """UniPC (Zhao et al. 2023, "UniPC: a unified predictor-corrector framework", Algorithms 1-3,
+    data prediction) on K visited indices of a discrete-time model, NFE = K.
+
+    At each visited point the network gives the data prediction m_t at the predicted state x̃_t;
+    the corrector UniC-p then recomputes the step s0 → t with m_t as one more node (order p + 1),
+    and the predictor UniP-p continues from the corrected state with m_t (the evaluation is
+    reused: the corrector costs no NFE). Both use, with h = λ_t − λ_{s0}, r_k = (λ_{s_k} − λ_{s0})/h
+    and D_k = (m_{s_k} − m0)/r_k:
+
+        x_t = (σ_t/σ_{s0}) x_{s0} − α_t (e^{−h} − 1) m0 − α_t B(h) Σ_k ρ_k D_k
+
+    with ρ from :func:`_unipc_coefficients` (predictor of order 2: ρ = ½, which makes UniP-2 with
+    bh2 DPM-Solver++(2M)). The order ramps up from 1 as history allows; the last point returns
+    x̂_0 (first order), as DPM-Solver here. ``order`` 1-3; ``variant`` bh1 | bh2 (the paper
+    advises bh1 for unconditional sampling below 10 NFE). Deterministic."""
+    if order not in ORDER_CHOICES["unipc"] or variant not in UNIPC_VARIANTS:
+        raise PhysdiffError(f"unipc: order must be 1, 2 or 3 and variant bh1 or bh2 (got {order}, {variant!r})")
+    taus = timestep_subsequence(sched.T, steps, spacing, sched)[::-1]  # descending
+    sched = sched.to(x_T.device)
+    lam = (-torch.from_numpy(log_sigma_bar(sched))).tolist()
+    x, ms, lams = x_T, [], []  # data predictions and λ of the points so far, newest first
+    prev = None  # (state at the previous point, order used from it)
+    for k, tau in enumerate(taus):
+        t = _timestep(tau, x)
+        m_t, _ = dif.split_prediction(sched, model(x, t, cond), x, t, prediction, clip_x0)
+        if prev is not None:  # correct the step that led here with the new evaluation
+            x_prev, p = prev
+            s0 = _timestep(taus[k - 1], x)
+            sigma_ratio = sched.at("sqrt_one_minus_alpha_bar", t, x) / sched.at("sqrt_one_minus_alpha_bar", s0, x)
+            x = _unipc_update(x_prev, ms[0], ms[1:], lams[0], lam[tau], lams[1:], sched.at("sqrt_alpha_bar", t, x),
+                              sigma_ratio, p, variant, m_t=m_t)
+        ms, lams = [m_t, *ms[:2]], [lam[tau], *lams[:2]]
+        if k == len(taus) - 1:
+            x = m_t
+            if callback is not None:
+                callback(0, t, x)
+            break
+        nxt = _timestep(taus[k + 1], x)
+        p = min(order, k + 1)
+        sigma_ratio = sched.at("sqrt_one_minus_alpha_bar", nxt, x) / sched.at("sqrt_one_minus_alpha_bar", t, x)
+        prev = (x, p)
+        x = _unipc_update(x, m_t, ms[1:], lam[tau], lam[taus[k + 1]], lams[1:], sched.at("sqrt_alpha_bar", nxt, x),
+                          sigma_ratio, p, variant)
         if callback is not None:
             callback(taus[k + 1] + 1, t, x)
     return SamplerResult(x, len(taus))

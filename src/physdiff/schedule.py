@@ -153,7 +153,7 @@ def warn_if_signal_left(sched: Schedule) -> bool:
     return True
 
 
-SPACINGS = ("uniform", "quadratic", "trailing", "logsnr")
+SPACINGS = ("uniform", "quadratic", "trailing", "logsnr", "karras")
 
 
 def timestep_subsequence(T: int, K: int, spacing: str = "uniform", sched: Schedule | None = None) -> list[int]:
@@ -163,6 +163,8 @@ def timestep_subsequence(T: int, K: int, spacing: str = "uniform", sched: Schedu
     (Song et al. 2021, DDIM, sec. D.2), denser near the data; ``trailing``: round(T - i·T/K) - 1
     (Lin et al. 2024, Table 2), always starting at index T-1; ``logsnr``: uniform in
     λ = log(√ᾱ/√(1-ᾱ)) between the two ends (Lu et al. 2022, DPM-Solver, sec. 3.3; needs
+    ``sched``); ``karras``: σ = √((1-ᾱ)/ᾱ) = e^{-λ} spaced uniformly in σ^{1/ρ}, ρ = 7, between
+    the two ends (Karras et al. 2022, EDM, eq. 5; denser near the data than logsnr; needs
     ``sched``). Repeats from rounding are pushed up
     by one so the K indices are distinct.
     """
@@ -178,10 +180,13 @@ def timestep_subsequence(T: int, K: int, spacing: str = "uniform", sched: Schedu
         taus = np.round(np.arange(T, 0, -T / K)).astype(int)[:K][::-1] - 1
     else:
         if sched is None:
-            raise ValueError("logsnr spacing needs the schedule")
-        u = log_sigma_bar(sched)
-        taus = np.round(np.interp(np.linspace(u[0], u[-1], K), u, np.arange(T))).astype(int) if K > 1 \
-            else np.array([T - 1])
+            raise ValueError(f"{spacing} spacing needs the schedule")
+        u = log_sigma_bar(sched)  # log σ_EDM, increasing with the index
+        grid = np.linspace(u[0], u[-1], K)
+        if spacing == "karras":
+            rho = 7.0
+            grid = rho * np.log(np.linspace(np.exp(u[0] / rho), np.exp(u[-1] / rho), K))
+        taus = np.round(np.interp(grid, u, np.arange(T))).astype(int) if K > 1 else np.array([T - 1])
     taus = list(taus)
     for i in range(1, K):
         taus[i] = max(taus[i], taus[i - 1] + 1)
