@@ -202,3 +202,38 @@ def test_karras_spacing_is_uniform_in_sigma_to_the_one_seventh():
     assert taus[0] == 0 and taus[-1] == 999
     assert np.all(np.abs(step / step.mean() - 1) < 0.05), step  # equal up to rounding to integer indices
     assert taus != timestep_subsequence(1000, 12, "logsnr", sched)
+
+
+@pytest.mark.parametrize("spacing", ["uniform", "logsnr"])
+def test_sde_dpm_solver_first_order_is_ddim_eta_one_draw_for_draw(gaussian_2d, spacing):
+    """SDE-DPM-Solver++(1) is DDIM with η = 1 on the same visited steps (Lu et al. 2022): the same
+    mean, the same noise scale σ_t √(1 − e^{−2h}) = σ_η, the same draws."""
+    from physdiff.samplers import sde_dpm_solver_sample
+
+    sched = make_schedule("linear", 1000)
+    model = OptimalEpsilon(gaussian_2d, sched)
+    x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a = sde_dpm_solver_sample(model, sched, x_T, steps=25, spacing=spacing, order=1,
+                              generator=torch.Generator().manual_seed(5)).samples
+    b = ddim_sample(model, sched, x_T, steps=25, spacing=spacing, eta=1.0,
+                    generator=torch.Generator().manual_seed(5)).samples
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_sde_dpm_solver_second_order_reproduces_gaussian_and_beats_first(gaussian_2d):
+    """SDE-DPM-Solver++(2M) with the exact denoiser: the law of the output at 50 NFE, and at 20 NFE a
+    covariance error below the first-order (DDIM η = 1) one (measured: 0.068 against 0.371), NFE counted."""
+    from physdiff.samplers import sde_dpm_solver_sample
+
+    sched = make_schedule("linear", 1000)
+    model = CountingModel(OptimalEpsilon(gaussian_2d, sched))
+    x_T = torch.randn(20_000, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    C = gaussian_2d.covs[0].numpy()
+    err = {o: np.abs(np.cov(sde_dpm_solver_sample(model, sched, x_T, steps=20, order=o,
+                                                  generator=torch.Generator().manual_seed(6)).samples.numpy(),
+                            rowvar=False) - C).max() for o in (1, 2)}
+    assert err[2] < 0.5 * err[1], err
+    model.nfe = 0
+    res = sde_dpm_solver_sample(model, sched, x_T, steps=50, generator=torch.Generator().manual_seed(7))
+    assert res.nfe == model.nfe == 50
+    _law_check(res.samples.numpy(), gaussian_2d, 0.02)

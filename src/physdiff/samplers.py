@@ -296,8 +296,9 @@ def ddim_invert(model, sched: Schedule, x0: torch.Tensor, *, steps: int | None =
 
 
 ORDER_HELP = ("multistep order: dpm-solver 2 = DPM-Solver++(2M) (default) or 3 = (3M); "
-              "unipc 1, 2 (default) or 3, the predictor's order (its corrector adds one)")
-ORDER_CHOICES = {"dpm-solver": (2, 3), "unipc": (1, 2, 3)}
+              "unipc 1, 2 (default) or 3, the predictor's order (its corrector adds one); sde-dpm-solver 1 or 2 "
+              "(default)")
+ORDER_CHOICES = {"dpm-solver": (2, 3), "unipc": (1, 2, 3), "sde-dpm-solver": (1, 2)}
 DPM_OPTIONS = STEP_OPTIONS | {"order": ORDER_HELP}
 
 
@@ -356,6 +357,49 @@ def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int =
         sigma_ratio = sched.at("sqrt_one_minus_alpha_bar", nxt, x) / sched.at("sqrt_one_minus_alpha_bar", t, x)
         x = sigma_ratio * x + sched.at("sqrt_alpha_bar", nxt, x) * d
         hist = [*hist[-1:], (x0_hat, h)]
+        if callback is not None:
+            callback(taus[k + 1] + 1, t, x)
+    return SamplerResult(x, len(taus))
+
+
+@register("sde-dpm-solver", "SDE-DPM-Solver++(2M), Lu et al. 2022: the stochastic multistep solver, data prediction",
+          STEP_OPTIONS | {"order": ORDER_HELP}, default_steps=20)
+@torch.no_grad()
+def sde_dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int = 20, spacing: str = "logsnr",
+                          order: int = 2, prediction: str = "eps", variance: str = "beta",
+                          clip_x0: float | None = None, cond=None, generator=None, callback=None) -> SamplerResult:
+    """SDE-DPM-Solver++ (Lu et al. 2022, "DPM-Solver++", sec. 5 and its appendix; the authors'
+    "sde-dpmsolver++"), the exponential integrator of the reverse SDE in data prediction. From s to
+    t with h = λ_t − λ_s, D0 = x̂_0 at s, D1 = (D0 − x̂_0 at the previous point)/r0 (order 2, as
+    DPM-Solver++(2M)) and z ~ N(0, I):
+
+        x_t = (σ_t/σ_s) e^{−h} x_s + α_t (1 − e^{−2h}) (D0 + ½ D1) + σ_t √(1 − e^{−2h}) z
+
+    Order 1 is DDIM with η = 1, i.e. ancestral DDPM with σ² = β̃ on the visited steps (tested draw
+    for draw). The last point returns x̂_0 without noise. NFE = K; ``variance`` is not used."""
+    if order not in ORDER_CHOICES["sde-dpm-solver"]:
+        raise PhysdiffError(f"sde-dpm-solver order must be 1 or 2 (got {order})")
+    taus = timestep_subsequence(sched.T, steps, spacing, sched)[::-1]  # descending
+    sched = sched.to(x_T.device)
+    lam = (-torch.from_numpy(log_sigma_bar(sched))).tolist()
+    x, prev = x_T, None  # prev: (x̂_0, step h that led to its point) of the previous point
+    for k, tau in enumerate(taus):
+        t = _timestep(tau, x)
+        x0_hat, _ = dif.split_prediction(sched, model(x, t, cond), x, t, prediction, clip_x0)
+        if k == len(taus) - 1:
+            x = x0_hat
+            if callback is not None:
+                callback(0, t, x)
+            break
+        nxt = _timestep(taus[k + 1], x)
+        h = lam[taus[k + 1]] - lam[tau]
+        d = x0_hat if prev is None or order == 1 else x0_hat + 0.5 * (x0_hat - prev[0]) / (prev[1] / h)
+        one_minus = -math.expm1(-2.0 * h)  # 1 − e^{−2h}
+        sigma_t = sched.at("sqrt_one_minus_alpha_bar", nxt, x)
+        noise = sigma_t * math.sqrt(one_minus) * randn_like(x, generator)
+        x = (sigma_t / sched.at("sqrt_one_minus_alpha_bar", t, x) * math.exp(-h)) * x \
+            + sched.at("sqrt_alpha_bar", nxt, x) * one_minus * d + noise
+        prev = (x0_hat, h)
         if callback is not None:
             callback(taus[k + 1] + 1, t, x)
     return SamplerResult(x, len(taus))
