@@ -15,7 +15,8 @@
 # # 3. Fast samplers and exact likelihoods
 #
 # A trained DDPM defines one denoiser and many ways to sample it. Ancestral DDPM needs all T = 1000
-# steps; DDIM and DPM-Solver++ take large deterministic steps; the probability-flow ODE is the
+# steps; DDIM, DPM-Solver++ and UniPC (a predictor-corrector built on DPM-Solver++, whose corrector
+# reuses each new evaluation at no extra cost) take large deterministic steps; the probability-flow ODE is the
 # continuous limit and, being invertible, gives the **exact log-likelihood** by the instantaneous
 # change of variables $\frac{d}{du}\log p(x(u)) = -\nabla\cdot f$.
 # Here: quality against network evaluations (NFE), each beside its noise floor, and bits/dim from
@@ -43,7 +44,8 @@ run = physdiff.LoadedRun(physdiff.train(cfg, Path(tempfile.mkdtemp()) / "spiral"
 
 # %%
 cases = [("ddpm", {}), ("ddim", {"steps": 10}), ("ddim", {"steps": 50}),
-         ("dpm-solver", {"steps": 10}), ("dpm-solver", {"steps": 20}), ("ode", {})]
+         ("dpm-solver", {"steps": 10}), ("dpm-solver", {"steps": 20}),
+         ("unipc", {"steps": 10}), ("unipc", {"steps": 20}), ("ode", {})]
 rows = []
 for sampler, opts in cases:
     res = run.sample(N, 0, sampler=sampler, **opts)  # a SampleResult: samples, nfe, log_prob, ...
