@@ -7,7 +7,7 @@ Densities (standardised per coordinate, as physdiff's normaliser does for a run)
 ``two_gaussians``, ``eight_gaussians`` and ``spiral``, a mixture of 24 narrow Gaussians along
 the spiral, whose exact score the mixture formula gives. Samplers: DDIM (η = 0), DPM-Solver++(2M)
 and (3M) and UniPC-2 and -3 (bh2) on logSNR-uniform steps, 2M and UniPC-3 on quadratic steps,
-UniPC-3 on Karras steps, UniPC-2 bh1, the probability-flow ODE (RK4, 4 NFE a step) and ancestral
+UniPC-3 on Karras steps, UniPC-2 bh1, SDE-DPM-Solver++(2M), the probability-flow ODE (RK4, 4 NFE a step) and ancestral
 DDPM. Per cell: sliced W2 to a fresh true set divided by the floor (the same distance between
 two true sets; mean over --refs references) and the largest covariance error. The same x_T for
 every sampler. Prints Markdown tables; writes benchmarks/exact_samplers.json.
@@ -75,6 +75,7 @@ CELLS = {  # label: (sampler, options as a function of the NFE budget, or None w
     "unipc-3 quadratic": ("unipc", lambda k: {"steps": k, "order": 3, "spacing": "quadratic"}),
     "unipc-3 karras": ("unipc", lambda k: {"steps": k, "order": 3, "spacing": "karras"}),
     "unipc-2 bh1": ("unipc", lambda k: {"steps": k, "order": 2, "variant": "bh1"}),
+    "sde-dpm-solver++(2M)": ("sde-dpm-solver", lambda k: {"steps": k}),
     "ode rk4": ("ode", lambda k: {"steps": k // 4} if k >= 4 and k % 4 == 0 else None),
     "ddpm": ("ddpm", lambda k: {"steps": k}),
 }

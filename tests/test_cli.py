@@ -144,7 +144,8 @@ def test_console_script_help_and_error(capsys):
 
 
 def test_fast_samplers_encode_and_nll_from_the_cli(run_dir, tmp_path, capsys):
-    for sampler, steps in (("ddim", "10"), ("dpm-solver", "10"), ("ddpm", "10"), ("ode", "5")):
+    for sampler, steps in (("ddim", "10"), ("dpm-solver", "10"), ("ddpm", "10"), ("ode", "5"), ("unipc", "10"),
+                           ("sde-dpm-solver", "10")):
         out = tmp_path / f"{sampler}.npy"
         assert main(["sample", str(run_dir), "--n", "64", "--sampler", sampler, "--steps", steps,
                      "--out", str(out)]) == 0
@@ -160,7 +161,13 @@ def test_fast_samplers_encode_and_nll_from_the_cli(run_dir, tmp_path, capsys):
                  "--steps", "20"]) == 0
     assert np.load(tmp_path / "z.npy").shape == (20, 2)
     _bad(["sample", str(run_dir), "--sampler", "euler", "--out", str(tmp_path / "q.npy")], capsys,
-         "allowed: ddpm, ddim, dpm-solver, ode")
+         "allowed: ddpm, ddim, dpm-solver, sde-dpm-solver, unipc, ode")
+    _bad(["sample", str(run_dir), "--sampler", "unipc", "--order", "4", "--out", str(tmp_path / "q.npy")], capsys,
+         "order = 4 is not available for unipc; allowed: 1, 2, 3")
+    _bad(["sample", str(run_dir), "--sampler", "unipc", "--variant", "bh3", "--out", str(tmp_path / "q.npy")],
+         capsys, "unknown UniPC variant 'bh3'; allowed: bh1, bh2")
+    _bad(["sample", str(run_dir), "--sampler", "ddim", "--variant", "bh1", "--out", str(tmp_path / "q.npy")],
+         capsys, "takes no option 'variant'")
     _bad(["sample", str(run_dir), "--steps", "51", "--out", str(tmp_path / "q.npy")], capsys,
          "out of range for a run with T = 50")
     _bad(["sample", str(run_dir), "--eta", "2", "--sampler", "ddim", "--out", str(tmp_path / "q.npy")],

@@ -17,7 +17,8 @@ def spiral_run(tmp_path_factory):
     return LoadedRun(train(cfg, tmp_path_factory.mktemp("defaults") / "spiral", progress=False))
 
 
-@pytest.mark.parametrize("sampler,steps", [("dpm-solver", 20), ("ddim", 50), ("ode", None)])
+@pytest.mark.parametrize("sampler,steps", [("dpm-solver", 20), ("unipc", 20), ("sde-dpm-solver", 20), ("ddim", 50),
+                                           ("ode", None)])
 def test_fast_samplers_throw_no_far_outliers(spiral_run, sampler, steps):
     """With ε-prediction (the old default) about 2 in 1000 samples of these samplers landed at
     |x| ≈ 30 (the spiral lies within 1.3): x̂₀ = (x − σ ε̂)/√ᾱ amplifies the network's error at

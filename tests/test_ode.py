@@ -249,7 +249,7 @@ def _error_cases():
         (lambda: make_schedule("quad", 10), ValueError, "unknown schedule 'quad'; allowed: linear, cosine, sigmoid"),
         (lambda: make_schedule("linear", 0), ValueError, "timesteps must be an integer >= 1, got 0"),
         (lambda: timestep_subsequence(10, 3, "even"), ValueError,
-         "unknown spacing 'even'; allowed: uniform, quadratic, trailing, logsnr"),
+         "unknown spacing 'even'; allowed: uniform, quadratic, trailing, logsnr, karras"),
         (lambda: timestep_subsequence(10, 11), ValueError, "steps must be between 1 and T = 10, got 11"),
         (lambda: timestep_subsequence(10, 3, "logsnr"), ValueError, "logsnr spacing needs the schedule"),
         (lambda: dif.split_prediction(sched, x, x, t, "score"), ValueError,
@@ -273,11 +273,11 @@ def _error_cases():
         (lambda: ode.Drift(_zero_eps, sched, "score").epsilon(torch.tensor(0.0), x), PhysdiffError,
          "unknown prediction 'score'; allowed: eps, x0, v"),
         (lambda: samplers.check_options("ddim", {"spacing": "even"}, 10), PhysdiffError,
-         "unknown spacing 'even'; allowed: uniform, quadratic, trailing, logsnr"),
+         "unknown spacing 'even'; allowed: uniform, quadratic, trailing, logsnr, karras"),
         (lambda: samplers.check_options("ode", {"method": "rk45"}, 10), PhysdiffError,
          "unknown ODE method 'rk45'; allowed: rk4, dopri5, midpoint, euler"),
-        (lambda: samplers.get_sampler("zzzzzz"), PhysdiffError,
-         "unknown sampler 'zzzzzz'; allowed: ddpm, ddim, dpm-solver, ode"),  # nothing close: no hint
+        (lambda: samplers.get_sampler("zzzzzz"), PhysdiffError,  # nothing close: no hint
+         "unknown sampler 'zzzzzz'; allowed: ddpm, ddim, dpm-solver, sde-dpm-solver, unipc, ode"),
     ]
 
 

@@ -129,14 +129,14 @@ def test_cosine_schedule_follows_nichol_dhariwal():
     np.testing.assert_allclose(ab[:50], f[1:51] / f[0], rtol=1e-12)
 
 
-@pytest.mark.parametrize("spacing", ["uniform", "quadratic", "trailing", "logsnr"])
+@pytest.mark.parametrize("spacing", ["uniform", "quadratic", "trailing", "logsnr", "karras"])
 def test_timestep_subsequence_ends_and_full_count(spacing):
     """K = 1 is the last index alone; K = T is every index; K = 2 spans both ends (trailing: the
     top half's end); the indices are distinct and ascending."""
     from physdiff.schedule import timestep_subsequence
 
     sched = make_schedule("linear", 30)
-    kw = {"sched": sched} if spacing == "logsnr" else {}  # the others need no schedule
+    kw = {"sched": sched} if spacing in ("logsnr", "karras") else {}  # the others need no schedule
     assert timestep_subsequence(30, 1, spacing, **kw) == [29]
     assert timestep_subsequence(30, 30, spacing, **kw) == list(range(30))
     assert timestep_subsequence(30, 2, spacing, **kw) == ([14, 29] if spacing == "trailing" else [0, 29])
