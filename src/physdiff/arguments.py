@@ -27,6 +27,9 @@ EPILOGS = {
     "mcmc": ("examples:\n  physdiff mcmc phi4 --L 8 --kappa 0.2705 --lam 0.022 --n 10000 --seed 0 --out phi4.npy\n"
              "  physdiff mcmc ising --L 16 --beta 0.44 --n 10000 --seed 0 --out ising.h5\n"
              "  physdiff mcmc ising --L 16 --beta 0.44 --n 20000 --seed 0 --out ising.h5 --resume   # 10000 more"),
+    "scan": ("examples:\n  physdiff scan phi4 --L 8,16 --kappa 0.26:0.28:9 --lam 0.022 --n 4000 --out scan/\n"
+             "  physdiff scan ising --L 8,16,32 --beta 0.40:0.48:9 --n 4000 --out ising-scan/\n"
+             "  (a second run into the same folder reuses its ensembles; a larger --n extends them)"),
     "observables": ("examples:\n  physdiff observables phi4.npy\n"
                     "  physdiff observables model.npy --compare phi4.npy --plot figs/\n"
                     "  physdiff observables phi4.npy --pyerrors phi4.json.gz"),
@@ -137,6 +140,7 @@ COMMANDS = {
     "plot": "Write the run's figures: samples vs data, forward and reverse process, loss.",
     "mcmc": "Reference Monte Carlo of a lattice theory: φ⁴ by HMC + Wolff clusters, Ising by Wolff.",
     "observables": "Lattice observables of an ensemble with Γ-method errors; --compare another ensemble.",
+    "scan": "A lattice theory over a range of one coupling at several L: observables and Binder crossings.",
     "demo": "The course's tour: train gaussian, two_gaussians and spiral; figures and a metrics table.",
 }
 
@@ -361,6 +365,31 @@ def _mcmc_options(s) -> None:
     _quiet_option(s)
 
 
+def _scan_options(s) -> None:
+    from .config import theory_fields
+    from .lattice.scan import GRID_HELP
+    from .lattice.theory import theory_names
+
+    s.add_argument("model", metavar="MODEL", help=f"a lattice theory: {', '.join(theory_names())}")
+    s.add_argument("--L", required=True, help="lattice sizes, e.g. 8,16 (L×L, periodic); the Binder cumulants of "
+                   "successive sizes are crossed")
+    for k, (key, f) in theory_fields().items():
+        if k != "L":
+            s.add_argument("--" + k, default=None, metavar="VALUES",
+                           help=f"{f.metadata['doc']}: {GRID_HELP}; exactly one parameter is scanned (default "
+                                f"{f.default} for {_theories_with(key[7:])})")
+    s.add_argument("--n", type=_positive_int, default=4000, help="configurations per point (default 4000)")
+    s.add_argument("--chains", type=_positive_int, default=16, help="parallel chains per point (default 16)")
+    s.add_argument("--seed", type=_seed, default=0, help="point k (in the order L, then coupling) uses seed + k")
+    s.add_argument("--no-cluster", action="store_true", help="phi4: HMC only, no Wolff updates of the signs")
+    s.add_argument("--out", required=True, metavar="DIR",
+                   help="folder of the scan: ensembles/ (reused by a later scan into it), scan.json, scan.csv and "
+                        "the figures scan_observables and scan_binder (recomputed on every run)")
+    s.add_argument("--json", action="store_true", help="print the scan's JSON instead of a table")
+    _format_option(s)
+    _quiet_option(s)
+
+
 def _observables_options(s) -> None:
     s.add_argument("ensemble", metavar="ENSEMBLE", help="(N, L, L) .npy with its .json of parameters beside it, or .h5")
     s.add_argument("--compare", metavar="OTHER", help="a second ensemble (.npy or .h5) of the same theory")
@@ -390,7 +419,7 @@ def _demo_options(s) -> None:
 # the options of each command, added only when the command is named (they import the library)
 BUILDERS = {"data": _data_options, "train": _train_parser_options, "sample": _sample_options,
             "evaluate": _evaluate_options, "encode": _encode_options, "plot": _plot_options, "mcmc": _mcmc_options,
-            "observables": _observables_options, "demo": _demo_options}
+            "observables": _observables_options, "scan": _scan_options, "demo": _demo_options}
 
 
 def _named_command(argv: list[str]) -> str | None:

@@ -264,6 +264,52 @@ def cmd_mcmc(args) -> None:
         print(make_ensemble(theory, args.L, args.n, out, **options))
 
 
+def cmd_scan(args) -> None:
+    from .checkpoint import OutputLock, bytes_writer, json_text, write_together
+    from .config import theory_fields
+    from .lattice.scan import format_scan, parse_sizes, parse_values, run_scan, scan_figures, scan_rows
+    from .lattice.theory import _GREEK, get_theory
+    from .plots import table_csv
+
+    cls = get_theory(args.model)
+    own = cls.parameters()
+    sizes = parse_sizes(args.L)
+    given = {k: getattr(args, k) for k in theory_fields() if k != "L" and getattr(args, k, None) is not None}
+    other = sorted(set(given) - set(own))
+    if other:
+        raise PhysdiffError(f"--{other[0]} is not a parameter of {args.model}; its parameters: "
+                            + ", ".join("--" + k for k in own))
+    grids = {k: parse_values(v, k) for k, v in given.items()}
+    scanned = [k for k, v in grids.items() if len(v) > 1]
+    if len(scanned) != 1:
+        raise PhysdiffError(f"give exactly one parameter of {args.model} as a list or range to scan (got "
+                            f"{len(scanned)}: {', '.join('--' + k for k in scanned) or 'none'}), e.g. --"
+                            f"{next(iter(own))} 0.26:0.28:9")
+    parameter = scanned[0]
+    fixed = {k: v[0] for k, v in grids.items() if k != parameter}
+    if args.n % args.chains:
+        raise PhysdiffError(f"--n {args.n} must be a multiple of --chains {args.chains}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise PhysdiffError(f"--out {args.out!r} exists and is not a folder")
+    if not out.parent.is_dir():
+        raise PhysdiffError(f"folder {str(out.parent)!r} for --out {args.out!r} does not exist")
+    out.mkdir(exist_ok=True)
+    result = run_scan(args.model, sizes, parameter, grids[parameter], fixed, args.n, out, seed=args.seed,
+                      chains=args.chains, cluster=not args.no_cluster, log=_log(args), progress=_progress(args))
+    symbol = _GREEK.get(parameter, parameter)
+    crit = result["critical"]
+    figs = scan_figures(result, cls.title or cls.name, symbol, cls.density_label,
+                        None if crit is None else (crit["value"], crit["label"]))
+    outputs = _figure_outputs(figs, out, args.format)
+    with OutputLock(out / "scan.json"):
+        write_together([(out / "scan.csv", bytes_writer(table_csv(scan_rows(result)).encode())),
+                        (out / "scan.json", bytes_writer((json_text(result) + "\n").encode()))])
+        _write_figures(outputs)
+    print(json_text(result) if args.json else format_scan(result, symbol))
+    print(f"wrote {out / 'scan.json'} and {out / 'scan.csv'}", file=sys.stderr if args.json else sys.stdout)
+
+
 def _ensemble_out(path: str) -> Path:
     """--out of mcmc: NAME.npy (with NAME.json) or NAME.h5, in an existing folder."""
     from .lattice.ensemble import ENSEMBLE_SUFFIXES, import_h5py, is_hdf5

@@ -1,0 +1,288 @@
+"""A lattice theory scanned over one coupling: the reference Monte Carlo at every point, every
+observable with its Γ-method error, and the Binder-cumulant crossings of successive lattice sizes.
+
+    physdiff scan phi4 --L 8,16 --kappa 0.26:0.28:9 --lam 0.022 --n 4000 --out scan/
+    physdiff scan ising --L 8,16 --beta 0.40:0.48:9 --n 4000 --out ising-scan/
+
+Each point's ensemble is an ordinary ``mcmc`` ensemble in ``OUT/ensembles/`` (its JSON, its chains'
+state), named by the theory, L and the couplings. A scan reuses the ensembles it finds there: one
+made with the same theory, L, seed, chains and cluster updates is read (and extended bit for bit
+with ``mc.extend_mcmc`` when it holds fewer configurations than asked for); one made otherwise is an
+error that names the difference, never replaced. ``scan.json``, ``scan.csv`` and the figures are
+recomputed from the ensembles on every run.
+
+The Binder cumulant U_L = 1 − ⟨M⁴⟩/(3⟨M²⟩²) of two sizes crosses near the critical coupling (its
+value at criticality is universal; corrections to scaling move the crossing of small L). The
+crossing of L_a < L_b is the root of d = U_{L_a} − U_{L_b}, linearly interpolated between the two
+grid points where d changes sign; its error is propagated linearly from the Γ-method errors of the
+four U values (independent ensembles), with a parametric bootstrap over the same errors as a check.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import PhysdiffError
+
+GRID_HELP = "one value, a list a,b,c, or a range start:stop:count (count points, both ends included)"
+FIGURE_OBSERVABLES = ("abs_m", "chi_connected", "binder", "action_density", "xi2_over_L", "chi2")
+_LABELS = {"abs_m": r"$\langle|M|\rangle$", "chi_connected": r"$\chi_c = V(\langle M^2\rangle - \langle|M|\rangle^2)$",
+           "binder": r"Binder $U_L$", "xi2_over_L": r"$\xi_2 / L$", "chi2": r"$\chi_2 = V\langle M^2\rangle$"}
+
+
+def parse_values(text: str, name: str) -> list[float]:
+    """The couplings of ``text`` (see :data:`GRID_HELP`); one line naming the problem otherwise."""
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
+            if count < 2 or not stop > start:
+                raise PhysdiffError(f"--{name} {text!r}: a range needs start < stop and a count >= 2")
+            values = [round(v, 12) for v in np.linspace(start, stop, count)]
+        else:
+            values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise PhysdiffError(f"--{name} {text!r} is not {GRID_HELP}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise PhysdiffError(f"--{name} {text!r} holds a value that is not a finite number")
+    if len(set(values)) != len(values):
+        raise PhysdiffError(f"--{name} {text!r} repeats a value")
+    return sorted(values)
+
+
+def parse_sizes(text: str) -> list[int]:
+    """--L: one size or a list, each an integer >= 2, in increasing order."""
+    try:
+        sizes = [int(v) for v in str(text).split(",")]
+    except ValueError:
+        raise PhysdiffError(f"--L {text!r} is not a size or a list of sizes (e.g. 8,16)") from None
+    if any(L < 2 for L in sizes) or len(set(sizes)) != len(sizes):
+        raise PhysdiffError(f"--L {text!r}: sizes must be distinct integers >= 2")
+    return sorted(sizes)
+
+
+def ensemble_path(folder: Path, theory, L: int) -> Path:
+    """OUT/ensembles/NAME_L<L>_<param><value>....npy: one file per theory, size and couplings."""
+    values = "_".join(f"{k}{v:.10g}" for k, v in theory.params.items() if k != "model")
+    return Path(folder) / "ensembles" / f"{theory.name}_L{L}_{values}.npy"
+
+
+def point_ensemble(theory, L: int, n: int, path: Path, *, seed: int, chains: int, cluster: bool, log=None,
+                   progress=None) -> tuple[np.ndarray, dict, str]:
+    """The ensemble of one scan point: read from ``path`` when one made the same way is there
+    (extended to ``n`` if shorter), else made. Returns (configurations, its JSON, what was done:
+    "made", "reused" or "extended")."""
+    from ..checkpoint import OutputLock
+    from .ensemble import load_ensemble
+    from .report import make_ensemble, resume_ensemble
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = dict(seed=seed, chains=chains, cluster=cluster, log=log, progress=progress)
+    with OutputLock(path):
+        if not path.is_file():
+            make_ensemble(theory, L, n, path, **options)
+            status = "made"
+        else:
+            _, info = load_ensemble(path)
+            want = {**theory.params, "L": L, "seed": seed, "chains": chains, "cluster_updates": cluster}
+            saved = {**info["params"], **{k: info.get(k) for k in ("L", "seed", "chains", "cluster_updates")}}
+            for key, value in want.items():
+                if saved.get(key) != value:
+                    raise PhysdiffError(f"ensemble {str(path)!r} in the scan folder was made with {key} = "
+                                        f"{saved.get(key)!r}, not {value!r}; scan into another --out folder (the "
+                                        "ensembles there are reused, never replaced)")
+            status = "reused"
+            if info["n"] < n:
+                resume_ensemble(theory, L, n, path, **options)
+                status = "extended"
+        x, info = load_ensemble(path)
+    return x, info, status
+
+
+def crossings(values: np.ndarray, d: np.ndarray) -> list[tuple[float, int]]:
+    """Roots of d(values) by linear interpolation in each interval where d changes sign (a zero
+    at a grid point counts once): [(root, index i of the interval [v_i, v_{i+1}])]."""
+    out = []
+    for i in range(len(values) - 1):
+        a, b = d[i], d[i + 1]
+        if a == 0:
+            out.append((float(values[i]), i))
+        elif a * b < 0:
+            out.append((float(values[i] + (values[i + 1] - values[i]) * a / (a - b)), i))
+    if len(d) and d[-1] == 0:
+        out.append((float(values[-1]), len(values) - 2))
+    return out
+
+
+def binder_crossing(values, u_a: list[dict], u_b: list[dict], *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Where U_{L_a} and U_{L_b} cross (values ascending; u: [{value, error}] per value):
+    {"value", "error" (linear propagation), "bootstrap_error", "bootstrap_failures" (share of
+    resamples without a crossing), "binder" (U at the crossing), "interval", "roots"} or, with no
+    sign change on the grid, {"value": None, "reason"}."""
+    v = np.asarray(values, dtype=np.float64)
+    ua, ea = np.array([u["value"] for u in u_a]), np.array([u["error"] for u in u_a])
+    ub, eb = np.array([u["value"] for u in u_b]), np.array([u["error"] for u in u_b])
+    d, ed = ua - ub, np.hypot(ea, eb)
+    roots = crossings(v, d)
+    if not roots:
+        return {"value": None, "reason": "the two Binder cumulants do not cross on the grid; widen the range"}
+    # several sign changes (noise where the curves run together): the one with the steepest d
+    root, i = max(roots, key=lambda r: abs(d[r[1]] - d[r[1] + 1]) / (v[r[1] + 1] - v[r[1]]))
+    width, den = v[i + 1] - v[i], d[i] - d[i + 1]
+    if den == 0:  # both ends zero: the curves coincide over the interval
+        error = float("nan")
+    else:  # κ* = v_i + Δ d_i/(d_i − d_{i+1}): ∂κ*/∂d_i = −Δ d_{i+1}/den², ∂κ*/∂d_{i+1} = Δ d_i/den²
+        error = float(math.hypot(width * d[i + 1] / den**2 * ed[i], width * d[i] / den**2 * ed[i + 1]))
+    rng = np.random.default_rng(seed)
+    boot, fails = [], 0
+    for _ in range(n_boot):
+        db = rng.normal(ua, ea) - rng.normal(ub, eb)
+        r = crossings(v, db)
+        if r:
+            boot.append(min((x for x, _ in r), key=lambda x: abs(x - root)))
+        else:
+            fails += 1
+    t = (root - v[i]) / width
+    u_star = (1 - t) * ua[i] + t * ua[i + 1]
+    return {"value": root, "error": error, "bootstrap_error": float(np.std(boot)) if boot else None,
+            "bootstrap_failures": fails / n_boot, "binder": float(u_star), "interval": [float(v[i]), float(v[i + 1])],
+            "roots": [r for r, _ in roots]}
+
+
+def run_scan(model: str, sizes: list[int], parameter: str, values: list[float], fixed: dict, n: int, out: Path, *,
+             seed: int = 0, chains: int = 16, cluster: bool = True, log=None, progress=None) -> dict:
+    """Every (L, coupling) point: its ensemble (:func:`point_ensemble`; seeds differ per point:
+    seed + its index), its observables with Γ-method errors, ξ₂/L; then the Binder crossing of
+    each pair of successive sizes. Returns the scan's JSON (see :func:`write_scan`)."""
+    from ..provenance import current
+    from .ensemble import check_theory_params, ensemble_chains
+    from .observables import SCALARS, as_table, measure
+
+    points, k = [], 0
+    for L in sizes:
+        for value in values:
+            theory = check_theory_params(model, L, {**fixed, parameter: value}, prefix="--")
+            path = ensemble_path(out, theory, L)
+            t0 = time.perf_counter()
+            x, info, status = point_ensemble(theory, L, n, path, seed=seed + k, chains=chains, cluster=cluster,
+                                             log=log, progress=progress)
+            table = as_table(measure(x.astype(np.float64), theory, chains=ensemble_chains(info)))
+            obs = {name: table[name] for name in SCALARS}
+            xi = table["xi2"]
+            obs["xi2_over_L"] = {"value": xi["value"] / L, "error": xi["error"] / L}
+            points.append({"L": L, parameter: value, "params": theory.params, "ensemble": str(path.relative_to(out)),
+                           "status": status, "n": len(x), "seed": seed + k,
+                           "seconds": time.perf_counter() - t0, "observables": obs})
+            if log is not None:
+                log(f"L = {L}, {parameter} = {value:g}: {status} {path.name}, U_L = {obs['binder']['value']:.4f} ± "
+                    f"{obs['binder']['error']:.4f}")
+            k += 1
+    result = {"theory": model, "parameter": parameter, "values": values, "fixed": fixed, "L": sizes, "n": n,
+              "chains": chains, "cluster_updates": cluster, "points": points, "binder_crossings": []}
+    for la, lb in itertools.pairwise(sizes):
+        u = {L: [p["observables"]["binder"] for p in points if p["L"] == L] for L in (la, lb)}
+        result["binder_crossings"].append({"L": [la, lb], **binder_crossing(values, u[la], u[lb])})
+    crit = known_critical(model, parameter, fixed)
+    result["critical"] = None if crit is None else {"value": crit[0], "label": crit[1]}
+    result["provenance"] = current().record("cpu")
+    return result
+
+
+def scan_rows(result: dict) -> list[dict]:
+    """One CSV row per (L, coupling, observable)."""
+    par = result["parameter"]
+    return [{"L": p["L"], par: p[par], "observable": name, "value": o["value"], "error": o["error"],
+             "tau_int": o.get("tau_int", "")}
+            for p in result["points"] for name, o in p["observables"].items()]
+
+
+def scan_figures(result: dict, theory_title: str, symbol: str, density_label: str = "action density $S/V$",
+                 critical: tuple[float, str] | None = None) -> dict:
+    """{"scan_observables.png": the observables against the coupling, one series per L;
+    "scan_binder.png": U_L per L with each crossing and its error band}. ``critical``: (value,
+    label) of a known infinite-volume critical coupling, drawn on the Binder figure."""
+    from matplotlib.figure import Figure
+
+    from ..plots import LATTICE_COLORS, attach_table
+
+    par, sizes = result["parameter"], result["L"]
+    fixed = ", ".join(f"{k} = {v:g}" for k, v in result["fixed"].items())
+    fig = Figure(figsize=(14, 7.6), layout="constrained")
+    axes = fig.subplots(2, 3).ravel()
+    for ax, name in zip(axes, FIGURE_OBSERVABLES, strict=True):
+        for L, color in zip(sizes, LATTICE_COLORS, strict=False):
+            pts = [p for p in result["points"] if p["L"] == L]
+            ax.errorbar([p[par] for p in pts], [p["observables"][name]["value"] for p in pts],
+                        yerr=[p["observables"][name]["error"] for p in pts], fmt="o-", ms=3.5, capsize=2.5,
+                        color=color, label=f"L = {L}")
+        label = density_label if name == "action_density" else _LABELS.get(name, name)
+        ax.set(xlabel=symbol, ylabel=label, title=label)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{theory_title} scan over {symbol}" + (f" ({fixed})" if fixed else "")
+                 + f": reference Monte Carlo, n = {result['n']} per point, Γ-method errors")
+    attach_table(fig, scan_rows(result))
+    figs = {"scan_observables.png": fig}
+
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.subplots()
+    rows = []
+    for L, color in zip(sizes, LATTICE_COLORS, strict=False):
+        pts = [p for p in result["points"] if p["L"] == L]
+        ax.errorbar([p[par] for p in pts], [p["observables"]["binder"]["value"] for p in pts],
+                    yerr=[p["observables"]["binder"]["error"] for p in pts], fmt="o-", ms=3.5, capsize=2.5,
+                    color=color, label=f"L = {L}")
+    for c in result["binder_crossings"]:
+        if c["value"] is None:
+            continue
+        err = c["error"] if c["error"] == c["error"] else 0.0
+        ax.axvspan(c["value"] - err, c["value"] + err, color="0.5", alpha=0.25, lw=0)
+        ax.axvline(c["value"], color="0.3", lw=0.8, ls="--",
+                   label=f"crossing L = {c['L'][0]}/{c['L'][1]}: {symbol} = {c['value']:.5f} ± {err:.5f}")
+        rows.append({"L_a": c["L"][0], "L_b": c["L"][1], "crossing": c["value"], "error": err,
+                     "bootstrap_error": c["bootstrap_error"], "binder": c["binder"]})
+    if critical is not None:
+        ax.axvline(critical[0], color="k", lw=1.0, ls=":", label=f"{critical[1]}: {symbol} = {critical[0]:.5f}")
+    ax.set(xlabel=symbol, ylabel=r"Binder cumulant $U_L = 1 - \langle M^4\rangle / 3\langle M^2\rangle^2$",
+           title=f"{theory_title}: Binder cumulants and their crossings" + (f" ({fixed})" if fixed else ""))
+    ax.legend(fontsize=8)
+    attach_table(fig, rows or [{"crossing": "none on the grid"}])
+    figs["scan_binder.png"] = fig
+    return figs
+
+
+def known_critical(model: str, parameter: str, fixed: dict) -> tuple[float, str] | None:
+    """The infinite-volume critical coupling where it is known exactly: Ising β_c = ½ ln(1 + √2)
+    (Onsager 1944). None otherwise (φ⁴'s κ_c(λ) is known only numerically)."""
+    if model == "ising" and parameter == "beta":
+        return 0.5 * math.log(1 + math.sqrt(2)), "Onsager's β_c (L = ∞)"
+    return None
+
+
+def format_scan(result: dict, symbol: str) -> str:
+    """The scan as a table: U_L, ⟨|M|⟩, χ_c per point, then the crossings."""
+    par = result["parameter"]
+    lines = [f"| L | {symbol} | ⟨|M|⟩ | χ_c | U_L | ξ₂/L | ensemble |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for p in result["points"]:
+        o = p["observables"]
+        cells = [f"{o[k]['value']:.5g} ± {o[k]['error']:.2g}"
+                 for k in ("abs_m", "chi_connected", "binder", "xi2_over_L")]
+        lines.append(f"| {p['L']} | {p[par]:g} | " + " | ".join(cells) + f" | {p['status']} |")
+    for c in result["binder_crossings"]:
+        la, lb = c["L"]
+        if c["value"] is None:
+            lines.append(f"Binder crossing L = {la}/{lb}: {c['reason']}")
+        else:
+            boot = f", bootstrap {c['bootstrap_error']:.2g}" if c["bootstrap_error"] is not None else ""
+            lines.append(f"Binder crossing L = {la}/{lb}: {symbol} = {c['value']:.5f} ± {c['error']:.5f}{boot} "
+                         f"(U = {c['binder']:.4f})")
+    if result.get("critical"):
+        lines.append(f"{result['critical']['label']}: {symbol} = {result['critical']['value']:.5f}")
+    return "\n".join(lines)
