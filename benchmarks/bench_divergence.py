@@ -17,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from physdiff.config import config_from_dict
@@ -28,6 +29,8 @@ from physdiff.ode import network_divergence
 def seconds_per_config(model, L, batch, repeats):
     x = torch.randn(batch, 1, L, L)
     t = torch.full((batch,), 300.0)
+    with torch.no_grad():  # warm-up: the first call pays for allocations and kernel selection
+        network_divergence(model, x[:2], t[:2])
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -54,13 +57,14 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--proposals", type=int, default=32, help="batch of the whole-proposal timing (0: skip)")
+    p.add_argument("--archs", default="mlp,local", help="networks to time (the ResMLP is out of reach beyond L = 32)")
     p.add_argument("--out", default="benchmarks/divergence.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rows = {}
     for L in (int(s) for s in args.sizes.split(",")):
         row = {}
-        for arch in ("mlp", "local"):
+        for arch in args.archs.split(","):
             cfg = config_from_dict({"data": {"dataset": "phi4"}, "theory": {"L": L}, "model": {"arch": arch}})
             model = build_model(cfg.model, (1, L, L), 0, resolve_kind(cfg.data), cfg.diffusion).eval()
             params = sum(q.numel() for q in model.parameters())
@@ -70,11 +74,19 @@ def main():
                 row[arch]["seconds_per_proposal"] = seconds_per_proposal(model, L, args.proposals,
                                                                          cfg.diffusion.prediction)
         rows[L] = row
-        print(f"L = {L}: ResMLP {row['mlp']['seconds_per_config'] * 1e3:.3f} ms ({row['mlp']['parameters']} params), "
-              f"local {row['local']['seconds_per_config'] * 1e3:.3f} ms ({row['local']['parameters']} params) "
-              "per configuration per divergence"
-              + (f"; per proposal with exact log q: ResMLP {row['mlp']['seconds_per_proposal']:.3f} s, local "
-                 f"{row['local']['seconds_per_proposal']:.3f} s" if args.proposals else ""), flush=True)
+        print(f"L = {L}: " + ", ".join(
+            f"{arch} {r['seconds_per_config'] * 1e3:.3f} ms per configuration per divergence ({r['parameters']} "
+            "params)" + (f", {r['seconds_per_proposal']:.3f} s per proposal with exact log q" if args.proposals else "")
+            for arch, r in row.items()), flush=True)
+    fits = {}
+    for arch in args.archs.split(","):  # cost ∝ V^a: least squares in log-log over the sizes measured
+        for key in ("seconds_per_config", "seconds_per_proposal"):
+            pts = [(int(L) ** 2, r[arch][key]) for L, r in rows.items() if key in r.get(arch, {})]
+            if len(pts) >= 2:
+                a, _ = np.polyfit(np.log([v for v, _ in pts]), np.log([c for _, c in pts]), 1)
+                fits[f"{arch}:{key}"] = float(a)
+                print(f"{arch}: {key} ∝ V^{a:.2f} over L = {', '.join(str(L) for L in rows)}")
+    rows["exponent_in_V"] = fits
     Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
 
 
