@@ -237,3 +237,18 @@ def test_sde_dpm_solver_second_order_reproduces_gaussian_and_beats_first(gaussia
     res = sde_dpm_solver_sample(model, sched, x_T, steps=50, generator=torch.Generator().manual_seed(7))
     assert res.nfe == model.nfe == 50
     _law_check(res.samples.numpy(), gaussian_2d, 0.02)
+
+
+def test_unipc_default_order_is_third_from_15_steps(gaussian_2d):
+    """The measured rule (benchmarks/README.md): third order from 15 steps, second below."""
+    from physdiff.samplers import UNIPC_THIRD_ORDER_FROM, unipc_sample
+
+    assert UNIPC_THIRD_ORDER_FROM == 15
+    sched = make_schedule("linear", 1000)
+    model = OptimalEpsilon(gaussian_2d, sched)
+    x_T = torch.randn(200, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for steps, order in ((20, 3), (15, 3), (14, 2), (10, 2)):
+        same = unipc_sample(model, sched, x_T, steps=steps).samples
+        torch.testing.assert_close(same, unipc_sample(model, sched, x_T, steps=steps, order=order).samples)
+        other = unipc_sample(model, sched, x_T, steps=steps, order=5 - order).samples
+        assert not torch.allclose(same, other)
