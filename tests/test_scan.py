@@ -41,6 +41,7 @@ def test_binder_crossing_of_known_lines_and_its_error():
     assert c["error"] == pytest.approx(math.sqrt(2) * e / 3, rel=1e-9)
     assert c["bootstrap_error"] == pytest.approx(c["error"], rel=0.25)
     assert c["bootstrap_failures"] == 0.0
+    assert c["cubic"] == pytest.approx(0.27, abs=1e-9)  # the cubic through straight lines is the line
     shifted = [{"value": u["value"] + 1.0, "error": e} for u in ub]
     assert binder_crossing(v, ua, shifted)["value"] is None
     # off the grid points: the root of the interpolant, and the derivative formula
@@ -50,6 +51,14 @@ def test_binder_crossing_of_known_lines_and_its_error():
     d0, d1 = 0.1, -0.4
     assert c2["value"] == pytest.approx(d0 / (d0 - d1))
     assert c2["error"] == pytest.approx(math.hypot(-d1 / (d0 - d1) ** 2 * 0.01, d0 / (d0 - d1) ** 2 * 0.01))
+    assert c2["cubic"] is None  # two points: no polynomial beyond the line
+    # curved data: the cubic finds the true root of a cubic d exactly, the line does not
+    v3 = np.linspace(0.0, 1.0, 6)
+    true = 0.47
+    d3 = (v3 - true) * (1 + 3 * v3**2)
+    c3 = binder_crossing(v3, [{"value": x, "error": 0.01} for x in d3], [{"value": 0.0, "error": 0.0}] * 6,
+                         n_boot=10)
+    assert c3["cubic"] == pytest.approx(true, abs=1e-9) and abs(c3["value"] - true) > 1e-3
     assert crossings(np.array([0.0, 1.0, 2.0]), np.array([1.0, -1.0, 1.0])) == [(0.5, 0), (1.5, 1)]
 
 
