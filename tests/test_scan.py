@@ -17,7 +17,7 @@ def test_grid_syntax():
     assert parse_values("0.3,0.1,0.2", "beta") == [0.1, 0.2, 0.3]
     assert parse_values("0.44", "beta") == [0.44]
     assert parse_sizes("16,8") == [8, 16]
-    for text, said in (("0.3:0.2:4", "start < stop"), ("0.2:0.3:1", "count >= 2"), ("a,b", "is not one value"),
+    for text, said in (("0.3:0.2:4", "start < stop"), ("0.2:0.3:1", "count from 2 to 1000"), ("a,b", "is not one value"),
                        ("0.2:0.3", "is not one value"), ("0.1,nan", "not a finite number"), ("0.1,0.1", "repeats")):
         with pytest.raises(PhysdiffError, match=said):
             parse_values(text, "beta")
@@ -60,6 +60,16 @@ def test_binder_crossing_of_known_lines_and_its_error():
                          n_boot=10)
     assert c3["cubic"] == pytest.approx(true, abs=1e-9) and abs(c3["value"] - true) > 1e-3
     assert crossings(np.array([0.0, 1.0, 2.0]), np.array([1.0, -1.0, 1.0])) == [(0.5, 0), (1.5, 1)]
+    # curves that touch (a zero between equal signs) or coincide do not cross
+    assert crossings(np.array([0.0, 1.0, 2.0]), np.array([1.0, 0.0, 1.0])) == []
+    assert crossings(np.array([0.0, 1.0, 2.0]), np.zeros(3)) == []
+    same = [{"value": 2 / 3, "error": 0.0}] * 3
+    assert binder_crossing([1.5, 2.0, 2.5], same, same)["value"] is None
+    # several sign changes: the steepest interval is taken, the others listed
+    v4 = np.array([0.0, 1.0, 2.0, 3.0])
+    c4 = binder_crossing(v4, [{"value": x, "error": 0.01} for x in (0.1, -0.1, 1.0, -1.0)],
+                         [{"value": 0.0, "error": 0.0}] * 4, n_boot=10)
+    assert len(c4["roots"]) == 3 and c4["value"] == pytest.approx(2.5) and c4["interval"] == [2.0, 3.0]
 
 
 def _scan(tmp_path, *extra, n="192"):
@@ -80,6 +90,9 @@ def test_scan_outputs_and_the_crossing_by_hand(tmp_path, capsys):
                                                      "scan_binder.png", "scan_observables.csv", "scan_observables.png"]
     assert len(res["points"]) == 10 and {p["status"] for p in res["points"]} == {"made"}
     assert len({p["seed"] for p in res["points"]}) == 10  # independent points
+    from physdiff.lattice.scan import point_seed
+
+    assert all(p["seed"] == point_seed(0, p["L"], p["params"]) for p in res["points"])
     u = {}
     for p in res["points"]:
         x, info = load_ensemble(out / p["ensemble"])
@@ -130,10 +143,32 @@ def test_scan_reuses_extends_and_never_replaces_ensembles(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "made with chains = 4, not 8" in err
     assert {p.name: p.read_bytes() for p in (out / "ensembles").iterdir()} == ens
+    # a finer grid in the same folder: the old points are reused (their seeds do not depend on the grid)
+    assert main(["scan", "ising", "--L", "4", "--beta", "0.36:0.52:9", "--n", "256", "--chains", "4",
+                 "--out", str(out), "-q"]) == 0
+    finer = json.loads((out / "scan.json").read_text())
+    status = {p["beta"]: p["status"] for p in finer["points"]}
+    assert [status[b] for b in (0.36, 0.4, 0.44, 0.48, 0.52)] == ["reused"] * 5
+    assert [status[b] for b in (0.38, 0.42, 0.46, 0.5)] == ["made"] * 4
+    assert finer["binder_crossings"] == []  # one size
+    # outputs no scan wrote are replaced only with --overwrite, checked before any Monte Carlo
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "scan.csv").write_text("my own table")
+    capsys.readouterr()
+    assert main(["scan", "ising", "--L", "4", "--beta", "0.4,0.5", "--n", "64", "--chains", "4", "--out", str(mine),
+                 "-q"]) == 2
+    assert "was not written by physdiff scan; give --overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["scan.csv"] and (mine / "scan.csv").read_text() == "my own table"
     for args, said in ((["--beta", "0.4"], "exactly one parameter"), (["--beta", "0.4:0.5:3", "--kappa", "0.2"],
                                                                        "--kappa is not a parameter of ising"),
-                       (["--beta", "0.4:0.5:3", "--n", "30"], "multiple of --chains")):
+                       (["--beta", "0.4:0.5:3", "--n", "30"], "multiple of --chains"),
+                       (["--beta", "0.4:0.5:100000000"], "a count from 2 to 1000")):
         assert main(["scan", "ising", "--L", "4", "--chains", "4", "--out", str(tmp_path / "x"), *args]) == 2
         e = capsys.readouterr().err
         assert e.count("\n") == 1 and said in e, e
     assert not (tmp_path / "x").exists()
+    # a coupling the theory refuses, anywhere in the grid, is named before any Monte Carlo runs
+    assert main(["scan", "phi4", "--L", "4", "--chains", "4", "--lam", "-1", "--kappa", "0.2:0.3:3",
+                 "--out", str(tmp_path / "y"), "-q"]) == 2
+    assert "lam" in capsys.readouterr().err and not (tmp_path / "y" / "ensembles").exists()

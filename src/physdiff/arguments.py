@@ -380,12 +380,17 @@ def _scan_options(s) -> None:
                                 f"{f.default} for {_theories_with(key[7:])})")
     s.add_argument("--n", type=_positive_int, default=4000, help="configurations per point (default 4000)")
     s.add_argument("--chains", type=_positive_int, default=16, help="parallel chains per point (default 16)")
-    s.add_argument("--seed", type=_seed, default=0, help="point k (in the order L, then coupling) uses seed + k")
+    s.add_argument("--seed", type=_seed, default=0,
+                   help="each point's Monte Carlo seed is drawn from (seed, L, couplings): adding couplings later "
+                        "leaves the other points' ensembles as they are")
     s.add_argument("--no-cluster", action="store_true", help="phi4: HMC only, no Wolff updates of the signs")
     s.add_argument("--out", required=True, metavar="DIR",
                    help="folder of the scan: ensembles/ (reused by a later scan into it), scan.json, scan.csv and "
                         "the figures scan_observables and scan_binder (recomputed on every run)")
     s.add_argument("--json", action="store_true", help="print the scan's JSON instead of a table")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace scan.json, scan.csv or figures in --out that an earlier scan did not write (those of "
+                        "an earlier scan are recomputed anyway; ensembles are never replaced)")
     _format_option(s)
     _quiet_option(s)
 

@@ -294,6 +294,12 @@ def cmd_scan(args) -> None:
         raise PhysdiffError(f"--out {args.out!r} exists and is not a folder")
     if not out.parent.is_dir():
         raise PhysdiffError(f"folder {str(out.parent)!r} for --out {args.out!r} does not exist")
+    outputs_of_scan = [out / name for name in ("scan.json", "scan.csv", f"scan_observables.{args.format}",
+                                               "scan_observables.csv", f"scan_binder.{args.format}", "scan_binder.csv")]
+    existing = [path for path in outputs_of_scan if path.exists()]
+    if existing and not args.overwrite and not _is_scan_json(out / "scan.json"):
+        raise PhysdiffError(f"{str(existing[0])!r} exists and was not written by physdiff scan; give --overwrite to "
+                            "replace it, or scan into another --out folder")
     out.mkdir(exist_ok=True)
     result = run_scan(args.model, sizes, parameter, grids[parameter], fixed, args.n, out, seed=args.seed,
                       chains=args.chains, cluster=not args.no_cluster, log=_log(args), progress=_progress(args))
@@ -308,6 +314,17 @@ def cmd_scan(args) -> None:
         _write_figures(outputs)
     print(json_text(result) if args.json else format_scan(result, symbol))
     print(f"wrote {out / 'scan.json'} and {out / 'scan.csv'}", file=sys.stderr if args.json else sys.stdout)
+
+
+def _is_scan_json(path: Path) -> bool:
+    """Whether ``path`` is the scan.json of an earlier scan (whose outputs a new scan recomputes)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and {"points", "binder_crossings", "parameter"} <= set(data)
 
 
 def _ensemble_out(path: str) -> Path:

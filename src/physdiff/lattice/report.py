@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -54,10 +55,11 @@ def resume_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains:
             raise PhysdiffError(f"cannot resume {str(out)!r}: it was made with {key} = {saved.get(key)!r}, not "
                                 f"{value!r}; a resume continues the same stream (only the number of configurations "
                                 "may grow)")
-    for key, ok in (("burn_in_sweeps", lambda v: v >= 0), ("spacing_sweeps", lambda v: v >= 1),
-                    ("pilot_tau_int_abs_m_sweeps", lambda v: v > 0)):  # τ_int may be below one sweep
+    for key, kinds, ok in (("burn_in_sweeps", int, lambda v: v >= 0), ("spacing_sweeps", int, lambda v: v >= 1),
+                           ("pilot_tau_int_abs_m_sweeps", (int, float),  # τ_int may be below one sweep
+                            lambda v: math.isfinite(v) and v > 0)):
         value = info.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        if isinstance(value, bool) or not isinstance(value, kinds) or not ok(value):
             raise PhysdiffError(f"cannot resume {str(out)!r}: its parameters' {key} = {value!r} is not a count of "
                                 "sweeps (the file was edited)")
     last = x.reshape(chains, -1, *x.shape[1:])[:, -1]

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import PhysdiffError
 
+MAX_POINTS = 1000
 GRID_HELP = "one value, a list a,b,c, or a range start:stop:count (count points, both ends included)"
 FIGURE_OBSERVABLES = ("abs_m", "chi_connected", "binder", "action_density", "xi2_over_L", "chi2")
 _LABELS = {"abs_m": r"$\langle|M|\rangle$", "chi_connected": r"$\chi_c = V(\langle M^2\rangle - \langle|M|\rangle^2)$",
@@ -47,8 +48,9 @@ def parse_values(text: str, name: str) -> list[float]:
             if len(parts) != 3:
                 raise ValueError
             start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
-            if count < 2 or not stop > start:
-                raise PhysdiffError(f"--{name} {text!r}: a range needs start < stop and a count >= 2")
+            if not 2 <= count <= MAX_POINTS or not stop > start:
+                raise PhysdiffError(f"--{name} {text!r}: a range needs start < stop and a count from 2 to "
+                                    f"{MAX_POINTS}")
             values = [round(v, 12) for v in np.linspace(start, stop, count)]
         else:
             values = [float(v) for v in text.split(",")]
@@ -58,6 +60,8 @@ def parse_values(text: str, name: str) -> list[float]:
         raise PhysdiffError(f"--{name} {text!r} holds a value that is not a finite number")
     if len(set(values)) != len(values):
         raise PhysdiffError(f"--{name} {text!r} repeats a value")
+    if len(values) > MAX_POINTS:
+        raise PhysdiffError(f"--{name} {text!r} holds {len(values)} values; at most {MAX_POINTS}")
     return sorted(values)
 
 
@@ -73,9 +77,20 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def ensemble_path(folder: Path, theory, L: int) -> Path:
-    """OUT/ensembles/NAME_L<L>_<param><value>....npy: one file per theory, size and couplings."""
-    values = "_".join(f"{k}{v:.10g}" for k, v in theory.params.items() if k != "model")
+    """OUT/ensembles/NAME_L<L>_<param><value>....npy: one file per theory, size and couplings
+    (each coupling as Python writes it: distinct values, distinct names)."""
+    values = "_".join(f"{k}{v!r}" for k, v in theory.params.items() if k != "model")
     return Path(folder) / "ensembles" / f"{theory.name}_L{L}_{values}.npy"
+
+
+def point_seed(seed: int, L: int, params: dict) -> int:
+    """The Monte Carlo seed of one scan point, a function of (seed, L, couplings) alone: adding
+    couplings to a scan leaves the other points' ensembles (and their reuse) unchanged, and no two
+    points share a stream."""
+    words = [int(seed), int(L)]
+    for k, v in sorted((k, v) for k, v in params.items() if k != "model"):
+        words += [int.from_bytes(k.encode()[:8], "little"), int(np.float64(v).view(np.uint64))]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 def point_ensemble(theory, L: int, n: int, path: Path, *, seed: int, chains: int, cluster: bool, log=None,
@@ -94,7 +109,7 @@ def point_ensemble(theory, L: int, n: int, path: Path, *, seed: int, chains: int
             make_ensemble(theory, L, n, path, **options)
             status = "made"
         else:
-            _, info = load_ensemble(path)
+            x, info = load_ensemble(path)
             want = {**theory.params, "L": L, "seed": seed, "chains": chains, "cluster_updates": cluster}
             saved = {**info["params"], **{k: info.get(k) for k in ("L", "seed", "chains", "cluster_updates")}}
             for key, value in want.items():
@@ -103,7 +118,7 @@ def point_ensemble(theory, L: int, n: int, path: Path, *, seed: int, chains: int
                                         f"{saved.get(key)!r}, not {value!r}; scan into another --out folder (the "
                                         "ensembles there are reused, never replaced)")
             status = "reused"
-            if info["n"] < n:
+            if len(x) < n:
                 resume_ensemble(theory, L, n, path, **options)
                 status = "extended"
         x, info = load_ensemble(path)
@@ -112,16 +127,15 @@ def point_ensemble(theory, L: int, n: int, path: Path, *, seed: int, chains: int
 
 def crossings(values: np.ndarray, d: np.ndarray) -> list[tuple[float, int]]:
     """Roots of d(values) by linear interpolation in each interval where d changes sign (a zero
-    at a grid point counts once): [(root, index i of the interval [v_i, v_{i+1}])]."""
+    at a grid point counts once, and only between opposite signs: curves that touch or coincide
+    do not cross): [(root, index i of the interval [v_i, v_{i+1}])]."""
     out = []
     for i in range(len(values) - 1):
         a, b = d[i], d[i + 1]
-        if a == 0:
+        if a == 0 and 0 < i and d[i - 1] * b < 0:  # a zero on the grid between opposite signs
             out.append((float(values[i]), i))
         elif a * b < 0:
             out.append((float(values[i] + (values[i + 1] - values[i]) * a / (a - b)), i))
-    if len(d) and d[-1] == 0:
-        out.append((float(values[-1]), len(values) - 2))
     return out
 
 
@@ -140,11 +154,9 @@ def binder_crossing(values, u_a: list[dict], u_b: list[dict], *, n_boot: int = 2
         return {"value": None, "reason": "the two Binder cumulants do not cross on the grid; widen the range"}
     # several sign changes (noise where the curves run together): the one with the steepest d
     root, i = max(roots, key=lambda r: abs(d[r[1]] - d[r[1] + 1]) / (v[r[1] + 1] - v[r[1]]))
-    width, den = v[i + 1] - v[i], d[i] - d[i + 1]
-    if den == 0:  # both ends zero: the curves coincide over the interval
-        error = float("nan")
-    else:  # κ* = v_i + Δ d_i/(d_i − d_{i+1}): ∂κ*/∂d_i = −Δ d_{i+1}/den², ∂κ*/∂d_{i+1} = Δ d_i/den²
-        error = float(math.hypot(width * d[i + 1] / den**2 * ed[i], width * d[i] / den**2 * ed[i + 1]))
+    width, den = v[i + 1] - v[i], d[i] - d[i + 1]  # den ≠ 0: d changes sign over the interval
+    # κ* = v_i + Δ d_i/(d_i − d_{i+1}): ∂κ*/∂d_i = −Δ d_{i+1}/den², ∂κ*/∂d_{i+1} = Δ d_i/den²
+    error = float(math.hypot(width * d[i + 1] / den**2 * ed[i], width * d[i] / den**2 * ed[i + 1]))
     rng = np.random.default_rng(seed)
     boot, fails = [], 0
     for _ in range(n_boot):
@@ -173,34 +185,45 @@ def _cubic_root(v: np.ndarray, d: np.ndarray, i: int, linear: float) -> float | 
     return float(min(roots, key=lambda r: abs(r - linear))) if roots else None
 
 
-def run_scan(model: str, sizes: list[int], parameter: str, values: list[float], fixed: dict, n: int, out: Path, *,
-             seed: int = 0, chains: int = 16, cluster: bool = True, log=None, progress=None) -> dict:
-    """Every (L, coupling) point: its ensemble (:func:`point_ensemble`; seeds differ per point:
-    seed + its index), its observables with Γ-method errors, ξ₂/L; then the Binder crossing of
-    each pair of successive sizes. Returns the scan's JSON (see :func:`write_scan`)."""
-    from ..provenance import current
-    from .ensemble import check_theory_params, ensemble_chains
-    from .observables import SCALARS, as_table, measure
+def scan_plan(model: str, sizes: list[int], parameter: str, values: list[float], fixed: dict, out: Path) -> list:
+    """[(L, coupling, theory, ensemble path)] of every point, each theory checked before any
+    Monte Carlo runs (a coupling the theory refuses is named at once, not hours into a scan)."""
+    from .ensemble import check_theory_params
 
-    points, k = [], 0
+    plan = []
     for L in sizes:
         for value in values:
             theory = check_theory_params(model, L, {**fixed, parameter: value}, prefix="--")
-            path = ensemble_path(out, theory, L)
-            t0 = time.perf_counter()
-            x, info, status = point_ensemble(theory, L, n, path, seed=seed + k, chains=chains, cluster=cluster,
-                                             log=log, progress=progress)
-            table = as_table(measure(x.astype(np.float64), theory, chains=ensemble_chains(info)))
-            obs = {name: table[name] for name in SCALARS}
-            xi = table["xi2"]
-            obs["xi2_over_L"] = {"value": xi["value"] / L, "error": xi["error"] / L}
-            points.append({"L": L, parameter: value, "params": theory.params, "ensemble": str(path.relative_to(out)),
-                           "status": status, "n": len(x), "seed": seed + k,
-                           "seconds": time.perf_counter() - t0, "observables": obs})
-            if log is not None:
-                log(f"L = {L}, {parameter} = {value:g}: {status} {path.name}, U_L = {obs['binder']['value']:.4f} ± "
-                    f"{obs['binder']['error']:.4f}")
-            k += 1
+            plan.append((L, value, theory, ensemble_path(out, theory, L)))
+    return plan
+
+
+def run_scan(model: str, sizes: list[int], parameter: str, values: list[float], fixed: dict, n: int, out: Path, *,
+             seed: int = 0, chains: int = 16, cluster: bool = True, log=None, progress=None) -> dict:
+    """Every (L, coupling) point: its ensemble (:func:`point_ensemble`, seeded by
+    :func:`point_seed`), its observables with Γ-method errors, ξ₂/L; then the Binder crossing of
+    each pair of successive sizes. Returns the scan's JSON (see :func:`write_scan`)."""
+    from ..provenance import current
+    from .ensemble import ensemble_chains
+    from .observables import SCALARS, as_table, measure
+
+    plan = scan_plan(model, sizes, parameter, values, fixed, out)
+    points = []
+    for L, value, theory, path in plan:
+        t0 = time.perf_counter()
+        s = point_seed(seed, L, theory.params)
+        x, info, status = point_ensemble(theory, L, n, path, seed=s, chains=chains, cluster=cluster,
+                                         log=log, progress=progress)
+        table = as_table(measure(x.astype(np.float64), theory, chains=ensemble_chains(info)))
+        obs = {name: table[name] for name in SCALARS}
+        xi = table["xi2"]
+        obs["xi2_over_L"] = {"value": xi["value"] / L, "error": xi["error"] / L}
+        points.append({"L": L, parameter: value, "params": theory.params, "ensemble": str(path.relative_to(out)),
+                       "status": status, "n": len(x), "seed": s,
+                       "seconds": time.perf_counter() - t0, "observables": obs})
+        if log is not None:
+            log(f"L = {L}, {parameter} = {value:g}: {status} {path.name}, U_L = {obs['binder']['value']:.4f} ± "
+                f"{obs['binder']['error']:.4f}")
     result = {"theory": model, "parameter": parameter, "values": values, "fixed": fixed, "L": sizes, "n": n,
               "chains": chains, "cluster_updates": cluster, "points": points, "binder_crossings": []}
     for la, lb in itertools.pairwise(sizes):
@@ -244,7 +267,7 @@ def scan_figures(result: dict, theory_title: str, symbol: str, density_label: st
         ax.set(xlabel=symbol, ylabel=label, title=label)
         ax.legend(fontsize=8)
     fig.suptitle(f"{theory_title} scan over {symbol}" + (f" ({fixed})" if fixed else "")
-                 + f": reference Monte Carlo, n = {result['n']} per point, Γ-method errors")
+                 + f": reference Monte Carlo, n = {_n_range(result)} per point, Γ-method errors")
     attach_table(fig, scan_rows(result))
     figs = {"scan_observables.png": fig}
 
@@ -270,9 +293,15 @@ def scan_figures(result: dict, theory_title: str, symbol: str, density_label: st
     ax.set(xlabel=symbol, ylabel=r"Binder cumulant $U_L = 1 - \langle M^4\rangle / 3\langle M^2\rangle^2$",
            title=f"{theory_title}: Binder cumulants and their crossings" + (f" ({fixed})" if fixed else ""))
     ax.legend(fontsize=8)
-    attach_table(fig, rows or [{"crossing": "none on the grid"}])
+    attach_table(fig, rows or [{"crossing": "one size: no crossing" if len(sizes) < 2 else "none on the grid"}])
     figs["scan_binder.png"] = fig
     return figs
+
+
+def _n_range(result: dict) -> str:
+    """The configurations per point: one number, or the range when reused ensembles hold more."""
+    ns = [p["n"] for p in result["points"]]
+    return str(min(ns)) if min(ns) == max(ns) else f"{min(ns)}–{max(ns)}"
 
 
 def known_critical(model: str, parameter: str, fixed: dict) -> tuple[float, str] | None:
