@@ -17,8 +17,9 @@ def test_grid_syntax():
     assert parse_values("0.3,0.1,0.2", "beta") == [0.1, 0.2, 0.3]
     assert parse_values("0.44", "beta") == [0.44]
     assert parse_sizes("16,8") == [8, 16]
-    for text, said in (("0.3:0.2:4", "start < stop"), ("0.2:0.3:1", "count from 2 to 1000"), ("a,b", "is not one value"),
-                       ("0.2:0.3", "is not one value"), ("0.1,nan", "not a finite number"), ("0.1,0.1", "repeats")):
+    for text, said in (("0.3:0.2:4", "start < stop"), ("0.2:0.3:1", "count from 2 to 1000"),
+                       ("a,b", "is not one value"), ("0.2:0.3", "is not one value"),
+                       ("0.1,nan", "not a finite number"), ("0.1,0.1", "repeats")):
         with pytest.raises(PhysdiffError, match=said):
             parse_values(text, "beta")
     for text in ("8,x", "1,8", "8,8"):
