@@ -36,6 +36,18 @@ def make_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: i
     return _summary(f"wrote {n} configurations ({chains} chains) to {_files(out)}", report)
 
 
+def made_otherwise(info: dict, theory, L: int, *, seed: int, chains: int, cluster: bool) -> str | None:
+    """"KEY = SAVED, not WANTED" for the first of the theory's parameters, L, seed, chains and
+    cluster updates in which an ensemble's JSON ``info`` differs from the stream asked for; None
+    when it is that stream."""
+    want = {**theory.params, "L": L, "seed": seed, "chains": chains, "cluster_updates": cluster}
+    saved = {**info["params"], **{k: info.get(k) for k in ("L", "seed", "chains", "cluster_updates")}}
+    for key, value in want.items():
+        if saved.get(key) != value:
+            return f"{key} = {saved.get(key)!r}, not {value!r}"
+    return None
+
+
 def resume_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: int = 16, cluster: bool = True,
                     log=None, progress=None) -> str:
     """Extend the ensemble ``out`` written by :func:`make_ensemble` to n configurations in all,
@@ -48,13 +60,10 @@ def resume_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains:
 
     x, info = load_ensemble(out)
     state = load_state(out)
-    given = {**theory.params, "L": L, "seed": seed, "chains": chains, "cluster_updates": cluster}
-    saved = {**info["params"], **{k: info.get(k) for k in ("L", "seed", "chains", "cluster_updates")}}
-    for key, value in given.items():
-        if saved.get(key) != value:
-            raise PhysdiffError(f"cannot resume {str(out)!r}: it was made with {key} = {saved.get(key)!r}, not "
-                                f"{value!r}; a resume continues the same stream (only the number of configurations "
-                                "may grow)")
+    differs = made_otherwise(info, theory, L, seed=seed, chains=chains, cluster=cluster)
+    if differs is not None:
+        raise PhysdiffError(f"cannot resume {str(out)!r}: it was made with {differs}; a resume continues the same "
+                            "stream (only the number of configurations may grow)")
     for key, kinds, ok in (("burn_in_sweeps", int, lambda v: v >= 0), ("spacing_sweeps", int, lambda v: v >= 1),
                            ("pilot_tau_int_abs_m_sweeps", (int, float),  # τ_int may be below one sweep
                             lambda v: math.isfinite(v) and v > 0)):

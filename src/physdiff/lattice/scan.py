@@ -100,7 +100,7 @@ def point_ensemble(theory, L: int, n: int, path: Path, *, seed: int, chains: int
     "made", "reused" or "extended")."""
     from ..checkpoint import OutputLock
     from .ensemble import load_ensemble
-    from .report import make_ensemble, resume_ensemble
+    from .report import made_otherwise, make_ensemble, resume_ensemble
 
     path.parent.mkdir(parents=True, exist_ok=True)
     options = dict(seed=seed, chains=chains, cluster=cluster, log=log, progress=progress)
@@ -110,13 +110,10 @@ def point_ensemble(theory, L: int, n: int, path: Path, *, seed: int, chains: int
             status = "made"
         else:
             x, info = load_ensemble(path)
-            want = {**theory.params, "L": L, "seed": seed, "chains": chains, "cluster_updates": cluster}
-            saved = {**info["params"], **{k: info.get(k) for k in ("L", "seed", "chains", "cluster_updates")}}
-            for key, value in want.items():
-                if saved.get(key) != value:
-                    raise PhysdiffError(f"ensemble {str(path)!r} in the scan folder was made with {key} = "
-                                        f"{saved.get(key)!r}, not {value!r}; scan into another --out folder (the "
-                                        "ensembles there are reused, never replaced)")
+            differs = made_otherwise(info, theory, L, seed=seed, chains=chains, cluster=cluster)
+            if differs is not None:
+                raise PhysdiffError(f"ensemble {str(path)!r} in the scan folder was made with {differs}; scan into "
+                                    "another --out folder (the ensembles there are reused, never replaced)")
             status = "reused"
             if len(x) < n:
                 resume_ensemble(theory, L, n, path, **options)
