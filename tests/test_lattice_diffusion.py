@@ -293,3 +293,30 @@ def test_free_energy_difference_of_two_couplings_from_one_run(wrong_model, tmp_p
     assert "--beta is not a parameter of theory 'phi4'" in one_line_error(
         capsys, ["sample", str(wrong_model.path), "--metropolis", "--n", "8", "--beta", "0.3",
                  "--out", str(tmp_path / "y.npy")])
+
+
+def test_scan_with_a_model_is_exact_at_every_coupling(wrong_model, tmp_path, capsys):
+    """`scan --model`: the κ = 0.17 free-field run as the exact sampler of a κ scan at its L: at every κ
+    the corrected χ₂ and log Z agree with the Gaussian integrals, the ESS/N falls away from the trained
+    κ, and the figure of ESS/N against κ is written; a run of another L is refused before any Monte Carlo."""
+    from physdiff.lattice.exact import free_field_log_z
+
+    out = tmp_path / "scan"
+    args = ["scan", "phi4", "--L", "4", "--lam", "0", "--kappa", "0.13,0.15,0.17", "--n", "256", "--chains", "4",
+            "--model", str(wrong_model.path), "--model-n", "400", "--out", str(out), "-q"]
+    assert main(args) == 0
+    assert "model at L = 4, κ = 0.17: acceptance" in capsys.readouterr().out
+    res = json.loads((out / "scan.json").read_text())
+    assert res["model"]["trained_at"]["kappa"] == 0.17
+    ess = {}
+    for p in res["points"]:
+        mp, k = p["model"], p["kappa"]
+        chi2 = mp["metropolis"]["chi2"]
+        assert abs(chi2["value"] - 1 / (2 * (1 - 4 * k))) < 3.5 * chi2["error"], (k, chi2)
+        assert abs(mp["log_z"]["value"] - free_field_log_z(4, k)) < 3.5 * mp["log_z"]["error"], (k, mp["log_z"])
+        ess[k] = mp["ess_per_sample"]
+    assert ess[0.17] > ess[0.13]
+    assert (out / "scan_model.png").is_file() and (out / "scan_model.csv").is_file()
+    assert main([*args[:3], "6", *args[4:-2], str(tmp_path / "other"), "-q"]) == 2
+    assert "trained at L = 4, which is not among --L 6" in capsys.readouterr().err
+    assert not (tmp_path / "other" / "ensembles").exists()

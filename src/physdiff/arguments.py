@@ -370,7 +370,7 @@ def _scan_options(s) -> None:
     from .lattice.scan import GRID_HELP
     from .lattice.theory import theory_names
 
-    s.add_argument("model", metavar="MODEL", help=f"a lattice theory: {', '.join(theory_names())}")
+    s.add_argument("model_name", metavar="MODEL", help=f"a lattice theory: {', '.join(theory_names())}")
     s.add_argument("--L", required=True, help="lattice sizes, e.g. 8,16 (L×L, periodic); the Binder cumulants of "
                    "successive sizes are crossed")
     for k, (key, f) in theory_fields().items():
@@ -387,6 +387,13 @@ def _scan_options(s) -> None:
     s.add_argument("--out", required=True, metavar="DIR",
                    help="folder of the scan: ensembles/ (reused by a later scan into it), scan.json, scan.csv and "
                         "the figures scan_observables and scan_binder (recomputed on every run)")
+    s.add_argument("--model", metavar="RUN", help="a trained lattice run of this theory: at every point of its L, its "
+                   "exact sampler aimed at the point's couplings (raw and corrected observables, acceptance, ESS/N, "
+                   "log Z) and the figure scan_model of ESS/N against the coupling")
+    s.add_argument("--model-n", type=_positive_int, default=1000, help="proposals per point for --model (default 1000)")
+    s.add_argument("--steps", type=_positive_int, default=None,
+                   help="--model: RK4 steps of its ODE (default the run's: 12 for v-prediction)")
+    s.add_argument("--device", default="auto", help="--model: auto, cpu or cuda")
     s.add_argument("--json", action="store_true", help="print the scan's JSON instead of a table")
     s.add_argument("--overwrite", action="store_true",
                    help="replace scan.json, scan.csv or figures in --out that an earlier scan did not write (those of "

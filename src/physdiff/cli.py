@@ -271,18 +271,18 @@ def cmd_scan(args) -> None:
     from .lattice.theory import _GREEK, get_theory
     from .plots import table_csv
 
-    cls = get_theory(args.model)
+    cls = get_theory(args.model_name)
     own = cls.parameters()
     sizes = parse_sizes(args.L)
     given = {k: getattr(args, k) for k in theory_fields() if k != "L" and getattr(args, k, None) is not None}
     other = sorted(set(given) - set(own))
     if other:
-        raise PhysdiffError(f"--{other[0]} is not a parameter of {args.model}; its parameters: "
+        raise PhysdiffError(f"--{other[0]} is not a parameter of {args.model_name}; its parameters: "
                             + ", ".join("--" + k for k in own))
     grids = {k: parse_values(v, k) for k, v in given.items()}
     scanned = [k for k, v in grids.items() if len(v) > 1]
     if len(scanned) != 1:
-        raise PhysdiffError(f"give exactly one parameter of {args.model} as a list or range to scan (got "
+        raise PhysdiffError(f"give exactly one parameter of {args.model_name} as a list or range to scan (got "
                             f"{len(scanned)}: {', '.join('--' + k for k in scanned) or 'none'}), e.g. --"
                             f"{next(iter(own))} 0.26:0.28:9")
     parameter = scanned[0]
@@ -294,15 +294,32 @@ def cmd_scan(args) -> None:
         raise PhysdiffError(f"--out {args.out!r} exists and is not a folder")
     if not out.parent.is_dir():
         raise PhysdiffError(f"folder {str(out.parent)!r} for --out {args.out!r} does not exist")
+    run = None
+    if args.model is not None:
+        from .run import LoadedRun
+        from .sampling import check_metropolis
+        from .training import resolve_device
+
+        run = LoadedRun(args.model, device=resolve_device(args.device))
+        if run.theory is None or run.theory.name != args.model_name:
+            raise PhysdiffError(f"--model {args.model!r} is not a {args.model_name} run (its data: "
+                                f"{run.theory.name if run.theory is not None else run.kind.name})")
+        check_metropolis(run, None)
+        if run.cfg.theory["L"] not in sizes:
+            raise PhysdiffError(f"--model {args.model!r} was trained at L = {run.cfg.theory['L']}, which is not "
+                                f"among --L {args.L}")
     outputs_of_scan = [out / name for name in ("scan.json", "scan.csv", f"scan_observables.{args.format}",
-                                               "scan_observables.csv", f"scan_binder.{args.format}", "scan_binder.csv")]
+                                               "scan_observables.csv", f"scan_binder.{args.format}", "scan_binder.csv",
+                                               f"scan_model.{args.format}", "scan_model.csv")]
     existing = [path for path in outputs_of_scan if path.exists()]
     if existing and not args.overwrite and not _is_scan_json(out / "scan.json"):
         raise PhysdiffError(f"{str(existing[0])!r} exists and was not written by physdiff scan; give --overwrite to "
                             "replace it, or scan into another --out folder")
     out.mkdir(exist_ok=True)
-    result = run_scan(args.model, sizes, parameter, grids[parameter], fixed, args.n, out, seed=args.seed,
-                      chains=args.chains, cluster=not args.no_cluster, log=_log(args), progress=_progress(args))
+    ode = {"steps": args.steps} if args.steps is not None else {}
+    result = run_scan(args.model_name, sizes, parameter, grids[parameter], fixed, args.n, out, seed=args.seed,
+                      chains=args.chains, cluster=not args.no_cluster, log=_log(args), progress=_progress(args),
+                      run=run, model_n=args.model_n, **ode)
     symbol = _GREEK.get(parameter, parameter)
     crit = result["critical"]
     figs = scan_figures(result, cls.title or cls.name, symbol, cls.density_label,

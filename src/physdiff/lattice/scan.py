@@ -195,11 +195,38 @@ def scan_plan(model: str, sizes: list[int], parameter: str, values: list[float],
     return plan
 
 
+def model_point(run, theory, n: int, seed: int, reference: dict, progress=None, **ode_options) -> dict:
+    """The exact sampler of a trained ``run`` aimed at one scan point's ``theory`` (any coupling,
+    the one it was trained at or not: the action in the acceptance ratio is the point's): raw and
+    corrected observables, their z against the point's Monte Carlo ``reference``, acceptance,
+    ESS/N and log Z."""
+    from . import exact_sampler as es
+    from .observables import SCALARS, as_table, measure
+
+    exact = es.sample_exact(run, n, seed, theory=theory, progress=progress, **ode_options)
+    info = exact.report
+    raw = as_table(measure(np.asarray(exact.fields, dtype=np.float64), theory))
+    mh = as_table(measure(exact.chain.astype(np.float64), theory))
+
+    def z(a, b):
+        err = math.hypot(a["error"], b["error"])
+        return (a["value"] - b["value"]) / err if err else None
+
+    return {"n": n, "acceptance": info["acceptance"], "ess_per_sample": info["ess_per_sample"],
+            "ess_per_sample_error": info["ess_per_sample_error"], "log_z": info["log_z"],
+            "raw": {k: raw[k] for k in SCALARS}, "metropolis": {k: mh[k] for k in SCALARS},
+            "raw_z": {k: z(raw[k], reference[k]) for k in SCALARS},
+            "metropolis_z": {k: z(mh[k], reference[k]) for k in SCALARS},
+            "log_q_check": info.get("log_q_check")}
+
+
 def run_scan(model: str, sizes: list[int], parameter: str, values: list[float], fixed: dict, n: int, out: Path, *,
-             seed: int = 0, chains: int = 16, cluster: bool = True, log=None, progress=None) -> dict:
+             seed: int = 0, chains: int = 16, cluster: bool = True, log=None, progress=None, run=None,
+             model_n: int = 1000, **ode_options) -> dict:
     """Every (L, coupling) point: its ensemble (:func:`point_ensemble`, seeded by
-    :func:`point_seed`), its observables with Γ-method errors, ξ₂/L; then the Binder crossing of
-    each pair of successive sizes. Returns the scan's JSON (see :func:`write_scan`)."""
+    :func:`point_seed`), with ``run`` (a trained lattice run of this theory) at the points of its
+    L also :func:`model_point` from ``model_n`` proposals; its observables with Γ-method errors,
+    ξ₂/L; then the Binder crossing of each pair of successive sizes. Returns the scan's JSON."""
     from ..provenance import current
     from .ensemble import ensemble_chains
     from .observables import SCALARS, as_table, measure
@@ -221,8 +248,18 @@ def run_scan(model: str, sizes: list[int], parameter: str, values: list[float], 
         if log is not None:
             log(f"L = {L}, {parameter} = {value:g}: {status} {path.name}, U_L = {obs['binder']['value']:.4f} ± "
                 f"{obs['binder']['error']:.4f}")
+        if run is not None and L == run.cfg.theory["L"]:
+            mp = model_point(run, theory, model_n, point_seed(seed + 1, L, theory.params), obs, progress=progress,
+                             **ode_options)
+            points[-1]["model"] = mp
+            if log is not None:
+                log(f"  model {run.path.name}: acceptance {mp['acceptance']:.3f}, ESS/N {mp['ess_per_sample']:.3f}, "
+                    f"log Z {mp['log_z']['value']:.4f} ± {mp['log_z']['error']:.4f}")
     result = {"theory": model, "parameter": parameter, "values": values, "fixed": fixed, "L": sizes, "n": n,
               "chains": chains, "cluster_updates": cluster, "points": points, "binder_crossings": []}
+    if run is not None:
+        result["model"] = {"run": str(run.path), "trained_at": run.theory.params, "L": run.cfg.theory["L"],
+                           "proposals": model_n}
     for la, lb in itertools.pairwise(sizes):
         u = {L: [p["observables"]["binder"] for p in points if p["L"] == L] for L in (la, lb)}
         result["binder_crossings"].append({"L": [la, lb], **binder_crossing(values, u[la], u[lb])})
@@ -260,6 +297,11 @@ def scan_figures(result: dict, theory_title: str, symbol: str, density_label: st
             ax.errorbar([p[par] for p in pts], [p["observables"][name]["value"] for p in pts],
                         yerr=[p["observables"][name]["error"] for p in pts], fmt="o-", ms=3.5, capsize=2.5,
                         color=color, label=f"L = {L}")
+        mpts = [p for p in result["points"] if "model" in p and name in p["model"]["metropolis"]]
+        if mpts:
+            ax.errorbar([p[par] for p in mpts], [p["model"]["metropolis"][name]["value"] for p in mpts],
+                        yerr=[p["model"]["metropolis"][name]["error"] for p in mpts], fmt="s", mfc="none", ms=6,
+                        capsize=2.5, color="k", label=f"L = {mpts[0]['L']}: diffusion + Metropolis")
         label = density_label if name == "action_density" else _LABELS.get(name, name)
         ax.set(xlabel=symbol, ylabel=label, title=label)
         ax.legend(fontsize=8)
@@ -292,6 +334,25 @@ def scan_figures(result: dict, theory_title: str, symbol: str, density_label: st
     ax.legend(fontsize=8)
     attach_table(fig, rows or [{"crossing": "one size: no crossing" if len(sizes) < 2 else "none on the grid"}])
     figs["scan_binder.png"] = fig
+    mpts = [p for p in result["points"] if "model" in p]
+    if mpts:
+        fig = Figure(figsize=(7, 4.8), layout="constrained")
+        ax = fig.subplots()
+        x = [p[par] for p in mpts]
+        ax.errorbar(x, [p["model"]["ess_per_sample"] for p in mpts],
+                    yerr=[p["model"]["ess_per_sample_error"] for p in mpts], fmt="o-", capsize=2.5, label="ESS/N")
+        ax.plot(x, [p["model"]["acceptance"] for p in mpts], "s--", label="Metropolis acceptance")
+        trained = result["model"]["trained_at"].get(par)
+        if trained is not None:
+            ax.axvline(trained, color="k", ls=":", lw=1, label=f"trained at {symbol} = {trained:g}")
+        ax.set(xlabel=symbol, ylabel="ESS/N, acceptance", ylim=(0, 1.05),
+               title=f"{theory_title}, L = {mpts[0]['L']}: one trained model as the exact sampler of every {symbol}")
+        ax.legend(fontsize=8)
+        attach_table(fig, [{par: p[par], "ess_per_sample": p["model"]["ess_per_sample"],
+                            "ess_per_sample_error": p["model"]["ess_per_sample_error"],
+                            "acceptance": p["model"]["acceptance"], "log_z": p["model"]["log_z"]["value"],
+                            "log_z_error": p["model"]["log_z"]["error"]} for p in mpts])
+        figs["scan_model.png"] = fig
     return figs
 
 
@@ -318,6 +379,14 @@ def format_scan(result: dict, symbol: str) -> str:
         cells = [f"{o[k]['value']:.5g} ± {o[k]['error']:.2g}"
                  for k in ("abs_m", "chi_connected", "binder", "xi2_over_L")]
         lines.append(f"| {p['L']} | {p[par]:g} | " + " | ".join(cells) + f" | {p['status']} |")
+    for p in result["points"]:
+        if "model" in p:
+            mp = p["model"]
+            worst = max((abs(v) for v in mp["metropolis_z"].values() if v is not None), default=float("nan"))
+            lines.append(f"model at L = {p['L']}, {symbol} = {p[par]:g}: acceptance {mp['acceptance']:.3f}, ESS/N "
+                         f"{mp['ess_per_sample']:.3f} ± {mp['ess_per_sample_error']:.3f}, log Z "
+                         f"{mp['log_z']['value']:.4f} ± {mp['log_z']['error']:.4f}, corrected observables within "
+                         f"{worst:.1f} errors of the Monte Carlo")
     for c in result["binder_crossings"]:
         la, lb = c["L"]
         if c["value"] is None:
