@@ -19,15 +19,11 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_exact_samplers import SortedProjections, spiral_mixture, standardised
+from bench_exact_samplers import density_case
 
-from physdiff.analytic import OptimalEpsilon
-from physdiff.data import get_toy
-from physdiff.metrics import sliced_wasserstein
 from physdiff.samplers import run_sampler
 from physdiff.schedule import make_schedule
 
@@ -94,13 +90,7 @@ def main():
     budgets = [int(k) for k in args.nfe.split(",")]
     results = {"diffusers_version": diffusers.__version__}
     for name in args.datasets.split(","):
-        mix = standardised(spiral_mixture() if name == "spiral" else get_toy(name).mixture)
-        eps = OptimalEpsilon(mix, sched)
-        rng = np.random.default_rng(1)
-        refs = [mix.sample(args.n, rng) for _ in range(args.refs + 1)]
-        floor = np.mean([sliced_wasserstein(refs[0], r) for r in refs[1:]])
-        sw2 = SortedProjections(refs[1:])
-        x_T = torch.randn(args.n, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        _, eps, _, floor, sw2, x_T = density_case(name, sched, args.n, args.refs)
         table = {}
         for label, (sampler, opts) in PHYSDIFF.items():
             for k in budgets:

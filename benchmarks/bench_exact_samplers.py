@@ -65,6 +65,20 @@ class SortedProjections:
         return float(np.mean([float(((px - r) ** 2).mean().sqrt()) for r in self.refs]))
 
 
+def density_case(name: str, sched, n: int, n_refs: int):
+    """One benchmark density: its exact denoiser, n_refs + 1 true sets of n (the first for the floor),
+    the floor, the sorted references and the common x_T: (mix, eps, refs, floor, sw2, x_T)."""
+    mix = standardised(spiral_mixture() if name == "spiral" else get_toy(name).mixture)
+    eps = OptimalEpsilon(mix, sched)
+    rng = np.random.default_rng(1)
+    refs = [mix.sample(n, rng) for _ in range(n_refs + 1)]
+    floor = np.mean([sliced_wasserstein(refs[0], r) for r in refs[1:]])
+    sw2 = SortedProjections(refs[1:])
+    assert abs(sw2.mean_distance(refs[0]) - floor) < 1e-12 * floor
+    x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    return mix, eps, refs, floor, sw2, x_T
+
+
 CELLS = {  # label: (sampler, options as a function of the NFE budget, or None where it does not fit)
     "ddim": ("ddim", lambda k: {"steps": k}),
     "dpm-solver++(2M)": ("dpm-solver", lambda k: {"steps": k, "order": 2}),
@@ -96,15 +110,8 @@ def main():
     budgets = [int(k) for k in args.nfe.split(",")]
     results = {}
     for name in args.datasets.split(","):
-        mix = standardised(spiral_mixture() if name == "spiral" else get_toy(name).mixture)
-        eps = OptimalEpsilon(mix, sched)
-        rng = np.random.default_rng(1)
-        refs = [mix.sample(args.n, rng) for _ in range(args.refs + 1)]
-        floor = np.mean([sliced_wasserstein(refs[0], r) for r in refs[1:]])
-        sw2 = SortedProjections(refs[1:])
-        assert abs(sw2.mean_distance(refs[0]) - floor) < 1e-12 * floor
+        _, eps, refs, floor, sw2, x_T = density_case(name, sched, args.n, args.refs)
         cov = np.cov(np.concatenate(refs), rowvar=False)
-        x_T = torch.randn(args.n, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
         table = {}
         for label, (sampler, opts) in CELLS.items():
             for k in budgets:
