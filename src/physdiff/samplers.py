@@ -185,9 +185,10 @@ def check_options(name: str, options: dict, T: int) -> dict:
         raise PhysdiffError(f"eta = {options['eta']!r} is out of range; allowed: 0 <= eta <= 1")
     if "spacing" in options and options["spacing"] not in SPACINGS:
         raise PhysdiffError(f"unknown spacing {options['spacing']!r}; allowed: {', '.join(SPACINGS)}")
-    if "order" in options and options["order"] not in ORDER_CHOICES.get(name, (2, 3)):
-        allowed = ", ".join(map(str, ORDER_CHOICES.get(name, (2, 3))))
-        raise PhysdiffError(f"order = {options['order']!r} is not available for {name}; allowed: {allowed}")
+    orders = ORDER_CHOICES.get(name, (2, 3))
+    if "order" in options and options["order"] not in orders:
+        raise PhysdiffError(f"order = {options['order']!r} is not available for {name}; allowed: "
+                            f"{', '.join(map(str, orders))}")
     if "variant" in options and options["variant"] not in UNIPC_VARIANTS:
         raise PhysdiffError(f"unknown UniPC variant {options['variant']!r}; allowed: {', '.join(UNIPC_VARIANTS)}")
     if "method" in options and options["method"] not in pf_ode.METHODS:
@@ -295,6 +296,36 @@ def ddim_invert(model, sched: Schedule, x0: torch.Tensor, *, steps: int | None =
     return x
 
 
+def _data_prediction_loop(model, sched: Schedule, x_T: torch.Tensor, steps: int, spacing: str, prediction: str,
+                          clip_x0, cond, callback, step) -> SamplerResult:
+    """The loop shared by the data-prediction multistep solvers (DPM-Solver++, its SDE variant,
+    UniPC): visit K indices τ_K > ... > τ_1 = 0 of ``spacing``, the network's x̂_0 at each;
+    ``step(sched, x, x0_hat, t, nxt, lam_t, lam_next)`` returns the state at the next index
+    (λ = log(α/σ) as floats); the last point returns x̂_0. NFE = K. ``callback`` gets the paper
+    step of each new state."""
+    taus = timestep_subsequence(sched.T, steps, spacing, sched)[::-1]  # descending
+    sched = sched.to(x_T.device)
+    lam = (-torch.from_numpy(log_sigma_bar(sched))).tolist()
+    x = x_T
+    for k, tau in enumerate(taus):
+        t = _timestep(tau, x)
+        x0_hat, _ = dif.split_prediction(sched, model(x, t, cond), x, t, prediction, clip_x0)
+        if k == len(taus) - 1:
+            x = x0_hat
+            if callback is not None:
+                callback(0, t, x)
+            break
+        x = step(sched, x, x0_hat, t, _timestep(taus[k + 1], x), lam[tau], lam[taus[k + 1]])
+        if callback is not None:
+            callback(taus[k + 1] + 1, t, x)
+    return SamplerResult(x, len(taus))
+
+
+def _sigma_ratio(sched: Schedule, t, s, x) -> torch.Tensor:
+    """σ_t/σ_s at indices t and s, shaped for x."""
+    return sched.at("sqrt_one_minus_alpha_bar", t, x) / sched.at("sqrt_one_minus_alpha_bar", s, x)
+
+
 ORDER_HELP = ("multistep order: dpm-solver 2 = DPM-Solver++(2M) (default) or 3 = (3M); "
               "unipc 1, 2 or 3, the predictor's order (its corrector adds one; default 3 from 15 steps, else 2); "
               "sde-dpm-solver 1 or 2 (default)")
@@ -326,22 +357,13 @@ def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int =
     unused); NFE = K. Default spacing: uniform in λ, which the step-size ratios r need (with
     uniform t the last step spans a large λ range and 2M overshoots).
     """
-    if order not in (2, 3):
+    if order not in ORDER_CHOICES["dpm-solver"]:
         raise PhysdiffError(f"dpm-solver order must be 2 or 3 (got {order})")
-    taus = timestep_subsequence(sched.T, steps, spacing, sched)[::-1]  # descending
-    sched = sched.to(x_T.device)
-    lam = -torch.from_numpy(log_sigma_bar(sched)).to(x_T.device)
-    x, hist = x_T, []  # hist: (x̂_0, step h that led to its point) of the previous points, newest last
-    for k, tau in enumerate(taus):
-        t = _timestep(tau, x)
-        x0_hat, _ = dif.split_prediction(sched, model(x, t, cond), x, t, prediction, clip_x0)
-        if k == len(taus) - 1:
-            x = x0_hat
-            if callback is not None:
-                callback(0, t, x)
-            break
-        nxt = _timestep(taus[k + 1], x)
-        h = float(lam[taus[k + 1]] - lam[tau])
+    hist = []  # (x̂_0, step h that led to its point) of the previous points, newest last
+
+    def step(sched, x, x0_hat, t, nxt, lam_t, lam_next):
+        nonlocal hist
+        h = lam_next - lam_t
         em1 = math.expm1(-h)  # e^{-h} − 1
         if not hist:
             d = -em1 * x0_hat
@@ -355,12 +377,10 @@ def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int =
             d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
             d2 = (d1_0 - d1_1) / (r0 + r1)
             d = -em1 * x0_hat + (em1 / h + 1) * d1 - ((em1 + h) / h**2 - 0.5) * d2
-        sigma_ratio = sched.at("sqrt_one_minus_alpha_bar", nxt, x) / sched.at("sqrt_one_minus_alpha_bar", t, x)
-        x = sigma_ratio * x + sched.at("sqrt_alpha_bar", nxt, x) * d
         hist = [*hist[-1:], (x0_hat, h)]
-        if callback is not None:
-            callback(taus[k + 1] + 1, t, x)
-    return SamplerResult(x, len(taus))
+        return _sigma_ratio(sched, nxt, t, x) * x + sched.at("sqrt_alpha_bar", nxt, x) * d
+
+    return _data_prediction_loop(model, sched, x_T, steps, spacing, prediction, clip_x0, cond, callback, step)
 
 
 @register("sde-dpm-solver", "SDE-DPM-Solver++(2M), Lu et al. 2022: the stochastic multistep solver, data prediction",
@@ -380,30 +400,19 @@ def sde_dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: i
     for draw). The last point returns x̂_0 without noise. NFE = K; ``variance`` is not used."""
     if order not in ORDER_CHOICES["sde-dpm-solver"]:
         raise PhysdiffError(f"sde-dpm-solver order must be 1 or 2 (got {order})")
-    taus = timestep_subsequence(sched.T, steps, spacing, sched)[::-1]  # descending
-    sched = sched.to(x_T.device)
-    lam = (-torch.from_numpy(log_sigma_bar(sched))).tolist()
-    x, prev = x_T, None  # prev: (x̂_0, step h that led to its point) of the previous point
-    for k, tau in enumerate(taus):
-        t = _timestep(tau, x)
-        x0_hat, _ = dif.split_prediction(sched, model(x, t, cond), x, t, prediction, clip_x0)
-        if k == len(taus) - 1:
-            x = x0_hat
-            if callback is not None:
-                callback(0, t, x)
-            break
-        nxt = _timestep(taus[k + 1], x)
-        h = lam[taus[k + 1]] - lam[tau]
+    prev = None  # (x̂_0, step h that led to its point) of the previous point
+
+    def step(sched, x, x0_hat, t, nxt, lam_t, lam_next):
+        nonlocal prev
+        h = lam_next - lam_t
         d = x0_hat if prev is None or order == 1 else x0_hat + 0.5 * (x0_hat - prev[0]) / (prev[1] / h)
-        one_minus = -math.expm1(-2.0 * h)  # 1 − e^{−2h}
-        sigma_t = sched.at("sqrt_one_minus_alpha_bar", nxt, x)
-        noise = sigma_t * math.sqrt(one_minus) * randn_like(x, generator)
-        x = (sigma_t / sched.at("sqrt_one_minus_alpha_bar", t, x) * math.exp(-h)) * x \
-            + sched.at("sqrt_alpha_bar", nxt, x) * one_minus * d + noise
         prev = (x0_hat, h)
-        if callback is not None:
-            callback(taus[k + 1] + 1, t, x)
-    return SamplerResult(x, len(taus))
+        one_minus = -math.expm1(-2.0 * h)  # 1 − e^{−2h}
+        noise = sched.at("sqrt_one_minus_alpha_bar", nxt, x) * math.sqrt(one_minus) * randn_like(x, generator)
+        drift = sched.at("sqrt_alpha_bar", nxt, x) * one_minus * d
+        return (_sigma_ratio(sched, nxt, t, x) * math.exp(-h)) * x + drift + noise
+
+    return _data_prediction_loop(model, sched, x_T, steps, spacing, prediction, clip_x0, cond, callback, step)
 
 
 UNIPC_VARIANTS = ("bh1", "bh2")
@@ -478,35 +487,22 @@ def unipc_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int = 20, 
         order = 3 if steps >= UNIPC_THIRD_ORDER_FROM else 2
     if order not in ORDER_CHOICES["unipc"] or variant not in UNIPC_VARIANTS:
         raise PhysdiffError(f"unipc: order must be 1, 2 or 3 and variant bh1 or bh2 (got {order}, {variant!r})")
-    taus = timestep_subsequence(sched.T, steps, spacing, sched)[::-1]  # descending
-    sched = sched.to(x_T.device)
-    lam = (-torch.from_numpy(log_sigma_bar(sched))).tolist()
-    x, ms, lams = x_T, [], []  # data predictions and λ of the points so far, newest first
-    prev = None  # (state at the previous point, order used from it)
-    for k, tau in enumerate(taus):
-        t = _timestep(tau, x)
-        m_t, _ = dif.split_prediction(sched, model(x, t, cond), x, t, prediction, clip_x0)
+    ms, lams = [], []  # data predictions and λ of the points so far, newest first
+    prev = None  # (state at the previous point, its index, the order used from it)
+
+    def step(sched, x, m_t, t, nxt, lam_t, lam_next):
+        nonlocal ms, lams, prev
         if prev is not None:  # correct the step that led here with the new evaluation
-            x_prev, p = prev
-            s0 = _timestep(taus[k - 1], x)
-            sigma_ratio = sched.at("sqrt_one_minus_alpha_bar", t, x) / sched.at("sqrt_one_minus_alpha_bar", s0, x)
-            x = _unipc_update(x_prev, ms[0], ms[1:], lams[0], lam[tau], lams[1:], sched.at("sqrt_alpha_bar", t, x),
-                              sigma_ratio, p, variant, m_t=m_t)
-        ms, lams = [m_t, *ms[:2]], [lam[tau], *lams[:2]]
-        if k == len(taus) - 1:
-            x = m_t
-            if callback is not None:
-                callback(0, t, x)
-            break
-        nxt = _timestep(taus[k + 1], x)
-        p = min(order, k + 1)
-        sigma_ratio = sched.at("sqrt_one_minus_alpha_bar", nxt, x) / sched.at("sqrt_one_minus_alpha_bar", t, x)
-        prev = (x, p)
-        x = _unipc_update(x, m_t, ms[1:], lam[tau], lam[taus[k + 1]], lams[1:], sched.at("sqrt_alpha_bar", nxt, x),
-                          sigma_ratio, p, variant)
-        if callback is not None:
-            callback(taus[k + 1] + 1, t, x)
-    return SamplerResult(x, len(taus))
+            x_prev, s0, p = prev
+            x = _unipc_update(x_prev, ms[0], ms[1:], lams[0], lam_t, lams[1:], sched.at("sqrt_alpha_bar", t, x),
+                              _sigma_ratio(sched, t, s0, x), p, variant, m_t=m_t)
+        ms, lams = [m_t, *ms[:2]], [lam_t, *lams[:2]]
+        p = min(order, len(ms))
+        prev = (x, t, p)
+        return _unipc_update(x, m_t, ms[1:], lam_t, lam_next, lams[1:], sched.at("sqrt_alpha_bar", nxt, x),
+                             _sigma_ratio(sched, nxt, t, x), p, variant)
+
+    return _data_prediction_loop(model, sched, x_T, steps, spacing, prediction, clip_x0, cond, callback, step)
 
 
 ODE_OPTIONS = {"method": f"ODE solver: {', '.join(pf_ode.METHODS)} (default {pf_ode.DEFAULT_METHOD}; "
