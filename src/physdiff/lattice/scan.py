@@ -201,22 +201,17 @@ def model_point(run, theory, n: int, seed: int, reference: dict, progress=None, 
     corrected observables, their z against the point's Monte Carlo ``reference``, acceptance,
     ESS/N and log Z."""
     from . import exact_sampler as es
-    from .observables import SCALARS, as_table, measure
+    from .observables import SCALARS, as_table, compare, measure
 
     exact = es.sample_exact(run, n, seed, theory=theory, progress=progress, **ode_options)
     info = exact.report
     raw = as_table(measure(np.asarray(exact.fields, dtype=np.float64), theory))
     mh = as_table(measure(exact.chain.astype(np.float64), theory))
 
-    def z(a, b):
-        err = math.hypot(a["error"], b["error"])
-        return (a["value"] - b["value"]) / err if err else None
-
     return {"n": n, "acceptance": info["acceptance"], "ess_per_sample": info["ess_per_sample"],
             "ess_per_sample_error": info["ess_per_sample_error"], "log_z": info["log_z"],
             "raw": {k: raw[k] for k in SCALARS}, "metropolis": {k: mh[k] for k in SCALARS},
-            "raw_z": {k: z(raw[k], reference[k]) for k in SCALARS},
-            "metropolis_z": {k: z(mh[k], reference[k]) for k in SCALARS},
+            "raw_z": compare(raw, reference), "metropolis_z": compare(mh, reference),
             "log_q_check": info.get("log_q_check")}
 
 
