@@ -107,19 +107,16 @@ def point_ensemble(theory, L: int, n: int, path: Path, *, seed: int, chains: int
     with OutputLock(path):
         if not path.is_file():
             make_ensemble(theory, L, n, path, **options)
-            status = "made"
-        else:
-            x, info = load_ensemble(path)
-            differs = made_otherwise(info, theory, L, seed=seed, chains=chains, cluster=cluster)
-            if differs is not None:
-                raise PhysdiffError(f"ensemble {str(path)!r} in the scan folder was made with {differs}; scan into "
-                                    "another --out folder (the ensembles there are reused, never replaced)")
-            status = "reused"
-            if len(x) < n:
-                resume_ensemble(theory, L, n, path, **options)
-                status = "extended"
+            return (*load_ensemble(path), "made")
         x, info = load_ensemble(path)
-    return x, info, status
+        differs = made_otherwise(info, theory, L, seed=seed, chains=chains, cluster=cluster)
+        if differs is not None:
+            raise PhysdiffError(f"ensemble {str(path)!r} in the scan folder was made with {differs}; scan into "
+                                "another --out folder (the ensembles there are reused, never replaced)")
+        if len(x) >= n:
+            return x, info, "reused"
+        resume_ensemble(theory, L, n, path, **options)
+        return (*load_ensemble(path), "extended")
 
 
 def crossings(values: np.ndarray, d: np.ndarray) -> list[tuple[float, int]]:
