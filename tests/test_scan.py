@@ -173,3 +173,10 @@ def test_scan_reuses_extends_and_never_replaces_ensembles(tmp_path, capsys):
     assert main(["scan", "phi4", "--L", "4", "--chains", "4", "--lam", "-1", "--kappa", "0.2:0.3:3",
                  "--out", str(tmp_path / "y"), "-q"]) == 2
     assert "lam" in capsys.readouterr().err and not (tmp_path / "y" / "ensembles").exists()
+    # a size beyond any machine (mcmc and train share the bound): one line, no folder made
+    for cmd in (["scan", "ising", "--L", "4,99999999999", "--beta", "0.4,0.5", "--out", str(tmp_path / "z")],
+                ["mcmc", "ising", "--L", "99999999999", "--beta", "0.4", "--out", str(tmp_path / "z.npy")]):
+        assert main([*cmd, "-q"]) == 2
+        e = capsys.readouterr().err
+        assert e.count("\n") == 1 and "2 <= L <= 1024" in e
+    assert not (tmp_path / "z").exists() and not (tmp_path / "z.npy").exists()

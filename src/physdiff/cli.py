@@ -315,7 +315,6 @@ def cmd_scan(args) -> None:
     if existing and not args.overwrite and not _is_scan_json(out / "scan.json"):
         raise PhysdiffError(f"{str(existing[0])!r} exists and was not written by physdiff scan; give --overwrite to "
                             "replace it, or scan into another --out folder")
-    out.mkdir(exist_ok=True)
     ode = {"steps": args.steps} if args.steps is not None else {}
     result = run_scan(args.model_name, sizes, parameter, grids[parameter], fixed, args.n, out, seed=args.seed,
                       chains=args.chains, cluster=not args.no_cluster, log=_log(args), progress=_progress(args),

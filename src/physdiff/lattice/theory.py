@@ -41,6 +41,7 @@ import torch
 from ..errors import PhysdiffError
 
 MIN_L = 2
+MAX_L = 1024  # 10⁶ sites per configuration: beyond it the ensembles alone outgrow any single machine's memory
 
 
 def param(default: float, *, lo: float | None = 0.0, hi: float | None = None, lo_open: bool = False,
@@ -63,8 +64,9 @@ def check_number(where: str, value, lo=None, hi=None, lo_open=False) -> float:
 
 
 def check_lattice_size(where: str, L) -> int:
-    if isinstance(L, bool) or not isinstance(L, int) or L < MIN_L:
-        raise PhysdiffError(f"{where} = {L!r} is out of range; the lattice needs an integer L >= {MIN_L}")
+    """L itself, or one line naming it: an integer from MIN_L to MAX_L."""
+    if isinstance(L, bool) or not isinstance(L, int) or not MIN_L <= L <= MAX_L:
+        raise PhysdiffError(f"{where} = {L!r} is out of range; the lattice needs an integer {MIN_L} <= L <= {MAX_L}")
     return L
 
 
