@@ -205,9 +205,13 @@ def model_point(run, theory, n: int, seed: int, reference: dict, progress=None, 
     raw = as_table(measure(np.asarray(exact.fields, dtype=np.float64), theory))
     mh = as_table(measure(exact.chain.astype(np.float64), theory))
 
+    L = exact.chain.shape[-1]
+    for table in (raw, mh):  # ξ₂/L, as the Monte Carlo points carry it
+        table["xi2_over_L"] = {"value": table["xi2"]["value"] / L, "error": table["xi2"]["error"] / L}
     return {"n": n, "acceptance": info["acceptance"], "ess_per_sample": info["ess_per_sample"],
             "ess_per_sample_error": info["ess_per_sample_error"], "log_z": info["log_z"],
-            "raw": {k: raw[k] for k in SCALARS}, "metropolis": {k: mh[k] for k in SCALARS},
+            "raw": {k: raw[k] for k in (*SCALARS, "xi2_over_L")},
+            "metropolis": {k: mh[k] for k in (*SCALARS, "xi2_over_L")},
             "raw_z": compare(raw, reference), "metropolis_z": compare(mh, reference),
             "log_q_check": info.get("log_q_check")}
 
