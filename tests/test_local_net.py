@@ -71,8 +71,8 @@ def test_the_cost_does_not_grow_with_L(monkeypatch):
 class NonLocal(LocalNet):
     """Declares radius 1 but adds the field half a lattice away: its diagonal probes are wrong."""
 
-    def local(self, x, m, t):
-        return super().local(x, m, t) + 0.3 * torch.roll(x, x.shape[-1] // 2, dims=-1) ** 2
+    def local(self, x, m, t, cond=None):
+        return super().local(x, m, t, cond) + 0.3 * torch.roll(x, x.shape[-1] // 2, dims=-1) ** 2
 
 
 def test_a_network_less_local_than_declared_is_caught():

@@ -88,6 +88,25 @@ def _config_type(flag: str, f):
     return parse
 
 
+def _coupling_type(flag: str, f):
+    """argparse type of a theory coupling of `train`: a number, or LO:HI, the range of a
+    coupling-conditioned run (``lattice/conditioning.py``), each end checked by the field."""
+    one = _config_type(flag, f)
+
+    def parse(text: str):
+        if ":" not in text:
+            return one(text)
+        parts = text.split(":")
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number or a range LO:HI")
+        lo, hi = (one(part) for part in parts)
+        if not lo < hi:
+            raise argparse.ArgumentTypeError(f"{text!r}: a range LO:HI needs LO < HI")
+        return [lo, hi]
+
+    return parse
+
+
 def _train_options() -> dict:
     """{option name: (config key, field)} of the config fields that declare a command-line name,
     sub-tables ([model.mlp], ...) included."""
@@ -234,8 +253,11 @@ def _train_parser_options(s) -> None:
         if not f.metadata.get("doc"):
             raise PhysdiffError(f"config field {key} has a command-line option but no doc")  # a developer's slip
         flag = "--" + k.replace("_", "-")
-        s.add_argument(flag, type=_config_type(flag, f), default=None, metavar=metavar,
-                       help=f"{key}: {f.metadata['doc']} (default {default if default != '' else 'none'})"
+        ranged = key.startswith("theory.") and key != "theory.L"
+        s.add_argument(flag, type=(_coupling_type if ranged else _config_type)(flag, f), default=None,
+                       metavar=metavar,
+                       help=(f"{key}: {f.metadata['doc']} (default {default if default != '' else 'none'})"
+                             + ("; LO:HI trains one model for the range (coupling-conditioned)" if ranged else ""))
                        .replace("%", "%%"))
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress: a bar on a terminal, a line every $PHYSDIFF_PROGRESS_INTERVAL seconds (default 30) "
@@ -294,7 +316,9 @@ def _sample_options(s) -> None:
             s.add_argument("--" + k, type=_finite_float, default=None,
                            help=f"with --metropolis: {f.metadata['doc']} of the target (default: the run's own; "
                                 f"{_theories_with(key[7:])}); the model then proposes for another coupling, and "
-                                "the JSON adds log Z and f of the target minus the run's own")
+                                "the JSON adds log Z and f of the target minus the run's own. A run conditioned on "
+                                "this coupling (trained with LO:HI): the coupling to sample, within its range "
+                                "(required)")
     s.add_argument("--log-q-check", type=_nonneg_int, default=None, metavar="K",
                    help="with --metropolis: K proposals integrated again with twice the ODE steps, to report how "
                         "far the solver's error in log q moves log Z and each reweighted observable (in errors; "

@@ -96,12 +96,31 @@ def _load(args):
     return LoadedRun(args.run, weights=args.weights, device=resolve_device(args.device))
 
 
-def _target_theory(run, args):
-    """The theory a --metropolis chain targets: the run's own, with the couplings given on the
-    command line (--kappa, --beta, ...) replaced; None when none is given."""
+def _at_coupling(run, args):
+    """(the run at the coupling given on the command line, the option that gave it) for a
+    coupling-conditioned run (its coupling is required: the one the network and the chain use,
+    refused outside the trained range); (run, None) for any other."""
     from .config import theory_fields
 
-    given = {k: getattr(args, k) for k in theory_fields() if k != "L" and getattr(args, k, None) is not None}
+    cond = getattr(run, "conditioning", None)
+    if cond is None:
+        return run, None
+    option = next(k for k, (key, _) in theory_fields().items() if key == f"theory.{cond.name}")
+    value = getattr(args, option, None)
+    if value is None:
+        raise PhysdiffError(f"run {args.run!r} is conditioned on {cond.name} in [{cond.lo:g}, {cond.hi:g}]: give the "
+                            f"coupling to sample, --{option} VALUE")
+    return run.at(value), option
+
+
+def _target_theory(run, args, skip: str | None = None):
+    """The theory a --metropolis chain targets: the run's own, with the couplings given on the
+    command line (--kappa, --beta, ...) replaced; None when none is given. ``skip``: an option
+    that set a conditioned run's coupling (its theory is already the run's)."""
+    from .config import theory_fields
+
+    given = {k: getattr(args, k) for k in theory_fields()
+             if k not in ("L", skip) and getattr(args, k, None) is not None}
     if not given:
         return None
     names = ", ".join("--" + k for k in given)
@@ -135,7 +154,8 @@ def cmd_sample(args) -> None:
     device, created = dist.init(resolve_device(args.device))
     try:
         run = LoadedRun(args.run, weights=args.weights, device=device)
-        target = _target_theory(run, args)
+        run, option = _at_coupling(run, args)
+        target = _target_theory(run, args, skip=option)
         # one writer per output (and its JSON) at a time
         with lock_outputs(out, traj_out, logp_out, png_out) if dist.is_main() else contextlib.nullcontext():
             msg = write_samples(run, args.n, args.seed, out, sampler=args.sampler,

@@ -59,6 +59,10 @@ class DataConfig:
                         "hubbard-stratonovich = the Gaussian-integral relaxation (exact density, exact way back: "
                         "--metropolis is exact), none = the spins themselves, read back through the sign; "
                         "auto = the theory's default (written out resolved)")
+    couplings: int = _f(9, lo=2, hi=1000, cli="couplings",
+                        doc="coupling-conditioned lattice runs (a [theory] coupling given as [lo, hi], on the "
+                        "command line --kappa LO:HI): Monte Carlo training sets at this many evenly spaced couplings, "
+                        "data.n_train configurations in all")
     embedding_shift: float = _f(1.0, lo=0.0, lo_open=True, hi=100.0, cli="embedding_shift",
                                 doc="hubbard-stratonovich: W = βJ + (4β + shift) I, positive definite for shift > 0")
     mean: list = _f([1.0, -0.5], doc="mean of the `gaussian` dataset")  # noqa: RUF009
@@ -243,9 +247,25 @@ def _theory_table(raw: dict, version: int) -> dict:
             raise PhysdiffError(f"data.{k} is not a parameter of theory {dataset!r}; allowed in [theory]: "
                                 f"{', '.join(['L', *params])}")
     L = check_lattice_size("theory.L", table.get("L", DEFAULT_L))
-    theory = cls.from_values({k: v for k, v in table.items() if k != "L"}, "theory.", also=("L",))
-    theory.validate(L)
-    return {"L": L, **{k: getattr(theory, k) for k in params}}
+    ranged = [k for k, v in table.items() if k != "L" and isinstance(v, list | tuple)]
+    if len(ranged) > 1:
+        raise PhysdiffError(f"theory.{ranged[0]} and theory.{ranged[1]} are both ranges; a run is conditioned on one "
+                            "coupling at a time")
+    ends = [{k: v for k, v in table.items() if k != "L"}]
+    if ranged:  # a coupling-conditioned run (lattice/conditioning.py): both ends checked by the theory
+        name, span = ranged[0], table[ranged[0]]
+        if (len(span) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in span)
+                or not span[0] < span[1]):
+            raise PhysdiffError(f"theory.{name} = {span!r}: a range is [lo, hi] with lo < hi (on the command line "
+                                f"--{name} LO:HI)")
+        ends = [{**ends[0], name: float(v)} for v in span]
+    for values in ends:
+        theory = cls.from_values(values, "theory.", also=("L",))
+        theory.validate(L)
+    out = {"L": L, **{k: getattr(theory, k) for k in params}}
+    if ranged:
+        out[ranged[0]] = [float(v) for v in table[ranged[0]]]
+    return out
 
 
 def _show(name) -> str:
@@ -393,6 +413,8 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
             local = given.get("local") if isinstance(given.get("local"), dict) else {}
             depth = local.get("depth", LocalConfig.depth)
             arch_default = lattice_default_arch(theory["L"], depth if isinstance(depth, int) and depth >= 1 else 3)
+            if any(isinstance(v, list) for v in theory.values()):
+                arch_default = "local"  # the network that takes a coupling as an input
             defaults = _deep_merge(_deep_merge(_deep_merge(LATTICE_DEFAULTS, {"model": {"arch": arch_default}}),
                                                get_theory(data["dataset"]).presets_for(data.get("embedding", "auto"))),
                                    {"model": {"mlp": {"width": lattice_mlp_width(theory["L"])}}})
@@ -497,6 +519,10 @@ def _check_cross(cfg: Config) -> Config:
         if d.embedding not in allowed:
             raise PhysdiffError(f"data.embedding = {d.embedding!r}: theory {d.dataset!r} has no such embedding; "
                                 f"allowed: auto, none{''.join(', ' + a for a in allowed)}")
+    ranged = [k for k, v in cfg.theory.items() if isinstance(v, list)]
+    if ranged and cfg.model.arch not in ("auto", "local"):
+        raise PhysdiffError(f"theory.{ranged[0]} is a range (a coupling-conditioned run): it needs model.arch = local, "
+                            f"the network that takes the coupling as an input; got model.arch = {cfg.model.arch!r}")
     return replace(cfg, data=replace(d, kind=kind.name))
 
 

@@ -27,7 +27,8 @@ class DenoisingLoss:
     """Per-example denoising loss of a network predicting ``prediction`` (eps, x0, v).
 
     ``label_dropout``: share of labels replaced by ``null_label`` (classifier-free guidance,
-    Ho & Salimans 2022). ``shard``: (lo, hi) rows of the global batch this process keeps; every
+    Ho & Salimans 2022); with ``null_label`` None the labels are never dropped (the couplings of a
+    coupling-conditioned lattice run, float). ``shard``: (lo, hi) rows of the global batch this process keeps; every
     draw is made for the whole batch first, so W data-parallel processes compute what one does.
     ``amp_dtype``: autocast dtype of the forward pass (None: full precision).
     """
@@ -50,9 +51,11 @@ class DenoisingLoss:
         t = torch.randint(self.sched.T, (B,), generator=generator, device=device)
         noise = torch.randn(x0.shape, generator=generator, device=device)
         cond = None
-        if labels is not None:  # one model, conditional and not
+        if labels is not None and self.null_label is not None:  # one model, conditional and not
             drop = torch.rand((B,), generator=generator, device=device)
             cond = torch.where(drop < self.label_dropout, self.null_label, labels)[lo:hi]
+        elif labels is not None:  # no null label: always conditioned (a coupling-conditioned lattice run)
+            cond = labels[lo:hi]
         if self.augment is not None:
             x0 = self.augment(x0, generator)
         x0, t, noise = x0[lo:hi], t[lo:hi], noise[lo:hi]

@@ -126,15 +126,46 @@ class LoadedRun:
         # the continuous embedding the model learnt (lattice spins), else None
         self.embedding = self.kind.embedding(self.cfg) if self.theory is not None else None
         self._warned = self._warned_outliers = False
-        self.model = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind, d)
+        from .lattice.conditioning import conditioning_of
+
+        # a coupling-conditioned run (lattice/conditioning.py): its coupling, the range's centre until .at(c)
+        self.conditioning = conditioning_of(self.cfg)
+        self.coupling = None if self.conditioning is None else self.conditioning.centre
+        self.model = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind, d,
+                                 coupling=self.conditioning)
         weights_only = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
         ck.load_module_state(self.model, weights_only, f"weights file {str(file)!r}")
         self.model.to(self.device).eval().requires_grad_(False)
         self.schedule = make_schedule(d.schedule, d.timesteps, warn=False)
 
+    def at(self, value: float) -> LoadedRun:
+        """This coupling-conditioned run at coupling ``value`` of its trained range (refused
+        outside it, with the range): a view sharing the network, whose theory, embedding,
+        read-out and samples are those of that coupling. The run itself is unchanged."""
+        import copy
+
+        from .lattice.conditioning import config_at
+
+        if self.conditioning is None:
+            raise PhysdiffError(f"run {str(self.path)!r} is not conditioned on a coupling: it was trained at one "
+                                "and samples that one")
+        value = self.conditioning.check(value)
+        view = copy.copy(self)
+        view.cfg = config_at(self.cfg, value)
+        view.coupling = value
+        view.theory = view.kind.theory(view.cfg)
+        view.embedding = view.kind.embedding(view.cfg)
+        return view
+
+    def _cond(self, count: int, cond=None):
+        """``cond`` as given, or the coupling of a conditioned run for ``count`` samples."""
+        if cond is not None or self.coupling is None:
+            return cond
+        return torch.full((count,), float(self.coupling), device=self.device, dtype=torch.float64)
+
     def denoiser(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         """The network as a model callable for any input dtype (it runs in float32)."""
-        return _float32(self.model)(x, t, cond)
+        return _float32(self.model)(x, t, self._cond(x.shape[0], cond))
 
     def labels(self, indices: np.ndarray, classes=None) -> np.ndarray | None:
         """Labels of sample indices: None for an unconditional run; ``classes`` None → i mod K
@@ -239,6 +270,7 @@ class LoadedRun:
         (nothing is kept on the run). A sampler with an exact density runs the network in float32
         through a wrapper that forwards the divergence protocol of ``ode.py``."""
         self._warn_if_ill_conditioned(sampler, options.get("steps"))
+        cond = self._cond(x_T.shape[0], cond)
         net = GuidedModel(self.model, resolve_guidance(guidance), self.num_classes) if self.num_classes else self.model
         if options.get("log_prob") or smp.get_sampler(sampler).exact_density:
             net = _float32(net)
@@ -305,16 +337,17 @@ class _Float32:
         self.net = net
 
     @staticmethod
-    def _inputs(x, t):
-        return x.float(), t.float() if t.is_floating_point() else t
+    def _inputs(x, t, cond):
+        return (x.float(), t.float() if t.is_floating_point() else t,
+                cond.float() if cond is not None and cond.is_floating_point() else cond)
 
     def __call__(self, x, t, cond=None):
-        return self.net(*self._inputs(x, t), cond).to(x.dtype)
+        return self.net(*self._inputs(x, t, cond)).to(x.dtype)
 
     def output_and_divergence(self, x, t, cond=None):
         from .ode import network_divergence
 
-        out, trace = network_divergence(self.net, *self._inputs(x, t), cond)
+        out, trace = network_divergence(self.net, *self._inputs(x, t, cond))
         return out.to(x.dtype), trace
 
 

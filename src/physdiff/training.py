@@ -28,6 +28,7 @@ from . import dist, seeding
 from .config import Config, dump_config, load_config, resolve_auto
 from .data import Normalizer, check_array, load_training, read_npy, resolve_kind
 from .errors import PhysdiffError
+from .lattice.conditioning import conditioning_of
 from .nets import build_model
 from .objective import DenoisingLoss
 from .progress import progress_bar
@@ -70,8 +71,9 @@ def lr_at(step: int, cfg) -> float:
 def data_fingerprint(x: np.ndarray, labels: np.ndarray | None = None) -> str:
     """sha256 of the training array (and labels), checked on resume."""
     h = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float64).tobytes())
-    if labels is not None:
-        h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    if labels is not None:  # class labels as int64; a coupling-conditioned run's couplings as float64
+        h.update(np.ascontiguousarray(labels, dtype=np.float64 if np.asarray(labels).dtype.kind == "f"
+                                      else np.int64).tobytes())
     return h.hexdigest()
 
 
@@ -111,12 +113,17 @@ class Trainer:
         validation = None if ts.validation is None else normalizer.encode(
             torch.from_numpy(ts.validation).double()).to(device=device, dtype=torch.float32)
         labels = None if ts.labels is None else torch.from_numpy(ts.labels).to(device)
+        if labels is not None and labels.is_floating_point():  # couplings (lattice/conditioning.py)
+            labels = labels.float()
         torch.manual_seed(seeding.torch_seed(cfg.train.seed))  # network initialisation
         kind = resolve_kind(cfg.data)
-        model = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, kind, cfg.diffusion).to(device)
-        if hasattr(model, "fit"):  # a Gaussian part measured on the normalised training data
-            model.fit(data)
-        ema = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, kind, cfg.diffusion).to(device)
+        coupling = conditioning_of(cfg)
+        model = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, kind, cfg.diffusion,
+                            coupling=coupling).to(device)
+        if hasattr(model, "fit"):  # a Gaussian part measured on the normalised training data (per coupling)
+            model.fit(data, labels if coupling is not None else None)
+        ema = build_model(cfg.model, tuple(data.shape[1:]), ts.num_classes, kind, cfg.diffusion,
+                          coupling=coupling).to(device)
         ema.load_state_dict(model.state_dict())
         ema.requires_grad_(False)
         fused = device.type in ("cpu", "cuda")
@@ -221,7 +228,10 @@ class Trainer:
             net = torch.compile(net)
         amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         augment = resolve_kind(self.cfg.data).augmentation(self.cfg)
-        objective = DenoisingLoss(sched, d.prediction, d.loss, d.variance, cfg.label_dropout, len(self.class_names),
+        # classifier-free guidance drops class labels for the null label K; a coupling-conditioned run's
+        # couplings have no null label and are never dropped
+        null = len(self.class_names) if self.class_names else None
+        objective = DenoisingLoss(sched, d.prediction, d.loss, d.variance, cfg.label_dropout, null,
                                   augment=augment, amp_dtype=amp_dtype)
         main = dist.is_main()
         columns = metrics_header(self.validation is not None).split(",")

@@ -285,7 +285,7 @@ class TrainingSet:
     """What training needs: data in data units, labels (or None), class names, normaliser."""
 
     x: np.ndarray  # (N, *data_shape)
-    labels: np.ndarray | None  # (N,) int64 in [0, num_classes)
+    labels: np.ndarray | None  # (N,) int64 in [0, num_classes); float64 couplings of a coupling-conditioned run
     class_names: tuple[str, ...]
     normalizer: Normalizer
     validation: np.ndarray | None = None  # (K, *data_shape) held-out rows, data units (a data file's split)

@@ -179,17 +179,33 @@ class LatticeKind(DataKind):
         return theory_of(cfg)
 
     def load_training(self, cfg, progress=None):
-        from ..lattice.data import lattice_training_set
+        from ..lattice.conditioning import conditioning_of, config_at
         from . import Normalizer, TrainingSet
 
+        cond = conditioning_of(cfg)
+        if cond is None:
+            x = self._training_fields(cfg, cfg.data.n_train, cfg.data.seed, progress)
+            return TrainingSet(x, None, (), Normalizer.fit(self.resolve_normalization(cfg), x))
+        # a coupling-conditioned run: n_train configurations shared by the grid's couplings, each labelled
+        # with its coupling (the label is the network's input, not a class); every set from the same seed
+        sizes = np.diff(np.linspace(0, cfg.data.n_train, cond.points + 1).round().astype(int))
+        parts = [self._training_fields(config_at(cfg, c), int(k), cfg.data.seed, progress)
+                 for c, k in zip(cond.grid, sizes, strict=True)]
+        x = np.concatenate(parts)
+        labels = np.concatenate([np.full(len(part), c) for part, c in zip(parts, cond.grid, strict=True)])
+        return TrainingSet(x, labels, (), Normalizer.fit(self.resolve_normalization(cfg), x))
+
+    def _training_fields(self, cfg, n: int, seed: int, progress=None) -> np.ndarray:
+        """n configurations of the theory ``cfg`` names, as the model's variable (C, L, L)."""
+        from ..lattice.data import lattice_training_set
+
         theory, L = self.theory(cfg), cfg.theory["L"]
-        x, _ = lattice_training_set(theory, L, cfg.data.n_train, cfg.data.seed, progress=progress)
-        x = x[:cfg.data.n_train]
+        x, _ = lattice_training_set(theory, L, n, seed, progress=progress)
+        x = x[:n]
         embedding = self.embedding(cfg)
         if embedding is not None:  # the continuous variable, drawn exactly given each configuration
-            x = embedding.lift(x, np.random.default_rng([cfg.data.seed, 0xE3BED]))
-        x = x.reshape(-1, theory.components, L, L)  # channels = the field's components
-        return TrainingSet(x, None, (), Normalizer.fit(self.resolve_normalization(cfg), x))
+            x = embedding.lift(x, np.random.default_rng([seed, 0xE3BED]))
+        return x.reshape(-1, theory.components, L, L)  # channels = the field's components
 
     def resolve_symmetry(self, cfg) -> str:
         return self.symmetry if self.theory(cfg).z2_symmetric else "none"

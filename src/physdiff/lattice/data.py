@@ -22,11 +22,14 @@ def cache_dir() -> Path:
 
 
 def theory_of(cfg) -> Theory:
-    """The theory a config names: ``data.dataset`` with the parameters of its [theory] table."""
+    """The theory a config names: ``data.dataset`` with the parameters of its [theory] table; a
+    coupling given as a range [lo, hi] (a coupling-conditioned run, ``conditioning.py``) at the
+    range's centre."""
     table = dict(cfg.theory)
     if "L" not in table:
         raise PhysdiffError(f"data.dataset = {cfg.data.dataset!r} is not a lattice theory; this config has no [theory]")
     L = table.pop("L")
+    table = {k: 0.5 * (v[0] + v[1]) if isinstance(v, list | tuple) else v for k, v in table.items()}
     return make_theory(cfg.data.dataset, L, table)
 
 

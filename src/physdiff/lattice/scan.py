@@ -196,10 +196,17 @@ def model_point(run, theory, n: int, seed: int, reference: dict, progress=None, 
     """The exact sampler of a trained ``run`` aimed at one scan point's ``theory`` (any coupling,
     the one it was trained at or not: the action in the acceptance ratio is the point's): raw and
     corrected observables, their z against the point's Monte Carlo ``reference``, acceptance,
-    ESS/N and log Z."""
+    ESS/N and log Z. A coupling-conditioned run proposes at the point's coupling when it lies in
+    its trained range, else at the nearest end of the range (``conditioned_at``; still exact,
+    the chain's target is the point's theory)."""
     from . import exact_sampler as es
     from .observables import SCALARS, as_table, compare, measure
 
+    at = None
+    cond = getattr(run, "conditioning", None)
+    if cond is not None:
+        at = cond.nearest(theory.params[cond.name])
+        run = run.at(at)
     exact = es.sample_exact(run, n, seed, theory=theory, progress=progress, **ode_options)
     info = exact.report
     raw = as_table(measure(np.asarray(exact.fields, dtype=np.float64), theory))
@@ -213,7 +220,7 @@ def model_point(run, theory, n: int, seed: int, reference: dict, progress=None, 
             "raw": {k: raw[k] for k in (*SCALARS, "xi2_over_L")},
             "metropolis": {k: mh[k] for k in (*SCALARS, "xi2_over_L")},
             "raw_z": compare(raw, reference), "metropolis_z": compare(mh, reference),
-            "log_q_check": info.get("log_q_check")}
+            "log_q_check": info.get("log_q_check"), **({} if at is None else {"conditioned_at": at})}
 
 
 def run_scan(model: str, sizes: list[int], parameter: str, values: list[float], fixed: dict, n: int, out: Path, *,
@@ -256,6 +263,10 @@ def run_scan(model: str, sizes: list[int], parameter: str, values: list[float], 
     if run is not None:
         result["model"] = {"run": str(run.path), "trained_at": run.theory.params, "L": run.cfg.theory["L"],
                            "proposals": model_n}
+        if getattr(run, "conditioning", None) is not None:  # one model for a range: its range, not its centre
+            result["model"]["trained_at"] = {**run.theory.params, run.conditioning.name: [run.conditioning.lo,
+                                                                                          run.conditioning.hi]}
+            result["model"]["conditioned"] = run.conditioning.as_dict()
     for la, lb in itertools.pairwise(sizes):
         u = {L: [p["observables"]["binder"] for p in points if p["L"] == L] for L in (la, lb)}
         result["binder_crossings"].append({"L": [la, lb], **binder_crossing(values, u[la], u[lb])})
@@ -339,7 +350,10 @@ def scan_figures(result: dict, theory_title: str, symbol: str, density_label: st
                     yerr=[p["model"]["ess_per_sample_error"] for p in mpts], fmt="o-", capsize=2.5, label="ESS/N")
         ax.plot(x, [p["model"]["acceptance"] for p in mpts], "s--", label="Metropolis acceptance")
         trained = result["model"]["trained_at"].get(par)
-        if trained is not None:
+        if isinstance(trained, list):  # one model trained over a range of the coupling
+            ax.axvspan(*trained, color="0.85", zorder=0,
+                       label=f"trained over {symbol} ∈ [{trained[0]:g}, {trained[1]:g}]")
+        elif trained is not None:
             ax.axvline(trained, color="k", ls=":", lw=1, label=f"trained at {symbol} = {trained:g}")
         ax.set(xlabel=symbol, ylabel="ESS/N, acceptance", ylim=(0, 1.05),
                title=f"{theory_title}, L = {mpts[0]['L']}: one trained model as the exact sampler of every {symbol}")

@@ -13,14 +13,17 @@ __all__ = ["FourierFeatures", "OddNetwork", "ResMLP", "SpectralGaussian", "Times
            "build_model", "sinusoidal_embedding"]
 
 
-def build_model(model_cfg, data_shape: tuple[int, ...], num_classes: int = 0, kind=None, diffusion=None):
+def build_model(model_cfg, data_shape: tuple[int, ...], num_classes: int = 0, kind=None, diffusion=None,
+                coupling=None):
     """The denoiser a [model] config describes, for samples of shape ``data_shape``:
     ``arch``, ``symmetry`` and ``gaussian`` = auto take the choices of the data's ``kind``
     (``data/kinds.py``; None: mlp, no symmetry, no Gaussian part). ``num_classes`` > 0 adds a
     label embedding (with a "no label" token for guidance). ``diffusion``: the [diffusion]
     config, needed by a Gaussian part (its schedule and parametrisation); its power spectrum
-    is set by ``model.fit(training_fields)`` (see :class:`SpectralGaussian`)."""
-    net = _network(model_cfg, data_shape, num_classes, kind.arch if kind is not None else "mlp")
+    is set by ``model.fit(training_fields)`` (see :class:`SpectralGaussian`). ``coupling``: the
+    ``lattice.conditioning.Conditioning`` of a coupling-conditioned run (the local network takes the
+    coupling as ``cond``, the Gaussian part keeps a spectrum per training coupling), else None."""
+    net = _network(model_cfg, data_shape, num_classes, kind.arch if kind is not None else "mlp", coupling)
     symmetry = (kind.symmetry if kind is not None else "none") if model_cfg.symmetry == "auto" else model_cfg.symmetry
     net = OddNetwork(net) if symmetry == "odd" else net
     gaussian = (kind.gaussian if kind is not None else "none") if model_cfg.gaussian == "auto" else model_cfg.gaussian
@@ -31,11 +34,14 @@ def build_model(model_cfg, data_shape: tuple[int, ...], num_classes: int = 0, ki
     from ..schedule import log_sigma_bar, make_schedule
 
     sched = make_schedule(diffusion.schedule, diffusion.timesteps, warn=False)
-    return SpectralGaussian(net, data_shape, log_sigma_bar(sched), diffusion.prediction)
+    return SpectralGaussian(net, data_shape, log_sigma_bar(sched), diffusion.prediction,
+                            grid=None if coupling is None else coupling.grid)
 
 
-def _network(model_cfg, data_shape, num_classes, default_arch):
+def _network(model_cfg, data_shape, num_classes, default_arch, coupling=None):
     arch = default_arch if model_cfg.arch == "auto" else model_cfg.arch
+    if coupling is not None and arch != "local":
+        raise PhysdiffError(f"a coupling-conditioned run needs model.arch = local (got {arch!r})")
     if arch == "mlp":
         dim = math.prod(data_shape)
         m = model_cfg.mlp
@@ -51,7 +57,8 @@ def _network(model_cfg, data_shape, num_classes, default_arch):
         if num_classes:
             raise PhysdiffError("model.arch = 'local' takes no class labels")
         loc = model_cfg.local
-        return LocalNet(data_shape[0], channels=loc.channels, depth=loc.depth, time_dim=model_cfg.time_dim)
+        return LocalNet(data_shape[0], channels=loc.channels, depth=loc.depth, time_dim=model_cfg.time_dim,
+                        coupling_range=None if coupling is None else (coupling.lo, coupling.hi))
     u = model_cfg.unet
     return UNet(data_shape[0], channels=u.channels, channel_mult=tuple(u.channel_mult), num_res_blocks=u.num_res_blocks,
                 attention=u.attention, dropout=u.dropout, padding=u.padding, time_dim=model_cfg.time_dim,

@@ -51,32 +51,68 @@ class SpectralGaussian(nn.Module):
     the model predicts (eps, x0, v). Buffers ``power`` (H, W) and ``log_sigma_bar`` are saved
     with the weights; :meth:`fit` sets ``power`` from the normalised training data."""
 
-    def __init__(self, inner: nn.Module, shape: tuple[int, ...], log_sigma_bar: np.ndarray, prediction: str):
+    def __init__(self, inner: nn.Module, shape: tuple[int, ...], log_sigma_bar: np.ndarray, prediction: str,
+                 grid=None):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise PhysdiffError(f"unknown prediction {prediction!r}; allowed: {', '.join(PREDICTIONS)}")
         if len(shape) < 2:
             raise PhysdiffError(f"a spectral Gaussian needs fields (..., H, W), got shape {tuple(shape)}")
         self.inner, self.prediction, self.shape = inner, prediction, tuple(shape)
-        self.register_buffer("power", torch.ones(shape[-2:]))
+        if grid is None:
+            self.register_buffer("power", torch.ones(shape[-2:]))
+            self.grid = None
+        else:  # a coupling-conditioned run: one spectrum per training coupling, interpolated between them
+            self.grid = torch.as_tensor(np.asarray(grid), dtype=torch.float64)
+            if self.grid.dim() != 1 or len(self.grid) < 2 or not bool((self.grid.diff() > 0).all()):
+                raise PhysdiffError("the couplings of a conditioned Gaussian part must increase, at least two")
+            self.register_buffer("power", torch.ones((len(self.grid), *shape[-2:])))
         # float64: ᾱ near 1 and σ² = 1 − ᾱ near 0 are read from it (a few hundred bytes)
         self.register_buffer("log_sigma_bar", torch.as_tensor(np.asarray(log_sigma_bar), dtype=torch.float64))
 
     @torch.no_grad()
-    def fit(self, x0: torch.Tensor) -> None:
-        """Set the power spectrum from training fields (N, *shape) in network units."""
+    def fit(self, x0: torch.Tensor, cond: torch.Tensor | None = None) -> None:
+        """Set the power spectrum from training fields (N, *shape) in network units; a
+        conditioned part (``grid``) measures one per coupling, from the fields whose ``cond``
+        (N,) is that grid value."""
         if tuple(x0.shape[1:]) != self.shape:
             raise PhysdiffError(f"fields of shape {tuple(x0.shape[1:])} for a model of shape {self.shape}")
-        self.power.copy_(lattice_power_spectrum(x0).to(self.power))
+        if self.grid is None:
+            self.power.copy_(lattice_power_spectrum(x0).to(self.power))
+            return
+        if cond is None:
+            raise PhysdiffError("a coupling-conditioned Gaussian part is fitted with the couplings of its fields")
+        cond = cond.to(torch.float64).reshape(-1).cpu()
+        for k, c in enumerate(self.grid):
+            rows = torch.nonzero(torch.isclose(cond, c, rtol=1e-6, atol=1e-9)).reshape(-1)
+            if len(rows) == 0:
+                raise PhysdiffError(f"no training fields at coupling {float(c):g} of the Gaussian part's grid")
+            self.power[k].copy_(lattice_power_spectrum(x0[rows.to(x0.device)]).to(self.power))
 
-    def gain(self, t: torch.Tensor) -> torch.Tensor:
+    def spectrum(self, cond: torch.Tensor | None, batch: int, dtype) -> torch.Tensor:
+        """P (H, W), or for a conditioned part P at each coupling of ``cond`` (B, H, W): linear
+        in the coupling between the grid's (held at the nearest end outside it)."""
+        if self.grid is None:
+            return self.power.to(dtype)
+        if cond is None:
+            raise PhysdiffError(f"this Gaussian part is conditioned on a coupling in [{float(self.grid[0]):g}, "
+                                f"{float(self.grid[-1]):g}]: give it as cond")
+        grid = self.grid.to(self.power.device)
+        c = cond.to(torch.float64).reshape(-1).expand(batch).clamp(float(grid[0]), float(grid[-1]))
+        k = torch.searchsorted(grid, c, right=True).clamp(1, len(grid) - 1)
+        w = ((c - grid[k - 1]) / (grid[k] - grid[k - 1]))[:, None, None]
+        p = self.power.to(torch.float64)
+        return ((1 - w) * p[k - 1] + w * p[k]).to(dtype)
+
+    def gain(self, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """The Wiener filter's gain per momentum, (B, H, W) float64, at fractional indices t (B,).
         ᾱ(t) = sigmoid(−2u(t)) with u read by ``schedule.log_sigma_bar_at`` (as the ODE reads it),
-        in torch on the model's device; v from E[ε] and E[x₀] by ``denoiser.v_from``."""
+        in torch on the model's device; v from E[ε] and E[x₀] by ``denoiser.v_from``. ``cond``:
+        the couplings (B,) of a conditioned part."""
         u = log_sigma_bar_at(self.log_sigma_bar, t)
         ab = torch.sigmoid(-2.0 * u)[:, None, None]  # ᾱ = 1 / (1 + σ̄²)
         a2, s2 = ab, 1.0 - ab
-        p = self.power.to(ab.dtype)
+        p = self.spectrum(cond, len(ab), ab.dtype)
         denom = a2 * p + s2
         eps, x0 = s2.sqrt() / denom, a2.sqrt() * p / denom  # E[ε|x_t]_k, E[x₀|x_t]_k per unit x̃_k
         if self.prediction == "eps":
@@ -85,14 +121,14 @@ class SpectralGaussian(nn.Module):
             return x0
         return v_from(x0, eps, a2.sqrt(), s2.sqrt())
 
-    def _linear(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _linear(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(the Wiener filter applied to x, its gain (B, H, W) float64)."""
-        g64 = self.gain(t.reshape(-1).expand(x.shape[0]))
+        g64 = self.gain(t.reshape(-1).expand(x.shape[0]), cond)
         g = g64.to(x.dtype).reshape(x.shape[0], *([1] * (x.dim() - 3)), *g64.shape[-2:])
         return torch.fft.ifft2(torch.fft.fft2(x) * g).real, g64
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self._linear(x, t)[0] + self.inner(x, t, cond)
+        return self._linear(x, t, cond)[0] + self.inner(x, t, cond)
 
     def output_and_divergence(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
         """(output, tr ∂output/∂x (B,) float64) exactly (the divergence protocol of ``ode.py``): the
@@ -100,7 +136,7 @@ class SpectralGaussian(nn.Module):
         the wrapped network's comes from its own protocol or autograd."""
         from ..ode import network_divergence
 
-        linear, g64 = self._linear(x, t)
+        linear, g64 = self._linear(x, t, cond)
         channels = x[0].numel() // (g64.shape[-2] * g64.shape[-1])
         out, trace = network_divergence(self.inner, x, t, cond)
         return linear + out, g64.to(x.dtype).double().sum((-2, -1)) * channels + trace.double()

@@ -58,13 +58,17 @@ class LocalNet(nn.Module):
     the network starts at ε = 0, the Gaussian part's answer when there is one)."""
 
     def __init__(self, in_channels: int, *, channels: int = 32, depth: int = 3, time_dim: int = 64,
-                 global_width: int = 64):
+                 global_width: int = 64, coupling_range: tuple[float, float] | None = None):
         super().__init__()
         if depth < 1:
             raise ValueError("LocalNet needs depth >= 1")
         self.radius = depth
+        # a coupling-conditioned run: cond (B,) is the coupling, mapped from its trained range onto [-1, 1] and
+        # fed with the zero modes and the timestep into the global features (it does not depend on x)
+        self.coupling_range = None if coupling_range is None else tuple(float(v) for v in coupling_range)
         self.time = TimestepEmbedding(time_dim, global_width)
-        self.globals = nn.Sequential(nn.Linear(global_width + in_channels, global_width), nn.SiLU())
+        extra = 0 if coupling_range is None else 1
+        self.globals = nn.Sequential(nn.Linear(global_width + in_channels + extra, global_width), nn.SiLU())
         convs, films = [], []
         for i in range(depth):
             convs.append(nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1,
@@ -75,10 +79,24 @@ class LocalNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def local(self, x: torch.Tensor, m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _globals_in(self, cond: torch.Tensor | None, batch: int, like: torch.Tensor) -> list[torch.Tensor]:
+        """The coupling as a (B, 1) global input ([] for an unconditioned network)."""
+        if self.coupling_range is None:
+            return []
+        if cond is None:
+            lo, hi = self.coupling_range
+            raise ValueError(f"this network is conditioned on a coupling in [{lo:g}, {hi:g}]: give it as cond")
+        lo, hi = self.coupling_range
+        c = (cond.to(like.dtype).reshape(-1) - 0.5 * (lo + hi)) / (0.5 * (hi - lo))
+        return [c.expand(batch)[:, None]]
+
+    def local(self, x: torch.Tensor, m: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
+              ) -> torch.Tensor:
         """The network with the zero modes ``m`` (B, C) as an input of their own (see the module
-        docstring): the output at y depends on x within distance ``radius`` of y, and on m, t."""
-        g = self.globals(torch.cat([self.time(t.reshape(-1).expand(x.shape[0])), m], dim=1))
+        docstring): the output at y depends on x within distance ``radius`` of y, and on m, t
+        (and the coupling ``cond`` of a conditioned network)."""
+        B = x.shape[0]
+        g = self.globals(torch.cat([self.time(t.reshape(-1).expand(B)), m, *self._globals_in(cond, B, m)], dim=1))
         h = x
         for conv, film in zip(self.convs, self.films, strict=True):
             scale, shift = film(g)[:, :, None, None].chunk(2, dim=1)
@@ -86,7 +104,7 @@ class LocalNet(nn.Module):
         return self.out(h)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self.local(x, x.mean(dim=(-2, -1)), t)
+        return self.local(x, x.mean(dim=(-2, -1)), t, cond)
 
     def output_and_divergence(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
         """(output, tr ∂output/∂x (B,) float64), exactly, with C(p² + 1) Jacobian-vector products
@@ -100,18 +118,22 @@ class LocalNet(nn.Module):
         chunk = max(1, PROBE_ELEMENTS // (C * (p or 1) ** 2 * width * H * W))
         if p is not None and B > chunk:  # the probes' activations of one chunk stay below PROBE_ELEMENTS
             t = t.reshape(-1).expand(B)
-            parts = [self.output_and_divergence(x[i:i + chunk], t[i:i + chunk]) for i in range(0, B, chunk)]
+            cond = None if cond is None else cond.reshape(-1).expand(B)
+            parts = [self.output_and_divergence(x[i:i + chunk], t[i:i + chunk],
+                                                None if cond is None else cond[i:i + chunk])
+                     for i in range(0, B, chunk)]
             return torch.cat([o for o, _ in parts]), torch.cat([d for _, d in parts])
-        return self._output_and_divergence(x, t)
+        return self._output_and_divergence(x, t, cond)
 
-    def _output_and_divergence(self, x: torch.Tensor, t: torch.Tensor):
+    def _output_and_divergence(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
         from ..ode import exact_divergence
 
         B, C, H, W = x.shape
         p = probe_period(self.radius, H, W)
         if p is None:
-            return exact_divergence(lambda z: self(z, t), x)
+            return exact_divergence(lambda z: self(z, t, cond), x)
         x, t = x.detach(), t.detach().reshape(-1).expand(B)
+        cond = None if cond is None else cond.detach().reshape(-1).expand(B)
         m = x.mean(dim=(-2, -1))
         sub = ((torch.arange(H, device=x.device) % p)[:, None] * p
                + (torch.arange(W, device=x.device) % p)[None, :])  # sub-lattice index of each site
@@ -124,22 +146,22 @@ class LocalNet(nn.Module):
             # vmap over the probes of one forward-mode product: the primal pass (x unbatched) runs once,
             # only the tangents are batched (2.5-3.6x faster than repeating the primal per probe,
             # benchmarks/README.md)
-            out, jv = _vmap_jvp(lambda z: self.local(z, m, t), x, tangents)
+            out, jv = _vmap_jvp(lambda z: self.local(z, m, t, cond), x, tangents)
             trace = (jv * tangents).sum(dim=(0, 2, 3, 4)).double()
             # the rank-one part through the zero modes: one product per channel, batched the same way
             e = torch.eye(C, dtype=x.dtype, device=x.device)[:, None, :].expand(C, B, C)
-            _, jm = _vmap_jvp(lambda mm: self.local(x, mm, t), m, e)
+            _, jm = _vmap_jvp(lambda mm: self.local(x, mm, t, cond), m, e)
             trace = trace + torch.diagonal(jm.sum(dim=(-2, -1)), dim1=0, dim2=2).sum(-1).double() / (H * W)
         return out.detach(), trace
 
-    def check_divergence(self, x: torch.Tensor, t: torch.Tensor, rtol: float = 1e-6) -> float:
+    def check_divergence(self, x: torch.Tensor, t: torch.Tensor, rtol: float = 1e-6, cond=None) -> float:
         """The largest difference between the probe trace and autograd's full trace on ``x``,
         relative to max(1, the largest |trace|); raises ValueError beyond ``rtol`` (a network less
         local than its ``radius``)."""
         from ..ode import exact_divergence
 
-        _, fast = self.output_and_divergence(x, t)
-        _, full = exact_divergence(lambda z: self(z, t), x)
+        _, fast = self.output_and_divergence(x, t, cond)
+        _, full = exact_divergence(lambda z: self(z, t, cond), x)
         fast, full = fast.detach(), full.detach()
         err = float((fast - full).abs().max() / max(1.0, float(full.abs().max())))
         if err > rtol:
