@@ -207,7 +207,9 @@ def model_point(run, theory, n: int, seed: int, reference: dict, progress=None, 
     if cond is not None:
         at = cond.nearest(theory.params[cond.name])
         run = run.at(at)
+    t0 = time.perf_counter()
     exact = es.sample_exact(run, n, seed, theory=theory, progress=progress, **ode_options)
+    seconds = time.perf_counter() - t0
     info = exact.report
     raw = as_table(measure(np.asarray(exact.fields, dtype=np.float64), theory))
     mh = as_table(measure(exact.chain.astype(np.float64), theory))
@@ -215,7 +217,8 @@ def model_point(run, theory, n: int, seed: int, reference: dict, progress=None, 
     L = exact.chain.shape[-1]
     for table in (raw, mh):  # ξ₂/L, as the Monte Carlo points carry it
         table["xi2_over_L"] = {"value": table["xi2"]["value"] / L, "error": table["xi2"]["error"] / L}
-    return {"n": n, "acceptance": info["acceptance"], "ess_per_sample": info["ess_per_sample"],
+    return {"n": n, "seconds": seconds, "tau_int_abs_m_chain": info["tau_int_abs_m_chain"],
+            "acceptance": info["acceptance"], "ess_per_sample": info["ess_per_sample"],
             "ess_per_sample_error": info["ess_per_sample_error"], "log_z": info["log_z"],
             "raw": {k: raw[k] for k in (*SCALARS, "xi2_over_L")},
             "metropolis": {k: mh[k] for k in (*SCALARS, "xi2_over_L")},
