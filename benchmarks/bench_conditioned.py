@@ -115,7 +115,8 @@ def main():
     print("| κ | in range | proposes at | acceptance | ESS/N | τ_int(|M|) | largest |z| corrected | raw | log Z |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['kappa']:g} | {'yes' if r['inside'] else 'no'} | {r['conditioned_at']:g} | {r['acceptance']:.3f} | "
+        print(f"| {r['kappa']:g} | {'yes' if r['inside'] else 'no'} | {r['conditioned_at']:g} | "
+              f"{r['acceptance']:.3f} | "
               f"{r['ess_per_sample']:.3f} ± {r['ess_per_sample_error']:.3f} | {r['tau_int_abs_m_chain']:.2f} | "
               f"{r['largest_corrected_z']:.1f} | {r['largest_raw_z']:.1f} | {r['log_z']['value']:.4f} ± "
               f"{r['log_z']['error']:.4f} |")

@@ -237,9 +237,30 @@ def test_solver_check_flags_a_shift_beyond_half_an_error():
     assert const["log_z_shift"]["value"] == pytest.approx(-0.3)
     assert abs(const["shifts"]["abs_m"]["value"]) < 1e-12 and "log_z by" in const["warning"]
     assert const["largest_shift_in_errors"] == pytest.approx(abs(const["log_z_shift"]["in_errors"]))
+    # log Z with the finer solve: moved by the paired shift; a constant has no spread over the pairs
+    ref = es.refined_log_z(coarse.report["log_z"], const)
+    assert ref["value"] == pytest.approx(coarse.report["log_z"]["value"] - 0.3, abs=1e-12)
+    assert const["log_z_shift"]["error"] < 1e-12 and ref["error"] == pytest.approx(coarse.report["log_z"]["error"])
     m = np.abs(x[:100].reshape(100, -1).mean(1))
     tilted = es.solver_check(theory, coarse, x[:100], log_q[:100] - 3.0 * (m - m.mean()))
     assert tilted["shifts"]["abs_m"]["value"] > 0 and "abs_m by" in tilted["warning"]
+    assert tilted["log_z_shift"]["error"] > 0.01  # a spread over the pairs: the shift has an error of its own
+
+
+def test_log_z_with_the_finer_solve_is_that_of_the_finer_proposals(wrong_model):
+    """Checking every proposal (k = N): log Z with the finer solve is exactly the log Z of the
+    N proposals integrated with twice the steps."""
+    theory = Phi4(0.15, 0.0)
+    n = 40 + es.default_burn_in(40)
+    coarse = es.sample_exact(wrong_model, 40, 3, theory=theory, steps=2, log_q_check=n)
+    fine = wrong_model.sample(n, 3, sampler="ode", log_prob=True, steps=4)
+    x_f = fine.samples[:, 0].astype(np.float64)
+    lw_f = es.log_weights(theory.action(torch.from_numpy(x_f)).numpy(), fine.log_prob)
+    want = es.log_partition_function(lw_f)["value"]
+    ref = coarse.report["log_z_refined"]
+    assert ref["value"] == pytest.approx(want, abs=1e-9)
+    assert abs(want - coarse.report["log_z"]["value"]) > 1e-4  # two steps against four do differ
+    assert ref["solver"] == "rk4 4 steps" and ref["error"] >= coarse.report["log_z"]["error"]
 
 
 def test_cli_metropolis_writes_the_solver_check(wrong_model, tmp_path, capsys):
@@ -253,6 +274,8 @@ def test_cli_metropolis_writes_the_solver_check(wrong_model, tmp_path, capsys):
     assert "solver check on 8 proposals (rk4 8 steps against rk4 4 steps)" in capsys.readouterr().out
     chk = json.loads(out.with_suffix(".json").read_text())["log_q_check"]
     assert chk["n"] == 8 and set(chk["shifts"]) == {"abs_m", "chi2", "action_density"}
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["log_z_refined"]["value"] == pytest.approx(info["log_z"]["value"] + chk["log_z_shift"]["value"])
     line = one_line_error(capsys, ["sample", str(wrong_model.path), "--n", "8", "--log-q-check", "4",
                                    "--out", str(tmp_path / "d.npy")])
     assert "--log-q-check applies to --metropolis" in line

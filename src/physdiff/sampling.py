@@ -217,6 +217,9 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
             extra += (f"; solver check on {chk['n']} proposals ({chk['check']} against {chk['solver']}): Δlog q "
                       f"std {chk['dlog_q']['std']:.2g} nats, largest shift {chk['largest_shift_in_errors']:.2f} errors"
                       + (f" — warning: {chk['warning']}" if "warning" in chk else ""))
+            if "log_z_refined" in report:
+                ref = report["log_z_refined"]
+                extra += f"; log Z with the finer solve {ref['value']:.4f} ± {ref['error']:.4f}"
     else:
         lo, hi = dist.shard(n)
         res = run.sample(hi - lo, seed, start=lo, batch_size=batch_size, classes=classes,
