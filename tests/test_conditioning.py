@@ -172,7 +172,7 @@ def test_the_conditioned_run_samples_exactly_between_its_couplings(free_run, tmp
         assert info["ess_per_sample"] > 0.5
     capsys.readouterr()
     for extra, match in ((["--kappa", "0.25"], "outside the range this run was trained on: kappa in [0.1, 0.2]"),
-                         ([], "give the coupling to sample, --kappa")):
+                         ([], "give the coupling to use, --kappa")):
         assert main(["sample", str(free_run), "--metropolis", "--n", "10", "--out", str(tmp_path / "x.npy"),
                      *extra]) == 2
         err = capsys.readouterr().err
@@ -206,3 +206,22 @@ def test_scan_uses_the_conditioned_run_at_each_point(free_run, tmp_path, capsys)
     assert res["model"]["trained_at"]["kappa"] == [0.1, 0.2]
     assert (out / "scan_model.png").is_file()
     capsys.readouterr()
+
+
+def test_evaluate_plot_and_encode_take_the_coupling(free_run, tmp_path, capsys):
+    """evaluate and plot use a conditioned run at the coupling given; they (and encode) refuse it
+    without one, outside the range, and a coupling option for a run not conditioned on it."""
+    from conftest import one_line_error
+
+    assert main(["evaluate", str(free_run), "--kappa", "0.12", "--n", "200", "--json", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["theory"]["kappa"] == pytest.approx(0.12)
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(4, 1, 4, 4)))
+    for args, match in ((["evaluate", str(free_run)], "give the coupling to use, --kappa"),
+                        (["plot", str(free_run), "--kappa", "0.3"], "outside the range"),
+                        (["evaluate", str(free_run), "--kappa", "0.15", "--beta", "0.4"], "conditioned on kappa"),
+                        (["encode", str(free_run), "--data", str(data), "--out", str(tmp_path / "z.npy")],
+                         "give the coupling to use")):
+        assert match in one_line_error(capsys, args)
+    assert not (tmp_path / "z.npy").exists()

@@ -334,7 +334,19 @@ def _evaluate_options(s) -> None:
     s.add_argument("--nll", action="store_true", help="also the variational bound and ODE log-likelihood")
     s.add_argument("--nll-n", type=_positive_int, default=500, help="test points for --nll (default 500)")
     _sampler_options(s)
+    _coupling_options(s, "evaluate")
     _quiet_option(s)
+
+
+def _coupling_options(s, what: str) -> None:
+    """--kappa, --beta, ...: the coupling a coupling-conditioned run is used at."""
+    from .config import theory_fields
+
+    for k, (key, f) in theory_fields().items():
+        if k != "L":
+            s.add_argument("--" + k, type=_finite_float, default=None,
+                           help=f"a run conditioned on {key[7:]} (trained with --{k} LO:HI): the {f.metadata['doc']} "
+                                f"to {what} at, within its trained range (required for such a run)")
 
 
 def _encode_options(s) -> None:
@@ -345,6 +357,7 @@ def _encode_options(s) -> None:
     s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     s.add_argument("--weights", default="ema")
     s.add_argument("--device", default="auto")
+    _coupling_options(s, "encode")
 
 
 FIGURE_FORMATS = ("png", "pdf", "svg")  # checkpoint.FIGURE_FORMATS, here without its import
@@ -360,6 +373,7 @@ def _format_option(s) -> None:
 def _plot_options(s) -> None:
     _run_options(s, 3000)
     s.add_argument("--guidance", type=_finite_float, default=None, help="image runs: guidance w (default 0.5)")
+    _coupling_options(s, "plot")
     _format_option(s)
     _quiet_option(s)
 

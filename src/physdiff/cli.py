@@ -90,10 +90,20 @@ def cmd_train(args) -> None:
 
 
 def _load(args):
+    """The run of `evaluate` and `plot`: a coupling-conditioned run at the coupling given
+    (--kappa, ...; required for such a run, refused for any other)."""
+    from .config import theory_fields
     from .run import LoadedRun
     from .training import resolve_device
 
-    return LoadedRun(args.run, weights=args.weights, device=resolve_device(args.device))
+    run = LoadedRun(args.run, weights=args.weights, device=resolve_device(args.device))
+    run, option = _at_coupling(run, args)
+    given = [k for k in theory_fields() if k not in ("L", option) and getattr(args, k, None) is not None]
+    if given:
+        cond = run.conditioning
+        raise PhysdiffError(f"--{given[0]} applies to a run conditioned on that coupling; run {args.run!r} is "
+                            + ("not conditioned on a coupling" if cond is None else f"conditioned on {cond.name}"))
+    return run
 
 
 def _at_coupling(run, args):
@@ -109,7 +119,7 @@ def _at_coupling(run, args):
     value = getattr(args, option, None)
     if value is None:
         raise PhysdiffError(f"run {args.run!r} is conditioned on {cond.name} in [{cond.lo:g}, {cond.hi:g}]: give the "
-                            f"coupling to sample, --{option} VALUE")
+                            f"coupling to use, --{option} VALUE")
     return run.at(value), option
 
 
