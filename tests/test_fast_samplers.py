@@ -162,6 +162,37 @@ def test_unipc_update_is_exact_for_polynomial_data_predictions(which, order, deg
     assert abs(got2 - _exact_data_prediction_step(m2, lam_s0, lam_t, 0.37)) > 1e-6
 
 
+def test_dpm_solver_3m_step_on_unequal_steps():
+    """A DPM-Solver++(3M) step against quadrature of the exact step, on unequal steps (so that a
+    swapped r0/r1 or h0/h1 shows): the default (taylor) is exact for x̂₀ quadratic in λ and not
+    for a cubic; the reference coefficient (the authors' code, diffusers, k-diffusion) is exact for
+    a linear x̂₀ only, and on a quadratic it misses half of the D2 term."""
+    from physdiff.samplers import _dpm_update
+
+    lam_s2, lam_s1, lam_s0, lam_t = -1.4, -1.15, -0.35, 0.5  # steps 0.25, 0.8, 0.85
+    alpha = lambda lam: 1 / np.sqrt(1 + np.exp(-2 * lam))  # noqa: E731
+    sigma = lambda lam: alpha(lam) * np.exp(-lam)  # noqa: E731
+    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+
+    def error(coef, variant):
+        m = lambda lam: float(np.polyval(coef, lam))  # noqa: E731
+        hist = [(t(m(lam_s2)), lam_s1 - lam_s2), (t(m(lam_s1)), lam_s0 - lam_s1)]  # (x̂₀, the step from its point)
+        got = float(_dpm_update(t(0.37), t(m(lam_s0)), hist, lam_t - lam_s0, alpha(lam_t),
+                                sigma(lam_t) / sigma(lam_s0), 3, variant))
+        return got - _exact_data_prediction_step(m, lam_s0, lam_t, 0.37)
+
+    rng = np.random.default_rng(3)
+    linear, quadratic, cubic = rng.normal(size=2), rng.normal(size=3), rng.normal(size=4)
+    for variant in ("taylor", "reference"):
+        assert abs(error(linear, variant)) < 1e-10
+    assert abs(error(quadratic, "taylor")) < 1e-10 and abs(error(cubic, "taylor")) > 1e-5
+    # the reference step on the quadratic: off by half the D2 term (for x̂₀ = λ² the exact m'' = 2)
+    h = lam_t - lam_s0
+    half_d2 = 0.5 * alpha(lam_t) * (h**2 - 2 * h - 2 * np.expm1(-h)) * quadratic[0]
+    assert error(quadratic, "reference") == pytest.approx(-half_d2, rel=1e-8)
+    assert abs(half_d2) > 1e-3
+
+
 def test_unipc_second_order_predictor_is_dpm_solver_2m_and_the_corrector_pays(gaussian_2d):
     """UniP-2 with bh2 (ρ = ½) is DPM-Solver++(2M); UniPC-3 (the corrector raising each step's
     order) has a covariance error below 2M's at 10 and 20 NFE with the exact denoiser (measured:

@@ -283,8 +283,8 @@ def _sampler_options(s) -> None:
                    help=f"{listing} (default: the data kind's, ddpm; for images ddpm on 100 steps)")
     for name, typ in SAMPLER_OPTION_TYPES.items():
         takers = [s_ for s_, spec in SAMPLERS.items() if name in spec.options]
-        doc = next(SAMPLERS[t].options[name] for t in takers)
-        s.add_argument("--" + name, type=typ, default=None, help=f"{doc} ({', '.join(takers)})")
+        docs = list(dict.fromkeys(SAMPLERS[t].options[name] for t in takers))  # one per meaning
+        s.add_argument("--" + name, type=typ, default=None, help=f"{'; '.join(docs)} ({', '.join(takers)})")
     s.add_argument("--guidance", type=_finite_float, default=None,
                    help="classifier-free guidance w for class-conditional runs (default 0.5)")
 

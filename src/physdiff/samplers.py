@@ -189,8 +189,9 @@ def check_options(name: str, options: dict, T: int) -> dict:
     if "order" in options and options["order"] not in orders:
         raise PhysdiffError(f"order = {options['order']!r} is not available for {name}; allowed: "
                             f"{', '.join(map(str, orders))}")
-    if "variant" in options and options["variant"] not in UNIPC_VARIANTS:
-        raise PhysdiffError(f"unknown UniPC variant {options['variant']!r}; allowed: {', '.join(UNIPC_VARIANTS)}")
+    variants = VARIANT_CHOICES.get(name, UNIPC_VARIANTS)
+    if "variant" in options and options["variant"] not in variants:
+        raise PhysdiffError(f"unknown {name} variant {options['variant']!r}; allowed: {', '.join(variants)}")
     if "method" in options and options["method"] not in pf_ode.METHODS:
         raise PhysdiffError(f"unknown ODE method {options['method']!r}; allowed: {', '.join(pf_ode.METHODS)}")
     for tol in ("rtol", "atol"):
@@ -331,27 +332,61 @@ ORDER_HELP = ("multistep order: dpm-solver 2 = DPM-Solver++(2M) (default) or 3 =
               "sde-dpm-solver 1 or 2 (default)")
 UNIPC_THIRD_ORDER_FROM = 15  # unipc's default order: 3 from this many steps, 2 below (benchmarks/README.md)
 ORDER_CHOICES = {"dpm-solver": (2, 3), "unipc": (1, 2, 3), "sde-dpm-solver": (1, 2)}
-DPM_OPTIONS = STEP_OPTIONS | {"order": ORDER_HELP}
+DPM_VARIANTS = ("taylor", "reference")
+DPM_OPTIONS = STEP_OPTIONS | {"order": ORDER_HELP,
+                              "variant": "dpm-solver order 3: taylor (default; the second-difference term D2 weighted "
+                                         "so that a step is exact for x̂₀ quadratic in λ) or reference (half that "
+                                         "weight, as in the authors' code, diffusers and k-diffusion)"}
+
+
+def _dpm_update(x, m0, hist, h: float, alpha_t, sigma_ratio, order: int, variant: str = "taylor"):
+    """One DPM-Solver++ step from the state x at λ_s to λ_s + h (see :func:`dpm_solver_sample`):
+    ``m0`` the data prediction at λ_s, ``hist`` [(x̂₀ at a previous point, the step from it to the
+    next point), ...] (oldest first), ``alpha_t`` = α at the new point, ``sigma_ratio`` σ_t/σ_s.
+    With x̂₀(λ_s + u) = m0 + u m' + ½u² m'', the exact step (DPM-Solver++ eq. 9) is
+    x_t = (σ_t/σ_s) x + α_t[(1 − e^{−h}) m0 + (h − 1 + e^{−h}) m' + ½(h² − 2h + 2(1 − e^{−h})) m''];
+    the multistep differences give D1 = h m' and D2 = ½h² m'' exactly for a quadratic, so the
+    "taylor" D2 coefficient 2(½ − (e^{−h} − 1 + h)/h²) makes order 3 exact for quadratic x̂₀
+    (tested); "reference" has half of it."""
+    em1 = math.expm1(-h)  # e^{-h} − 1
+    if not hist:
+        d = -em1 * m0
+    elif order == 2 or len(hist) == 1:
+        (m1, h0), = hist[-1:]
+        d = -em1 * m0 - 0.5 * em1 * (m0 - m1) / (h0 / h)
+    else:
+        (m2, h1), (m1, h0) = hist[-2:]
+        r0, r1 = h0 / h, h1 / h
+        d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
+        d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        w2 = 2.0 if variant == "taylor" else 1.0
+        d = -em1 * m0 + (em1 / h + 1) * d1 - w2 * ((em1 + h) / h**2 - 0.5) * d2
+    return sigma_ratio * x + alpha_t * d
 
 
 @register("dpm-solver", "DPM-Solver++(2M) or (3M), Lu et al. 2022, data prediction, first-order last step",
           DPM_OPTIONS, default_steps=20)
 @torch.no_grad()
 def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int = 20,
-                      spacing: str = "logsnr", order: int = 2, prediction: str = "eps", variance: str = "beta",
-                      clip_x0: float | None = None, cond=None, generator=None, callback=None) -> SamplerResult:
+                      spacing: str = "logsnr", order: int = 2, variant: str = "taylor", prediction: str = "eps",
+                      variance: str = "beta", clip_x0: float | None = None, cond=None, generator=None,
+                      callback=None) -> SamplerResult:
     """DPM-Solver++(2M) and (3M), Lu et al. 2022 ("DPM-Solver++", Algorithm 2 and its third-order
-    multistep extension, as in the authors' code and diffusers), for a discrete-time model.
+    multistep extension), for a discrete-time model.
 
     With α = √ᾱ, σ = √(1-ᾱ), λ = log(α/σ), h = λ_t − λ_{s0} and the data predictions
     m0, m1, m2 = x̂_0 at the current and the two previous points (r0 = h_0/h, r1 = h_1/h, h_0 and
     h_1 the previous steps):
 
         x_t = (σ_t/σ_{s0}) x − α_t(e^{-h} − 1) D0 + [2M, midpoint form: −½ α_t(e^{-h} − 1) D1]
-              [3M: + α_t((e^{-h} − 1)/h + 1) D1 − α_t((e^{-h} − 1 + h)/h² − ½) D2]
+              [3M: + α_t((e^{-h} − 1)/h + 1) D1 − 2α_t((e^{-h} − 1 + h)/h² − ½) D2]
 
     D0 = m0; 2M: D1 = (m0 − m1)/r0; 3M: D1_0 = (m0 − m1)/r0, D1_1 = (m1 − m2)/r1,
-    D1 = D1_0 + r0/(r0 + r1) (D1_0 − D1_1), D2 = (D1_0 − D1_1)/(r0 + r1). The first steps use the
+    D1 = D1_0 + r0/(r0 + r1) (D1_0 − D1_1), D2 = (D1_0 − D1_1)/(r0 + r1) (:func:`_dpm_update`). The
+    factor 2 on the D2 term makes a 3M step exact for a data prediction quadratic in λ; the authors'
+    code, diffusers and k-diffusion have 1 there (their step is exact for linear x̂₀ only):
+    ``variant="reference"`` gives theirs, for a side-by-side comparison. The first steps use the
     orders the history allows (1, then 2). The last step, to σ = 0, is first order (it returns
     x̂_0), as in the solver's "lower order final". Deterministic (``generator`` and ``variance``
     unused); NFE = K. Default spacing: uniform in λ, which the step-size ratios r need (with
@@ -359,26 +394,17 @@ def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int =
     """
     if order not in ORDER_CHOICES["dpm-solver"]:
         raise PhysdiffError(f"dpm-solver order must be 2 or 3 (got {order})")
-    hist = []  # (x̂_0, step h that led to its point) of the previous points, newest last
+    if variant not in DPM_VARIANTS:
+        raise PhysdiffError(f"unknown dpm-solver variant {variant!r}; allowed: {', '.join(DPM_VARIANTS)}")
+    hist = []  # (x̂_0 at a previous point, the step h from it to the next point), newest last
 
     def step(sched, x, x0_hat, t, nxt, lam_t, lam_next):
         nonlocal hist
         h = lam_next - lam_t
-        em1 = math.expm1(-h)  # e^{-h} − 1
-        if not hist:
-            d = -em1 * x0_hat
-        elif order == 2 or len(hist) == 1:
-            (m1, h0), = hist[-1:]
-            d = -em1 * x0_hat - 0.5 * em1 * (x0_hat - m1) / (h0 / h)
-        else:
-            (m2, h1), (m1, h0) = hist[-2:]
-            r0, r1 = h0 / h, h1 / h
-            d1_0, d1_1 = (x0_hat - m1) / r0, (m1 - m2) / r1
-            d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
-            d2 = (d1_0 - d1_1) / (r0 + r1)
-            d = -em1 * x0_hat + (em1 / h + 1) * d1 - ((em1 + h) / h**2 - 0.5) * d2
+        out = _dpm_update(x, x0_hat, hist, h, sched.at("sqrt_alpha_bar", nxt, x), _sigma_ratio(sched, nxt, t, x),
+                          order, variant)
         hist = [*hist[-1:], (x0_hat, h)]
-        return _sigma_ratio(sched, nxt, t, x) * x + sched.at("sqrt_alpha_bar", nxt, x) * d
+        return out
 
     return _data_prediction_loop(model, sched, x_T, steps, spacing, prediction, clip_x0, cond, callback, step)
 
@@ -416,6 +442,7 @@ def sde_dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: i
 
 
 UNIPC_VARIANTS = ("bh1", "bh2")
+VARIANT_CHOICES = {"unipc": UNIPC_VARIANTS, "dpm-solver": DPM_VARIANTS}
 UNIPC_OPTIONS = STEP_OPTIONS | {"order": ORDER_HELP,
                                 "variant": "UniPC B(h): bh1 (B = h) or bh2 (B = e^h - 1, default)"}
 
