@@ -201,7 +201,8 @@ def main():
                                  "acceptance": info["acceptance"], "ess_per_sample": info["ess_per_sample"],
                                  "ess_per_sample_error": info["ess_per_sample_error"],
                                  "tau_int_m": info["tau_int_m_chain"], "tau_int_abs_m": info["tau_int_abs_m_chain"],
-                                 "log_z": info["log_z"], "log_z_exact": exact_log_z(theory, L),
+                                 "log_z": info["log_z"], "log_z_refined": info.get("log_z_refined"),
+                                 "log_z_exact": exact_log_z(theory, L),
                                  "embedding": info.get("embedding"), "log_q_check": info.get("log_q_check")}
             action = exact.action
             if tol is not None:
@@ -268,6 +269,11 @@ def main():
                   f"{json.dumps(chk['dlog_q'])}; log Z shift {e(chk['log_z_shift'])} errors; "
                   + ", ".join(f"{k} {e(v)}" for k, v in chk["shifts"].items())
                   + (f"; WARNING {chk['warning']}" if "warning" in chk else ""))
+            ref, exact_z = row["diffusion"].get("log_z_refined"), row["diffusion"].get("log_z_exact")
+            if ref:
+                print(f"log Z with the finer solve {ref['value']:.4f} ± {ref['error']:.4f}"
+                      + (f", exact {exact_z:.4f}, z = {(ref['value'] - exact_z) / ref['error']:+.2f}"
+                         if exact_z is not None else ""))
         for label, t in row["diffusion"].get("log_q_tolerance", {}).items():
             print(f"log q with {label}: {json.dumps(t)}")
         print("cost per independent configuration (s):", json.dumps(row["cost_per_independent_s"]), flush=True)
