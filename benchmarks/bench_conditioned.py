@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from physdiff.cli import main as physdiff
@@ -32,6 +34,49 @@ from physdiff.cli import main as physdiff
 def cost(seconds, n, tau):
     """Seconds per effectively independent configuration: time × 2τ_int / n."""
     return seconds * 2 * tau / n
+
+
+def hopping_derivative(scan_dir: Path, point: dict) -> dict:
+    """d log Z/dκ = 2⟨Σ_{x,μ} φ_x φ_{x+μ̂}⟩ (hopping form of the action: −∂S/∂κ) from a scan
+    point's Monte Carlo ensemble, with its Γ-method error (chains as replicas)."""
+    from physdiff.lattice.ensemble import ensemble_chains, load_ensemble
+    from physdiff.stats import gamma_method
+
+    x, info = load_ensemble(scan_dir / point["ensemble"])
+    h = 2 * sum((x * np.roll(x, 1, axis=ax)).sum(axis=(1, 2)) for ax in (1, 2))
+    est = gamma_method(h.reshape(ensemble_chains(info), -1))
+    return {"value": est.value, "error": est.error}
+
+
+def thermodynamic_check(scan_dir: Path, rows: list[dict]) -> list[dict]:
+    """log Z(b) − log Z(a) of neighbouring couplings from the model's chains (each its own run:
+    errors in quadrature) against the Monte Carlo's ∫_a^b 2⟨Σ φ_x φ_{x+μ̂}⟩ dκ by the trapezoid
+    rule (its error from the two ends; its discretisation error, h³/12 |f''|, estimated from the
+    second difference of three neighbouring points where there are three)."""
+    scan = json.loads((scan_dir / "scan.json").read_text())
+    pts = sorted(scan["points"], key=lambda q: q["kappa"])
+    deriv = [hopping_derivative(scan_dir, q) for q in pts]
+    byk = {r["kappa"]: r for r in rows}
+    out = []
+    for i in range(len(pts) - 1):
+        a, b = pts[i]["kappa"], pts[i + 1]["kappa"]
+        za, zb = byk[a]["log_z"], byk[b]["log_z"]
+        diff = zb["value"] - za["value"]
+        diff_err = math.hypot(za["error"], zb["error"])
+        h = b - a
+        integral = 0.5 * h * (deriv[i]["value"] + deriv[i + 1]["value"])
+        int_err = 0.5 * h * math.hypot(deriv[i]["error"], deriv[i + 1]["error"])
+        curv = None
+        if 0 < i:  # second difference of the derivative over three points (unequal spacing)
+            k0, k1, k2 = pts[i - 1]["kappa"], a, b
+            f0, f1, f2 = deriv[i - 1]["value"], deriv[i]["value"], deriv[i + 1]["value"]
+            curv = 2 * ((f2 - f1) / (k2 - k1) - (f1 - f0) / (k1 - k0)) / (k2 - k0)
+        trap = abs(curv) * h**3 / 12 if curv is not None else None
+        err = math.hypot(diff_err, int_err)
+        out.append({"kappa": [a, b], "log_z_difference_model": diff, "error_model": diff_err,
+                    "mc_integral": integral, "error_mc": int_err, "trapezoid_error_estimate": trap,
+                    "z": (diff - integral) / err if err else None})
+    return out
 
 
 def main():
@@ -50,7 +95,15 @@ def main():
                    "e.g. steps=12000")
     p.add_argument("--out", default="benchmarks/conditioned.json")
     p.add_argument("--figures", default="benchmarks")
+    p.add_argument("--analyse", action="store_true", help="only add the thermodynamic check to --out, from the "
+                   "existing --scan folder (no training, no sampling)")
     args = p.parse_args()
+    if args.analyse:
+        result = json.loads(Path(args.out).read_text())
+        result["thermodynamic_integration"] = thermodynamic_check(Path(args.scan), result["points"])
+        Path(args.out).write_text(json.dumps(result, indent=2, default=float) + "\n")
+        print_thermo(result["thermodynamic_integration"])
+        return
     torch.set_num_threads(args.threads)
     run = Path(args.run)
     lo, hi = (float(v) for v in args.range.split(":"))
@@ -104,7 +157,8 @@ def main():
     result = {"L": args.L, "range": [lo, hi], "lam": args.lam, "model_n": args.model_n, "reference_n": args.n,
               "threads": args.threads, "train_seconds": train_s, "scan_seconds": scan_s,
               "run_config": (run / "config.toml").read_text(), "points": rows, "amortised": amortised,
-              "binder_crossings": scan["binder_crossings"]}
+              "binder_crossings": scan["binder_crossings"],
+              "thermodynamic_integration": thermodynamic_check(Path(args.scan), rows)}
     Path(args.out).write_text(json.dumps(result, indent=2, default=float) + "\n")
     for name in ("scan_model", "scan_observables"):
         for ext in ("png", "csv"):
@@ -121,6 +175,16 @@ def main():
               f"{r['largest_corrected_z']:.1f} | {r['largest_raw_z']:.1f} | {r['log_z']['value']:.4f} ± "
               f"{r['log_z']['error']:.4f} |")
     print("amortised:", json.dumps(amortised))
+    print_thermo(result["thermodynamic_integration"])
+
+
+def print_thermo(rows):
+    print("| κ_a → κ_b | log Z(b) − log Z(a), model | ∫ 2⟨Σφφ⟩ dκ, Monte Carlo | trapezoid error | z |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        trap = "—" if r["trapezoid_error_estimate"] is None else f"{r['trapezoid_error_estimate']:.4f}"
+        print(f"| {r['kappa'][0]:g} → {r['kappa'][1]:g} | {r['log_z_difference_model']:.4f} ± {r['error_model']:.4f} | "
+              f"{r['mc_integral']:.4f} ± {r['error_mc']:.4f} | {trap} | {r['z']:+.2f} |")
 
 
 if __name__ == "__main__":
