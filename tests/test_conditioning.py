@@ -43,10 +43,19 @@ def test_a_range_in_the_theory_table():
     ({"kappa": [0.2, 0.3], "lam": [0.0, 0.1]}, {}, "one coupling at a time"),
     ({"kappa": [-0.1, 0.3]}, {}, "theory.kappa"),
     ({"kappa": [0.2, 0.3]}, {"arch": "mlp"}, "model.arch = local"),
+    ({"kappa": [0.2, 0.3]}, {"n_train": 500, "couplings": 20}, "25 configurations per coupling"),
+    ({"kappa": [0.26, 0.2600001]}, {}, "below 1e-5 of the couplings"),
 ])
 def test_a_bad_range_is_one_line(theory, model, match):
+    data = {k: model.pop(k) for k in ("n_train", "couplings") if k in model}
     with pytest.raises(PhysdiffError, match=match):
-        config_from_dict({"data": {"dataset": "phi4"}, "theory": {"L": 8, **theory}, "model": model})
+        config_from_dict({"data": {"dataset": "phi4", **data}, "theory": {"L": 8, **theory}, "model": model})
+
+
+def test_ising_on_its_spins_over_a_range_takes_the_local_network():
+    """The spins' preset (the MLP) does not override the network a range needs."""
+    cfg = config_from_dict({"data": {"dataset": "ising", "embedding": "none"}, "theory": {"L": 8, "beta": [0.3, 0.5]}})
+    assert cfg.model.arch == "local"
 
 
 @pytest.mark.parametrize(("value", "match"), [("0.3:0.2", "LO < HI"), ("0.2:0.3:9", "range LO:HI"),
@@ -183,9 +192,11 @@ def test_the_conditioned_run_samples_exactly_between_its_couplings(free_run, tmp
 def test_the_network_sees_the_coupling(free_run):
     """The same x_T at two couplings: other samples; the view leaves the run as it was."""
     run = LoadedRun(free_run, device="cpu")
-    assert run.coupling == pytest.approx(0.15) and run.theory.kappa == pytest.approx(0.15)
+    assert run.coupling is None and run.theory.kappa == pytest.approx(0.15)  # the centre, for its name
+    with pytest.raises(PhysdiffError, match=r"choose the coupling first, run.at"):  # no silent default
+        run.sample(4, 0, sampler="ode")
     a, b = run.at(0.1), run.at(0.2)
-    assert a.theory.kappa == 0.1 and b.theory.kappa == 0.2 and run.theory.kappa == pytest.approx(0.15)
+    assert a.theory.kappa == 0.1 and b.theory.kappa == 0.2 and run.coupling is None
     xa = a.sample(64, 0, sampler="ode").samples
     xb = b.sample(64, 0, sampler="ode").samples
     # the free field's variance grows with κ: the samples at 0.2 are wider, as their training fields are

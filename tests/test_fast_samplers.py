@@ -9,6 +9,7 @@ import torch
 
 from conftest import k_sigma
 from physdiff.analytic import OptimalEpsilon
+from physdiff.errors import PhysdiffError
 from physdiff.samplers import CountingModel, ddim_invert, ddim_sample, ddpm_sample, dpm_solver_sample, ode_sample
 from physdiff.schedule import SPACINGS, make_schedule, timestep_subsequence
 
@@ -191,6 +192,10 @@ def test_dpm_solver_3m_step_on_unequal_steps():
     half_d2 = 0.5 * alpha(lam_t) * (h**2 - 2 * h - 2 * np.expm1(-h)) * quadratic[0]
     assert error(quadratic, "reference") == pytest.approx(-half_d2, rel=1e-8)
     assert abs(half_d2) > 1e-3
+    from physdiff.samplers import check_options
+
+    with pytest.raises(PhysdiffError, match="unknown dpm-solver variant"):
+        check_options("dpm-solver", {"variant": "bh1"}, 1000)
 
 
 def test_unipc_second_order_predictor_is_dpm_solver_2m_and_the_corrector_pays(gaussian_2d):

@@ -413,11 +413,11 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
             local = given.get("local") if isinstance(given.get("local"), dict) else {}
             depth = local.get("depth", LocalConfig.depth)
             arch_default = lattice_default_arch(theory["L"], depth if isinstance(depth, int) and depth >= 1 else 3)
-            if any(isinstance(v, list) for v in theory.values()):
-                arch_default = "local"  # the network that takes a coupling as an input
             defaults = _deep_merge(_deep_merge(_deep_merge(LATTICE_DEFAULTS, {"model": {"arch": arch_default}}),
                                                get_theory(data["dataset"]).presets_for(data.get("embedding", "auto"))),
                                    {"model": {"mlp": {"width": lattice_mlp_width(theory["L"])}}})
+            if any(isinstance(v, list) for v in theory.values()):  # over the presets: the one network that
+                defaults = _deep_merge(defaults, {"model": {"arch": "local"}})  # takes a coupling as an input
             if given.get("arch", defaults["model"]["arch"]) == "local":
                 defaults = _deep_merge(defaults, {"train": {"batch_size": lattice_local_batch(theory["L"])}})
         else:
@@ -523,6 +523,17 @@ def _check_cross(cfg: Config) -> Config:
     if ranged and cfg.model.arch not in ("auto", "local"):
         raise PhysdiffError(f"theory.{ranged[0]} is a range (a coupling-conditioned run): it needs model.arch = local, "
                             f"the network that takes the coupling as an input; got model.arch = {cfg.model.arch!r}")
+    if ranged:
+        lo, hi = cfg.theory[ranged[0]]
+        per = d.n_train // d.couplings
+        if per < 32:  # each coupling's Monte Carlo: 16 chains, at least 2 configurations each
+            raise PhysdiffError(f"data.n_train = {d.n_train} over data.couplings = {d.couplings} leaves {per} "
+                                "configurations per coupling; the Monte Carlo of each needs at least 32: raise "
+                                "--n-train or lower --couplings")
+        if (hi - lo) / (d.couplings - 1) < 1e-5 * max(abs(lo), abs(hi)):
+            raise PhysdiffError(f"theory.{ranged[0]} = [{lo:g}, {hi:g}] on {d.couplings} couplings: the grid's spacing "
+                                "is below 1e-5 of the couplings (the network reads them in float32); widen the range "
+                                "or lower --couplings")
     return replace(cfg, data=replace(d, kind=kind.name))
 
 

@@ -128,9 +128,10 @@ class LoadedRun:
         self._warned = self._warned_outliers = False
         from .lattice.conditioning import conditioning_of
 
-        # a coupling-conditioned run (lattice/conditioning.py): its coupling, the range's centre until .at(c)
+        # a coupling-conditioned run (lattice/conditioning.py): the network needs a coupling, given by .at(c);
+        # until then self.theory is the range's centre (for its name and checks) but nothing is sampled
         self.conditioning = conditioning_of(self.cfg)
-        self.coupling = None if self.conditioning is None else self.conditioning.centre
+        self.coupling = None
         self.model = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind, d,
                                  coupling=self.conditioning)
         weights_only = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
@@ -158,9 +159,14 @@ class LoadedRun:
         return view
 
     def _cond(self, count: int, cond=None):
-        """``cond`` as given, or the coupling of a conditioned run for ``count`` samples."""
-        if cond is not None or self.coupling is None:
+        """``cond`` as given, or the coupling of a conditioned run for ``count`` samples (refused
+        for a conditioned run not yet put at a coupling by :meth:`at`: no silent default)."""
+        if cond is not None or self.conditioning is None:
             return cond
+        if self.coupling is None:
+            c = self.conditioning
+            raise PhysdiffError(f"run {str(self.path)!r} is conditioned on {c.name} in [{c.lo:g}, {c.hi:g}]: choose "
+                                f"the coupling first, run.at({c.name} value) (on the command line --{c.name} VALUE)")
         return torch.full((count,), float(self.coupling), device=self.device, dtype=torch.float64)
 
     def denoiser(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
@@ -320,7 +326,7 @@ class LoadedRun:
         """Deterministic DDIM inversion of data x (data units) to x_T (standardised units)."""
         z = self.normalizer.encode(torch.as_tensor(x, dtype=torch.float64)).float().to(self.device)
         return ddim_invert(self.model, self.schedule, z, steps=steps, spacing=spacing,
-                           prediction=self.cfg.diffusion.prediction).cpu().numpy()
+                           prediction=self.cfg.diffusion.prediction, cond=self._cond(len(z))).cpu().numpy()
 
 
 def _density_samplers() -> list[str]:

@@ -396,6 +396,8 @@ def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int =
         raise PhysdiffError(f"dpm-solver order must be 2 or 3 (got {order})")
     if variant not in DPM_VARIANTS:
         raise PhysdiffError(f"unknown dpm-solver variant {variant!r}; allowed: {', '.join(DPM_VARIANTS)}")
+    if variant != "taylor" and order != 3:
+        raise PhysdiffError(f"dpm-solver variant {variant!r} is a third-order coefficient: give it with order 3")
     hist = []  # (x̂_0 at a previous point, the step h from it to the next point), newest last
 
     def step(sched, x, x0_hat, t, nxt, lam_t, lam_next):

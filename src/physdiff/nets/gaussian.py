@@ -83,8 +83,12 @@ class SpectralGaussian(nn.Module):
         if cond is None:
             raise PhysdiffError("a coupling-conditioned Gaussian part is fitted with the couplings of its fields")
         cond = cond.to(torch.float64).reshape(-1).cpu()
+        nearest = (cond[:, None] - self.grid[None, :]).abs().argmin(dim=1)  # each field's grid coupling
+        spacing = float(self.grid.diff().min())
+        if float((cond - self.grid[nearest]).abs().max()) > 1e-3 * spacing:
+            raise PhysdiffError("training fields at couplings off the Gaussian part's grid")
         for k, c in enumerate(self.grid):
-            rows = torch.nonzero(torch.isclose(cond, c, rtol=1e-6, atol=1e-9)).reshape(-1)
+            rows = torch.nonzero(nearest == k).reshape(-1)
             if len(rows) == 0:
                 raise PhysdiffError(f"no training fields at coupling {float(c):g} of the Gaussian part's grid")
             self.power[k].copy_(lattice_power_spectrum(x0[rows.to(x0.device)]).to(self.power))
