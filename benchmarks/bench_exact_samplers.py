@@ -6,7 +6,7 @@ exact denoiser (``analytic.OptimalEpsilon``) of a Gaussian mixture, against NFE.
 Densities (standardised per coordinate, as physdiff's normaliser does for a run): ``gaussian``,
 ``two_gaussians``, ``eight_gaussians`` and ``spiral``, a mixture of 24 narrow Gaussians along
 the spiral, whose exact score the mixture formula gives. Samplers: DDIM (η = 0), DPM-Solver++(2M)
-and (3M) (physdiff's, and with the reference coefficient of the authors' code), UniPC-2 and -3 (bh2)
+and (3M) (the authors' coefficients, and the taylor variant exact for quadratic x̂₀), UniPC-2 and -3 (bh2)
 on logSNR-uniform steps, 2M and UniPC-3 on quadratic steps,
 UniPC-3 on Karras steps, UniPC-2 bh1, SDE-DPM-Solver++(2M), the probability-flow ODE (RK4, 4 NFE a step) and ancestral
 DDPM. Per cell: sliced W2 to a fresh true set divided by the floor (the same distance between
@@ -84,7 +84,7 @@ CELLS = {  # label: (sampler, options as a function of the NFE budget, or None w
     "ddim": ("ddim", lambda k: {"steps": k}),
     "dpm-solver++(2M)": ("dpm-solver", lambda k: {"steps": k, "order": 2}),
     "dpm-solver++(3M)": ("dpm-solver", lambda k: {"steps": k, "order": 3}),
-    "dpm-solver++(3M) reference": ("dpm-solver", lambda k: {"steps": k, "order": 3, "variant": "reference"}),
+    "dpm-solver++(3M) taylor": ("dpm-solver", lambda k: {"steps": k, "order": 3, "variant": "taylor"}),
     "dpm-solver++(2M) quadratic": ("dpm-solver", lambda k: {"steps": k, "order": 2, "spacing": "quadratic"}),
     "unipc-2": ("unipc", lambda k: {"steps": k, "order": 2}),
     "unipc-3": ("unipc", lambda k: {"steps": k, "order": 3}),

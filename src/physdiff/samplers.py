@@ -332,14 +332,15 @@ ORDER_HELP = ("multistep order: dpm-solver 2 = DPM-Solver++(2M) (default) or 3 =
               "sde-dpm-solver 1 or 2 (default)")
 UNIPC_THIRD_ORDER_FROM = 15  # unipc's default order: 3 from this many steps, 2 below (benchmarks/README.md)
 ORDER_CHOICES = {"dpm-solver": (2, 3), "unipc": (1, 2, 3), "sde-dpm-solver": (1, 2)}
-DPM_VARIANTS = ("taylor", "reference")
+DPM_VARIANTS = ("reference", "taylor")
 DPM_OPTIONS = STEP_OPTIONS | {"order": ORDER_HELP,
-                              "variant": "dpm-solver order 3: taylor (default; the second-difference term D2 weighted "
-                                         "so that a step is exact for x̂₀ quadratic in λ) or reference (half that "
-                                         "weight, as in the authors' code, diffusers and k-diffusion)"}
+                              "variant": "dpm-solver order 3: reference (default; the coefficients of the authors' "
+                                         "code, diffusers and k-diffusion, whose second-difference term has half the "
+                                         "weight a third-order step needs) or taylor (that term weighted so that a "
+                                         "step is exact for x̂₀ quadratic in λ)"}
 
 
-def _dpm_update(x, m0, hist, h: float, alpha_t, sigma_ratio, order: int, variant: str = "taylor"):
+def _dpm_update(x, m0, hist, h: float, alpha_t, sigma_ratio, order: int, variant: str = "reference"):
     """One DPM-Solver++ step from the state x at λ_s to λ_s + h (see :func:`dpm_solver_sample`):
     ``m0`` the data prediction at λ_s, ``hist`` [(x̂₀ at a previous point, the step from it to the
     next point), ...] (oldest first), ``alpha_t`` = α at the new point, ``sigma_ratio`` σ_t/σ_s.
@@ -347,7 +348,7 @@ def _dpm_update(x, m0, hist, h: float, alpha_t, sigma_ratio, order: int, variant
     x_t = (σ_t/σ_s) x + α_t[(1 − e^{−h}) m0 + (h − 1 + e^{−h}) m' + ½(h² − 2h + 2(1 − e^{−h})) m''];
     the multistep differences give D1 = h m' and D2 = ½h² m'' exactly for a quadratic, so the
     "taylor" D2 coefficient 2(½ − (e^{−h} − 1 + h)/h²) makes order 3 exact for quadratic x̂₀
-    (tested); "reference" has half of it."""
+    (tested); "reference" (the authors' code) has half of it, exact for linear x̂₀ only."""
     em1 = math.expm1(-h)  # e^{-h} − 1
     if not hist:
         d = -em1 * m0
@@ -369,7 +370,7 @@ def _dpm_update(x, m0, hist, h: float, alpha_t, sigma_ratio, order: int, variant
           DPM_OPTIONS, default_steps=20)
 @torch.no_grad()
 def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int = 20,
-                      spacing: str = "logsnr", order: int = 2, variant: str = "taylor", prediction: str = "eps",
+                      spacing: str = "logsnr", order: int = 2, variant: str | None = None, prediction: str = "eps",
                       variance: str = "beta", clip_x0: float | None = None, cond=None, generator=None,
                       callback=None) -> SamplerResult:
     """DPM-Solver++(2M) and (3M), Lu et al. 2022 ("DPM-Solver++", Algorithm 2 and its third-order
@@ -383,10 +384,12 @@ def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int =
               [3M: + α_t((e^{-h} − 1)/h + 1) D1 − 2α_t((e^{-h} − 1 + h)/h² − ½) D2]
 
     D0 = m0; 2M: D1 = (m0 − m1)/r0; 3M: D1_0 = (m0 − m1)/r0, D1_1 = (m1 − m2)/r1,
-    D1 = D1_0 + r0/(r0 + r1) (D1_0 − D1_1), D2 = (D1_0 − D1_1)/(r0 + r1) (:func:`_dpm_update`). The
-    factor 2 on the D2 term makes a 3M step exact for a data prediction quadratic in λ; the authors'
-    code, diffusers and k-diffusion have 1 there (their step is exact for linear x̂₀ only):
-    ``variant="reference"`` gives theirs, for a side-by-side comparison. The first steps use the
+    D1 = D1_0 + r0/(r0 + r1) (D1_0 − D1_1), D2 = (D1_0 − D1_1)/(r0 + r1) (:func:`_dpm_update`), as
+    in the authors' code, diffusers and k-diffusion (``variant`` None or "reference"). With these
+    D1, D2 a step is exact for a data prediction quadratic in λ only with a factor 2 on the D2 term
+    (``variant="taylor"``, tested against quadrature); the reference step is exact for linear x̂₀.
+    Measured with exact denoisers (benchmarks/README.md): the two agree from 20 NFE, and below it
+    the reference is the better one on three of four densities, so it stays the default. The first steps use the
     orders the history allows (1, then 2). The last step, to σ = 0, is first order (it returns
     x̂_0), as in the solver's "lower order final". Deterministic (``generator`` and ``variance``
     unused); NFE = K. Default spacing: uniform in λ, which the step-size ratios r need (with
@@ -394,10 +397,11 @@ def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int =
     """
     if order not in ORDER_CHOICES["dpm-solver"]:
         raise PhysdiffError(f"dpm-solver order must be 2 or 3 (got {order})")
-    if variant not in DPM_VARIANTS:
+    if variant is not None and variant not in DPM_VARIANTS:
         raise PhysdiffError(f"unknown dpm-solver variant {variant!r}; allowed: {', '.join(DPM_VARIANTS)}")
-    if variant != "taylor" and order != 3:
+    if variant is not None and order != 3:
         raise PhysdiffError(f"dpm-solver variant {variant!r} is a third-order coefficient: give it with order 3")
+    variant = variant or "reference"
     hist = []  # (x̂_0 at a previous point, the step h from it to the next point), newest last
 
     def step(sched, x, x0_hat, t, nxt, lam_t, lam_next):
