@@ -172,6 +172,7 @@ def test_sample_exact_is_the_recipe_written_once(wrong_model, tmp_path):
     chain, report = es.metropolis_chain(theory, res.samples[:, 0], res.log_prob, seed=4, burn_in=B)
     np.testing.assert_array_equal(ex.chain, chain)
     check = ex.report.pop("log_q_check")  # the solver check (test_log_q_check_...) comes on top
+    assert ex.report.pop("log_z_refined") == es.refined_log_z(report["log_z"], check)  # and log Z moved by it
     assert check["n"] == es.default_log_q_check(96 + B) == 16 and check["solver"] == "rk4 4 steps"
     assert json.dumps(ex.report, default=float) == json.dumps(report, default=float)
     np.testing.assert_array_equal(ex.chain, ex.proposals[ex.indices])

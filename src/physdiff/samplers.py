@@ -191,7 +191,8 @@ def check_options(name: str, options: dict, T: int) -> dict:
                             f"{', '.join(map(str, orders))}")
     variants = VARIANT_CHOICES.get(name, UNIPC_VARIANTS)
     if "variant" in options and options["variant"] not in variants:
-        raise PhysdiffError(f"unknown {name} variant {options['variant']!r}; allowed: {', '.join(variants)}")
+        shown = "UniPC" if name == "unipc" else name
+        raise PhysdiffError(f"unknown {shown} variant {options['variant']!r}; allowed: {', '.join(variants)}")
     if "method" in options and options["method"] not in pf_ode.METHODS:
         raise PhysdiffError(f"unknown ODE method {options['method']!r}; allowed: {', '.join(pf_ode.METHODS)}")
     for tol in ("rtol", "atol"):
