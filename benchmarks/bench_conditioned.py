@@ -27,13 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_lattice import cost  # seconds × 2τ_int / n, as every lattice benchmark reports it
 
 from physdiff.cli import main as physdiff
-
-
-def cost(seconds, n, tau):
-    """Seconds per effectively independent configuration: time × 2τ_int / n."""
-    return seconds * 2 * tau / n
 
 
 def hopping_derivative(scan_dir: Path, point: dict) -> dict:

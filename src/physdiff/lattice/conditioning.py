@@ -55,7 +55,7 @@ class Conditioning:
         if not math.isfinite(value) or not self.contains(value):
             raise PhysdiffError(f"{where} = {value:g} is outside the range this run was trained on: {self.name} in "
                                 f"[{self.lo:g}, {self.hi:g}]")
-        return min(max(value, self.lo), self.hi)
+        return self.nearest(value)  # a rounding beyond an end: the end itself
 
     def nearest(self, value: float) -> float:
         """The coupling of the range closest to ``value`` (``value`` itself inside it)."""

@@ -61,12 +61,14 @@ class SpectralGaussian(nn.Module):
         self.inner, self.prediction, self.shape = inner, prediction, tuple(shape)
         if grid is None:
             self.register_buffer("power", torch.ones(shape[-2:]))
-            self.grid = None
+            self.register_buffer("grid", None)
         else:  # a coupling-conditioned run: one spectrum per training coupling, interpolated between them
-            self.grid = torch.as_tensor(np.asarray(grid), dtype=torch.float64)
-            if self.grid.dim() != 1 or len(self.grid) < 2 or not bool((self.grid.diff() > 0).all()):
+            grid = torch.as_tensor(np.asarray(grid), dtype=torch.float64)
+            if grid.dim() != 1 or len(grid) < 2 or not bool((grid.diff() > 0).all()):
                 raise PhysdiffError("the couplings of a conditioned Gaussian part must increase, at least two")
-            self.register_buffer("power", torch.ones((len(self.grid), *shape[-2:])))
+            # moves with the module (no copy per evaluation); not saved: the run's config gives it
+            self.register_buffer("grid", grid, persistent=False)
+            self.register_buffer("power", torch.ones((len(grid), *shape[-2:])))
         # float64: ᾱ near 1 and σ² = 1 − ᾱ near 0 are read from it (a few hundred bytes)
         self.register_buffer("log_sigma_bar", torch.as_tensor(np.asarray(log_sigma_bar), dtype=torch.float64))
 
@@ -82,12 +84,12 @@ class SpectralGaussian(nn.Module):
             return
         if cond is None:
             raise PhysdiffError("a coupling-conditioned Gaussian part is fitted with the couplings of its fields")
-        cond = cond.to(torch.float64).reshape(-1).cpu()
-        nearest = (cond[:, None] - self.grid[None, :]).abs().argmin(dim=1)  # each field's grid coupling
-        spacing = float(self.grid.diff().min())
-        if float((cond - self.grid[nearest]).abs().max()) > 1e-3 * spacing:
+        cond, grid = cond.to(torch.float64).reshape(-1).cpu(), self.grid.double().cpu()
+        nearest = (cond[:, None] - grid[None, :]).abs().argmin(dim=1)  # each field's grid coupling
+        spacing = float(grid.diff().min())
+        if float((cond - grid[nearest]).abs().max()) > 1e-3 * spacing:
             raise PhysdiffError("training fields at couplings off the Gaussian part's grid")
-        for k, c in enumerate(self.grid):
+        for k, c in enumerate(grid):
             rows = torch.nonzero(nearest == k).reshape(-1)
             if len(rows) == 0:
                 raise PhysdiffError(f"no training fields at coupling {float(c):g} of the Gaussian part's grid")
@@ -101,8 +103,8 @@ class SpectralGaussian(nn.Module):
         if cond is None:
             raise PhysdiffError(f"this Gaussian part is conditioned on a coupling in [{float(self.grid[0]):g}, "
                                 f"{float(self.grid[-1]):g}]: give it as cond")
-        grid = self.grid.to(self.power.device)
-        c = cond.to(torch.float64).reshape(-1).expand(batch).clamp(float(grid[0]), float(grid[-1]))
+        grid = self.grid
+        c = cond.to(grid.dtype).reshape(-1).expand(batch).clamp(grid[0], grid[-1])  # tensor bounds: no host sync
         k = torch.searchsorted(grid, c, right=True).clamp(1, len(grid) - 1)
         w = ((c - grid[k - 1]) / (grid[k] - grid[k - 1]))[:, None, None]
         p = self.power.to(torch.float64)

@@ -83,10 +83,9 @@ class LocalNet(nn.Module):
         """The coupling as a (B, 1) global input ([] for an unconditioned network)."""
         if self.coupling_range is None:
             return []
-        if cond is None:
-            lo, hi = self.coupling_range
-            raise ValueError(f"this network is conditioned on a coupling in [{lo:g}, {hi:g}]: give it as cond")
         lo, hi = self.coupling_range
+        if cond is None:
+            raise ValueError(f"this network is conditioned on a coupling in [{lo:g}, {hi:g}]: give it as cond")
         c = (cond.to(like.dtype).reshape(-1) - 0.5 * (lo + hi)) / (0.5 * (hi - lo))
         return [c.expand(batch)[:, None]]
 
