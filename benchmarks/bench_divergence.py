@@ -1,8 +1,12 @@
 """Cost of the exact divergence per configuration: the flattened ResMLP (autograd, L² backward
 passes, width max(128, 2L²)) against the local network (model.arch = local, C(p² + 1) forward-mode
 JVPs), both at the lattice defaults, untrained (the cost does not depend on the weights).
+``local-torchfunc`` is the local network with its probes through torch.func's vmapped jvp (the
+path of a subclass with its own ``local``, and the only one before the forward mode by hand):
+the baseline of the hand-written forward mode, in the same run.
 
-    .venv/bin/python benchmarks/bench_divergence.py [--sizes 8,16,32] [--batch 64] [--threads 2]
+    .venv/bin/python benchmarks/bench_divergence.py [--sizes 8,16,32] [--batch 64] [--threads 2] \
+        [--archs mlp,local,local-torchfunc]
 
 Prints and writes benchmarks/divergence.json: seconds per configuration for one divergence
 evaluation (the ODE with exact log q makes 4 per RK4 step), the median of --repeats runs, and
@@ -13,6 +17,7 @@ probability-flow ODE with exact log q at the default steps, over a batch of B co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -24,6 +29,20 @@ from physdiff.config import config_from_dict
 from physdiff.data.kinds import resolve_kind
 from physdiff.nets import build_model
 from physdiff.ode import network_divergence
+
+
+@contextlib.contextmanager
+def probes_through_torch_func(on: bool):
+    """LocalNet's divergence through torch.func's vmapped jvp instead of its forward mode by hand."""
+    from physdiff.nets.local import LocalNet
+
+    real = LocalNet._forward_mode
+    if on:
+        LocalNet._forward_mode = lambda self, x, t, cond, p: self._vmapped_probes(x, t, cond, p)
+    try:
+        yield
+    finally:
+        LocalNet._forward_mode = real
 
 
 def seconds_per_config(model, L, batch, repeats):
@@ -65,14 +84,17 @@ def main():
     for L in (int(s) for s in args.sizes.split(",")):
         row = {}
         for arch in args.archs.split(","):
-            cfg = config_from_dict({"data": {"dataset": "phi4"}, "theory": {"L": L}, "model": {"arch": arch}})
+            base = arch.removesuffix("-torchfunc")
+            cfg = config_from_dict({"data": {"dataset": "phi4"}, "theory": {"L": L}, "model": {"arch": base}})
+            torch.manual_seed(0)
             model = build_model(cfg.model, (1, L, L), 0, resolve_kind(cfg.data), cfg.diffusion).eval()
             params = sum(q.numel() for q in model.parameters())
-            row[arch] = {"seconds_per_config": seconds_per_config(model, L, args.batch, args.repeats),
-                         "parameters": params}
-            if args.proposals:
-                row[arch]["seconds_per_proposal"] = seconds_per_proposal(model, L, args.proposals,
-                                                                         cfg.diffusion.prediction)
+            with probes_through_torch_func(arch.endswith("-torchfunc")):
+                row[arch] = {"seconds_per_config": seconds_per_config(model, L, args.batch, args.repeats),
+                             "parameters": params}
+                if args.proposals:
+                    row[arch]["seconds_per_proposal"] = seconds_per_proposal(model, L, args.proposals,
+                                                                             cfg.diffusion.prediction)
         rows[L] = row
         print(f"L = {L}: " + ", ".join(
             f"{arch} {r['seconds_per_config'] * 1e3:.3f} ms per configuration per divergence ({r['parameters']} "

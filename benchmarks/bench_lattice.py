@@ -2,7 +2,7 @@
 reference Monte Carlo, with Γ-method errors.
 
     .venv/bin/python benchmarks/bench_lattice.py [--points phi4:8:0.2705,ising:8:0.44] [--n 4000]
-        [--device cpu|cuda] [--train KEY=VALUE ...] [--figures DIR] [--out FILE]
+        [--device cpu|cuda] [--train KEY=VALUE ...] [--run DIR] [--steps N] [--figures DIR] [--out FILE]
 
 Per point: the reference ensemble (HMC + Wolff for φ⁴, Wolff for Ising; physdiff mcmc), and an
 HMC-only ensemble for φ⁴; `physdiff train --dataset ...` at the defaults (its Monte Carlo training
@@ -94,6 +94,21 @@ def tolerance_table(theory, tol, normalizer):
     return rows
 
 
+def trained_run(path, theory, L, device):
+    """A run trained before (``--run``): loaded, checked to be of ``theory`` at ``L``, with its
+    training time from its provenance (the sessions' wall time, started to ended)."""
+    from datetime import datetime
+
+    run = LoadedRun(path, device=device)
+    if run.theory.params != theory.params or run.data_shape[-1] != L:
+        raise SystemExit(f"--run {path} is {run.theory.params} at L = {run.data_shape[-1]}, not the point's "
+                         f"{theory.params} at L = {L}")
+    sessions = json.loads((Path(path) / "provenance.json").read_text())["sessions"]
+    seconds = sum((datetime.fromisoformat(s["ended"]) - datetime.fromisoformat(s["started"])).total_seconds()
+                  for s in sessions)
+    return run, seconds
+
+
 def cost(seconds, n, tau):
     """Seconds per effectively independent configuration: time × 2τ_int / n."""
     return seconds * 2 * tau / n
@@ -140,6 +155,10 @@ def main():
     p.add_argument("--train", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides of the diffusion run, e.g. train.steps=20000 model.mlp.width=256; "
                         "the point is then stored as POINT+KEY=VALUE...")
+    p.add_argument("--run", default=None, metavar="DIR",
+                   help="sample this trained run instead of training one (one point, which must be the run's theory); "
+                        "its training time is read from its provenance")
+    p.add_argument("--steps", type=int, default=None, help="RK4 steps of the exact sampler's ODE (default: its own)")
     p.add_argument("--no-hmc-only", action="store_true", help="skip the HMC-without-Wolff reference (φ⁴)")
     p.add_argument("--retarget", type=float, default=None, metavar="COUPLING",
                    help="also run the exact sampler of the same trained model against the theory at this κ or β "
@@ -159,7 +178,7 @@ def main():
         lam = 0.022 if model == "phi4" else 0.0
         theory = Phi4(coupling, lam) if model in ("phi4", "free") else Ising(coupling)
         model = "phi4" if model == "free" else model
-        key = "+".join([point, *args.train])
+        key = "+".join([point, *args.train, *([f"steps={args.steps}"] if args.steps else [])])
         data = {"dataset": model}
         theory_table = {"L": L} | ({"kappa": coupling, "lam": lam} if model == "phi4" else {"beta": coupling})
         row = {"params": theory.params, "L": L}
@@ -174,13 +193,18 @@ def main():
                                "observables": as_table(measure(hmc, theory, chains=16))}
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            cfg = config_from_dict({"data": data, "theory": theory_table}, {"train.device": args.device, **overrides})
-            run = LoadedRun(train(cfg, Path(tmp) / "run", progress=False), device=args.device)
-            train_s = time.perf_counter() - t0
+            if args.run:
+                run, train_s = trained_run(args.run, theory, L, args.device)
+            else:
+                cfg = config_from_dict({"data": data, "theory": theory_table},
+                                       {"train.device": args.device, **overrides})
+                run = LoadedRun(train(cfg, Path(tmp) / "run", progress=False), device=args.device)
+                train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             exact_path = theory.discrete is None or run.embedding is not None
             if exact_path:  # the exact sampler: ODE proposals with log q, action, Metropolis (Ising: embedded)
-                exact = es.sample_exact(run, args.n, 7, theory=theory, chain_seed=0)
+                exact = es.sample_exact(run, args.n, 7, theory=theory, chain_seed=0,
+                                        **({} if args.steps is None else {"steps": args.steps}))
                 x = exact.fields
             else:
                 x = run.sample(args.n, 7, sampler="ode").samples[:, 0]
@@ -232,7 +256,7 @@ def main():
             corr["diffusion + Metropolis"] = row["diffusion"]["metropolis"]["G"]
         figs["lattice_correlator.png"] = plot_correlator(corr, f"{theory.label}, L = {L}")
         figs["lattice_configurations.png"] = plot_configurations(sets, title=f"{theory.label}, L = {L}")
-        tag = f"lattice_{model}{L}_{coupling}_" + "".join(f"{kv.replace('=', '')}_" for kv in args.train)
+        tag = f"lattice_{model}{L}_{coupling}_" + "".join(f"{kv.replace('=', '')}_" for kv in key.split("+")[1:])
         for name, fig in figs.items():
             save_figure(fig, Path(args.figures) / name.replace("lattice_", tag))
         row["config_overrides"] = overrides

@@ -49,23 +49,47 @@ def test_through_the_odd_wrapper_and_under_no_grad():
 
 
 def test_the_cost_does_not_grow_with_L(monkeypatch):
-    """Two vmapped forward-mode evaluations of the local network per divergence (C·p² probes and C
-    zero-mode products), each over the B configurations once (the probes are batched by vmap, the
-    primal pass is not repeated), the same at L = 8 and at L = 32."""
-    net = random_net(1, 1)
-    calls = {"n": 0}
-    real = LocalNet.local
+    """The convolutions of one divergence (primal, C·p² probes, C zero-mode tangents) are a fixed
+    number whose output per lattice site is the same at L = 8 and at L = 32: the cost grows as V."""
+    net = random_net(1, 3)
+    real = torch.nn.functional.conv2d
+    work = {}
 
-    def counted(self, x, *a):
-        calls["n"] += 1
-        calls["rows"] = calls.get("rows", 0) + x.shape[0]
-        return real(self, x, *a)
+    def counted(inp, weight, *a, **k):
+        out = real(inp, weight, *a, **k)
+        work["calls"] = work.get("calls", 0) + 1
+        work["outputs"] = work.get("outputs", 0) + out.numel()
+        return out
 
-    monkeypatch.setattr(LocalNet, "local", counted)
+    monkeypatch.setattr(torch.nn.functional, "conv2d", counted)
+    per_site = []
     for L in (8, 32):
-        calls["n"], calls["rows"] = 0, 0
+        work.clear()
         net.output_and_divergence(torch.randn(2, 1, L, L, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
-        assert calls["n"] == 2 and calls["rows"] == 2 * 2  # two products over B = 2 configurations each
+        per_site.append((work["calls"], work["outputs"] / L**2))
+    assert per_site[0] == per_site[1]
+    # primal: depth + output convolutions; probes: depth - 1 full ones and the last one on 1/p² of the sites
+    # of each of the p² sub-lattices; zero mode: depth - 1
+    assert per_site[0][0] == (3 + 1) + (2 + 16) + 2
+
+
+def test_the_forward_mode_by_hand_equals_torch_func():
+    """The hand-written forward mode of the stack equals torch.func's vmapped products on the same
+    network (the path a subclass with its own ``local`` takes), conditioned and not."""
+    torch.manual_seed(1)
+    for coupling_range in (None, (0.1, 0.3)):
+        net = LocalNet(2, channels=5, depth=2, time_dim=8, global_width=8, coupling_range=coupling_range).double()
+        with torch.no_grad():
+            net.out.weight.normal_(0, 0.5)
+        x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+        t = torch.tensor([3.0, 40.0, 700.0], dtype=torch.float64)
+        cond = None if coupling_range is None else torch.tensor([0.1, 0.17, 0.3], dtype=torch.float64)
+        p = probe_period(net.radius, 8, 8)
+        with torch.no_grad():  # as output_and_divergence calls it
+            by_hand = net._forward_mode(x, t, cond, p)
+        generic = net._vmapped_probes(x, t, cond, p)
+        torch.testing.assert_close(by_hand[0], generic[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(by_hand[1], generic[1], rtol=1e-10, atol=1e-10)
 
 
 class NonLocal(LocalNet):
