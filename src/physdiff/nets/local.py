@@ -133,7 +133,7 @@ class LocalNet(nn.Module):
     def _output_and_divergence(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
         from ..ode import exact_divergence
 
-        B, C, H, W = x.shape
+        B, _, H, W = x.shape
         p = probe_period(self.radius, H, W)
         if p is None:
             return exact_divergence(lambda z: self(z, t, cond), x)
