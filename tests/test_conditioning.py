@@ -236,3 +236,21 @@ def test_evaluate_plot_and_encode_take_the_coupling(free_run, tmp_path, capsys):
                          "give the coupling to use")):
         assert match in one_line_error(capsys, args)
     assert not (tmp_path / "z.npy").exists()
+
+
+def test_each_coupling_keeps_its_own_report_and_figures(free_run, capsys):
+    """evaluate and plot at two couplings write two reports and two sets of figures (tagged with
+    the coupling), the training loss once; physdiff still recognises them all as its own."""
+    from physdiff import checkpoint as ck
+
+    for kappa in ("0.12", "0.18"):
+        assert main(["evaluate", str(free_run), "--kappa", kappa, "--n", "100", "--json", "-q"]) == 0
+        assert main(["plot", str(free_run), "--kappa", kappa, "--n", "100", "--format", "pdf"]) == 0
+    capsys.readouterr()
+    for kappa in ("0.12", "0.18"):
+        report = json.loads((free_run / f"evaluation_kappa{kappa}.json").read_text())
+        assert report["theory"]["kappa"] == pytest.approx(float(kappa))
+        assert (free_run / f"histograms_kappa{kappa}.pdf").is_file()
+        assert (free_run / f"histograms_kappa{kappa}.csv").is_file()
+    assert (free_run / "loss.pdf").is_file() and not list(free_run.glob("loss_*"))
+    assert ck.foreign_entries(free_run) == []

@@ -25,17 +25,50 @@ def test_probe_period():
     assert probe_period(3, 4, 4) is None  # no p in 4..3: autograd's trace instead
 
 
-@pytest.mark.parametrize("L", [4, 8, 16])
-@pytest.mark.parametrize(("C", "depth"), [(1, 1), (1, 3), (2, 2)])
-def test_probe_trace_equals_the_full_trace(L, C, depth):
+# (C, depth, H, W): p = 2, 3, 4, 5; square and not; the last one has no probe period (autograd's trace)
+SHAPES = [(1, 1, 4, 4), (1, 1, 8, 8), (1, 3, 8, 8), (1, 3, 16, 16), (2, 2, 8, 8), (2, 3, 8, 8), (1, 2, 6, 6),
+          (2, 2, 6, 12), (1, 4, 10, 10), (1, 4, 10, 15), (1, 3, 4, 4)]
+
+
+@pytest.mark.parametrize(("C", "depth", "H", "W"), SHAPES)
+def test_probe_trace_equals_the_full_trace(C, depth, H, W):
     net = random_net(C, depth)
-    x = torch.randn(3, C, L, L, dtype=torch.float64)
+    assert (probe_period(depth, H, W) is None) == ((H, W) == (4, 4) and depth == 3)
+    x = torch.randn(3, C, H, W, dtype=torch.float64)
     t = torch.tensor([0.3, 17.0, 450.0], dtype=torch.float64)
     out, fast = net.output_and_divergence(x, t)
     ref_out, full = exact_divergence(lambda z: net(z, t), x)
     torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(fast, full, rtol=1e-10, atol=1e-10)
     assert full.abs().max() > 1e-3  # a trace that is not trivially 0
+
+
+def test_in_float32_within_its_round_off():
+    """The network as the samplers run it (float32): the trace within float32 round-off of
+    autograd's float64 trace of the same weights."""
+    net = random_net(1, 3)
+    x = torch.randn(4, 1, 16, 16, dtype=torch.float64)
+    t = torch.full((4,), 200.0, dtype=torch.float64)
+    _, full = exact_divergence(lambda z: net(z, t), x)
+    _, fast = net.float().output_and_divergence(x.float(), t.float())
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-4)
+
+
+def test_only_the_stack_as_built_takes_the_forward_mode_by_hand():
+    """A subclass, an instance's own ``local`` or a changed layer goes through torch.func's
+    products instead (which follow ``local``, whatever it computes)."""
+    assert random_net(1, 2)._as_built()
+    assert not NonLocal(1, channels=4, depth=1, time_dim=8, global_width=8)._as_built()
+    net = random_net(1, 2)
+    net.local = lambda x, m, t, cond=None: LocalNet.local(net, x, m, t, cond)
+    assert not net._as_built()
+    net = random_net(1, 2)
+    net.out = torch.nn.Conv2d(6, 1, 3, padding=1, padding_mode="circular").double()
+    assert not net._as_built()
+    net.radius = 3  # the 3×3 output widens the receptive field: declared, the probes stay exact
+    x, t = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    torch.testing.assert_close(net.output_and_divergence(x, t)[1], exact_divergence(lambda z: net(z, t), x)[1],
+                               rtol=1e-10, atol=1e-10)
 
 
 def test_through_the_odd_wrapper_and_under_no_grad():

@@ -216,3 +216,30 @@ def test_resume_refuses_what_is_not_a_stopped_run(base_run, tmp_path, capsys):
     (weights_only / ck.STATE_FILE).unlink()
     assert "over its weights" in _err(capsys, ["train", "--resume", str(weights_only)])
     assert sorted(p.name for p in only_config.iterdir()) == ["config.toml"]
+
+
+def test_the_figures_and_reports_of_plot_and_evaluate_are_the_runs_own():
+    """Every figure format, the tables beside the figures and a conditioned run's tagged files are
+    physdiff's (replaced with the run); a user's look-alikes are not."""
+    for name in ("samples.png", "samples.pdf", "histograms.svg", "loss.csv", "evaluation.json",
+                 "histograms_kappa0.2705.png", "correlator_beta0.44.csv", "evaluation_kappa1e-05.json",
+                 "evaluation_kappa-0.1.json"):
+        assert ck.is_run_file(name), name
+    for name in ("samples_final.png", "thesis.tex", "notes.csv", "evaluation.json.bak", "histograms.png.old",
+                 "my_samples.png", "evaluation_kappa.json"):
+        assert not ck.is_run_file(name), name
+
+
+def test_overwrite_after_plot_replaces_the_figures_and_their_tables(tmp_path, capsys):
+    """plot writes figures and their .csv tables (here as pdf); train --overwrite then replaces the
+    run, those included, instead of refusing them as a user's files."""
+    from physdiff.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "moons", "--steps", "20", "--out", str(out), "--no-progress", "-q"]
+    assert main(args) == 0
+    assert main(["plot", str(out), "--n", "100", "--format", "pdf"]) == 0
+    assert (out / "samples.csv").is_file() and (out / "samples.pdf").is_file()
+    assert main([*args, "--overwrite"]) == 0
+    assert not (out / "samples.csv").exists() and not (out / "samples.pdf").exists()
+    capsys.readouterr()

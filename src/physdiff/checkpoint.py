@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -42,11 +43,22 @@ VALIDATION_FILE = "validation.npy"  # the rows of a data file held out of traini
 DATA_FILE = "data.npy"  # the training data of a run trained from an array in memory, float64
 # every name physdiff itself writes into a run directory (train, evaluate, plot, demo): replacing
 # or cleaning up a run removes these and its temporaries, never anything else
+FIGURE_STEMS = ("samples", "forward", "reverse", "loss", "guidance", "nearest", "histograms", "correlator",
+                "configurations")
 RUN_FILES = frozenset({CONFIG_FILE, METRICS_FILE, STATE_FILE, MODEL_FILE, EMA_FILE, LOCK_FILE, MARKER_FILE,
                        VALIDATION_FILE, DATA_FILE, PROVENANCE_FILE,
-                       "evaluation.json", *(f"{name}.png" for name in (
-                           "samples", "forward", "reverse", "loss", "guidance", "nearest", "histograms",
-                           "correlator", "configurations"))})
+                       "evaluation.json", *(f"{name}.png" for name in FIGURE_STEMS)})
+# the figures of `plot` in every format with the table of their numbers (.csv) beside them, and the report of
+# `evaluate`; for a coupling-conditioned run each is tagged with the coupling it was made at (histograms_kappa0.27.png)
+_TAG = r"(?:_[A-Za-z][A-Za-z0-9_]*?[-+]?[0-9][-+.0-9e]*)?"  # LoadedRun.file_tag
+_PLOT_AND_EVALUATE = re.compile(rf"(?:(?:{'|'.join(FIGURE_STEMS)}){_TAG}\.(?:png|pdf|svg|csv)"
+                                rf"|evaluation{_TAG}\.json)\Z")
+
+
+def is_run_file(name: str) -> bool:
+    """Whether physdiff writes a file of this name into a run (train, evaluate, plot, demo):
+    :data:`RUN_FILES`, and the figures, tables and reports of plot and evaluate."""
+    return name in RUN_FILES or bool(_PLOT_AND_EVALUATE.match(name))
 
 
 @contextlib.contextmanager
@@ -166,20 +178,20 @@ def foreign_entries(run: str | Path) -> list[str]:
     links (sorted names)."""
     out = []
     for p in Path(run).iterdir():
-        ours = (p.name in RUN_FILES or is_temporary(p.name)) and p.is_file() and not p.is_symlink()
+        ours = (is_run_file(p.name) or is_temporary(p.name)) and p.is_file() and not p.is_symlink()
         if not ours:
             out.append(p.name)
     return sorted(out)
 
 
 def remove_run_files(run: str | Path, *, remove_folder: bool = True) -> None:
-    """Delete physdiff's own files (:data:`RUN_FILES`, temporaries) from ``run`` and, if it is then
+    """Delete physdiff's own files (:func:`is_run_file`, temporaries) from ``run`` and, if it is then
     empty and ``remove_folder``, the folder. Anything else in it is left alone."""
     run = Path(run)
     if not run.is_dir():
         return
     for p in run.iterdir():
-        if (p.name in RUN_FILES or is_temporary(p.name)) and (p.is_symlink() or p.is_file()):
+        if (is_run_file(p.name) or is_temporary(p.name)) and (p.is_symlink() or p.is_file()):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
     if remove_folder:

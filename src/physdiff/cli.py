@@ -232,14 +232,17 @@ def cmd_evaluate(args) -> None:
     print(json_text(report) if args.json else format_report(report))
 
 
-def _figure_outputs(figs: dict, folder: Path, fmt: str) -> list[tuple[Path, Path | None, object]]:
+def _figure_outputs(figs: dict, folder: Path, fmt: str, tag: str = "") -> list[tuple[Path, Path | None, object]]:
     """(figure path, CSV path or None, Figure) of each figure: its name's stem with the suffix of
-    ``fmt``, and the CSV of the numbers drawn (``plots.figure_table``) beside it, same stem."""
+    ``fmt``, and the CSV of the numbers drawn (``plots.figure_table``) beside it, same stem.
+    ``tag`` (a conditioned run's coupling, ``LoadedRun.file_tag``) follows every stem but the
+    training loss's, which is the same at every coupling."""
     from .plots import figure_table
 
     out = []
     for fname, fig in figs.items():
-        path = folder / f"{Path(fname).stem}.{fmt}"
+        stem = Path(fname).stem
+        path = folder / f"{stem}{'' if stem == 'loss' else tag}.{fmt}"
         out.append((path, path.with_suffix(".csv") if figure_table(fig) else None, fig))
     return out
 
@@ -263,7 +266,7 @@ def cmd_plot(args) -> None:
     run = _load(args)
     _check_guidance(args, run)
     _write_figures(_figure_outputs(figures(run, args.n, args.seed, guidance=args.guidance, progress=_progress(args)),
-                                   run.path, args.format))
+                                   run.path, args.format, run.file_tag))
 
 
 def cmd_mcmc(args) -> None:

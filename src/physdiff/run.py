@@ -158,6 +158,15 @@ class LoadedRun:
         view.embedding = view.kind.embedding(view.cfg)
         return view
 
+    @property
+    def file_tag(self) -> str:
+        """The suffix of the report and figures that evaluate and plot write into the run: '' for
+        a run trained at one coupling, '_kappa0.2705' for a coupling-conditioned run put at κ =
+        0.2705 by :meth:`at`, so that each coupling keeps its own files."""
+        if getattr(self, "conditioning", None) is None or self.coupling is None:
+            return ""
+        return f"_{self.conditioning.name}{self.coupling:.6g}"
+
     def _cond(self, count: int, cond=None):
         """``cond`` as given, or the coupling of a conditioned run for ``count`` samples (refused
         for a conditioned run not yet put at a coupling by :meth:`at`: no silent default)."""

@@ -344,7 +344,7 @@ def check_run_target(out: Path, *, overwrite: bool) -> bool:
     """Refuse a run directory that a new run may not be written into; deletes nothing. Returns
     True when ``out`` holds a physdiff run that ``overwrite`` will replace once the new run has
     started (:func:`_start_run`). Only a physdiff run (:func:`is_physdiff_run`) that holds nothing
-    but physdiff's own files (``checkpoint.RUN_FILES``) is ever replaced."""
+    but physdiff's own files (``checkpoint.is_run_file``) is ever replaced."""
     if out.exists() and not out.is_dir():
         raise PhysdiffError(f"{str(out)!r} is a file, not a run directory")
     if not out.is_dir() or not any(out.iterdir()):
@@ -413,7 +413,7 @@ def _start_run(out: Path, cfg: Config, replacing: bool, header: str = METRICS_HE
     """Write a new run's first files (marker, metrics header, config) into ``out`` and return its
     lock, held. ``replacing`` an old physdiff run there: the new run is written beside it in a
     temporary sibling folder, which takes the old one's place by two renames; only then are the old
-    run's files (``checkpoint.RUN_FILES``, nothing else) removed. An error before the swap leaves
+    run's files (``checkpoint.is_run_file``, nothing else) removed. An error before the swap leaves
     the old run as it was."""
     if not replacing:
         out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ Ising): ``lattice.py``, against the reference Monte Carlo."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -44,8 +45,10 @@ def format_report(report: dict) -> str:
 
 
 def write_report(run, report: dict) -> None:
-    """RUN/evaluation.json, atomically."""
-    atomic_write_bytes(run.path / REPORT_FILE, (json_text(report) + "\n").encode())
+    """RUN/evaluation.json, atomically (evaluation_kappa0.27.json for a coupling-conditioned run at
+    κ = 0.27: ``LoadedRun.file_tag``)."""
+    name = Path(REPORT_FILE)
+    atomic_write_bytes(run.path / f"{name.stem}{run.file_tag}{name.suffix}", (json_text(report) + "\n").encode())
 
 
 def loss_figure(run) -> dict:
