@@ -100,7 +100,8 @@ def test_a_conditioned_network_in_chunks_gives_the_same_numbers(monkeypatch):
     x, t = torch.randn(7, 1, 8, 8, dtype=torch.float64), torch.full((7,), 3.0, dtype=torch.float64)
     cond = torch.linspace(0.2, 0.3, 7, dtype=torch.float64)  # a different coupling per configuration
     whole = net.output_and_divergence(x, t, cond)
-    monkeypatch.setattr(local, "PROBE_ELEMENTS", 2 * 16 * 6 * 64)  # two configurations per chunk
+    monkeypatch.setattr(local, "PROBE_ELEMENTS", {"cpu": 2 * 16 * 6 * 64})  # two configurations per chunk
+    monkeypatch.setattr(local, "MIN_CHUNK", 1)
     parts = net.output_and_divergence(x, t, cond)
     torch.testing.assert_close(parts[0], whole[0], rtol=0, atol=1e-12)
     torch.testing.assert_close(parts[1], whole[1], rtol=0, atol=1e-10)

@@ -164,7 +164,7 @@ def test_a_local_run_samples_exactly(tmp_path, capsys):
 
 
 def test_large_batches_are_chunked_to_the_same_numbers(monkeypatch):
-    """A batch whose probe activations exceed PROBE_ELEMENTS is evaluated in chunks: the same
+    """A batch whose probe activations exceed the budget is evaluated in chunks: the same
     outputs and traces as in one piece."""
     import physdiff.nets.local as local
 
@@ -179,7 +179,8 @@ def test_large_batches_are_chunked_to_the_same_numbers(monkeypatch):
         return real(self, *a)
 
     monkeypatch.setattr(LocalNet, "_output_and_divergence", counted)
-    monkeypatch.setattr(local, "PROBE_ELEMENTS", 2 * 16 * 8 * 64)  # two configurations per chunk
+    monkeypatch.setattr(local, "PROBE_ELEMENTS", {"cpu": 2 * 16 * 8 * 64})  # two configurations per chunk
+    monkeypatch.setattr(local, "MIN_CHUNK", 1)
     parts = net.output_and_divergence(x, t)
     assert calls["n"] == 4
     torch.testing.assert_close(parts[0], whole[0], rtol=0, atol=1e-12)

@@ -28,8 +28,13 @@ from torch import nn
 
 from .embeddings import TimestepEmbedding
 
-PROBE_ELEMENTS = 2**22  # activations of one probe batch (C·p²·B·width·V floats): larger batches are chunked
-# (16 MiB: per configuration 25-30 % faster on a CPU than one batch of 256 at L = 16)
+# Activations of one probe batch (C·p²·B·width·V floats) above which a batch is evaluated in chunks, of at least
+# MIN_CHUNK configurations. On a CPU the forward mode by hand is fastest with tangents of ~8 MiB (2 cores, 12 RK4
+# steps per proposal: L = 8 0.031 s at 2^21 against 0.043 at 2^22, L = 16 0.105 against 0.147; L = 32 0.35 s with
+# chunks of 8 against 0.38 with 4; benchmarks/README.md). Other devices keep 2^22, not tuned.
+PROBE_ELEMENTS = {"cpu": 2**21}
+PROBE_ELEMENTS_OTHER = 2**22
+MIN_CHUNK = 8
 
 
 def _vmap_jvp(f, primal: torch.Tensor, tangents: torch.Tensor):
@@ -120,8 +125,9 @@ class LocalNet(nn.Module):
         B, C, H, W = x.shape
         p = probe_period(self.radius, H, W)
         width = max(c.out_channels for c in self.convs)
-        chunk = max(1, PROBE_ELEMENTS // (C * (p or 1) ** 2 * width * H * W))
-        if p is not None and B > chunk:  # the probes' activations of one chunk stay below PROBE_ELEMENTS
+        budget = PROBE_ELEMENTS.get(x.device.type, PROBE_ELEMENTS_OTHER)
+        chunk = max(MIN_CHUNK, budget // (C * (p or 1) ** 2 * width * H * W))
+        if p is not None and B > chunk:  # the probes' activations of one chunk stay near the budget
             t = t.reshape(-1).expand(B)
             cond = None if cond is None else cond.reshape(-1).expand(B)
             parts = [self.output_and_divergence(x[i:i + chunk], t[i:i + chunk],
