@@ -100,9 +100,10 @@ def trained_run(path, theory, L, device):
     from datetime import datetime
 
     run = LoadedRun(path, device=device)
-    if run.theory.params != theory.params or run.data_shape[-1] != L:
-        raise SystemExit(f"--run {path} is {run.theory.params} at L = {run.data_shape[-1]}, not the point's "
-                         f"{theory.params} at L = {L}")
+    if run.theory.params != theory.params:
+        raise SystemExit(f"--run {path} is {run.theory.params}, not the point's {theory.params}")
+    if run.data_shape[-1] != L:  # the network trained at another size (LoadedRun.on_lattice)
+        run = run.on_lattice(L)
     sessions = json.loads((Path(path) / "provenance.json").read_text())["sessions"]
     seconds = sum((datetime.fromisoformat(s["ended"]) - datetime.fromisoformat(s["started"])).total_seconds()
                   for s in sessions)
@@ -156,8 +157,9 @@ def main():
                    help="config overrides of the diffusion run, e.g. train.steps=20000 model.mlp.width=256; "
                         "the point is then stored as POINT+KEY=VALUE...")
     p.add_argument("--run", default=None, metavar="DIR",
-                   help="sample this trained run instead of training one (one point, which must be the run's theory); "
-                        "its training time is read from its provenance")
+                   help="sample this trained run instead of training one (one point, which must be the run's theory; "
+                        "at another L its network is carried over, LoadedRun.on_lattice); its training time is read "
+                        "from its provenance")
     p.add_argument("--steps", type=int, default=None, help="RK4 steps of the exact sampler's ODE (default: its own)")
     p.add_argument("--no-hmc-only", action="store_true", help="skip the HMC-without-Wolff reference (φ⁴)")
     p.add_argument("--retarget", type=float, default=None, metavar="COUPLING",
@@ -178,7 +180,9 @@ def main():
         lam = 0.022 if model == "phi4" else 0.0
         theory = Phi4(coupling, lam) if model in ("phi4", "free") else Ising(coupling)
         model = "phi4" if model == "free" else model
-        key = "+".join([point, *args.train, *([f"steps={args.steps}"] if args.steps else [])])
+        trained_L = LoadedRun(args.run, device="cpu").cfg.theory["L"] if args.run else L
+        key = "+".join([point, *args.train, *([f"steps={args.steps}"] if args.steps else []),
+                        *([f"trained_L={trained_L}"] if trained_L != L else [])])
         data = {"dataset": model}
         theory_table = {"L": L} | ({"kappa": coupling, "lam": lam} if model == "phi4" else {"beta": coupling})
         row = {"params": theory.params, "L": L}

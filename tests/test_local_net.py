@@ -3,6 +3,7 @@ autograd's full trace to float64 round-off at every size and through every wrapp
 of network evaluations that does not grow with L, and a network less local than it declares is
 caught."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -185,3 +186,47 @@ def test_large_batches_are_chunked_to_the_same_numbers(monkeypatch):
     assert calls["n"] == 4
     torch.testing.assert_close(parts[0], whole[0], rtol=0, atol=1e-12)
     torch.testing.assert_close(parts[1], whole[1], rtol=0, atol=1e-10)
+
+
+def test_a_run_trained_at_one_size_samples_another_exactly(tmp_path, capsys):
+    """A local run trained on a free field at L = 4, sampled at L = 8 (--L 8): the network carries
+    over, the Gaussian part is measured again at 8, and the chain gives the L = 8 Gaussian integral's
+    log Z within 4 errors; the JSON names the size. Refused in one line for a size below 4, and
+    for a run whose network is not the local one."""
+    import json
+
+    from conftest import one_line_error
+
+    from physdiff.cli import main
+    from physdiff.lattice.exact import free_field_log_z
+    from physdiff.run import LoadedRun
+
+    (tmp_path / "c.toml").write_text('[model]\narch = "local"\n[model.local]\nchannels = 8\ndepth = 1\n')
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "c.toml"), "--dataset", "phi4", "--L", "4", "--kappa", "0.15",
+                 "--lam", "0", "--steps", "200", "--n-train", "512", "--timesteps", "100", "--out", str(out),
+                 "--device", "cpu", "--no-progress"]) == 0
+    run = LoadedRun(out, device="cpu")
+    big = run.on_lattice(8, configurations=256)
+    assert big.data_shape == (1, 8, 8) and big.theory.params == run.theory.params and run.data_shape == (1, 4, 4)
+    assert big.model.power.shape == (8, 8) and run.model.power.shape == (4, 4)  # the run itself is unchanged
+    own, moved = run.model.state_dict(), big.model.state_dict()
+    assert all(torch.equal(own[k], moved[k]) for k in own if not k.endswith("power"))
+    chain = tmp_path / "chain.npy"
+    assert main(["sample", str(out), "--L", "8", "--spectrum-configurations", "256", "--metropolis", "--n", "400",
+                 "--out", str(chain)]) == 0
+    assert np.load(chain).shape == (400, 8, 8)
+    report = json.loads(chain.with_suffix(".json").read_text())
+    lz = report["log_z"]
+    assert abs(lz["value"] - free_field_log_z(8, 0.15)) < 4 * lz["error"] + 0.02
+    assert "--L 8" in report["generator"]
+    assert "allowed: an integer >= 4" in one_line_error(capsys, ["sample", str(out), "--L", "3", "--n", "4", "--out",
+                                                                 str(tmp_path / "x.npy")])
+    (tmp_path / "m.toml").write_text('[model]\narch = "mlp"\n')
+    mlp = tmp_path / "mlp"
+    assert main(["train", "--config", str(tmp_path / "m.toml"), "--dataset", "phi4", "--L", "4", "--kappa", "0.15",
+                 "--lam", "0", "--steps", "5", "--n-train", "64", "--timesteps", "100", "--out", str(mlp),
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert "only the local network" in one_line_error(capsys, ["sample", str(mlp), "--L", "8", "--n", "4", "--out",
+                                                               str(tmp_path / "y.npy")])
+    assert not (tmp_path / "x.npy").exists() and not (tmp_path / "y.npy").exists()

@@ -319,6 +319,13 @@ def _sample_options(s) -> None:
                                 "the JSON adds log Z and f of the target minus the run's own. A run conditioned on "
                                 "this coupling (trained with LO:HI): the coupling to sample, within its range "
                                 "(required)")
+    s.add_argument("--L", type=_positive_int, default=None, metavar="N",
+                   help="lattice runs with the local network (model.arch = local): sample an N×N lattice instead of "
+                        "the run's own; the network carries over, the Gaussian part's spectrum is measured from "
+                        "--spectrum-configurations Monte Carlo configurations at N; --metropolis stays exact")
+    s.add_argument("--spectrum-configurations", type=_positive_int, default=1024, metavar="K",
+                   help="with --L: Monte Carlo configurations that measure the power spectrum at the new size "
+                        "(default 1024, >= 32; cached)")
     s.add_argument("--log-q-check", type=_nonneg_int, default=None, metavar="K",
                    help="with --metropolis: K proposals integrated again with twice the ODE steps, to report how "
                         "far the solver's error in log q moves log Z and each reweighted observable (in errors; "

@@ -165,7 +165,10 @@ def cmd_sample(args) -> None:
     try:
         run = LoadedRun(args.run, weights=args.weights, device=device)
         run, option = _at_coupling(run, args)
+        if args.L is not None and args.L != run.cfg.theory.get("L"):
+            run = run.on_lattice(args.L, configurations=args.spectrum_configurations)
         target = _target_theory(run, args, skip=option)
+        generator = f"physdiff sample {args.run}" + ("" if args.L is None else f" --L {args.L}")
         # one writer per output (and its JSON) at a time
         with lock_outputs(out, traj_out, logp_out, png_out) if dist.is_main() else contextlib.nullcontext():
             msg = write_samples(run, args.n, args.seed, out, sampler=args.sampler,
@@ -173,7 +176,7 @@ def cmd_sample(args) -> None:
                                 batch_size=args.batch_size, log_prob_out=logp_out, trajectory_out=traj_out,
                                 snapshots=args.snapshots, png_out=png_out, metropolis=args.metropolis,
                                 burn_in=args.burn_in, log_q_check=args.log_q_check, theory=target,
-                                overwrite=args.overwrite, generator=f"physdiff sample {args.run}",
+                                overwrite=args.overwrite, generator=generator,
                                 progress=_progress(args))
     finally:
         dist.finish(created)

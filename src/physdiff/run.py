@@ -132,6 +132,7 @@ class LoadedRun:
         # until then self.theory is the range's centre (for its name and checks) but nothing is sampled
         self.conditioning = conditioning_of(self.cfg)
         self.coupling = None
+        self.trained_L = self.cfg.theory.get("L") if self.cfg.theory else None  # on_lattice() changes the size
         self.model = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind, d,
                                  coupling=self.conditioning)
         weights_only = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
@@ -156,6 +157,51 @@ class LoadedRun:
         view.coupling = value
         view.theory = view.kind.theory(view.cfg)
         view.embedding = view.kind.embedding(view.cfg)
+        return view
+
+    def on_lattice(self, L: int, *, configurations: int = 1024, seed: int | None = None) -> LoadedRun:
+        """This run's network on an L×L lattice other than the one it was trained on: a view
+        sharing nothing with the run, whose theory, embedding, data shape and samples are those of
+        size L. The local network (``model.arch = local``) is the same function at every size
+        (periodic convolutions and the zero mode), so its weights carry over; the Gaussian part's
+        power spectrum belongs to the lattice size and is measured again from ``configurations``
+        Monte Carlo configurations of the run's theory at L (from ``seed``, default the run's
+        data seed; cached as training sets are). The exact sampler (``--metropolis``) accepts
+        with the view's own log q, so it stays exact at L: the transfer costs acceptance, never
+        correctness."""
+        import copy
+        import dataclasses
+
+        from .nets.local import LocalNet
+
+        if self.theory is None:
+            raise PhysdiffError(f"run {str(self.path)!r} is not a lattice run: it has no lattice size to change")
+        if self.conditioning is not None:
+            raise PhysdiffError(f"run {str(self.path)!r} is conditioned on {self.conditioning.name}: another lattice "
+                                "size is for a run trained at one coupling")
+        if not any(isinstance(m, LocalNet) for m in self.model.modules()):
+            raise PhysdiffError(f"run {str(self.path)!r} has model.arch = {self.cfg.model.arch!r}: only the local "
+                                "network (model.arch = local) is the same at every lattice size")
+        if isinstance(L, bool) or not isinstance(L, int) or L < 4:
+            raise PhysdiffError(f"lattice size {L!r} is not allowed; allowed: an integer >= 4")
+        if isinstance(configurations, bool) or not isinstance(configurations, int) or configurations < 32:
+            raise PhysdiffError(f"{configurations!r} configurations cannot measure a power spectrum; allowed: an "
+                                "integer >= 32")
+        cfg = dataclasses.replace(self.cfg, theory={**self.cfg.theory, "L": L})
+        view = copy.copy(self)
+        view.cfg, view.data_shape = cfg, (*self.data_shape[:-2], L, L)
+        view.theory, view.embedding = self.kind.theory(cfg), self.kind.embedding(cfg)
+        model = build_model(cfg.model, view.data_shape, self.num_classes, self.kind, cfg.diffusion)
+        missing, unexpected = model.load_state_dict(
+            {k: v for k, v in self.model.state_dict().items() if k.rsplit(".", 1)[-1] != "power"}, strict=False)
+        if unexpected or any(k.rsplit(".", 1)[-1] != "power" for k in missing):
+            raise PhysdiffError(f"run {str(self.path)!r}: its network does not carry over to L = {L} "
+                                f"(missing {missing}, unexpected {unexpected})")
+        if hasattr(model, "fit"):  # the Gaussian part: the spectrum of the normalised fields at L
+            x = self.kind._training_fields(cfg, configurations, cfg.data.seed if seed is None else seed)
+            model.fit(self.normalizer.encode(torch.from_numpy(x).double()).float())
+        view.model = model.to(self.device).eval().requires_grad_(False)
+        view.trained_L = self.cfg.theory["L"]
         return view
 
     @property
