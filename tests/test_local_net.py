@@ -196,7 +196,6 @@ def test_a_run_trained_at_one_size_samples_another_exactly(tmp_path, capsys):
     import json
 
     from conftest import one_line_error
-
     from physdiff.cli import main
     from physdiff.lattice.exact import free_field_log_z
     from physdiff.run import LoadedRun
@@ -222,6 +221,11 @@ def test_a_run_trained_at_one_size_samples_another_exactly(tmp_path, capsys):
     assert "--L 8" in report["generator"]
     assert "allowed: an integer >= 4" in one_line_error(capsys, ["sample", str(out), "--L", "3", "--n", "4", "--out",
                                                                  str(tmp_path / "x.npy")])
+    assert "applies with --L" in one_line_error(capsys, ["sample", str(out), "--spectrum-configurations", "64", "--n",
+                                                         "4", "--out", str(tmp_path / "x.npy")])
+    assert "cannot measure a power spectrum" in one_line_error(
+        capsys, ["sample", str(out), "--L", "8", "--spectrum-configurations", "8", "--n", "4", "--out",
+                 str(tmp_path / "x.npy")])
     (tmp_path / "m.toml").write_text('[model]\narch = "mlp"\n')
     mlp = tmp_path / "mlp"
     assert main(["train", "--config", str(tmp_path / "m.toml"), "--dataset", "phi4", "--L", "4", "--kappa", "0.15",

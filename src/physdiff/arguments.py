@@ -323,7 +323,7 @@ def _sample_options(s) -> None:
                    help="lattice runs with the local network (model.arch = local): sample an N×N lattice instead of "
                         "the run's own; the network carries over, the Gaussian part's spectrum is measured from "
                         "--spectrum-configurations Monte Carlo configurations at N; --metropolis stays exact")
-    s.add_argument("--spectrum-configurations", type=_positive_int, default=1024, metavar="K",
+    s.add_argument("--spectrum-configurations", type=_positive_int, default=None, metavar="K",
                    help="with --L: Monte Carlo configurations that measure the power spectrum at the new size "
                         "(default 1024, >= 32; cached)")
     s.add_argument("--log-q-check", type=_nonneg_int, default=None, metavar="K",
