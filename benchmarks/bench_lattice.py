@@ -27,6 +27,7 @@ import torch
 
 from physdiff import LoadedRun, config_from_dict, train
 from physdiff.checkpoint import save_figure
+from physdiff.config import load_config
 from physdiff.lattice import exact_sampler as es
 from physdiff.lattice.action import Ising, Phi4
 from physdiff.lattice.mc import run_mcmc
@@ -180,7 +181,7 @@ def main():
         lam = 0.022 if model == "phi4" else 0.0
         theory = Phi4(coupling, lam) if model in ("phi4", "free") else Ising(coupling)
         model = "phi4" if model == "free" else model
-        trained_L = LoadedRun(args.run, device="cpu").cfg.theory["L"] if args.run else L
+        trained_L = load_config(Path(args.run) / "config.toml").theory["L"] if args.run else L  # no weights read
         key = "+".join([point, *args.train, *([f"steps={args.steps}"] if args.steps else []),
                         *([f"trained_L={trained_L}"] if trained_L != L else [])])
         data = {"dataset": model}

@@ -168,7 +168,8 @@ def cmd_sample(args) -> None:
         if args.spectrum_configurations is not None and args.L is None:
             raise PhysdiffError("--spectrum-configurations applies with --L (sampling another lattice size)")
         if args.L is not None and args.L != run.cfg.theory.get("L"):
-            run = run.on_lattice(args.L, configurations=args.spectrum_configurations or 1024)
+            run = run.on_lattice(args.L, **({} if args.spectrum_configurations is None
+                                            else {"configurations": args.spectrum_configurations}))
         target = _target_theory(run, args, skip=option)
         generator = f"physdiff sample {args.run}" + ("" if args.L is None else f" --L {args.L}")
         # one writer per output (and its JSON) at a time

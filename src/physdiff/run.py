@@ -132,7 +132,6 @@ class LoadedRun:
         # until then self.theory is the range's centre (for its name and checks) but nothing is sampled
         self.conditioning = conditioning_of(self.cfg)
         self.coupling = None
-        self.trained_L = self.cfg.theory.get("L") if self.cfg.theory else None  # on_lattice() changes the size
         self.model = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind, d,
                                  coupling=self.conditioning)
         weights_only = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
@@ -160,9 +159,9 @@ class LoadedRun:
         return view
 
     def on_lattice(self, L: int, *, configurations: int = 1024, seed: int | None = None) -> LoadedRun:
-        """This run's network on an L×L lattice other than the one it was trained on: a view
-        sharing nothing with the run, whose theory, embedding, data shape and samples are those of
-        size L. The local network (``model.arch = local``) is the same function at every size
+        """This run's network on an L×L lattice other than the one it was trained on: a view with
+        a network of its own (the run is unchanged), whose theory, embedding, data shape and samples
+        are those of size L. The local network (``model.arch = local``) is the same function at every size
         (periodic convolutions and the zero mode), so its weights carry over; the Gaussian part's
         power spectrum belongs to the lattice size and is measured again from ``configurations``
         Monte Carlo configurations of the run's theory at L (from ``seed``, default the run's
@@ -198,10 +197,9 @@ class LoadedRun:
             raise PhysdiffError(f"run {str(self.path)!r}: its network does not carry over to L = {L} "
                                 f"(missing {missing}, unexpected {unexpected})")
         if hasattr(model, "fit"):  # the Gaussian part: the spectrum of the normalised fields at L
-            x = self.kind._training_fields(cfg, configurations, cfg.data.seed if seed is None else seed)
+            x = self.kind.training_fields(cfg, configurations, cfg.data.seed if seed is None else seed)
             model.fit(self.normalizer.encode(torch.from_numpy(x).double()).float())
         view.model = model.to(self.device).eval().requires_grad_(False)
-        view.trained_L = self.cfg.theory["L"]
         return view
 
     @property
@@ -209,7 +207,7 @@ class LoadedRun:
         """The suffix of the report and figures that evaluate and plot write into the run: '' for
         a run trained at one coupling, '_kappa0.2705' for a coupling-conditioned run put at κ =
         0.2705 by :meth:`at`, so that each coupling keeps its own files."""
-        if getattr(self, "conditioning", None) is None or self.coupling is None:
+        if self.conditioning is None or self.coupling is None:
             return ""
         return f"_{self.conditioning.name}{self.coupling:.6g}"
 

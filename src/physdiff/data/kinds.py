@@ -184,18 +184,18 @@ class LatticeKind(DataKind):
 
         cond = conditioning_of(cfg)
         if cond is None:
-            x = self._training_fields(cfg, cfg.data.n_train, cfg.data.seed, progress)
+            x = self.training_fields(cfg, cfg.data.n_train, cfg.data.seed, progress)
             return TrainingSet(x, None, (), Normalizer.fit(self.resolve_normalization(cfg), x))
         # a coupling-conditioned run: n_train configurations shared by the grid's couplings, each labelled
         # with its coupling (the label is the network's input, not a class); every set from the same seed
         sizes = np.diff(np.linspace(0, cfg.data.n_train, cond.points + 1).round().astype(int))
-        parts = [self._training_fields(config_at(cfg, c), int(k), cfg.data.seed, progress)
+        parts = [self.training_fields(config_at(cfg, c), int(k), cfg.data.seed, progress)
                  for c, k in zip(cond.grid, sizes, strict=True)]
         x = np.concatenate(parts)
         labels = np.concatenate([np.full(len(part), c) for part, c in zip(parts, cond.grid, strict=True)])
         return TrainingSet(x, labels, (), Normalizer.fit(self.resolve_normalization(cfg), x))
 
-    def _training_fields(self, cfg, n: int, seed: int, progress=None) -> np.ndarray:
+    def training_fields(self, cfg, n: int, seed: int, progress=None) -> np.ndarray:
         """n configurations of the theory ``cfg`` names, as the model's variable (C, L, L)."""
         from ..lattice.data import lattice_training_set
 

@@ -167,9 +167,10 @@ class LocalNet(nn.Module):
         """The probes through torch.func (jvp batched by vmap) on ``local``: any network f(x, M(x))."""
         B, C, H, W = x.shape
         m = x.mean(dim=(-2, -1))
+        masks = _sublattice_masks(p, H, W, x)[:, None]
         tangents = torch.zeros((C * p * p, *x.shape), dtype=x.dtype, device=x.device)
         for c in range(C):
-            tangents[c * p * p:(c + 1) * p * p, :, c] = _sublattice_masks(p, H, W, x)[:, None]
+            tangents[c * p * p:(c + 1) * p * p, :, c] = masks
         with torch.enable_grad():
             # vmap over the probes of one forward-mode product: the primal pass (x unbatched) runs once,
             # only the tangents are batched
@@ -196,7 +197,9 @@ class LocalNet(nn.Module):
         P = p * p
         m = x.mean(dim=(-2, -1))
         temb, extra = self.time(t), self._globals_in(cond, B, m)
-        g = self.globals(torch.cat([temb, m, *extra], dim=1))
+        lin = self.globals[0]  # globals = SiLU(Linear([temb, m, coupling])) (_as_built)
+        pre = lin(torch.cat([temb, m, *extra], dim=1))
+        g = self.globals[1](pre)
         h, layers = x, []
         for conv, film in zip(self.convs, self.films, strict=True):
             scale, shift = film(g)[:, :, None, None].chunk(2, dim=1)
@@ -204,7 +207,7 @@ class LocalNet(nn.Module):
             s = torch.nn.functional.silu(a)
             sig = torch.sigmoid(a)
             one_scale = 1 + scale
-            layers.append((s, one_scale, sig * (1 + a * (1 - sig)) * one_scale))  # silu'(a)(1 + scale)
+            layers.append((s, sig * (1 + a * (1 - sig)) * one_scale))  # silu(a), silu'(a)(1 + scale)
             h = s * one_scale + shift
         out = self.out(h)
         w_out = self.out.weight[:, :, 0, 0]  # (C, channels)
@@ -220,17 +223,18 @@ class LocalNet(nn.Module):
         # probes: k = c·P + s, the indicator of sub-lattice s on channel c. Their tangents are kept with the
         # periodic border the next convolution reads (written in place: no padded copy of the largest tensor)
         v = torch.zeros((C * P, 1, C, H + 2, W + 2), dtype=x.dtype, device=x.device)
+        masks = _sublattice_masks(p, H, W, x)
         for c in range(C):
-            v[c * P:(c + 1) * P, 0, c, 1:-1, 1:-1] = _sublattice_masks(p, H, W, x)
+            v[c * P:(c + 1) * P, 0, c, 1:-1, 1:-1] = masks
         dh = halo(v)  # (K, 1 or B, C_k, H + 2, W + 2): the tangent of h_k, batch-independent before layer 1
         for k in range(len(self.convs) - 1):
             da = torch.nn.functional.conv2d(dh.flatten(0, 1), self.convs[k].weight).unflatten(0, dh.shape[:2])
             dh = torch.empty((da.shape[0], B, da.shape[2], H + 2, W + 2), dtype=x.dtype, device=x.device)
-            torch.mul(layers[k][2], da, out=dh[..., 1:-1, 1:-1])
+            torch.mul(layers[k][1], da, out=dh[..., 1:-1, 1:-1])
             halo(dh)
         # the last layer at the probe's sub-lattice s = (s1, s2) only: a stride-p convolution starting at s
         trace = torch.zeros(B, dtype=x.dtype, device=x.device)
-        d_last = layers[-1][2]
+        d_last = layers[-1][1]
         for s in range(P):
             s1, s2 = divmod(s, p)
             probes = dh[s::P]  # (C, 1 or B, ch, H + 2, W + 2): the probes of sub-lattice s, one per channel
@@ -241,15 +245,13 @@ class LocalNet(nn.Module):
         trace = trace.double()
 
         # the zero modes: ṁ = e_c moves the global features only (x fixed), ȧ_1 = 0
-        lin = self.globals[0]  # globals = SiLU(Linear([temb, m, coupling])): ġ = silu'(pre) · column of m_c
-        pre = lin(torch.cat([temb, m, *extra], dim=1))
-        sig = torch.sigmoid(pre)
+        sig = torch.sigmoid(pre)  # ġ = silu'(pre) · the column of m_c in the global features' Linear
         cols = lin.weight[:, temb.shape[1]:temb.shape[1] + C].T  # (C, gw)
         dg = (sig * (1 + pre * (1 - sig)))[None] * cols[:, None, :]  # (C, B, gw)
         dh = None
         for k, (conv, film) in enumerate(zip(self.convs, self.films, strict=True)):
             dscale, dshift = (dg @ film.weight.T)[..., None, None].chunk(2, dim=2)
-            s, _, d = layers[k]
+            s, d = layers[k]
             dh = s * dscale + dshift if dh is None else \
                 d * conv_tangent(conv, dh.flatten(0, 1)).unflatten(0, dh.shape[:2]) + s * dscale + dshift
         # Σ_y ∂f_{c,y}/∂M_c through the linear output layer, times ∂M_c/∂x_{c,y} = 1/V
