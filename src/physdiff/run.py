@@ -57,6 +57,9 @@ class SampleResult:
     guidance: float | None = None
 
 
+MAX_SPECTRUM_CONFIGURATIONS = 1_000_000  # on_lattice: Monte Carlo configurations of one spectrum, at most
+
+
 class LoadedRun:
     """A run directory ready to sample from.
 
@@ -171,6 +174,7 @@ class LoadedRun:
         import copy
         import dataclasses
 
+        from .lattice.theory import check_lattice_size
         from .nets.local import LocalNet
 
         if self.theory is None:
@@ -181,11 +185,13 @@ class LoadedRun:
         if not any(isinstance(m, LocalNet) for m in self.model.modules()):
             raise PhysdiffError(f"run {str(self.path)!r} has model.arch = {self.cfg.model.arch!r}: only the local "
                                 "network (model.arch = local) is the same at every lattice size")
-        if isinstance(L, bool) or not isinstance(L, int) or L < 4:
+        check_lattice_size("lattice size", L)  # the bounds of every lattice (MAX_L), then the network's own
+        if L < 4:
             raise PhysdiffError(f"lattice size {L!r} is not allowed; allowed: an integer >= 4")
-        if isinstance(configurations, bool) or not isinstance(configurations, int) or configurations < 32:
+        if isinstance(configurations, bool) or not isinstance(configurations, int) \
+                or not 32 <= configurations <= MAX_SPECTRUM_CONFIGURATIONS:
             raise PhysdiffError(f"{configurations!r} configurations cannot measure a power spectrum; allowed: an "
-                                "integer >= 32")
+                                f"integer >= 32 and <= {MAX_SPECTRUM_CONFIGURATIONS}")
         cfg = dataclasses.replace(self.cfg, theory={**self.cfg.theory, "L": L})
         view = copy.copy(self)
         view.cfg, view.data_shape = cfg, (*self.data_shape[:-2], L, L)
