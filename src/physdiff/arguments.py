@@ -20,6 +20,9 @@ EPILOGS = {
                "  physdiff sample runs/spiral --sampler dpm-solver --steps 20 --out s.npy"),
     "evaluate": ("examples:\n  physdiff evaluate runs/spiral --n 5000 --json\n"
                  "  physdiff evaluate runs/spiral --sampler dpm-solver --steps 20 --nll"),
+    "fit-steps": ("examples:\n  physdiff fit-steps runs/spiral --steps 10   # unipc; runs/spiral/timesteps.json\n"
+                  "  physdiff sample runs/spiral --sampler unipc --steps 10 --out s.npy   # uses them\n"
+                  "  physdiff sample runs/spiral --sampler unipc --steps 10 --spacing logsnr --out s.npy   # not"),
     "plot": ("examples:\n  physdiff plot runs/spiral   # writes runs/spiral/{samples,forward,reverse,loss}.png\n"
              "  physdiff plot runs/phi4 --format pdf   # histograms, correlator (+ .csv), configurations, loss"),
     "encode": "example:\n  physdiff encode runs/spiral --data spiral.npy --steps 100 --out latents.npy",
@@ -62,6 +65,17 @@ def _number(kind: type, lo=None):
 
 _positive_int, _nonneg_int, _finite_float = _number(int, 1), _number(int, 0), _number(float)
 MAX_SEED = 2**63 - 1
+
+
+def _index_list(text: str) -> list[int]:
+    """argparse type: comma-separated non-negative integers, e.g. 0,40,999."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} must hold indices >= 0")
+    return values
 
 
 def _seed(text: str) -> int:
@@ -139,7 +153,7 @@ TRAIN_FLAGS = {
 # command-line types of sampler options (their help comes from the sampler registry)
 SAMPLER_OPTION_TYPES = {"steps": _positive_int, "eta": _finite_float, "spacing": str, "method": str,
                         "rtol": _finite_float, "atol": _finite_float, "order": _positive_int,
-                        "variant": str}
+                        "variant": str, "timesteps": _index_list}
 
 
 def _theories_with(param: str) -> str:
@@ -156,6 +170,7 @@ COMMANDS = {
     "sample": "Draw samples from a trained run (data units) into a .npy file.",
     "evaluate": "Distances between model samples and fresh true samples, beside their noise floors.",
     "encode": "Deterministic DDIM inversion: data points to their latents x_T.",
+    "fit-steps": "Fit the visited timesteps of a deterministic fast sampler to a run (used by sample from then on).",
     "plot": "Write the run's figures: samples vs data, forward and reverse process, loss.",
     "mcmc": "Reference Monte Carlo of a lattice theory: φ⁴ by HMC + Wolff clusters, Ising by Wolff.",
     "observables": "Lattice observables of an ensemble with Γ-method errors; --compare another ensemble.",
@@ -377,6 +392,27 @@ def _format_option(s) -> None:
                    "name beside it")
 
 
+def _fit_steps_options(s) -> None:
+    from .fitted_steps import FITTABLE, REFERENCE_STEPS
+
+    s.add_argument("run", metavar="RUN", help="run directory written by `physdiff train`")
+    s.add_argument("--sampler", default="unipc", choices=FITTABLE,
+                   help="the deterministic sampler whose steps are fitted (default unipc; ddim with eta 0)")
+    s.add_argument("--steps", type=_positive_int, default=10,
+                   help=f"its network evaluations, from 3 to fewer than {REFERENCE_STEPS} and the run's T (default 10)")
+    s.add_argument("--order", type=_positive_int, default=None, help="dpm-solver / unipc order (default the sampler's)")
+    s.add_argument("--variant", default=None, help="dpm-solver order 3: reference or taylor; unipc: bh1 or bh2")
+    s.add_argument("--n", type=_positive_int, default=1024,
+                   help="draws of x_T to fit on, and as many more to check the fit on (default 1024, >= 64)")
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--guidance", type=_finite_float, default=None,
+                   help="class-conditional runs: the guidance w the steps are fitted for (default 0.5)")
+    s.add_argument("--weights", default="ema", help="ema (default) or model")
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _coupling_options(s, "fit the steps")
+    _quiet_option(s)
+
+
 def _plot_options(s) -> None:
     _run_options(s, 3000)
     s.add_argument("--guidance", type=_finite_float, default=None, help="image runs: guidance w (default 0.5)")
@@ -475,7 +511,8 @@ def _demo_options(s) -> None:
 
 # the options of each command, added only when the command is named (they import the library)
 BUILDERS = {"data": _data_options, "train": _train_parser_options, "sample": _sample_options,
-            "evaluate": _evaluate_options, "encode": _encode_options, "plot": _plot_options, "mcmc": _mcmc_options,
+            "evaluate": _evaluate_options, "encode": _encode_options, "fit-steps": _fit_steps_options,
+            "plot": _plot_options, "mcmc": _mcmc_options,
             "observables": _observables_options, "scan": _scan_options, "demo": _demo_options}
 
 

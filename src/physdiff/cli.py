@@ -219,6 +219,25 @@ def cmd_encode(args) -> None:
     print(f"wrote DDIM latents x_T of {len(x)} points to {out}")
 
 
+def cmd_fit_steps(args) -> None:
+    run = _load(args)
+    _check_guidance(args, run)
+    fit = run.fit_steps(args.sampler, args.steps, order=args.order, variant=args.variant, n=args.n, seed=args.seed,
+                        guidance=args.guidance, progress=_progress(args))
+    from .fitted_steps import FILE, REFERENCE_STEPS
+
+    where = run.path / FILE
+    if fit.kept:
+        print(f"fitted {args.steps} timesteps for {args.sampler}: error against {args.sampler} on "
+              f"{min(REFERENCE_STEPS, run.schedule.T)} "
+              f"steps {fit.error_start:.3g} (logSNR-uniform) -> {fit.error_fitted:.3g} ({fit.improvement:.1f}x "
+              f"smaller, on {args.n} held-out x_T; {fit.evaluations} runs, {fit.seconds:.0f} s); timesteps "
+              f"{','.join(map(str, fit.timesteps))} written to {where}; sample uses them when no --spacing is given")
+    else:
+        print(f"the fitted timesteps did not beat logSNR-uniform ones on the held-out x_T ({fit.error_fitted:.3g} "
+              f"against {fit.error_start:.3g}); {where} records that, and sample keeps logSNR-uniform steps")
+
+
 def cmd_evaluate(args) -> None:
     from .evaluation import evaluate, format_report, write_report
 
@@ -459,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         given = list(sys.argv[1:] if argv is None else argv)
         argv = _join_negative_numbers(given)
         args = build_parser([_named_command(argv)]).parse_args(argv)
-        func = globals()[f"cmd_{args.command}"]
+        func = globals()[f"cmd_{args.command.replace('-', '_')}"]
         if getattr(args, "snapshots", 2) < 2 and getattr(args, "trajectory", None):
             raise PhysdiffError("--snapshots must be >= 2")
         if _progress(args):

@@ -81,6 +81,7 @@ class LoadedRun:
         if weights not in ("ema", "model"):
             raise PhysdiffError(f"unknown weights {weights!r}; allowed: ema, model")
         self.cfg = resolve_auto(load_config(self.path / ck.CONFIG_FILE))  # a run of before version 4 may say auto
+        self.weights = weights
         file = self.path / (ck.EMA_FILE if weights == "ema" else ck.MODEL_FILE)
         tensors, meta = ck.read_tensors(file, "weights file")
         try:
@@ -292,6 +293,7 @@ class LoadedRun:
                 raise PhysdiffError(f"sampler {sampler!r} has no exact log-density; ask for log_prob from one that "
                                     "has: " + ", ".join(_density_samplers()))
             options["log_prob"] = True
+        options = self.with_fitted_timesteps(sampler, options, guidance)
         used = smp.check_options(sampler, options, self.schedule.T)
         batch_size = batch_size or self.kind.sample_batch
         batch_size = max(NOISE_BLOCK, batch_size // NOISE_BLOCK * NOISE_BLOCK)
@@ -335,6 +337,7 @@ class LoadedRun:
         (nothing is kept on the run). A sampler with an exact density runs the network in float32
         through a wrapper that forwards the divergence protocol of ``ode.py``."""
         self._warn_if_ill_conditioned(sampler, options.get("steps"))
+        options = self.with_fitted_timesteps(sampler, options, guidance)
         cond = self._cond(x_T.shape[0], cond)
         net = GuidedModel(self.model, resolve_guidance(guidance), self.num_classes) if self.num_classes else self.model
         if options.get("log_prob") or smp.get_sampler(sampler).exact_density:
@@ -342,6 +345,118 @@ class LoadedRun:
         d = self.cfg.diffusion
         return run_sampler(sampler, net, self.schedule, x_T, prediction=d.prediction, variance=d.variance,
                            clip_x0=d.clip_x0 or None, cond=cond, generator=generator, callback=callback, **options)
+
+    def _fit_options(self, sampler: str, options: dict) -> dict | None:
+        """The options a fit of visited timesteps depends on, resolved (steps, order, variant),
+        or None when ``sampler`` with ``options`` is not deterministic with a spacing."""
+        from .fitted_steps import FITTABLE
+
+        if sampler not in FITTABLE or float(options.get("eta") or 0.0) != 0.0:
+            return None
+        spec = smp.get_sampler(sampler)
+        steps = options.get("steps") or spec.default_steps
+        if steps is None:
+            return None
+        if sampler == "unipc":
+            order = options.get("order") or (3 if steps >= smp.UNIPC_THIRD_ORDER_FROM else 2)
+            return {"steps": steps, "order": order, "variant": options.get("variant") or "bh2"}
+        if sampler == "dpm-solver":
+            order = options.get("order") or 2
+            return {"steps": steps, "order": order} | ({"variant": options.get("variant") or "reference"}
+                                                       if order == 3 else {})
+        return {"steps": steps}
+
+    def _fit_context(self, guidance: float | None) -> dict:
+        """What besides the sampler a fit belongs to: the weights and their training step (a
+        resumed run has other weights), the data shape (another lattice size is another flow),
+        the coupling of a conditioned run and the guidance of a class-conditional one."""
+        return {"weights": self.weights, "step": self.step, "data_shape": list(self.data_shape),
+                "coupling": self.coupling, "guidance": resolve_guidance(guidance) if self.num_classes else None}
+
+    def fitted_timesteps(self, sampler: str, options: dict, guidance: float | None = None) -> list[int] | None:
+        """The visited indices fitted to this run for ``sampler`` with ``options`` (``fit_steps``),
+        None when there is no such fit or it did not beat logSNR-uniform steps."""
+        from .fitted_steps import fit_key, read_fits
+
+        resolved = self._fit_options(sampler, options)
+        if resolved is None:
+            return None
+        entry = read_fits(self.path).get(fit_key(sampler, resolved, self._fit_context(guidance)))
+        return list(entry["timesteps"]) if entry and entry.get("kept") else None
+
+    def with_fitted_timesteps(self, sampler: str, options: dict, guidance: float | None = None) -> dict:
+        """``options`` with ``spacing = "fitted"`` replaced by the run's fitted timesteps (refused,
+        naming the command that fits them, when there are none); with no spacing and no
+        timesteps given, the fitted ones when the run has them (else the sampler's default
+        spacing). Other options are returned unchanged."""
+        options = {k: v for k, v in options.items() if v is not None}
+        if "timesteps" in options or options.get("spacing", "fitted") != "fitted":
+            return options
+        explicit = options.pop("spacing", None) == "fitted"
+        taus = self.fitted_timesteps(sampler, options, guidance)
+        if taus is not None:
+            return options | {"timesteps": taus}
+        if explicit:
+            from .fitted_steps import FITTABLE
+
+            resolved = self._fit_options(sampler, options)
+            if resolved is None:
+                raise PhysdiffError(f"spacing fitted is for the deterministic samplers with steps "
+                                    f"({', '.join(FITTABLE)}; ddim with eta 0), not {sampler}"
+                                    + (" with these options" if sampler in FITTABLE else ""))
+            flags = " ".join(f"--{k} {v}" for k, v in resolved.items())
+            raise PhysdiffError(f"run {str(self.path)!r} has no fitted timesteps for {sampler} {flags}"
+                                f"{self._context_words(guidance)}; fit them first: physdiff fit-steps "
+                                f"{self.path} --sampler {sampler} {flags}")
+        return options
+
+    def _context_words(self, guidance) -> str:
+        ctx = self._fit_context(guidance)
+        words = [f"{self.conditioning.name} {self.coupling:g}"] if self.coupling is not None else []
+        words += [f"guidance {ctx['guidance']:g}"] if ctx["guidance"] is not None else []
+        words += ["model weights"] if self.weights != "ema" else []
+        return f" ({', '.join(words)})" if words else ""
+
+    def fit_steps(self, sampler: str = "unipc", steps: int = 10, *, order: int | None = None,
+                  variant: str | None = None, n: int = 1024, seed: int = 0, guidance: float | None = None,
+                  progress=None):
+        """Fit the visited timesteps of a deterministic ``sampler`` on ``steps`` evaluations to this
+        run (``fitted_steps.py``), store them in the run's timesteps.json (replacing an earlier
+        fit of the same sampler and options) and return the :class:`fitted_steps.Fit`. From then
+        on ``sample`` uses them whenever no spacing is given (or with spacing "fitted"). ``n``
+        draws of x_T to fit on, another ``n`` to check; ``seed`` draws both."""
+        from .fitted_steps import FITTABLE, HOPS, REFERENCE_STEPS, entry_of, fit_key, fit_timesteps, write_fit
+
+        given = {"steps": steps, "order": order, "variant": variant}
+        smp.check_options(sampler, {k: v for k, v in given.items() if v is not None}, self.schedule.T)
+        resolved = self._fit_options(sampler, {k: v for k, v in given.items() if v is not None})
+        if resolved is None:
+            raise PhysdiffError(f"fit-steps is for the deterministic samplers with steps: {', '.join(FITTABLE)}; "
+                                f"not {sampler}")
+        if not isinstance(n, int) or not 64 <= n <= 1_000_000:
+            raise PhysdiffError(f"n = {n!r} draws cannot fit timesteps; allowed: an integer in 64..1000000")
+        opts = {k: v for k, v in resolved.items() if k != "steps"}
+        cond = self._cond(n, None if not self.num_classes else torch.from_numpy(
+            self.labels(np.arange(n))).to(self.device))
+
+        def solve(x_T, taus):
+            return self.sample_normalized(x_T, sampler=sampler, timesteps=taus, cond=cond, guidance=guidance,
+                                          **opts).samples
+
+        draws = [randn_like(torch.empty((n, *self.data_shape), device=self.device), IndexedNoise(s, 0, n))
+                 for s in (seed, seed + 1)]
+        def report(bar):
+            def done(runs, error):
+                bar.set_postfix(runs=runs, error=f"{error:.3g}")
+                bar.update(1)
+            return done
+
+        with progress_bar(progress, 1 + HOPS, f"fit-steps ({sampler}, {steps} steps)", "round") as bar:
+            fit = fit_timesteps(solve, self.schedule, steps, *draws, seed=seed, progress=report(bar))
+        context = self._fit_context(guidance)
+        entry = entry_of(fit, sampler, resolved, n=n, seed=seed, reference_steps=min(REFERENCE_STEPS, self.schedule.T))
+        write_fit(self.path, fit_key(sampler, resolved, context), entry | {"context": context})
+        return fit
 
     def _warn_far_outliers(self, x: np.ndarray, sampler: str) -> None:
         """One warning when samples land far outside the training data's range: more than

@@ -136,7 +136,10 @@ class SamplerSpec:
 
 
 SAMPLERS: dict[str, SamplerSpec] = {}
-STEP_OPTIONS = {"steps": "K network evaluations", "spacing": f"timesteps visited: {', '.join(SPACINGS)}"}
+STEP_OPTIONS = {"steps": "K network evaluations",
+                "spacing": f"timesteps visited: {', '.join(SPACINGS)}, or fitted (ddim, dpm-solver, unipc: the run's, "
+                           "from physdiff fit-steps, which are used when no spacing is given)",
+                "timesteps": "the K visited indices themselves, distinct, the largest T-1 (in place of spacing)"}
 
 
 def register(name: str, summary: str, options: dict[str, str], default_steps: int | None = None, *,
@@ -178,6 +181,11 @@ def check_options(name: str, options: dict, T: int) -> dict:
     if unknown:
         allowed = ", ".join(spec.options) or "none"
         raise PhysdiffError(f"sampler {name!r} takes no option {unknown[0]!r}; its options: {allowed}")
+    if "timesteps" in options:
+        options["timesteps"] = check_timesteps(options["timesteps"], T, options.get("steps"))
+        options["steps"] = len(options["timesteps"])
+        if "spacing" in options:
+            raise PhysdiffError("give either timesteps or spacing, not both")
     steps = options.get("steps")
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
         raise PhysdiffError(f"steps = {steps!r} is out of range for a run with T = {T}; allowed: 1..{T}")
@@ -203,6 +211,23 @@ def check_options(name: str, options: dict, T: int) -> dict:
     return options
 
 
+def check_timesteps(timesteps, T: int, steps: int | None = None) -> list[int]:
+    """Explicit visited indices as an ascending list: distinct integers in 0..T-1 whose largest
+    is T-1 (x_T is drawn there), as many as ``steps`` when that is given; else PhysdiffError."""
+    try:
+        taus = sorted(int(t) for t in timesteps)
+        if any(int(t) != t for t in timesteps):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise PhysdiffError(f"timesteps must be integer indices in 0..{T - 1}, got {timesteps!r}") from None
+    if not taus or len(set(taus)) != len(taus) or taus[0] < 0 or taus[-1] != T - 1:
+        raise PhysdiffError(f"timesteps must be distinct indices in 0..{T - 1} with the largest T-1 = {T - 1} "
+                            f"(where x_T is drawn), got {taus}")
+    if steps is not None and steps != len(taus):
+        raise PhysdiffError(f"steps = {steps} but {len(taus)} timesteps were given; give one or make them agree")
+    return taus
+
+
 def run_sampler(name: str, model, sched: Schedule, x_T: torch.Tensor, *, prediction: str = "eps",
                 variance: str = "beta", clip_x0: float | None = None, cond=None, generator=None, callback=None,
                 **options) -> SamplerResult:
@@ -212,8 +237,11 @@ def run_sampler(name: str, model, sched: Schedule, x_T: torch.Tensor, *, predict
                              cond=cond, generator=generator, callback=callback, **options)
 
 
-def _visited_timesteps(sched: Schedule, steps: int | None, spacing: str) -> list[int]:
-    """Ascending indices a K-step sampler visits: all T when ``steps`` is None."""
+def _visited_timesteps(sched: Schedule, steps: int | None, spacing: str, timesteps=None) -> list[int]:
+    """Ascending indices a K-step sampler visits: ``timesteps`` when given, else K of
+    ``spacing``, or all T when ``steps`` is None."""
+    if timesteps is not None:
+        return check_timesteps(timesteps, sched.T, steps)
     return list(range(sched.T)) if steps is None else timestep_subsequence(sched.T, steps, spacing, sched)
 
 
@@ -221,12 +249,13 @@ def _timestep(i: int, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
 
 
-def _respaced_loop(model, sched: Schedule, x_T: torch.Tensor, steps, spacing, update, cond, callback) -> SamplerResult:
+def _respaced_loop(model, sched: Schedule, x_T: torch.Tensor, steps, spacing, update, cond, callback,
+                   timesteps=None) -> SamplerResult:
     """The loop shared by ancestral DDPM and DDIM: visit the K indices τ_K > ... > τ_1 on the
     respaced schedule; ``update(sub, out, x, t_sub, k)`` returns the state at the next index
     from the network output at τ_k. ``callback`` gets the paper step of the new state."""
-    taus = _visited_timesteps(sched, steps, spacing)
-    sub = (sched if steps is None else respace(sched, taus)).to(x_T.device)
+    taus = _visited_timesteps(sched, steps, spacing, timesteps)
+    sub = (sched if len(taus) == sched.T else respace(sched, taus)).to(x_T.device)
     x = x_T
     for k in reversed(range(len(taus))):
         t_sub, t_model = _timestep(k, x), _timestep(taus[k], x)
@@ -239,7 +268,7 @@ def _respaced_loop(model, sched: Schedule, x_T: torch.Tensor, steps, spacing, up
 @register("ddpm", "ancestral, Ho et al. 2020 Alg. 2; any K-step subset with the respaced schedule", STEP_OPTIONS)
 @torch.no_grad()
 def ddpm_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int | None = None,
-                spacing: str = "uniform", prediction: str = "eps", variance: str = "beta",
+                spacing: str = "uniform", timesteps=None, prediction: str = "eps", variance: str = "beta",
                 clip_x0: float | None = None, cond=None, generator=None, callback=None) -> SamplerResult:
     """Ancestral sampling, Ho et al. 2020 Algorithm 2:
     x_{t-1} = μ_θ(x_t, t) + σ_t z, z ~ N(0, I) for t > 1 and z = 0 at the last step.
@@ -255,14 +284,15 @@ def ddpm_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int | None 
                                            clip_x0=clip_x0)
         return mean + var.sqrt() * randn_like(x, generator) if k > 0 else mean
 
-    return _respaced_loop(model, sched, x_T, steps, spacing, update, cond, callback)
+    return _respaced_loop(model, sched, x_T, steps, spacing, update, cond, callback, timesteps)
 
 
 @register("ddim", "Song et al. 2021 eq. 12; eta = 0 deterministic, eta = 1 equals DDPM with σ² = β̃",
           STEP_OPTIONS | {"eta": "DDIM η in [0, 1]"})
 @torch.no_grad()
 def ddim_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int | None = None,
-                spacing: str = "uniform", eta: float = 0.0, prediction: str = "eps", variance: str = "beta",
+                spacing: str = "uniform", eta: float = 0.0, timesteps=None, prediction: str = "eps",
+                variance: str = "beta",
                 clip_x0: float | None = None, cond=None, generator=None, callback=None) -> SamplerResult:
     """DDIM (Song et al. 2021, eq. 12) on K timesteps: η = 0 deterministic, η = 1 equal to
     ancestral DDPM with σ² = β̃ (``variance`` is not used). NFE = K."""
@@ -272,7 +302,7 @@ def ddim_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int | None 
         noise = randn_like(x, generator) if eta > 0 and k > 0 else None
         return dif.ddim_step(sub, x0_hat, eps_hat, t_sub, eta=eta if k > 0 else 0.0, noise=noise)
 
-    return _respaced_loop(model, sched, x_T, steps, spacing, update, cond, callback)
+    return _respaced_loop(model, sched, x_T, steps, spacing, update, cond, callback, timesteps)
 
 
 @torch.no_grad()
@@ -299,13 +329,13 @@ def ddim_invert(model, sched: Schedule, x0: torch.Tensor, *, steps: int | None =
 
 
 def _data_prediction_loop(model, sched: Schedule, x_T: torch.Tensor, steps: int, spacing: str, prediction: str,
-                          clip_x0, cond, callback, step) -> SamplerResult:
+                          clip_x0, cond, callback, step, timesteps=None) -> SamplerResult:
     """The loop shared by the data-prediction multistep solvers (DPM-Solver++, its SDE variant,
     UniPC): visit K indices τ_K > ... > τ_1 = 0 of ``spacing``, the network's x̂_0 at each;
     ``step(sched, x, x0_hat, t, nxt, lam_t, lam_next)`` returns the state at the next index
     (λ = log(α/σ) as floats); the last point returns x̂_0. NFE = K. ``callback`` gets the paper
     step of each new state."""
-    taus = timestep_subsequence(sched.T, steps, spacing, sched)[::-1]  # descending
+    taus = _visited_timesteps(sched, steps, spacing, timesteps)[::-1]  # descending
     sched = sched.to(x_T.device)
     lam = (-torch.from_numpy(log_sigma_bar(sched))).tolist()
     x = x_T
@@ -371,7 +401,8 @@ def _dpm_update(x, m0, hist, h: float, alpha_t, sigma_ratio, order: int, variant
           DPM_OPTIONS, default_steps=20)
 @torch.no_grad()
 def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int = 20,
-                      spacing: str = "logsnr", order: int = 2, variant: str | None = None, prediction: str = "eps",
+                      spacing: str = "logsnr", order: int = 2, variant: str | None = None, timesteps=None,
+                      prediction: str = "eps",
                       variance: str = "beta", clip_x0: float | None = None, cond=None, generator=None,
                       callback=None) -> SamplerResult:
     """DPM-Solver++(2M) and (3M), Lu et al. 2022 ("DPM-Solver++", Algorithm 2 and its third-order
@@ -413,14 +444,15 @@ def dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int =
         hist = [*hist[-1:], (x0_hat, h)]
         return out
 
-    return _data_prediction_loop(model, sched, x_T, steps, spacing, prediction, clip_x0, cond, callback, step)
+    return _data_prediction_loop(model, sched, x_T, steps, spacing, prediction, clip_x0, cond, callback, step,
+                                 timesteps)
 
 
 @register("sde-dpm-solver", "SDE-DPM-Solver++(2M), Lu et al. 2022: the stochastic multistep solver, data prediction",
           STEP_OPTIONS | {"order": ORDER_HELP}, default_steps=20)
 @torch.no_grad()
 def sde_dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int = 20, spacing: str = "logsnr",
-                          order: int = 2, prediction: str = "eps", variance: str = "beta",
+                          order: int = 2, timesteps=None, prediction: str = "eps", variance: str = "beta",
                           clip_x0: float | None = None, cond=None, generator=None, callback=None) -> SamplerResult:
     """SDE-DPM-Solver++ (Lu et al. 2022, "DPM-Solver++", sec. 5 and its appendix; the authors'
     "sde-dpmsolver++"), the exponential integrator of the reverse SDE in data prediction. From s to
@@ -445,7 +477,8 @@ def sde_dpm_solver_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: i
         drift = sched.at("sqrt_alpha_bar", nxt, x) * one_minus * d
         return (_sigma_ratio(sched, nxt, t, x) * math.exp(-h)) * x + drift + noise
 
-    return _data_prediction_loop(model, sched, x_T, steps, spacing, prediction, clip_x0, cond, callback, step)
+    return _data_prediction_loop(model, sched, x_T, steps, spacing, prediction, clip_x0, cond, callback, step,
+                                 timesteps)
 
 
 UNIPC_VARIANTS = ("bh1", "bh2")
@@ -497,7 +530,8 @@ def _unipc_update(x, m0, earlier, lam_s0, lam_t, lam_earlier, alpha_t, sigma_rat
           UNIPC_OPTIONS, default_steps=20)
 @torch.no_grad()
 def unipc_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int = 20, spacing: str = "logsnr",
-                 order: int | None = None, variant: str = "bh2", prediction: str = "eps", variance: str = "beta",
+                 order: int | None = None, variant: str = "bh2", timesteps=None, prediction: str = "eps",
+                 variance: str = "beta",
                  clip_x0: float | None = None, cond=None, generator=None, callback=None) -> SamplerResult:
     """UniPC (Zhao et al. 2023, "UniPC: a unified predictor-corrector framework", Algorithms 1-3,
     data prediction) on K visited indices of a discrete-time model, NFE = K.
@@ -536,7 +570,8 @@ def unipc_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int = 20, 
         return _unipc_update(x, m_t, ms[1:], lam_t, lam_next, lams[1:], sched.at("sqrt_alpha_bar", nxt, x),
                              _sigma_ratio(sched, nxt, t, x), p, variant)
 
-    return _data_prediction_loop(model, sched, x_T, steps, spacing, prediction, clip_x0, cond, callback, step)
+    return _data_prediction_loop(model, sched, x_T, steps, spacing, prediction, clip_x0, cond, callback, step,
+                                 timesteps)
 
 
 ODE_OPTIONS = {"method": f"ODE solver: {', '.join(pf_ode.METHODS)} (default {pf_ode.DEFAULT_METHOD}; "

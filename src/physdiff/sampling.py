@@ -101,6 +101,10 @@ def resolve_sampler(run, sampler: str | None = None, options: dict | None = None
     else:
         name = sampler
         get_sampler(name)
+    try:
+        given = run.with_fitted_timesteps(name, given, guidance)
+    except PhysdiffError as exc:
+        raise PhysdiffError(f"--sampler {name}: {exc}") from None
     if log_prob and not get_sampler(name).exact_density:
         raise PhysdiffError(f"--log-prob needs --sampler {density_names()}: only a sampler with an exact "
                             f"density can give it, and --sampler {name} has none")
@@ -244,7 +248,11 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
         files[trajectory_out] = (traj, "float32")
     _commit(files, side, None if info is None else _sidecar(run, generator, sargs, report, rows), png_out)
     procs = f", {dist.world_size()} processes" if dist.world_size() > 1 else ""
-    msg = (f"wrote {n} samples to {out} with {sargs['sampler']} (NFE {nfe} per batch; {elapsed:.1f} s, "
+    on = ""
+    if "timesteps" in sargs:
+        own = sargs["timesteps"] == run.fitted_timesteps(sargs["sampler"], sargs, guidance)
+        on = " on the run's fitted timesteps" if own else " on the given timesteps"
+    msg = (f"wrote {n} samples to {out} with {sargs['sampler']}{on} (NFE {nfe} per batch; {elapsed:.1f} s, "
            f"{n / elapsed:.0f} samples/s{procs})")
     if png_out is not None:
         msg += f"; PNG grid {png_out}"

@@ -1,0 +1,223 @@
+"""Visited timesteps fitted to a run: the K indices that bring a deterministic K-step sampler
+closest to its own converged solution from the same x_T.
+
+A deterministic sampler (DDIM with η = 0, DPM-Solver++, UniPC) integrates the probability-flow
+ODE of the run's network; with K evaluations its output differs from the flow's by a
+discretisation error that depends on where the K points lie, and no fixed spacing (uniform,
+logSNR, Karras) is best for every network. This module chooses them for one run and one
+sampler: it minimises the global error
+
+    E(τ) = mean_i ‖x_K(x_T^i; τ) − x_ref(x_T^i)‖²      (network units)
+
+over the visited indices τ_K = T−1 > ... > τ_1 ≥ 0, where x_K is the sampler on τ and x_ref
+the same sampler on ``REFERENCE_STEPS`` logSNR-uniform steps, or every step when T is smaller
+(converged, to the draw of x_T, on every density of benchmarks/README.md by 100 NFE), for a
+fixed draw of n standard normal x_T.
+The search is a pattern search on the positions u = log σ̄ of τ_1..τ_{K-1} (τ_K stays at T−1,
+where x_T is drawn), started from logSNR-uniform steps: each point in turn is moved by ±δ
+while that lowers E, and δ halves from 0.8 to 0.025. E has many local minima (measured on the
+default spiral run: searches from five starts ended between 2.7e-4 and 1.9e-3), so the search
+is restarted ``HOPS`` times from the best positions moved at random by 0.3 in u, keeping the
+best (basin hopping; on that run 1.1e-3 after one search, 3.0e-4 after hopping). A second,
+independent draw of x_T then
+checks the result: the fit is kept only if its error there is below that of logSNR-uniform
+steps (else the logSNR steps are kept, and the report says so).
+
+The sampler and the flow it integrates are unchanged: only where the K evaluations fall. The
+idea of choosing a solver's steps by its global error against converged trajectories is that of
+Watson et al. 2021 ("Learning to efficiently sample from diffusion probabilistic models", by
+dynamic programming on a different loss) and of the bespoke solvers of Shaul et al. 2023 (which
+fit the step sizes and more, by gradient); this is the simplest derivative-free form of it, on
+the integer indices the samplers visit. Measured on every 2D default run: benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint as ck
+from .errors import PhysdiffError
+from .schedule import Schedule, log_sigma_bar, timestep_subsequence
+
+FITTABLE = ("ddim", "dpm-solver", "unipc")  # the deterministic samplers with a spacing
+REFERENCE_STEPS = 200
+DELTAS = (0.8, 0.4, 0.2, 0.1, 0.05, 0.025)  # pattern-search moves in u = log σ̄
+HOP_DELTAS = (0.2, 0.1, 0.05, 0.025)  # the same after a hop
+HOPS, HOP_SCALE = 6, 0.3  # basin hopping: restarts, and the spread of each point's random move in u
+MAX_SWEEPS = 20  # sweeps over the points per δ, at most
+FILE = ck.TIMESTEPS_FILE
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted set of visited indices. timesteps: ascending, the largest T−1 (the logSNR ones
+    when the fit was not kept); start: the logSNR-uniform indices it started from; error_start,
+    error_fitted: E on the held-out draw of x_T (network units²); error_fit_draw: E of the
+    fitted indices on the draw they were fitted to; kept: whether the fit beat the start on the
+    held-out draw; evaluations: sampler runs of the search."""
+
+    timesteps: list[int]
+    start: list[int]
+    error_start: float
+    error_fitted: float
+    error_fit_draw: float
+    kept: bool
+    evaluations: int
+    seconds: float
+
+    @property
+    def improvement(self) -> float:
+        """error_start / error_fitted on the held-out draw."""
+        return self.error_start / self.error_fitted if self.error_fitted > 0 else math.inf
+
+
+def _to_indices(u: np.ndarray, pos: np.ndarray) -> list[int] | None:
+    """Indices at log σ̄ positions ``pos`` (ascending, the last at the top), rounded to the
+    nearest index; None when two collide."""
+    T = len(u)
+    taus = np.round(np.interp(pos, u, np.arange(T))).astype(int)
+    taus[-1] = T - 1
+    if np.any(np.diff(taus) <= 0):
+        return None
+    return [int(t) for t in taus]
+
+
+def _pattern_search(error: Callable[[list[int]], float], u: np.ndarray, pos: np.ndarray,
+                    deltas: tuple[float, ...]) -> tuple[np.ndarray, list[int], float]:
+    """From the log σ̄ positions ``pos``, move each point but the top one by ±δ while that lowers
+    ``error``, for each δ of ``deltas`` in turn. Returns (positions, indices, error)."""
+    taus = _to_indices(u, pos)
+    best = error(taus)
+    for delta in deltas:
+        for _ in range(MAX_SWEEPS):
+            improved = False
+            for j in range(len(pos) - 1):
+                for sign in (1.0, -1.0):
+                    trial = pos.copy()
+                    trial[j] += sign * delta
+                    lo = u[0] if j == 0 else trial[j - 1]
+                    if not lo <= trial[j] < trial[j + 1]:
+                        continue
+                    cand = _to_indices(u, trial)
+                    if cand is None or cand == taus:
+                        continue
+                    e = error(cand)
+                    if e < best * (1 - 1e-6):
+                        pos, taus, best, improved = trial, cand, e, True
+            if not improved:
+                break
+    return pos, taus, best
+
+
+def _perturbed(u: np.ndarray, pos: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """``pos`` with every point but the top one moved by N(0, HOP_SCALE²) in log σ̄, kept in
+    range and in order; None when no draw of 20 keeps the indices distinct."""
+    for _ in range(20):
+        trial = pos.copy()
+        trial[:-1] = np.sort(np.clip(trial[:-1] + rng.normal(0.0, HOP_SCALE, len(pos) - 1), u[0], u[-1] - 1e-3))
+        if _to_indices(u, trial) is not None:
+            return trial
+    return None
+
+
+def fit_timesteps(solve: Callable[[torch.Tensor, list[int]], torch.Tensor], sched: Schedule, steps: int,
+                  x_fit: torch.Tensor, x_check: torch.Tensor, *, reference_steps: int = REFERENCE_STEPS,
+                  hops: int = HOPS, seed: int = 0, progress: Callable[[int, float], None] | None = None) -> Fit:
+    """Fit the ``steps`` visited indices of a deterministic sampler (see the module docstring).
+
+    ``solve(x_T, timesteps)`` runs the sampler from x_T on the ascending indices ``timesteps``
+    and returns its output (network units); ``x_fit`` and ``x_check`` are independent draws of
+    x_T ~ N(0, I). ``hops`` restarts of the pattern search from the best positions so far moved
+    at random (``seed``), for an error surface with many local minima (basin hopping).
+    ``progress(evaluations, error)`` is called after the first search and after each hop."""
+    T = sched.T
+    reference_steps = min(reference_steps, T)
+    if not 3 <= steps < reference_steps:
+        raise PhysdiffError(f"fitted timesteps need 3 <= steps < {reference_steps} (the reference's steps, at most "
+                            f"the run's T = {T}), got {steps}")
+    t0 = time.perf_counter()
+    u = log_sigma_bar(sched)
+    start = timestep_subsequence(T, steps, "logsnr", sched)
+    ref_fit = solve(x_fit, timestep_subsequence(T, reference_steps, "logsnr", sched))
+    seen: dict[tuple[int, ...], float] = {}
+
+    def error(taus: list[int]) -> float:
+        key = tuple(taus)
+        if key not in seen:
+            seen[key] = float(((solve(x_fit, taus) - ref_fit) ** 2).flatten(1).sum(1).mean())
+        return seen[key]
+
+    pos, taus, best = _pattern_search(error, u, u[start].astype(np.float64), DELTAS)
+    if progress is not None:
+        progress(len(seen), best)
+    rng = np.random.default_rng(seed)
+    for _ in range(hops):
+        trial = _perturbed(u, pos, rng)
+        if trial is not None:
+            p2, t2, b2 = _pattern_search(error, u, trial, HOP_DELTAS)
+            if b2 < best:
+                pos, taus, best = p2, t2, b2
+        if progress is not None:
+            progress(len(seen), best)
+    ref_check = solve(x_check, timestep_subsequence(T, reference_steps, "logsnr", sched))
+
+    def check(t):
+        return float(((solve(x_check, t) - ref_check) ** 2).flatten(1).sum(1).mean())
+
+    e_start, e_fit = check(start), check(taus)
+    kept = e_fit < e_start
+    return Fit(taus if kept else start, start, e_start, e_fit if kept else e_start, best, kept, len(seen),
+               time.perf_counter() - t0)
+
+
+def fit_key(sampler: str, options: dict, context: dict) -> str:
+    """The key of a fit in a run's timesteps.json: the sampler, its resolved options (steps,
+    order, variant) and the run's context (weights, data shape, coupling, guidance; None left
+    out), e.g. "unipc order=2 steps=10 variant=bh2 | data_shape=2 weights=ema"."""
+    def words(d):
+        return " ".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, list | tuple) else v}"
+                        for k, v in sorted(d.items()) if v is not None)
+
+    return f"{sampler} {words(options)} | {words(context)}"
+
+
+def read_fits(run_dir: Path) -> dict:
+    """{key: entry} of the run's timesteps.json ({} when there is none); a corrupt file is an error."""
+    path = Path(run_dir) / FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT or not isinstance(data.get("fits"), dict):
+            raise ValueError
+        return data["fits"]
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        raise PhysdiffError(f"{str(path)!r} is not a physdiff timesteps file (corrupt or edited); delete it and fit "
+                            "again with physdiff fit-steps") from None
+
+
+def write_fit(run_dir: Path, key: str, entry: dict) -> Path:
+    """Add or replace one fit in the run's timesteps.json, atomically (a temporary file renamed)."""
+    path = Path(run_dir) / FILE
+    fits = read_fits(run_dir) | {key: entry}
+    with ck.atomic_output(path) as tmp:
+        tmp.write_text(json.dumps({"format": FORMAT, "fits": fits}, indent=2) + "\n")
+    return path
+
+
+def entry_of(fit: Fit, sampler: str, options: dict, *, n: int, seed: int, reference_steps: int) -> dict:
+    """The JSON entry of a fit: what it is, how it was fitted, and its errors."""
+    from .arguments import version
+
+    return {"sampler": sampler, "options": options, **asdict(fit),
+            "reference": {"sampler": sampler, "steps": reference_steps, "spacing": "logsnr"},
+            "n": n, "seed": seed, "physdiff": version()}
