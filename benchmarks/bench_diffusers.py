@@ -10,6 +10,12 @@ comparison is of the samplers alone), with diffusers given physdiff's own β tab
 (``timestep_spacing`` "linspace", ``final_sigmas_type`` "zero", ``lower_order_final``) and with the
 variants its docs recommend for few steps (Lu's logSNR-uniform λ, Karras σ). Per cell: sliced W2 / floor
 as in ``bench_exact_samplers.py``. Prints Markdown tables; writes benchmarks/diffusers_compare.json.
+
+With ``--runs DIR`` the denoiser is instead the trained network of each default run in DIR (those of
+``bench_fitted_steps.py``, v-prediction, given to diffusers as ``prediction_type="v_prediction"``), in
+network units from the same x_T, decoded and compared with R = 4 fresh true sets as ``bench_samplers.py``;
+physdiff's cells add UniPC on the run's fitted timesteps where the run has them (``physdiff fit-steps``).
+Writes benchmarks/diffusers_trained.json.
 """
 
 from __future__ import annotations
@@ -36,11 +42,11 @@ PHYSDIFF = {  # label: (sampler, options)
 }
 
 
-def diffusers_cells():
+def diffusers_cells(prediction_type: str = "epsilon"):
     """label: a function of the β table giving a configured diffusers scheduler."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-    common = {"num_train_timesteps": 1000, "prediction_type": "epsilon"}
+    common = {"num_train_timesteps": 1000, "prediction_type": prediction_type}
 
     def dpm(**kw):
         return lambda betas: DPMSolverMultistepScheduler(trained_betas=betas, algorithm_type="dpmsolver++",
@@ -73,6 +79,62 @@ def run_diffusers(scheduler, eps, x_T: torch.Tensor, steps: int) -> torch.Tensor
     return x
 
 
+def trained_table(run, args, budgets) -> dict:
+    """{label: {NFE: sliced W2 / floor}} of physdiff's and diffusers' samplers on one trained run."""
+    import numpy as np
+
+    from physdiff.evaluation.references import reference_sets
+    from physdiff.metrics import sliced_wasserstein
+    from physdiff.samplers import IndexedNoise, randn_like
+
+    refs, floors, _, n = reference_sets(run, args.n, 0, repeats=args.refs)
+    floor = float(np.sqrt(np.mean([sliced_wasserstein(a, b) ** 2 for a, b in zip(floors, refs, strict=True)])))
+    x_T = randn_like(torch.empty(n, 2), IndexedNoise(1, 0, n))
+    betas = run.schedule.betas.double().numpy()
+
+    def score(z):
+        x = run.normalizer.decode(z.double()).numpy()
+        return float(np.mean([sliced_wasserstein(x, r) for r in refs])) / floor
+
+    def network(x, t):
+        return run.model(x.float(), t, None)
+
+    table = {}
+    cells = PHYSDIFF | {"physdiff unipc fitted": ("unipc", {"spacing": "fitted"})}
+    for label, (sampler, opts) in cells.items():
+        # the spacing named, so that a cell without "fitted" does not take the run's fitted steps
+        opts = {"spacing": "uniform" if sampler == "ddim" else "logsnr"} | opts
+        for k in budgets:
+            if opts.get("spacing") == "fitted" and run.fitted_timesteps(sampler, {"steps": k}) is None:
+                continue
+            table.setdefault(label, {})[k] = score(run.sample_normalized(x_T, sampler=sampler, steps=k, **opts).samples)
+    for label, make in diffusers_cells("v_prediction").items():
+        for k in budgets:
+            table.setdefault(label, {})[k] = score(run_diffusers(make(betas), network, x_T, k))
+    return table
+
+
+def trained(args, budgets):
+    """The same comparison on the trained networks of the default runs in ``args.runs``."""
+    import diffusers
+
+    from physdiff.run import LoadedRun
+
+    results = {"diffusers_version": diffusers.__version__}
+    for path in sorted(p for p in Path(args.runs).iterdir() if (p / "ema.safetensors").exists()):
+        run = LoadedRun(path, device="cpu")
+        if run.cfg.diffusion.prediction != "v" or run.data_shape != (2,):
+            continue
+        results[path.name] = table = trained_table(run, args, budgets)
+        print(f"\n### {path.name} (trained default run, n = {args.n}, same x_T): sliced W2 / floor")
+        print("| sampler | " + " | ".join(f"NFE {k}" for k in budgets) + " |")
+        print("| --- |" + " --- |" * len(budgets))
+        for label, row in table.items():
+            print(f"| {label} | " + " | ".join(f"{row[k]:.2f}" if k in row else "–" for k in budgets) + " |",
+                  flush=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--nfe", default="10,15,20,30")
@@ -80,14 +142,20 @@ def main():
     p.add_argument("--refs", type=int, default=4)
     p.add_argument("--datasets", default="gaussian,two_gaussians,eight_gaussians,spiral")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default="benchmarks/diffusers_compare.json")
+    p.add_argument("--runs", default=None, help="compare on the trained default runs in this folder instead")
+    p.add_argument("--out", default=None, help="default benchmarks/diffusers_compare.json (--runs: "
+                                               "benchmarks/diffusers_trained.json)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    budgets = [int(k) for k in args.nfe.split(",")]
+    if args.runs:
+        args.out = args.out or "benchmarks/diffusers_trained.json"
+        return trained(args, budgets)
+    args.out = args.out or "benchmarks/diffusers_compare.json"
     import diffusers
 
     sched = make_schedule("linear", 1000)
     betas = sched.betas.double().numpy()
-    budgets = [int(k) for k in args.nfe.split(",")]
     results = {"diffusers_version": diffusers.__version__}
     for name in args.datasets.split(","):
         _, eps, _, floor, sw2, x_T = density_case(name, sched, args.n, args.refs)

@@ -7,9 +7,11 @@ Densities (standardised per coordinate, as physdiff's normaliser does for a run)
 ``two_gaussians``, ``eight_gaussians`` and ``spiral``, a mixture of 24 narrow Gaussians along
 the spiral, whose exact score the mixture formula gives. Samplers: DDIM (η = 0), DPM-Solver++(2M)
 and (3M) (the authors' coefficients, and the taylor variant exact for quadratic x̂₀), UniPC-2 and -3 (bh2)
-on logSNR-uniform steps, 2M and UniPC-3 on quadratic steps,
-UniPC-3 on Karras steps, UniPC-2 bh1, SDE-DPM-Solver++(2M), the probability-flow ODE (RK4, 4 NFE a step) and ancestral
-DDPM. Per cell: sliced W2 to a fresh true set divided by the floor (the same distance between
+on logSNR-uniform steps, 2M and UniPC-3 on quadratic steps, UniPC-3 on Karras steps, UniPC-2
+bh1, UniPC-2 on timesteps fitted to the density (``fitted_steps.fit_timesteps`` on 1024 + 1024
+draws of x_T other than the cells' x_T), SDE-DPM-Solver++(2M), the probability-flow ODE (RK4, 4
+NFE a step) and ancestral DDPM. ``--cells`` runs some rows and keeps the others of --out.
+Per cell: sliced W2 to a fresh true set divided by the floor (the same distance between
 two true sets; mean over --refs references) and the largest covariance error. The same x_T for
 every sampler. Prints Markdown tables; writes benchmarks/exact_samplers.json.
 """
@@ -26,6 +28,7 @@ import torch
 
 from physdiff.analytic import GaussianMixture, OptimalEpsilon
 from physdiff.data import get_toy
+from physdiff.fitted_steps import fit_timesteps
 from physdiff.metrics import sliced_wasserstein
 from physdiff.samplers import run_sampler
 from physdiff.schedule import make_schedule
@@ -91,6 +94,7 @@ CELLS = {  # label: (sampler, options as a function of the NFE budget, or None w
     "unipc-3 quadratic": ("unipc", lambda k: {"steps": k, "order": 3, "spacing": "quadratic"}),
     "unipc-3 karras": ("unipc", lambda k: {"steps": k, "order": 3, "spacing": "karras"}),
     "unipc-2 bh1": ("unipc", lambda k: {"steps": k, "order": 2, "variant": "bh1"}),
+    "unipc-2 fitted": ("unipc", lambda k: {"steps": k, "order": 2, "fitted": True} if k >= 3 else None),
     "sde-dpm-solver++(2M)": ("sde-dpm-solver", lambda k: {"steps": k}),
     "ode rk4": ("ode", lambda k: {"steps": k // 4} if k >= 4 and k % 4 == 0 else None),
     "ddpm": ("ddpm", lambda k: {"steps": k}),
@@ -105,26 +109,38 @@ def main():
     p.add_argument("--schedule", default="linear")
     p.add_argument("--datasets", default="gaussian,two_gaussians,eight_gaussians,spiral")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cells", default=",".join(CELLS), help="rows to run (the others are kept from --out)")
     p.add_argument("--out", default="benchmarks/exact_samplers.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     sched = make_schedule(args.schedule, 1000)
     budgets = [int(k) for k in args.nfe.split(",")]
-    results = {}
+    results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    cells = {c: CELLS[c] for c in args.cells.split(",")}
     for name in args.datasets.split(","):
         _, eps, refs, floor, sw2, x_T = density_case(name, sched, args.n, args.refs)
         cov = np.cov(np.concatenate(refs), rowvar=False)
-        table = {}
-        for label, (sampler, opts) in CELLS.items():
+        table = results.get(name, {})
+        for label, (sampler, opts) in cells.items():
+            table[label] = {}
             for k in budgets:
                 kw = opts(k)
                 if kw is None:
                     continue
                 t0 = time.perf_counter()
+                if kw.pop("fitted", False):
+                    g = torch.Generator().manual_seed(4)
+                    draws = [torch.randn(1024, 2, generator=g, dtype=torch.float64) for _ in range(2)]
+
+                    def solve(x, taus, kw=kw, sampler=sampler, eps=eps):
+                        return run_sampler(sampler, eps, sched, x, prediction="eps", timesteps=taus,
+                                           **{k_: v for k_, v in kw.items() if k_ != "steps"}).samples
+
+                    kw["timesteps"] = fit_timesteps(solve, sched, k, *draws).timesteps
                 x = run_sampler(sampler, eps, sched, x_T, prediction="eps",
                                 generator=torch.Generator().manual_seed(3), **kw).samples.numpy()
                 sw = sw2.mean_distance(x) / floor
-                table.setdefault(label, {})[k] = {"sw2_over_floor": float(sw),
+                table[label][k] = {"sw2_over_floor": float(sw),
                                                   "cov_error": float(np.abs(np.cov(x, rowvar=False) - cov).max()),
                                                   "seconds": time.perf_counter() - t0}
         results[name] = table
@@ -133,6 +149,7 @@ def main():
         print("| sampler | " + " | ".join(f"NFE {k}" for k in budgets) + " |")
         print("| --- |" + " --- |" * len(budgets))
         for label, row in table.items():
+            row = {int(k): v for k, v in row.items()}  # keys of a reloaded JSON are strings
             cells = [f"{row[k]['sw2_over_floor']:.2f} ({row[k]['cov_error']:.3f})" if k in row else "–"
                      for k in budgets]
             print(f"| {label} | " + " | ".join(cells) + " |", flush=True)

@@ -5,12 +5,11 @@ sliced W2 / noise floor of UniPC at 10 and 20 NFE on both, beside DDPM at 1000 a
     .venv/bin/python benchmarks/bench_fitted_steps.py [--datasets spiral,moons] [--runs DIR] [--seeds 2]
 
 Per dataset: train with the defaults (`physdiff train --dataset NAME`; kept in --runs DIR and
-reused when there), fit unipc's steps at 10 and 20 NFE (its default orders, 2 and 3; n = 2048 x_T
-to fit, 2048 more to check), then for each cell and sample seed draw n = 10 000 samples and
-compute the sliced W2 against R = 4 fresh true sets divided by the floor, as bench_samplers.py.
-Sample seeds differ from the fit's x_T (IndexedNoise streams 1, 2 against the fit's 0 and 1 are
-not the same draws: the fit uses seed 1000, 1001). Results: benchmarks/fitted_steps.json and the
-table in benchmarks/README.md.
+reused when there), fit unipc's steps at 10 and 20 NFE (`LoadedRun.fit_steps`, its defaults:
+orders 2 and 3, 1024 draws of x_T to fit on and 1024 to check on, from seed 1000), then for each
+cell and sample seed (1, 2) draw n = 10 000 samples and compute the sliced W2 against R = 4 fresh
+true sets divided by the floor, as bench_samplers.py. Results: benchmarks/fitted_steps.json and
+the table in benchmarks/README.md.
 """
 
 from __future__ import annotations

@@ -373,15 +373,19 @@ class LoadedRun:
         return {"weights": self.weights, "step": self.step, "data_shape": list(self.data_shape),
                 "coupling": self.coupling, "guidance": resolve_guidance(guidance) if self.num_classes else None}
 
-    def fitted_timesteps(self, sampler: str, options: dict, guidance: float | None = None) -> list[int] | None:
-        """The visited indices fitted to this run for ``sampler`` with ``options`` (``fit_steps``),
-        None when there is no such fit or it did not beat logSNR-uniform steps."""
+    def _fit_entry(self, sampler: str, options: dict, guidance: float | None) -> dict | None:
+        """The run's timesteps.json entry for ``sampler`` with ``options`` in this context, or None."""
         from .fitted_steps import fit_key, read_fits
 
         resolved = self._fit_options(sampler, options)
         if resolved is None:
             return None
-        entry = read_fits(self.path).get(fit_key(sampler, resolved, self._fit_context(guidance)))
+        return read_fits(self.path).get(fit_key(sampler, resolved, self._fit_context(guidance)))
+
+    def fitted_timesteps(self, sampler: str, options: dict, guidance: float | None = None) -> list[int] | None:
+        """The visited indices fitted to this run for ``sampler`` with ``options`` (``fit_steps``),
+        None when there is no such fit or it did not beat logSNR-uniform steps."""
+        entry = self._fit_entry(sampler, options, guidance)
         return list(entry["timesteps"]) if entry and entry.get("kept") else None
 
     def with_fitted_timesteps(self, sampler: str, options: dict, guidance: float | None = None) -> dict:
@@ -393,9 +397,9 @@ class LoadedRun:
         if "timesteps" in options or options.get("spacing", "fitted") != "fitted":
             return options
         explicit = options.pop("spacing", None) == "fitted"
-        taus = self.fitted_timesteps(sampler, options, guidance)
-        if taus is not None:
-            return options | {"timesteps": taus}
+        entry = self._fit_entry(sampler, options, guidance)
+        if entry is not None and entry.get("kept"):
+            return options | {"timesteps": list(entry["timesteps"])}
         if explicit:
             from .fitted_steps import FITTABLE
 
@@ -405,6 +409,10 @@ class LoadedRun:
                                     f"({', '.join(FITTABLE)}; ddim with eta 0), not {sampler}"
                                     + (" with these options" if sampler in FITTABLE else ""))
             flags = " ".join(f"--{k} {v}" for k, v in resolved.items())
+            if entry is not None:
+                raise PhysdiffError(f"the timesteps fitted to run {str(self.path)!r} for {sampler} {flags} "
+                                    "did not beat logSNR-uniform ones on held-out draws, so none were kept; "
+                                    "use --spacing logsnr")
             raise PhysdiffError(f"run {str(self.path)!r} has no fitted timesteps for {sampler} {flags}"
                                 f"{self._context_words(guidance)}; fit them first: physdiff fit-steps "
                                 f"{self.path} --sampler {sampler} {flags}")
@@ -445,6 +453,7 @@ class LoadedRun:
 
         draws = [randn_like(torch.empty((n, *self.data_shape), device=self.device), IndexedNoise(s, 0, n))
                  for s in (seed, seed + 1)]
+
         def report(bar):
             def done(runs, error):
                 bar.set_postfix(runs=runs, error=f"{error:.3g}")
