@@ -116,12 +116,12 @@ def main():
     sched = make_schedule(args.schedule, 1000)
     budgets = [int(k) for k in args.nfe.split(",")]
     results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
-    cells = {c: CELLS[c] for c in args.cells.split(",")}
+    chosen = {c: CELLS[c] for c in args.cells.split(",")}
     for name in args.datasets.split(","):
         _, eps, refs, floor, sw2, x_T = density_case(name, sched, args.n, args.refs)
         cov = np.cov(np.concatenate(refs), rowvar=False)
         table = results.get(name, {})
-        for label, (sampler, opts) in cells.items():
+        for label, (sampler, opts) in chosen.items():
             table[label] = {}
             for k in budgets:
                 kw = opts(k)
@@ -153,7 +153,7 @@ def main():
             cells = [f"{row[k]['sw2_over_floor']:.2f} ({row[k]['cov_error']:.3f})" if k in row else "–"
                      for k in budgets]
             print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

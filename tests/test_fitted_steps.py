@@ -202,6 +202,23 @@ def test_fit_steps_refuses_bad_options(run_dir, capsys, argv, words):
     assert before == after
 
 
+def test_a_fit_not_kept_is_not_used_and_named(run_dir, tmp_path, capsys):
+    import shutil
+
+    from physdiff.run import LoadedRun
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    data = json.loads((copy / "timesteps.json").read_text())
+    for entry in data["fits"].values():
+        entry["kept"] = False
+    (copy / "timesteps.json").write_text(json.dumps(data))
+    assert "timesteps" not in LoadedRun(copy, device="cpu").sample(20, 1, sampler="unipc", steps=6).options
+    message = one_line_error(capsys, ["sample", str(copy), "--sampler", "unipc", "--steps", "6", "--spacing",
+                                      "fitted", "--n", "10", "--out", str(tmp_path / "s.npy")])
+    assert "none were kept" in message and "--spacing logsnr" in message
+
+
 def test_a_corrupt_timesteps_file_is_named(run_dir, tmp_path, capsys):
     import shutil
 
@@ -214,3 +231,18 @@ def test_a_corrupt_timesteps_file_is_named(run_dir, tmp_path, capsys):
     # train --overwrite removes it with the rest of the run: a new network has no fits
     assert main(["train", "--dataset", "two_gaussians", "--out", str(copy), "--overwrite", *FAST]) == 0
     assert not (copy / "timesteps.json").exists()
+
+
+def test_one_fit_steps_at_a_time_and_a_corrupt_file_refused_first(run_dir, tmp_path, capsys):
+    import shutil
+
+    from physdiff.checkpoint import OutputLock
+
+    with OutputLock(run_dir / "timesteps.json"):
+        message = one_line_error(capsys, ["fit-steps", str(run_dir), "--steps", "5", "--n", "64", "-q"])
+    assert "being written by another physdiff process" in message
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "timesteps.json").write_text("[]")
+    assert "timesteps.json" in one_line_error(capsys, ["fit-steps", str(copy), "--steps", "5", "--n", "64", "-q"])
+    assert (copy / "timesteps.json").read_text() == "[]" and not (copy / ".timesteps.lock").exists()

@@ -47,7 +47,7 @@ TIMESTEPS_FILE = "timesteps.json"  # the visited timesteps fitted to the run (fi
 FIGURE_STEMS = ("samples", "forward", "reverse", "loss", "guidance", "nearest", "histograms", "correlator",
                 "configurations")
 RUN_FILES = frozenset({CONFIG_FILE, METRICS_FILE, STATE_FILE, MODEL_FILE, EMA_FILE, LOCK_FILE, MARKER_FILE,
-                       VALIDATION_FILE, DATA_FILE, PROVENANCE_FILE, TIMESTEPS_FILE,
+                       VALIDATION_FILE, DATA_FILE, PROVENANCE_FILE, TIMESTEPS_FILE, ".timesteps.lock",
                        "evaluation.json", *(f"{name}.png" for name in FIGURE_STEMS)})
 # the figures of `plot` in every format with the table of their numbers (.csv) beside them, and the report of
 # `evaluate`; for a coupling-conditioned run each is tagged with the coupling it was made at (histograms_kappa0.27.png)

@@ -13,15 +13,16 @@ over the visited indices τ_K = T−1 > ... > τ_1 ≥ 0, where x_K is the sampl
 the same sampler on ``REFERENCE_STEPS`` logSNR-uniform steps, or every step when T is smaller
 (converged, to the draw of x_T, on every density of benchmarks/README.md by 100 NFE), for a
 fixed draw of n standard normal x_T.
+
 The search is a pattern search on the positions u = log σ̄ of τ_1..τ_{K-1} (τ_K stays at T−1,
 where x_T is drawn), started from logSNR-uniform steps: each point in turn is moved by ±δ
 while that lowers E, and δ halves from 0.8 to 0.025. E has many local minima (measured on the
 default spiral run: searches from five starts ended between 2.7e-4 and 1.9e-3), so the search
 is restarted ``HOPS`` times from the best positions moved at random by 0.3 in u, keeping the
-best (basin hopping; on that run 1.1e-3 after one search, 3.0e-4 after hopping). A second,
-independent draw of x_T then
-checks the result: the fit is kept only if its error there is below that of logSNR-uniform
-steps (else the logSNR steps are kept, and the report says so).
+best (basin hopping; on that run, n = 2048: 1.1e-3 after one search, 3.0e-4 after the second
+restart). A second, independent draw of x_T then checks the result: the fit is kept only if
+its error there is below that of logSNR-uniform steps (else the logSNR steps are kept, and the
+report says so).
 
 The sampler and the flow it integrates are unchanged: only where the K evaluations fall. The
 idea of choosing a solver's steps by its global error against converged trajectories is that of

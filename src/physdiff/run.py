@@ -433,13 +433,13 @@ class LoadedRun:
         fit of the same sampler and options) and return the :class:`fitted_steps.Fit`. From then
         on ``sample`` uses them whenever no spacing is given (or with spacing "fitted"). ``n``
         draws of x_T to fit on, another ``n`` to check; ``seed`` draws both."""
-        from .fitted_steps import FITTABLE, HOPS, REFERENCE_STEPS, entry_of, fit_key, fit_timesteps, write_fit
+        from . import fitted_steps as fs
 
         given = {"steps": steps, "order": order, "variant": variant}
         smp.check_options(sampler, {k: v for k, v in given.items() if v is not None}, self.schedule.T)
         resolved = self._fit_options(sampler, {k: v for k, v in given.items() if v is not None})
         if resolved is None:
-            raise PhysdiffError(f"fit-steps is for the deterministic samplers with steps: {', '.join(FITTABLE)}; "
+            raise PhysdiffError(f"fit-steps is for the deterministic samplers with steps: {', '.join(fs.FITTABLE)}; "
                                 f"not {sampler}")
         if not isinstance(n, int) or not 64 <= n <= 1_000_000:
             raise PhysdiffError(f"n = {n!r} draws cannot fit timesteps; allowed: an integer in 64..1000000")
@@ -460,11 +460,15 @@ class LoadedRun:
                 bar.update(1)
             return done
 
-        with progress_bar(progress, 1 + HOPS, f"fit-steps ({sampler}, {steps} steps)", "round") as bar:
-            fit = fit_timesteps(solve, self.schedule, steps, *draws, seed=seed, progress=report(bar))
-        context = self._fit_context(guidance)
-        entry = entry_of(fit, sampler, resolved, n=n, seed=seed, reference_steps=min(REFERENCE_STEPS, self.schedule.T))
-        write_fit(self.path, fit_key(sampler, resolved, context), entry | {"context": context})
+        # one fit-steps at a time per run (timesteps.json is read, added to and replaced)
+        with ck.OutputLock(self.path / ck.TIMESTEPS_FILE):
+            fs.read_fits(self.path)  # a corrupt file is refused before the work
+            with progress_bar(progress, 1 + fs.HOPS, f"fit-steps ({sampler}, {steps} steps)", "round") as bar:
+                fit = fs.fit_timesteps(solve, self.schedule, steps, *draws, seed=seed, progress=report(bar))
+            context = self._fit_context(guidance)
+            entry = fs.entry_of(fit, sampler, resolved, n=n, seed=seed,
+                                reference_steps=min(fs.REFERENCE_STEPS, self.schedule.T))
+            fs.write_fit(self.path, fs.fit_key(sampler, resolved, context), entry | {"context": context})
         return fit
 
     def _warn_far_outliers(self, x: np.ndarray, sampler: str) -> None:
