@@ -181,7 +181,7 @@ def test_registered_sampler_receives_every_argument():
             run_sampler("bare-sampler", object(), make_schedule("linear", 10), torch.zeros(1, 2), steps=2)
     finally:
         del SAMPLERS["bare-sampler"]
-    with pytest.raises(Exception, match=r"its options: steps, spacing, eta$"):
+    with pytest.raises(Exception, match=r"its options: steps, spacing, timesteps, eta$"):
         run_sampler("ddim", object(), make_schedule("linear", 10), torch.zeros(1, 2), bogus=1)
 
 
