@@ -81,20 +81,16 @@ def run_diffusers(scheduler, eps, x_T: torch.Tensor, steps: int) -> torch.Tensor
 
 def trained_table(run, args, budgets) -> dict:
     """{label: {NFE: sliced W2 / floor}} of physdiff's and diffusers' samplers on one trained run."""
-    import numpy as np
+    from bench_samplers import reference_ratio
 
-    from physdiff.evaluation.references import reference_sets
-    from physdiff.metrics import sliced_wasserstein
     from physdiff.samplers import IndexedNoise, randn_like
 
-    refs, floors, _, n = reference_sets(run, args.n, 0, repeats=args.refs)
-    floor = float(np.sqrt(np.mean([sliced_wasserstein(a, b) ** 2 for a, b in zip(floors, refs, strict=True)])))
+    _, n, ratio = reference_ratio(run, args.n, args.refs)
     x_T = randn_like(torch.empty(n, 2), IndexedNoise(1, 0, n))
     betas = run.schedule.betas.double().numpy()
 
     def score(z):
-        x = run.normalizer.decode(z.double()).numpy()
-        return float(np.mean([sliced_wasserstein(x, r) for r in refs])) / floor
+        return ratio(run.normalizer.decode(z.double()).numpy())
 
     def network(x, t):
         return run.model(x.float(), t, None)

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_samplers import reference_ratio
+
 from physdiff.config import Config
 from physdiff.data import TOY_DATASETS
-from physdiff.evaluation.references import reference_sets
-from physdiff.metrics import sliced_wasserstein
 from physdiff.run import LoadedRun
 from physdiff.training import train
 
@@ -65,13 +67,10 @@ def main():
             row[f"fit {steps}"] = {"timesteps": fit.timesteps, "start": fit.start, "error_start": fit.error_start,
                                    "error_fitted": fit.error_fitted, "kept": fit.kept, "runs": fit.evaluations,
                                    "seconds": fit.seconds}
-        refs, floors, _, n = reference_sets(run, args.n, 0, repeats=4)
-        floor = float(np.sqrt(np.mean([sliced_wasserstein(a, b) ** 2 for a, b in zip(floors, refs, strict=True)])))
+        _, n, ratio = reference_ratio(run, args.n)
         for label, (sampler, options) in CELLS.items():
-            ratios = []
-            for seed in range(1, args.seeds + 1):
-                x = run.sample(n, seed, sampler=sampler, **options).samples
-                ratios.append(float(np.mean([sliced_wasserstein(x, r) for r in refs])) / floor)
+            ratios = [ratio(run.sample(n, seed, sampler=sampler, **options).samples)
+                      for seed in range(1, args.seeds + 1)]
             row[label] = {"ratios": ratios, "mean": float(np.mean(ratios)), "spread": float(np.std(ratios))}
         results[ds] = row
         cells = [f"{row[c]['mean']:.2f} ± {row[c]['spread']:.2f}" for c in CELLS]

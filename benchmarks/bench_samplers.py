@@ -48,6 +48,19 @@ CELLS = {  # label: (sampler, options)
 }
 
 
+def reference_ratio(run: LoadedRun, n: int, repeats: int = 4):
+    """(refs, n, ratio): ``repeats`` fresh true sets of n (physdiff's reference policy), and
+    ratio(x) = the mean sliced W2 of samples x (data units) to them divided by the floor (the rms
+    of the same distance between pairs of true sets)."""
+    refs, floors, _, n = reference_sets(run, n, 0, repeats=repeats)
+    floor = float(np.sqrt(np.mean([sliced_wasserstein(a, b) ** 2 for a, b in zip(floors, refs, strict=True)])))
+
+    def ratio(x: np.ndarray) -> float:
+        return float(np.mean([sliced_wasserstein(x, r) for r in refs])) / floor
+
+    return refs, n, ratio
+
+
 def mode_stats(x: np.ndarray) -> dict:
     """two_gaussians (modes at x₁ = ±2): share of the left mode with its binomial error, and the
     mean and covariance of each mode."""
@@ -92,15 +105,14 @@ def main():
             run = LoadedRun(train(Config().with_overrides({"data.dataset": ds, "train.device": "cpu"}),
                                   Path(tmp) / ds, progress=False))
             train_s = time.perf_counter() - t0
-            refs, floors, _, n = reference_sets(run, args.n, 0, repeats=4)
-            floor = float(np.sqrt(np.mean([sliced_wasserstein(a, b) ** 2 for a, b in zip(floors, refs, strict=True)])))
+            refs, n, ratio = reference_ratio(run, args.n)
             row, worst_outliers = {}, 0.0
             for label, (sampler, options) in CELLS.items():
                 ratios, nfe = [], None
                 for seed in range(1, args.seeds + 1):
                     res = run.sample(n, seed, sampler=sampler, **options)
                     x, nfe = res.samples, res.nfe
-                    ratios.append(float(np.mean([sliced_wasserstein(x, r) for r in refs])) / floor)
+                    ratios.append(ratio(x))
                     worst_outliers = max(worst_outliers, outlier_share(x, refs[0]))
                     if ds == "two_gaussians":
                         row.setdefault(f"{label}_modes", []).append(mode_stats(x))

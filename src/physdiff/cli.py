@@ -224,15 +224,15 @@ def cmd_fit_steps(args) -> None:
     _check_guidance(args, run)
     fit = run.fit_steps(args.sampler, args.steps, order=args.order, variant=args.variant, n=args.n, seed=args.seed,
                         guidance=args.guidance, progress=_progress(args))
-    from .fitted_steps import FILE, REFERENCE_STEPS
+    from .fitted_steps import FILE
 
     where = run.path / FILE
     if fit.kept:
         print(f"fitted {args.steps} timesteps for {args.sampler}: error against {args.sampler} on "
-              f"{min(REFERENCE_STEPS, run.schedule.T)} "
-              f"steps {fit.error_start:.3g} (logSNR-uniform) -> {fit.error_fitted:.3g} ({fit.improvement:.1f}x "
-              f"smaller, on {args.n} held-out x_T; {fit.evaluations} runs, {fit.seconds:.0f} s); timesteps "
-              f"{','.join(map(str, fit.timesteps))} written to {where}; sample uses them when no --spacing is given")
+              f"{fit.reference_steps} steps {fit.error_start:.3g} (logSNR-uniform) -> {fit.error_fitted:.3g} "
+              f"({fit.improvement:.1f}x smaller, on {args.n} held-out x_T; {fit.evaluations} runs, "
+              f"{fit.seconds:.0f} s); timesteps {','.join(map(str, fit.timesteps))} written to {where}; sample "
+              "uses them when no --spacing is given")
     else:
         print(f"the fitted timesteps did not beat logSNR-uniform ones on the held-out x_T ({fit.error_fitted:.3g} "
               f"against {fit.error_start:.3g}); {where} records that, and sample keeps logSNR-uniform steps")

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ck
+from . import samplers as smp
 from .errors import PhysdiffError
 from .schedule import Schedule, log_sigma_bar, timestep_subsequence
 
@@ -64,7 +65,8 @@ class Fit:
     when the fit was not kept); start: the logSNR-uniform indices it started from; error_start,
     error_fitted: E on the held-out draw of x_T (network units²); error_fit_draw: E of the
     fitted indices on the draw they were fitted to; kept: whether the fit beat the start on the
-    held-out draw; evaluations: sampler runs of the search."""
+    held-out draw; evaluations: sampler runs of the search; reference_steps: the steps of the
+    solve the error is measured against."""
 
     timesteps: list[int]
     start: list[int]
@@ -74,11 +76,37 @@ class Fit:
     kept: bool
     evaluations: int
     seconds: float
+    reference_steps: int
 
     @property
     def improvement(self) -> float:
         """error_start / error_fitted on the held-out draw."""
         return self.error_start / self.error_fitted if self.error_fitted > 0 else math.inf
+
+
+def resolved_options(sampler: str, options: dict) -> dict | None:
+    """The options a fit of ``sampler``'s visited timesteps depends on, with the sampler's own
+    defaults filled in ({"steps", "order", "variant"} as the sampler takes them), or None when
+    ``sampler`` with ``options`` is not deterministic with a step count (ddpm, the SDE solver, the
+    ODE, ddim with η > 0, or every step)."""
+    if sampler not in FITTABLE or float(options.get("eta") or 0.0) != 0.0:
+        return None
+    steps = options.get("steps") or smp.get_sampler(sampler).default_steps
+    if steps is None:
+        return None
+    if sampler == "unipc":
+        return {"steps": steps, "order": options.get("order") or smp.unipc_default_order(steps),
+                "variant": options.get("variant") or "bh2"}
+    if sampler == "dpm-solver":
+        order = options.get("order") or 2
+        return {"steps": steps, "order": order} | ({"variant": options.get("variant") or "reference"}
+                                                   if order == 3 else {})
+    return {"steps": steps}
+
+
+def _global_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """E: the mean over samples of the squared distance between two solves (network units)."""
+    return float(((out - ref) ** 2).flatten(1).sum(1).mean())
 
 
 def _to_indices(u: np.ndarray, pos: np.ndarray) -> list[int] | None:
@@ -154,7 +182,7 @@ def fit_timesteps(solve: Callable[[torch.Tensor, list[int]], torch.Tensor], sche
     def error(taus: list[int]) -> float:
         key = tuple(taus)
         if key not in seen:
-            seen[key] = float(((solve(x_fit, taus) - ref_fit) ** 2).flatten(1).sum(1).mean())
+            seen[key] = _global_error(solve(x_fit, taus), ref_fit)
         return seen[key]
 
     pos, taus, best = _pattern_search(error, u, u[start].astype(np.float64), DELTAS)
@@ -171,13 +199,10 @@ def fit_timesteps(solve: Callable[[torch.Tensor, list[int]], torch.Tensor], sche
             progress(len(seen), best)
     ref_check = solve(x_check, timestep_subsequence(T, reference_steps, "logsnr", sched))
 
-    def check(t):
-        return float(((solve(x_check, t) - ref_check) ** 2).flatten(1).sum(1).mean())
-
-    e_start, e_fit = check(start), check(taus)
+    e_start, e_fit = (_global_error(solve(x_check, t), ref_check) for t in (start, taus))
     kept = e_fit < e_start
     return Fit(taus if kept else start, start, e_start, e_fit if kept else e_start, best, kept, len(seen),
-               time.perf_counter() - t0)
+               time.perf_counter() - t0, reference_steps)
 
 
 def fit_key(sampler: str, options: dict, context: dict) -> str:
@@ -215,10 +240,10 @@ def write_fit(run_dir: Path, key: str, entry: dict) -> Path:
     return path
 
 
-def entry_of(fit: Fit, sampler: str, options: dict, *, n: int, seed: int, reference_steps: int) -> dict:
+def entry_of(fit: Fit, sampler: str, options: dict, *, n: int, seed: int) -> dict:
     """The JSON entry of a fit: what it is, how it was fitted, and its errors."""
     from .arguments import version
 
     return {"sampler": sampler, "options": options, **asdict(fit),
-            "reference": {"sampler": sampler, "steps": reference_steps, "spacing": "logsnr"},
+            "reference": {"sampler": sampler, "steps": fit.reference_steps, "spacing": "logsnr"},
             "n": n, "seed": seed, "physdiff": version()}

@@ -346,26 +346,6 @@ class LoadedRun:
         return run_sampler(sampler, net, self.schedule, x_T, prediction=d.prediction, variance=d.variance,
                            clip_x0=d.clip_x0 or None, cond=cond, generator=generator, callback=callback, **options)
 
-    def _fit_options(self, sampler: str, options: dict) -> dict | None:
-        """The options a fit of visited timesteps depends on, resolved (steps, order, variant),
-        or None when ``sampler`` with ``options`` is not deterministic with a spacing."""
-        from .fitted_steps import FITTABLE
-
-        if sampler not in FITTABLE or float(options.get("eta") or 0.0) != 0.0:
-            return None
-        spec = smp.get_sampler(sampler)
-        steps = options.get("steps") or spec.default_steps
-        if steps is None:
-            return None
-        if sampler == "unipc":
-            order = options.get("order") or (3 if steps >= smp.UNIPC_THIRD_ORDER_FROM else 2)
-            return {"steps": steps, "order": order, "variant": options.get("variant") or "bh2"}
-        if sampler == "dpm-solver":
-            order = options.get("order") or 2
-            return {"steps": steps, "order": order} | ({"variant": options.get("variant") or "reference"}
-                                                       if order == 3 else {})
-        return {"steps": steps}
-
     def _fit_context(self, guidance: float | None) -> dict:
         """What besides the sampler a fit belongs to: the weights and their training step (a
         resumed run has other weights), the data shape (another lattice size is another flow),
@@ -375,9 +355,9 @@ class LoadedRun:
 
     def _fit_entry(self, sampler: str, options: dict, guidance: float | None) -> dict | None:
         """The run's timesteps.json entry for ``sampler`` with ``options`` in this context, or None."""
-        from .fitted_steps import fit_key, read_fits
+        from .fitted_steps import fit_key, read_fits, resolved_options
 
-        resolved = self._fit_options(sampler, options)
+        resolved = resolved_options(sampler, options)
         if resolved is None:
             return None
         return read_fits(self.path).get(fit_key(sampler, resolved, self._fit_context(guidance)))
@@ -401,9 +381,9 @@ class LoadedRun:
         if entry is not None and entry.get("kept"):
             return options | {"timesteps": list(entry["timesteps"])}
         if explicit:
-            from .fitted_steps import FITTABLE
+            from .fitted_steps import FITTABLE, resolved_options
 
-            resolved = self._fit_options(sampler, options)
+            resolved = resolved_options(sampler, options)
             if resolved is None:
                 raise PhysdiffError(f"spacing fitted is for the deterministic samplers with steps "
                                     f"({', '.join(FITTABLE)}; ddim with eta 0), not {sampler}"
@@ -437,7 +417,7 @@ class LoadedRun:
 
         given = {"steps": steps, "order": order, "variant": variant}
         smp.check_options(sampler, {k: v for k, v in given.items() if v is not None}, self.schedule.T)
-        resolved = self._fit_options(sampler, {k: v for k, v in given.items() if v is not None})
+        resolved = fs.resolved_options(sampler, {k: v for k, v in given.items() if v is not None})
         if resolved is None:
             raise PhysdiffError(f"fit-steps is for the deterministic samplers with steps: {', '.join(fs.FITTABLE)}; "
                                 f"not {sampler}")
@@ -466,8 +446,7 @@ class LoadedRun:
             with progress_bar(progress, 1 + fs.HOPS, f"fit-steps ({sampler}, {steps} steps)", "round") as bar:
                 fit = fs.fit_timesteps(solve, self.schedule, steps, *draws, seed=seed, progress=report(bar))
             context = self._fit_context(guidance)
-            entry = fs.entry_of(fit, sampler, resolved, n=n, seed=seed,
-                                reference_steps=min(fs.REFERENCE_STEPS, self.schedule.T))
+            entry = fs.entry_of(fit, sampler, resolved, n=n, seed=seed)
             fs.write_fit(self.path, fs.fit_key(sampler, resolved, context), entry | {"context": context})
         return fit
 

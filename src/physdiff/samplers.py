@@ -362,6 +362,11 @@ ORDER_HELP = ("multistep order: dpm-solver 2 = DPM-Solver++(2M) (default) or 3 =
               "unipc 1, 2 or 3, the predictor's order (its corrector adds one; default 3 from 15 steps, else 2); "
               "sde-dpm-solver 1 or 2 (default)")
 UNIPC_THIRD_ORDER_FROM = 15  # unipc's default order: 3 from this many steps, 2 below (benchmarks/README.md)
+
+
+def unipc_default_order(steps: int) -> int:
+    """unipc's order when none is given: 3 from :data:`UNIPC_THIRD_ORDER_FROM` steps, else 2."""
+    return 3 if steps >= UNIPC_THIRD_ORDER_FROM else 2
 ORDER_CHOICES = {"dpm-solver": (2, 3), "unipc": (1, 2, 3), "sde-dpm-solver": (1, 2)}
 DPM_VARIANTS = ("reference", "taylor")
 DPM_OPTIONS = STEP_OPTIONS | {"order": ORDER_HELP,
@@ -552,7 +557,7 @@ def unipc_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int = 20, 
     the exact denoiser, scatters below 15). ``variant`` bh1 | bh2 (the paper advises bh1 for
     unconditional sampling below 10 NFE; it is the worse here at every NFE ≤ 15). Deterministic."""
     if order is None:
-        order = 3 if steps >= UNIPC_THIRD_ORDER_FROM else 2
+        order = unipc_default_order(steps)
     if order not in ORDER_CHOICES["unipc"] or variant not in UNIPC_VARIANTS:
         raise PhysdiffError(f"unipc: order must be 1, 2 or 3 and variant bh1 or bh2 (got {order}, {variant!r})")
     ms, lams = [], []  # data predictions and λ of the points so far, newest first

@@ -249,9 +249,8 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
     _commit(files, side, None if info is None else _sidecar(run, generator, sargs, report, rows), png_out)
     procs = f", {dist.world_size()} processes" if dist.world_size() > 1 else ""
     on = ""
-    if "timesteps" in sargs:
-        own = sargs["timesteps"] == run.fitted_timesteps(sargs["sampler"], sargs, guidance)
-        on = " on the run's fitted timesteps" if own else " on the given timesteps"
+    if "timesteps" in sargs:  # given on the command line, else the run's fitted ones (resolve_sampler)
+        on = " on the given timesteps" if "timesteps" in (options or {}) else " on the run's fitted timesteps"
     msg = (f"wrote {n} samples to {out} with {sargs['sampler']}{on} (NFE {nfe} per batch; {elapsed:.1f} s, "
            f"{n / elapsed:.0f} samples/s{procs})")
     if png_out is not None:
