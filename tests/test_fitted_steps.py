@@ -246,3 +246,24 @@ def test_one_fit_steps_at_a_time_and_a_corrupt_file_refused_first(run_dir, tmp_p
     (copy / "timesteps.json").write_text("[]")
     assert "timesteps.json" in one_line_error(capsys, ["fit-steps", str(copy), "--steps", "5", "--n", "64", "-q"])
     assert (copy / "timesteps.json").read_text() == "[]" and not (copy / ".timesteps.lock").exists()
+
+
+@pytest.mark.parametrize("sampler,options,resolved", [
+    ("unipc", {"steps": 10}, {"steps": 10, "order": 2, "variant": "bh2"}),
+    ("unipc", {"steps": 20}, {"steps": 20, "order": 3, "variant": "bh2"}),  # the sampler's own rule: 3 from 15
+    ("unipc", {}, {"steps": 20, "order": 3, "variant": "bh2"}),
+    ("unipc", {"steps": 20, "order": 2, "variant": "bh1"}, {"steps": 20, "order": 2, "variant": "bh1"}),
+    ("dpm-solver", {"steps": 10}, {"steps": 10, "order": 2}),
+    ("dpm-solver", {"steps": 10, "order": 3}, {"steps": 10, "order": 3, "variant": "reference"}),
+    ("ddim", {"steps": 10}, {"steps": 10}),
+    ("ddim", {"steps": 10, "eta": 0.5}, None), ("ddim", {}, None), ("ddpm", {"steps": 10}, None),
+    ("sde-dpm-solver", {"steps": 10}, None), ("ode", {}, None),
+])
+def test_a_fit_is_keyed_by_the_options_the_sampler_will_use(sampler, options, resolved):
+    """The key of a fit fills in each sampler's defaults as the sampler itself does (unipc's order
+    from its step count), so a fit is found exactly when the same solver would run."""
+    from physdiff.fitted_steps import resolved_options
+    from physdiff.samplers import unipc_default_order
+
+    assert resolved_options(sampler, options) == resolved
+    assert [unipc_default_order(k) for k in (14, 15)] == [2, 3]
