@@ -23,6 +23,9 @@ EPILOGS = {
     "fit-steps": ("examples:\n  physdiff fit-steps runs/spiral --steps 10   # unipc; runs/spiral/timesteps.json\n"
                   "  physdiff sample runs/spiral --sampler unipc --steps 10 --out s.npy   # uses them\n"
                   "  physdiff sample runs/spiral --sampler unipc --steps 10 --spacing logsnr --out s.npy   # not"),
+    "distill": ("examples:\n  physdiff distill runs/spiral   # 1, 2, 4 and 8 steps: runs/spiral/distilled.safetensors\n"
+                "  physdiff distill runs/spiral --steps 4,8 --base 128 --iterations 4000\n"
+                "  physdiff sample runs/spiral --sampler distilled --steps 4 --out s.npy"),
     "plot": ("examples:\n  physdiff plot runs/spiral   # writes runs/spiral/{samples,forward,reverse,loss}.png\n"
              "  physdiff plot runs/phi4 --format pdf   # histograms, correlator (+ .csv), configurations, loss"),
     "encode": "example:\n  physdiff encode runs/spiral --data spiral.npy --steps 100 --out latents.npy",
@@ -171,6 +174,7 @@ COMMANDS = {
     "evaluate": "Distances between model samples and fresh true samples, beside their noise floors.",
     "encode": "Deterministic DDIM inversion: data points to their latents x_T.",
     "fit-steps": "Fit the visited timesteps of a deterministic fast sampler to a run (used by sample from then on).",
+    "distill": "Progressive distillation: few-step students of a run's network (sample --sampler distilled).",
     "plot": "Write the run's figures: samples vs data, forward and reverse process, loss.",
     "mcmc": "Reference Monte Carlo of a lattice theory: φ⁴ by HMC + Wolff clusters, Ising by Wolff.",
     "observables": "Lattice observables of an ensemble with Γ-method errors; --compare another ensemble.",
@@ -413,6 +417,27 @@ def _fit_steps_options(s) -> None:
     _quiet_option(s)
 
 
+def _distill_options(s) -> None:
+    from .distill import DEFAULT_BASE, DEFAULT_ITERATIONS, DEFAULT_LR, DEFAULT_STEPS
+
+    s.add_argument("run", metavar="RUN", help="run directory written by `physdiff train` (v or x0 prediction)")
+    s.add_argument("--steps", type=_index_list, default=list(DEFAULT_STEPS),
+                   help="the students kept: their network evaluations, powers of two below --base (default "
+                   + ",".join(map(str, DEFAULT_STEPS)) + ")")
+    s.add_argument("--base", type=_positive_int, default=DEFAULT_BASE,
+                   help=f"the first teacher: the run's network with DDIM on this many logSNR-uniform steps, a power "
+                   f"of two (default {DEFAULT_BASE})")
+    s.add_argument("--iterations", type=_positive_int, default=DEFAULT_ITERATIONS,
+                   help=f"optimiser steps per halving round (default {DEFAULT_ITERATIONS})")
+    s.add_argument("--batch-size", type=_positive_int, default=None, help="default the run's train.batch_size")
+    s.add_argument("--lr", type=_finite_float, default=DEFAULT_LR,
+                   help=f"Adam's learning rate, annealed linearly to 0 in each round (default {DEFAULT_LR:g})")
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--weights", default="ema", help="the teacher: ema (default) or model")
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _quiet_option(s)
+
+
 def _plot_options(s) -> None:
     _run_options(s, 3000)
     s.add_argument("--guidance", type=_finite_float, default=None, help="image runs: guidance w (default 0.5)")
@@ -512,7 +537,7 @@ def _demo_options(s) -> None:
 # the options of each command, added only when the command is named (they import the library)
 BUILDERS = {"data": _data_options, "train": _train_parser_options, "sample": _sample_options,
             "evaluate": _evaluate_options, "encode": _encode_options, "fit-steps": _fit_steps_options,
-            "plot": _plot_options, "mcmc": _mcmc_options,
+            "distill": _distill_options,            "plot": _plot_options, "mcmc": _mcmc_options,
             "observables": _observables_options, "scan": _scan_options, "demo": _demo_options}
 
 

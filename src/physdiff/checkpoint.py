@@ -42,12 +42,14 @@ MARKER_FORMAT = "physdiff run"
 VALIDATION_FILE = "validation.npy"  # the rows of a data file held out of training, (K,) int64
 DATA_FILE = "data.npy"  # the training data of a run trained from an array in memory, float64
 TIMESTEPS_FILE = "timesteps.json"  # the visited timesteps fitted to the run (fit-steps, fitted_steps.py)
-# every name physdiff itself writes into a run directory (train, evaluate, plot, fit-steps, demo): replacing
+DISTILLED_FILE = "distilled.safetensors"  # the run's few-step students (distill, distill.py)
+# every name physdiff itself writes into a run directory (train, evaluate, plot, fit-steps, distill, demo): replacing
 # or cleaning up a run removes these and its temporaries, never anything else
 FIGURE_STEMS = ("samples", "forward", "reverse", "loss", "guidance", "nearest", "histograms", "correlator",
                 "configurations")
 RUN_FILES = frozenset({CONFIG_FILE, METRICS_FILE, STATE_FILE, MODEL_FILE, EMA_FILE, LOCK_FILE, MARKER_FILE,
                        VALIDATION_FILE, DATA_FILE, PROVENANCE_FILE, TIMESTEPS_FILE, ".timesteps.lock",
+                       DISTILLED_FILE, ".distilled.lock",
                        "evaluation.json", *(f"{name}.png" for name in FIGURE_STEMS)})
 # the figures of `plot` in every format with the table of their numbers (.csv) beside them, and the report of
 # `evaluate`; for a coupling-conditioned run each is tagged with the coupling it was made at (histograms_kappa0.27.png)

@@ -238,6 +238,22 @@ def cmd_fit_steps(args) -> None:
               f"against {fit.error_start:.3g}); {where} records that, and sample keeps logSNR-uniform steps")
 
 
+def cmd_distill(args) -> None:
+    from .run import LoadedRun
+    from .training import resolve_device
+
+    run = LoadedRun(args.run, weights=args.weights, device=resolve_device(args.device))
+    d = run.distill(args.steps, base=args.base, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+                    seed=args.seed, progress=_progress(args))
+    from .distill import FILE
+
+    last = d.rounds[-1]
+    print(f"distilled {d.base} DDIM steps of run {str(run.path)!r} in {len(d.rounds)} rounds of {d.iterations} "
+          f"iterations ({d.seconds:.0f} s; last round's loss {last.loss_first:.3g} -> {last.loss_last:.3g}); "
+          f"students of {', '.join(map(str, sorted(d.students)))} steps written to {run.path / FILE}; sample them with "
+          "--sampler distilled --steps N")
+
+
 def cmd_evaluate(args) -> None:
     from .evaluation import evaluate, format_report, write_report
 

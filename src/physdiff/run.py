@@ -340,6 +340,8 @@ class LoadedRun:
         options = self.with_fitted_timesteps(sampler, options, guidance)
         cond = self._cond(x_T.shape[0], cond)
         net = GuidedModel(self.model, resolve_guidance(guidance), self.num_classes) if self.num_classes else self.model
+        if sampler == "distilled":
+            net = self.students()
         if options.get("log_prob") or smp.get_sampler(sampler).exact_density:
             net = _float32(net)
         d = self.cfg.diffusion
@@ -449,6 +451,86 @@ class LoadedRun:
             entry = fs.entry_of(fit, sampler, resolved, n=n, seed=seed)
             fs.write_fit(self.path, fs.fit_key(sampler, resolved, context), entry | {"context": context})
         return fit
+
+    def _teacher_context(self) -> dict:
+        """The weights a distillation starts from: which (ema/model) and their training step."""
+        return {"weights": self.weights, "step": self.step}
+
+    def _check_distillable(self) -> None:
+        if self.num_classes or self.conditioning is not None:
+            what = "class-conditional" if self.num_classes else f"conditioned on {self.conditioning.name}"
+            raise PhysdiffError(f"run {str(self.path)!r} is {what}: distill is for an unconditional run (a "
+                                "conditional student is not built yet)")
+
+    def distill(self, steps=None, *, base: int | None = None, iterations: int | None = None,
+                batch_size: int | None = None, lr: float | None = None, seed: int = 0, progress=None):
+        """Progressive distillation of this run's network (``distill.py``; Salimans & Ho 2022):
+        from the run's network with DDIM on ``base`` logSNR-uniform steps (default 256), halving
+        the steps each round with ``iterations`` Adam steps (default 2000) on the run's training
+        data, keeping the students of ``steps`` evaluations (default 1, 2, 4, 8). They are written
+        to the run's distilled.safetensors (replacing an earlier one) and sampled with
+        ``sample(sampler="distilled", steps=N)``. ``batch_size``: default the run's
+        train.batch_size. Returns the :class:`distill.Distillation`."""
+        from . import distill as ds
+        from .data import load_training
+        from .training import _recorded_held_out
+
+        self._check_distillable()
+        steps = ds.DEFAULT_STEPS if steps is None else steps
+        base = ds.DEFAULT_BASE if base is None else base
+        ds.check_levels(base, steps, self.schedule.T)  # before the data are made
+        with ck.OutputLock(self.path / ds.FILE):  # one distill at a time per run
+            if (self.path / ds.FILE).exists():
+                ds.read_record(self.path)  # a corrupt file is refused before the work
+            ts = load_training(self.cfg, held_out=_recorded_held_out(self.path, self.cfg))
+            data = self.normalizer.encode(torch.from_numpy(ts.x).double()).to(device=self.device, dtype=torch.float32)
+            rounds = (base // min(steps)).bit_length() - 1  # base/2, base/4, ..., the fewest steps
+            iterations = ds.DEFAULT_ITERATIONS if iterations is None else iterations
+            with progress_bar(progress, rounds * iterations if isinstance(iterations, int) else 0,
+                              f"distill (from {base} steps)", "iteration") as bar:
+                def report(n, it, loss):
+                    bar.set_postfix(student=n, loss=f"{loss:.3g}")
+                    bar.update(100)
+
+                result = ds.distill(self.model, self.schedule, data, self.cfg.diffusion.prediction, steps=steps,
+                                    base=base, iterations=iterations,
+                                    batch_size=self.cfg.train.batch_size if batch_size is None else batch_size,
+                                    lr=ds.DEFAULT_LR if lr is None else lr, seed=seed, progress=report)
+            ds.write_students(self.path, result, self._teacher_context())
+        self.__dict__.pop("_students", None)
+        return result
+
+    def students(self):
+        """This run's distilled students (``distill.Students``), loaded from its
+        distilled.safetensors; refused, naming the command, when the run has none or they were
+        distilled from other weights."""
+        if getattr(self, "_students", None) is not None:
+            return self._students
+        from . import distill as ds
+
+        self._check_distillable()
+        where = str(self.path / ds.FILE)
+        got = ds.read_record(self.path)
+        if got is None:
+            raise PhysdiffError(f"run {str(self.path)!r} has no distilled students; make them with physdiff distill "
+                                f"{str(self.path)!r}")
+        record, tensors = got
+        if record.get("teacher") != self._teacher_context():
+            t = record.get("teacher") or {}
+            raise PhysdiffError(f"{where} was distilled from the {t.get('weights')} weights of step {t.get('step')}, "
+                                f"not from these ({self.weights}, step {self.step}); distil again with physdiff "
+                                "distill (with --weights for the other weights)")
+        nets = {}
+        for n in record["grids"]:
+            net = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind, self.cfg.diffusion,
+                              coupling=self.conditioning)
+            ck.load_module_state(net, tensors, f"{where} (student of {n} steps)", prefix=f"steps{n}.")
+            if not all(torch.isfinite(v).all() for v in net.state_dict().values() if v.is_floating_point()):
+                raise PhysdiffError(f"{where}: the student of {n} steps holds non-finite weights; distil again")
+            nets[n] = net.to(self.device).eval().requires_grad_(False)
+            smp.check_timesteps(record["grids"][n], self.schedule.T, n)
+        self._students = ds.Students(nets, record["grids"], where)
+        return self._students
 
     def _warn_far_outliers(self, x: np.ndarray, sampler: str) -> None:
         """One warning when samples land far outside the training data's range: more than
