@@ -79,8 +79,11 @@ def run_diffusers(scheduler, eps, x_T: torch.Tensor, steps: int) -> torch.Tensor
     return x
 
 
-def trained_table(run, args, budgets) -> dict:
-    """{label: {NFE: sliced W2 / floor}} of physdiff's and diffusers' samplers on one trained run."""
+def trained_table(run, args, budgets) -> tuple[dict, dict]:
+    """({label: {NFE: sliced W2 / floor}}, {label: {NFE: flow error}}) of physdiff's and
+    diffusers' samplers on one trained run. The flow error is each solver's own: the mean squared
+    distance (network units) of its output to the converged solve of the same flow from the same
+    x_T (physdiff's unipc on 200 logSNR-uniform steps), free of the network's error."""
     from bench_samplers import reference_ratio
 
     from physdiff.samplers import IndexedNoise, randn_like
@@ -95,7 +98,13 @@ def trained_table(run, args, budgets) -> dict:
     def network(x, t):
         return run.model(x.float(), t, None)
 
-    table = {}
+    table, flow = {}, {}
+    ref = run.sample_normalized(x_T, sampler="unipc", steps=200, spacing="logsnr").samples.double()
+
+    def keep(label, k, z):
+        table.setdefault(label, {})[k] = score(z)
+        flow.setdefault(label, {})[k] = float(((z.double() - ref) ** 2).sum(1).mean())
+
     cells = PHYSDIFF | {"physdiff unipc fitted": ("unipc", {"spacing": "fitted"})}
     for label, (sampler, opts) in cells.items():
         # the spacing named, so that a cell without "fitted" does not take the run's fitted steps
@@ -103,11 +112,12 @@ def trained_table(run, args, budgets) -> dict:
         for k in budgets:
             if opts.get("spacing") == "fitted" and run.fitted_timesteps(sampler, {"steps": k}) is None:
                 continue
-            table.setdefault(label, {})[k] = score(run.sample_normalized(x_T, sampler=sampler, steps=k, **opts).samples)
+            keep(label, k, run.sample_normalized(x_T, sampler=sampler, steps=k, **opts).samples)
     for label, make in diffusers_cells("v_prediction").items():
         for k in budgets:
-            table.setdefault(label, {})[k] = score(run_diffusers(make(betas), network, x_T, k))
-    return table
+            keep(label, k, run_diffusers(make(betas), network, x_T, k))
+    table["physdiff unipc 200 (converged)"] = {k: score(ref) for k in budgets}
+    return table, flow
 
 
 def trained(args, budgets):
@@ -116,17 +126,34 @@ def trained(args, budgets):
 
     from physdiff.run import LoadedRun
 
-    results = {"diffusers_version": diffusers.__version__}
+    out = Path(args.out)
+    only = args.only.split(",") if args.only else None
+    # --only: these runs again (e.g. after a new fit), the others' cells kept from the JSON
+    results = json.loads(out.read_text()) if only and out.exists() else {}
+    results["diffusers_version"] = diffusers.__version__
     for path in sorted(p for p in Path(args.runs).iterdir() if (p / "ema.safetensors").exists()):
+        if only and path.name not in only:
+            continue
         run = LoadedRun(path, device="cpu")
         if run.cfg.diffusion.prediction != "v" or run.data_shape != (2,):
             continue
-        results[path.name] = table = trained_table(run, args, budgets)
+        table, flow = trained_table(run, args, budgets)
+        if only:  # the NFE not run again keep their cells
+            for label, row in table.items():
+                results.setdefault(path.name, {}).setdefault(label, {}).update({str(k): v for k, v in row.items()})
+            for label, row in flow.items():
+                results.setdefault("flow_error", {}).setdefault(path.name, {}).setdefault(label, {}).update(
+                    {str(k): v for k, v in row.items()})
+        else:
+            results[path.name] = table
+            results.setdefault("flow_error", {})[path.name] = flow
         print(f"\n### {path.name} (trained default run, n = {args.n}, same x_T): sliced W2 / floor")
         print("| sampler | " + " | ".join(f"NFE {k}" for k in budgets) + " |")
         print("| --- |" + " --- |" * len(budgets))
         for label, row in table.items():
-            print(f"| {label} | " + " | ".join(f"{row[k]:.2f}" if k in row else "–" for k in budgets) + " |",
+            err = flow.get(label, {})
+            print(f"| {label} | " + " | ".join(f"{row[k]:.2f} ({err[k]:.1e})" if k in err else
+                                              f"{row[k]:.2f}" if k in row else "–" for k in budgets) + " |",
                   flush=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
@@ -139,6 +166,8 @@ def main():
     p.add_argument("--datasets", default="gaussian,two_gaussians,eight_gaussians,spiral")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default=None, help="compare on the trained default runs in this folder instead")
+    p.add_argument("--only", default=None, help="--runs: only these runs (comma-separated names), their cells "
+                                                "merged into the JSON")
     p.add_argument("--out", default=None, help="default benchmarks/diffusers_compare.json (--runs: "
                                                "benchmarks/diffusers_trained.json)")
     args = p.parse_args()

@@ -8,7 +8,7 @@ best plain fast sampler) and DDPM on all 1000 steps.
 
 The runs are those of bench_fitted_steps.py (`physdiff train --dataset NAME` at the defaults,
 kept in --runs DIR and trained there when absent); the students are written into a copy of each
-run (DIR/NAME-distilled), so the runs themselves are unchanged. Each cell: n = 10 000 samples
+run (--work DIR2/NAME), so the runs themselves are unchanged. Each cell: n = 10 000 samples
 for sample seeds 1 and 2, the sliced W2 against R = 4 fresh true sets divided by the floor, as
 bench_samplers.py. Results: benchmarks/distill.json and the table in benchmarks/README.md.
 """
@@ -41,6 +41,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--datasets", default=",".join(TOY_DATASETS))
     p.add_argument("--runs", default="/tmp/physdiff-bench/fitted", help="folder of the default runs (reused)")
+    p.add_argument("--work", default="/tmp/physdiff-bench/distilled", help="folder of the copies distilled")
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--seeds", type=int, default=2, help="sample seeds per cell")
     p.add_argument("--base", type=int, default=None)
@@ -58,7 +59,7 @@ def main():
         src = Path(args.runs) / ds
         if not (src / ck.EMA_FILE).exists():
             train(Config().with_overrides({"data.dataset": ds, "train.device": "cpu"}), src, progress=False)
-        path = Path(args.runs) / f"{ds}-distilled"
+        path = Path(args.work) / ds
         shutil.rmtree(path, ignore_errors=True)
         shutil.copytree(src, path, ignore=shutil.ignore_patterns(ck.DISTILLED_FILE, ck.TIMESTEPS_FILE))
         run = LoadedRun(path, device="cpu")

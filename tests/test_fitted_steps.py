@@ -118,13 +118,17 @@ def test_a_fit_that_does_not_hold_on_fresh_draws_is_not_kept():
     start = timestep_subsequence(100, 5, "logsnr", sched)
     x_fit, x_check = torch.zeros(4, 1), torch.ones(4, 1)
 
-    def solve(x_T, taus):  # any move helps on the fit draw and hurts on the check draw
-        moved = float(sum(abs(a - b) for a, b in zip(taus, start, strict=True)) > 0) if len(taus) == 5 else 0.0
-        return x_T * (1.0 + moved) + (1.0 - moved) * (x_T == 0)
+    def solve(x_T, taus):  # the reference is x_T; any move helps on the fit draw and hurts on the check draw
+        if len(taus) != 5:
+            return x_T
+        if list(taus) == start:
+            return x_T + 0.5  # error 0.25 on both draws
+        return x_T + (x_T != 0).to(x_T.dtype)  # error 0 on the fit draw (zeros), 1 on the check draw (ones)
 
     fit = fit_timesteps(solve, sched, 5, x_fit, x_check)
+    assert fit.error_fit_draw == 0.0  # the search moved
     assert not fit.kept and fit.timesteps == fit.start == start
-    assert fit.error_fitted == fit.error_start
+    assert fit.error_fitted == 1.0 and fit.error_start == 0.25  # both reported on the held-out draw
 
 
 def test_fit_steps_needs_fewer_steps_than_its_reference():
@@ -267,3 +271,19 @@ def test_a_fit_is_keyed_by_the_options_the_sampler_will_use(sampler, options, re
 
     assert resolved_options(sampler, options) == resolved
     assert [unipc_default_order(k) for k in (14, 15)] == [2, 3]
+
+
+def test_fewer_hops_fewer_runs(run_dir, capsys):
+    """--hops sets the restarts of the search: none is the first pattern search alone, which the
+    default's six restarts can only improve on the draw fitted to; more than 100 is refused."""
+    from physdiff.fitted_steps import fit_key, read_fits
+    from physdiff.run import LoadedRun
+
+    run = LoadedRun(run_dir, device="cpu")
+    none = run.fit_steps("unipc", 5, n=128, hops=0)
+    six = run.fit_steps("unipc", 5, n=128)
+    assert none.evaluations < six.evaluations and six.error_fit_draw <= none.error_fit_draw
+    entry = read_fits(run_dir)[fit_key("unipc", {"steps": 5, "order": 2, "variant": "bh2"}, run._fit_context(None))]
+    assert entry["evaluations"] == six.evaluations and entry["hops"] == 6
+    one_line_error(capsys, ["fit-steps", str(run_dir), "--steps", "5", "--hops", "101"])
+    one_line_error(capsys, ["fit-steps", str(run_dir), "--steps", "5", "--hops", "-1"])

@@ -408,6 +408,9 @@ def _fit_steps_options(s) -> None:
     s.add_argument("--variant", default=None, help="dpm-solver order 3: reference or taylor; unipc: bh1 or bh2")
     s.add_argument("--n", type=_positive_int, default=1024,
                    help="draws of x_T to fit on, and as many more to check the fit on (default 1024, >= 64)")
+    s.add_argument("--hops", type=_nonneg_int, default=None,
+                   help="restarts of the search from random moves of the best steps (default 6; each costs about "
+                   "as much as the first search, which grows as steps squared)")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--guidance", type=_finite_float, default=None,
                    help="class-conditional runs: the guidance w the steps are fitted for (default 0.5)")

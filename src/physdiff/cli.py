@@ -223,7 +223,7 @@ def cmd_fit_steps(args) -> None:
     run = _load(args)
     _check_guidance(args, run)
     fit = run.fit_steps(args.sampler, args.steps, order=args.order, variant=args.variant, n=args.n, seed=args.seed,
-                        guidance=args.guidance, progress=_progress(args))
+                        guidance=args.guidance, hops=args.hops, progress=_progress(args))
     from .fitted_steps import FILE
 
     where = run.path / FILE

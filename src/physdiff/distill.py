@@ -151,7 +151,8 @@ def distill(teacher: torch.nn.Module, sched: Schedule, data: torch.Tensor, predi
     """Progressive distillation of ``teacher`` (a network ``(x, t, cond) -> output`` of
     parametrisation ``prediction``, v or x0) on ``data`` (network units, (N, *shape)) from the
     ``base``-step DDIM grid down to the fewest of ``steps``, keeping the students of ``steps``.
-    ``progress(round_steps, iteration, loss)`` is called every 100 iterations."""
+    ``progress(round_steps, iteration, loss)`` is called every 100 iterations of a round and at its
+    last (loss: the mean of the last 100)."""
     if prediction == "eps":
         raise PhysdiffError("progressive distillation needs a run that predicts v or x0 (diffusion.prediction): "
                             "from ε the one-step x̂₀ = (x − σ ε̂)/α is unstable where α → 0 (Salimans & Ho 2022, "
@@ -201,7 +202,7 @@ def distill(teacher: torch.nn.Module, sched: Schedule, data: torch.Tensor, predi
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-            if progress is not None and (it + 1) % 100 == 0:
+            if progress is not None and ((it + 1) % 100 == 0 or it + 1 == iterations):
                 progress(n, it + 1, float(np.mean(losses[-100:])))
         tenth = max(1, iterations // 10)
         result.rounds.append(Round(n, float(np.mean(losses[:tenth])), float(np.mean(losses[-tenth:])),

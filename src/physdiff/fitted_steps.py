@@ -54,6 +54,7 @@ REFERENCE_STEPS = 200
 DELTAS = (0.8, 0.4, 0.2, 0.1, 0.05, 0.025)  # pattern-search moves in u = log σ̄
 HOP_DELTAS = (0.2, 0.1, 0.05, 0.025)  # the same after a hop
 HOPS, HOP_SCALE = 6, 0.3  # basin hopping: restarts, and the spread of each point's random move in u
+MAX_HOPS = 100
 MAX_SWEEPS = 20  # sweeps over the points per δ, at most
 FILE = ck.TIMESTEPS_FILE
 FORMAT = 1
@@ -63,7 +64,8 @@ FORMAT = 1
 class Fit:
     """A fitted set of visited indices. timesteps: ascending, the largest T−1 (the logSNR ones
     when the fit was not kept); start: the logSNR-uniform indices it started from; error_start,
-    error_fitted: E on the held-out draw of x_T (network units²); error_fit_draw: E of the
+    error_fitted: E on the held-out draw of x_T (network units²) of the logSNR-uniform and of the
+    fitted indices (the latter also when they were not kept); error_fit_draw: E of the
     fitted indices on the draw they were fitted to; kept: whether the fit beat the start on the
     held-out draw; evaluations: sampler runs of the search; reference_steps: the steps of the
     solve the error is measured against."""
@@ -201,7 +203,7 @@ def fit_timesteps(solve: Callable[[torch.Tensor, list[int]], torch.Tensor], sche
 
     e_start, e_fit = (_global_error(solve(x_check, t), ref_check) for t in (start, taus))
     kept = e_fit < e_start
-    return Fit(taus if kept else start, start, e_start, e_fit if kept else e_start, best, kept, len(seen),
+    return Fit(taus if kept else start, start, e_start, e_fit, best, kept, len(seen),
                time.perf_counter() - t0, reference_steps)
 
 
@@ -240,10 +242,10 @@ def write_fit(run_dir: Path, key: str, entry: dict) -> Path:
     return path
 
 
-def entry_of(fit: Fit, sampler: str, options: dict, *, n: int, seed: int) -> dict:
+def entry_of(fit: Fit, sampler: str, options: dict, *, n: int, seed: int, hops: int = HOPS) -> dict:
     """The JSON entry of a fit: what it is, how it was fitted, and its errors."""
     from .arguments import version
 
     return {"sampler": sampler, "options": options, **asdict(fit),
             "reference": {"sampler": sampler, "steps": fit.reference_steps, "spacing": "logsnr"},
-            "n": n, "seed": seed, "physdiff": version()}
+            "n": n, "seed": seed, "hops": hops, "physdiff": version()}

@@ -409,12 +409,13 @@ class LoadedRun:
 
     def fit_steps(self, sampler: str = "unipc", steps: int = 10, *, order: int | None = None,
                   variant: str | None = None, n: int = 1024, seed: int = 0, guidance: float | None = None,
-                  progress=None):
+                  hops: int | None = None, progress=None):
         """Fit the visited timesteps of a deterministic ``sampler`` on ``steps`` evaluations to this
         run (``fitted_steps.py``), store them in the run's timesteps.json (replacing an earlier
         fit of the same sampler and options) and return the :class:`fitted_steps.Fit`. From then
         on ``sample`` uses them whenever no spacing is given (or with spacing "fitted"). ``n``
-        draws of x_T to fit on, another ``n`` to check; ``seed`` draws both."""
+        draws of x_T to fit on, another ``n`` to check; ``seed`` draws both; ``hops``: restarts
+        of the search (default ``fitted_steps.HOPS``; fewer for many steps, where each costs more)."""
         from . import fitted_steps as fs
 
         given = {"steps": steps, "order": order, "variant": variant}
@@ -425,6 +426,9 @@ class LoadedRun:
                                 f"not {sampler}")
         if not isinstance(n, int) or not 64 <= n <= 1_000_000:
             raise PhysdiffError(f"n = {n!r} draws cannot fit timesteps; allowed: an integer in 64..1000000")
+        hops = fs.HOPS if hops is None else hops
+        if isinstance(hops, bool) or not isinstance(hops, int) or not 0 <= hops <= fs.MAX_HOPS:
+            raise PhysdiffError(f"hops = {hops!r} is not allowed; allowed: an integer in 0..{fs.MAX_HOPS}")
         opts = {k: v for k, v in resolved.items() if k != "steps"}
         cond = self._cond(n, None if not self.num_classes else torch.from_numpy(
             self.labels(np.arange(n))).to(self.device))
@@ -445,10 +449,11 @@ class LoadedRun:
         # one fit-steps at a time per run (timesteps.json is read, added to and replaced)
         with ck.OutputLock(self.path / ck.TIMESTEPS_FILE):
             fs.read_fits(self.path)  # a corrupt file is refused before the work
-            with progress_bar(progress, 1 + fs.HOPS, f"fit-steps ({sampler}, {steps} steps)", "round") as bar:
-                fit = fs.fit_timesteps(solve, self.schedule, steps, *draws, seed=seed, progress=report(bar))
+            with progress_bar(progress, 1 + hops, f"fit-steps ({sampler}, {steps} steps)", "round") as bar:
+                fit = fs.fit_timesteps(solve, self.schedule, steps, *draws, hops=hops, seed=seed,
+                                       progress=report(bar))
             context = self._fit_context(guidance)
-            entry = fs.entry_of(fit, sampler, resolved, n=n, seed=seed)
+            entry = fs.entry_of(fit, sampler, resolved, n=n, seed=seed, hops=hops)
             fs.write_fit(self.path, fs.fit_key(sampler, resolved, context), entry | {"context": context})
         return fit
 
@@ -488,9 +493,12 @@ class LoadedRun:
             iterations = ds.DEFAULT_ITERATIONS if iterations is None else iterations
             with progress_bar(progress, rounds * iterations if isinstance(iterations, int) else 0,
                               f"distill (from {base} steps)", "iteration") as bar:
+                last = {}
+
                 def report(n, it, loss):
                     bar.set_postfix(student=n, loss=f"{loss:.3g}")
-                    bar.update(100)
+                    bar.update(it - last.get(n, 0))
+                    last[n] = it
 
                 result = ds.distill(self.model, self.schedule, data, self.cfg.diffusion.prediction, steps=steps,
                                     base=base, iterations=iterations,
