@@ -104,6 +104,44 @@ def test_the_loss_is_the_v_error():
     torch.testing.assert_close(student_loss(sub, x0_out, z, j, target, "x0"), expected)
 
 
+class _LinearDenoiser(torch.nn.Module):
+    """x̂₀ = w_t x, one learnable number per index, started at the exact posterior mean of data
+    N(0, c²): w_t = α c²/(α² c² + σ²). Every DDIM chain of it is linear in x_T, and so is every
+    target; a student of this form can match its teacher exactly."""
+
+    def __init__(self, sched, c):
+        super().__init__()
+        ab = sched.alpha_bar
+        self.w = torch.nn.Parameter((ab.sqrt() * c**2 / (ab * c**2 + 1 - ab)).float())
+
+    def forward(self, x, t, cond=None):
+        return self.w[t.round().long()][:, None] * x
+
+
+def test_every_student_reproduces_the_first_teacher_exactly():
+    """With a linear denoiser each round's student can match its teacher exactly, so every
+    student, sampled on its own grid, must give the map of the first teacher (DDIM on the base
+    grid) x_T -> a x_T, to 1e-3: a wrong time input of the student, a wrong grid, a student
+    trained in place of its teacher (the 2-step student changed by the 1-step round) would not."""
+    from physdiff.distill import distill
+
+    sched = make_schedule("linear", 100)
+    teacher = _LinearDenoiser(sched, 0.7)
+    data = 0.7 * torch.randn(4096, 1, generator=torch.Generator().manual_seed(0))
+    d = distill(teacher, sched, data, "x0", steps=(1, 2, 4), base=16, iterations=400, batch_size=64, lr=0.02)
+    ones = torch.ones(1, 1)
+    a = run_sampler("ddim", teacher, sched, ones, timesteps=distillation_grid(sched, 16, 16), prediction="x0")
+    assert torch.equal(teacher.w, _LinearDenoiser(sched, 0.7).w)  # the run's network is not trained
+    students = Students(d.students, d.grids, "test")
+    for n in (1, 2, 4):
+        got = run_sampler("distilled", students, sched, ones, steps=n, prediction="x0").samples
+        torch.testing.assert_close(got, a.samples, rtol=1e-3, atol=0), n
+    assert len({id(net) for net in d.students.values()}) == 3
+    assert [r.steps for r in d.rounds] == [8, 4, 2, 1] and d.rounds[-1].loss_last < 1e-6
+    nodistil = run_sampler("ddim", teacher, sched, ones, timesteps=d.grids[1], prediction="x0").samples
+    assert abs(float(nodistil - a.samples)) > 0.05  # one plain step is far from the teacher's chain
+
+
 def test_the_distilled_sampler_needs_students():
     sched = make_schedule("linear", 100)
     with pytest.raises(PhysdiffError, match="distilled students"):
@@ -136,7 +174,8 @@ def test_distill_command_and_its_students(run_dir, tmp_path, capsys):
     assert record["base"] == 32 and sorted(record["grids"]) == [1, 2] and record["grids"][1] == [99]
     assert [r["steps"] for r in record["rounds"]] == [16, 8, 4, 2, 1]
     assert all(r["loss_last"] < r["loss_first"] for r in record["rounds"])
-    assert record["teacher"] == {"weights": "ema", "step": 300}
+    assert record["teacher"]["weights"] == "ema" and record["teacher"]["step"] == 300
+    assert len(record["teacher"]["sha256"]) == 64
     for n, grid in record["grids"].items():
         assert grid == distillation_grid(make_schedule("linear", 100), 32, n)
     assert is_run_file("distilled.safetensors")
@@ -144,6 +183,9 @@ def test_distill_command_and_its_students(run_dir, tmp_path, capsys):
     data = run.kind.toy(run.cfg.data).sample(20_000, 0)
     one = run.sample(4000, 1, sampler="distilled", steps=1)
     assert one.nfe == 1 and one.sampler == "distilled"
+    two = run.sample(4000, 1, sampler="distilled", steps=2)
+    assert two.nfe == 2 and not np.array_equal(two.samples, one.samples)
+    assert np.all(np.abs(two.samples.std(0) / data.std(0) - 1) < 0.2)
     ddim = run.sample(4000, 1, sampler="ddim", steps=1)
     teacher = run.sample(4000, 1, sampler="ddim", timesteps=distillation_grid(run.schedule, 32, 32))
     spread, data_spread = one.samples.std(0), data.std(0)

@@ -89,6 +89,12 @@ def check_levels(base: int, steps, T: int) -> list[int]:
     return sorted(set(steps), reverse=True)
 
 
+def refuse_eps():
+    raise PhysdiffError("progressive distillation needs a run that predicts v or x0 (diffusion.prediction): "
+                        "from ε the one-step x̂₀ = (x − σ ε̂)/α is unstable where α → 0 (Salimans & Ho 2022, "
+                        "sec. 4); train with diffusion.prediction = v")
+
+
 def two_step_target(sub2: Schedule, sub1: Schedule, teacher: Callable, z: torch.Tensor, j: torch.Tensor,
                     grid2: torch.Tensor, prediction: str) -> torch.Tensor:
     """The student's target x̃ at z, the state at step ``j`` (0-based, (B,)) of the N-step grid:
@@ -111,7 +117,7 @@ def student_loss(sub1: Schedule, out: torch.Tensor, z: torch.Tensor, j: torch.Te
     """‖x̂₀ − x̃‖²/σ², averaged over each sample's dimensions, then the batch (the v-prediction
     error: Salimans & Ho 2022, sec. 4, "SNR+1" weighting)."""
     x0_hat, _ = dif.split_prediction(sub1, out, z, j, prediction)
-    sigma2 = 1.0 - sub1.at("alpha_bar", j, z)
+    sigma2 = sub1.at("sqrt_one_minus_alpha_bar", j, z) ** 2
     return (dif.mean_flat((x0_hat - target) ** 2) / sigma2.reshape(-1)).mean()
 
 
@@ -154,9 +160,7 @@ def distill(teacher: torch.nn.Module, sched: Schedule, data: torch.Tensor, predi
     ``progress(round_steps, iteration, loss)`` is called every 100 iterations of a round and at its
     last (loss: the mean of the last 100)."""
     if prediction == "eps":
-        raise PhysdiffError("progressive distillation needs a run that predicts v or x0 (diffusion.prediction): "
-                            "from ε the one-step x̂₀ = (x − σ ε̂)/α is unstable where α → 0 (Salimans & Ho 2022, "
-                            "sec. 4); train with diffusion.prediction = v")
+        refuse_eps()
     levels = check_levels(base, steps, sched.T)
     if isinstance(iterations, bool) or not isinstance(iterations, int) or not 1 <= iterations <= MAX_ITERATIONS:
         raise PhysdiffError(f"iterations = {iterations!r} is not allowed; allowed: an integer from 1 to "
@@ -175,7 +179,8 @@ def distill(teacher: torch.nn.Module, sched: Schedule, data: torch.Tensor, predi
         grid2, grid1 = (distillation_grid(sched, base, m) for m in (2 * n, n))
         sub2, sub1 = respace(sched, grid2).to(device), respace(sched, grid1).to(device)
         g2, g1 = (torch.tensor(g, device=device) for g in (grid2, grid1))
-        student = copy.deepcopy(teacher).train().requires_grad_(True)
+        # eval mode: no dropout, so that the seed alone fixes the result; gradients still flow
+        student = copy.deepcopy(teacher).eval().requires_grad_(True)
         opt = torch.optim.Adam(student.parameters(), lr=lr)
         losses, t0 = [], time.perf_counter()
 
@@ -189,8 +194,7 @@ def distill(teacher: torch.nn.Module, sched: Schedule, data: torch.Tensor, predi
             x0 = data[rows]
             j = torch.randint(0, n, (batch_size,), device=device, generator=gen)
             eps = torch.randn(x0.shape, device=device, generator=gen, dtype=x0.dtype)
-            ab = sub1.at("alpha_bar", j, x0)
-            z = ab.sqrt() * x0 + (1.0 - ab).sqrt() * eps
+            z = sub1.at("sqrt_alpha_bar", j, x0) * x0 + sub1.at("sqrt_one_minus_alpha_bar", j, x0) * eps
             with torch.no_grad():
                 target = two_step_target(sub2, sub1, teach, z, j, g2, prediction).to(z.dtype)
             out = student(z, g1[j].to(z.dtype), None)
@@ -243,7 +247,8 @@ def read_record(run_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
     tensors, meta = ck.read_tensors(path, "distilled students file")
     try:
         record = json.loads(meta["physdiff_distilled"])
-        if record.get("format") != FORMAT:
+        if record.get("format") != FORMAT or isinstance(record.get("base"), bool) \
+                or not isinstance(record.get("base"), int):
             raise ValueError
         record["grids"] = {int(n): [int(t) for t in g] for n, g in record["grids"].items()}
     except (KeyError, ValueError, TypeError, AttributeError):

@@ -207,6 +207,7 @@ class LoadedRun:
             x = self.kind.training_fields(cfg, configurations, cfg.data.seed if seed is None else seed)
             model.fit(self.normalizer.encode(torch.from_numpy(x).double()).float())
         view.model = model.to(self.device).eval().requires_grad_(False)
+        view.__dict__.pop("_students", None)  # students belong to the lattice size they were distilled at
         return view
 
     @property
@@ -458,14 +459,25 @@ class LoadedRun:
         return fit
 
     def _teacher_context(self) -> dict:
-        """The weights a distillation starts from: which (ema/model) and their training step."""
-        return {"weights": self.weights, "step": self.step}
+        """The weights a distillation starts from: which (ema/model), their training step, and a
+        SHA-256 of their values (a run trained again into the same folder has other weights)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for k, v in sorted(self.model.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return {"weights": self.weights, "step": self.step, "sha256": h.hexdigest()}
 
     def _check_distillable(self) -> None:
         if self.num_classes or self.conditioning is not None:
             what = "class-conditional" if self.num_classes else f"conditioned on {self.conditioning.name}"
             raise PhysdiffError(f"run {str(self.path)!r} is {what}: distill is for an unconditional run (a "
                                 "conditional student is not built yet)")
+        if self.cfg.diffusion.prediction == "eps":
+            from .distill import refuse_eps
+
+            refuse_eps()
 
     def distill(self, steps=None, *, base: int | None = None, iterations: int | None = None,
                 batch_size: int | None = None, lr: float | None = None, seed: int = 0, progress=None):
@@ -525,9 +537,11 @@ class LoadedRun:
         record, tensors = got
         if record.get("teacher") != self._teacher_context():
             t = record.get("teacher") or {}
+            same = t.get("weights") == self.weights and t.get("step") == self.step
             raise PhysdiffError(f"{where} was distilled from the {t.get('weights')} weights of step {t.get('step')}, "
-                                f"not from these ({self.weights}, step {self.step}); distil again with physdiff "
-                                "distill (with --weights for the other weights)")
+                                f"not from these ({self.weights}, step {self.step}"
+                                + (", other values: the run was trained again" if same else "")
+                                + "); distil again with physdiff distill (with --weights for the other weights)")
         nets = {}
         for n in record["grids"]:
             net = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind, self.cfg.diffusion,
@@ -536,7 +550,9 @@ class LoadedRun:
             if not all(torch.isfinite(v).all() for v in net.state_dict().values() if v.is_floating_point()):
                 raise PhysdiffError(f"{where}: the student of {n} steps holds non-finite weights; distil again")
             nets[n] = net.to(self.device).eval().requires_grad_(False)
-            smp.check_timesteps(record["grids"][n], self.schedule.T, n)
+            if record["grids"][n] != ds.distillation_grid(self.schedule, record["base"], n):
+                raise PhysdiffError(f"{where}: the grid of the student of {n} steps is not the one it was distilled "
+                                    "on (the file was edited); distil again")
         self._students = ds.Students(nets, record["grids"], where)
         return self._students
 

@@ -321,8 +321,8 @@ def distilled_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int | 
         raise PhysdiffError("the distilled sampler samples a run's distilled students: LoadedRun.sample(sampler="
                             "'distilled') after LoadedRun.distill (physdiff distill RUN), not a network")
     net, grid = model.pick(steps)
-    return ddim_sample(net, sched, x_T, timesteps=grid, prediction=prediction, clip_x0=clip_x0, cond=cond,
-                       callback=callback)
+    # no clipping of x̂₀: the students were trained to match unclipped DDIM steps of their teachers
+    return ddim_sample(net, sched, x_T, timesteps=grid, prediction=prediction, cond=cond, callback=callback)
 
 
 @torch.no_grad()
