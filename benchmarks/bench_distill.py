@@ -5,6 +5,7 @@ best plain fast sampler) and DDPM on all 1000 steps.
 
     .venv/bin/python benchmarks/bench_distill.py [--datasets spiral,moons] [--runs DIR] [--seeds 2]
         [--base 256] [--iterations 2000] [--lr 5e-4]
+    .venv/bin/python benchmarks/bench_distill.py --teachers   # then: the first teacher, the converged flow
 
 The runs are those of bench_fitted_steps.py (`physdiff train --dataset NAME` at the defaults,
 kept in --runs DIR and trained there when absent); the students are written into a copy of each
@@ -49,12 +50,17 @@ def main():
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="benchmarks/distill.json")
+    p.add_argument("--teachers", action="store_true",
+                   help="add to --out the first teacher (DDIM on the base grid) and the converged flow (unipc on "
+                   "200 logSNR steps) of the runs distilled before, in --work")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
     cols = [f"{c} {k}" for k in STEPS for c in ("distilled", "ddim", "unipc")]
     print("| dataset | ddpm 1000 | " + " | ".join(cols) + " | distill s |")
     print("|---" * (len(cols) + 3) + "|")
+    if args.teachers:
+        return teachers(args, results)
     for ds in args.datasets.split(","):
         src = Path(args.runs) / ds
         if not (src / ck.EMA_FILE).exists():
@@ -82,6 +88,29 @@ def main():
         print(f"| {ds} | " + " | ".join(shown) + f" | {row['distill_s']:.0f} |", flush=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def teachers(args, results):
+    """What the students were trained to reproduce, beside them: the first teacher (the run's
+    network with DDIM on the base grid) and the run's flow solved to convergence."""
+    from physdiff.distill import distillation_grid
+
+    print("| dataset | ddpm 1000 | first teacher (ddim base) | unipc 200 | distilled 1 | distilled 8 |")
+    print("|---" * 6 + "|")
+    for ds in args.datasets.split(","):
+        row = results[ds]
+        run = LoadedRun(Path(args.work) / ds, device="cpu")
+        _, n, ratio = reference_ratio(run, args.n)
+        base = row["base"]
+        cells = {f"ddim {base} (first teacher)": ("ddim", {"timesteps": distillation_grid(run.schedule, base, base)}),
+                 "unipc 200": ("unipc", {"steps": 200, "spacing": "logsnr"})}
+        for label, (sampler, options) in cells.items():
+            ratios = [ratio(run.sample(n, seed, sampler=sampler, **options).samples)
+                      for seed in range(1, args.seeds + 1)]
+            row[label] = {"ratios": ratios, "mean": float(np.mean(ratios)), "spread": float(np.std(ratios))}
+        shown = [row[c]["mean"] for c in ("ddpm 1000", *cells, "distilled 1", "distilled 8")]
+        print(f"| {ds} | " + " | ".join(f"{v:.2f}" for v in shown) + " |", flush=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

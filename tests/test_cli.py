@@ -161,7 +161,7 @@ def test_fast_samplers_encode_and_nll_from_the_cli(run_dir, tmp_path, capsys):
                  "--steps", "20"]) == 0
     assert np.load(tmp_path / "z.npy").shape == (20, 2)
     _bad(["sample", str(run_dir), "--sampler", "euler", "--out", str(tmp_path / "q.npy")], capsys,
-         "allowed: ddpm, ddim, dpm-solver, sde-dpm-solver, unipc, ode")
+         "allowed: ddpm, ddim, dpm-solver, sde-dpm-solver, unipc, ode, distilled")
     _bad(["sample", str(run_dir), "--sampler", "unipc", "--order", "4", "--out", str(tmp_path / "q.npy")], capsys,
          "order = 4 is not available for unipc; allowed: 1, 2, 3")
     _bad(["sample", str(run_dir), "--sampler", "unipc", "--variant", "bh3", "--out", str(tmp_path / "q.npy")],

@@ -281,7 +281,7 @@ def _error_cases():
         (lambda: samplers.check_options("ode", {"method": "rk45"}, 10), PhysdiffError,
          "unknown ODE method 'rk45'; allowed: rk4, dopri5, midpoint, euler"),
         (lambda: samplers.get_sampler("zzzzzz"), PhysdiffError,  # nothing close: no hint
-         "unknown sampler 'zzzzzz'; allowed: ddpm, ddim, dpm-solver, sde-dpm-solver, unipc, ode"),
+         "unknown sampler 'zzzzzz'; allowed: ddpm, ddim, dpm-solver, sde-dpm-solver, unipc, ode, distilled"),
     ]
 
 
