@@ -169,7 +169,7 @@ def test_distill_command_and_its_students(run_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["distill", str(run_dir), "--steps", "1,2", "--base", "32", "--iterations", "200", "-q"]) == 0
     line = capsys.readouterr().out
-    assert "students of 1, 2 steps" in line and "distilled.safetensors" in line
+    assert "students of 1 and 2 steps" in line and "distilled.safetensors" in line
     record, _ = read_record(run_dir)
     assert record["base"] == 32 and sorted(record["grids"]) == [1, 2] and record["grids"][1] == [99]
     assert [r["steps"] for r in record["rounds"]] == [16, 8, 4, 2, 1]
@@ -207,6 +207,12 @@ def test_distill_refusals(run_dir, tmp_path, capsys):
     one_line_error(capsys, ["distill", str(run_dir), "--steps", "3"])
     one_line_error(capsys, ["distill", str(run_dir), "--base", "100"])
     one_line_error(capsys, ["distill", str(run_dir), "--lr", "0"])
+    from physdiff.run import LoadedRun
+
+    run = LoadedRun(run_dir, device="cpu")
+    for bad_setting in ({"lr": -1.0}, {"iterations": 0}, {"batch_size": 0}, {"lr": True}):
+        with pytest.raises(PhysdiffError, match="not allowed"):  # refused before the data are made
+            run.distill((1,), base=4, **bad_setting)
     one_line_error(capsys, ["distill", str(tmp_path / "none")])
     # a corrupt students file: refused when sampled and before any distillation work, and kept
     bad = tmp_path / "bad"

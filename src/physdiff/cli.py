@@ -238,6 +238,13 @@ def cmd_fit_steps(args) -> None:
               f"against {fit.error_start:.3g}); {where} records that, and sample keeps logSNR-uniform steps")
 
 
+def _students_phrase(steps: list[int]) -> str:
+    """'the student of 1 step', 'students of 1, 2 and 4 steps'."""
+    if len(steps) == 1:
+        return f"the student of {steps[0]} step{'s' if steps[0] != 1 else ''}"
+    return f"students of {', '.join(map(str, steps[:-1]))} and {steps[-1]} steps"
+
+
 def cmd_distill(args) -> None:
     from .run import LoadedRun
     from .training import resolve_device
@@ -250,8 +257,8 @@ def cmd_distill(args) -> None:
     last = d.rounds[-1]
     print(f"distilled {d.base} DDIM steps of run {str(run.path)!r} in {len(d.rounds)} rounds of {d.iterations} "
           f"iterations ({d.seconds:.0f} s; last round's loss {last.loss_first:.3g} -> {last.loss_last:.3g}); "
-          f"students of {', '.join(map(str, sorted(d.students)))} steps written to {run.path / FILE}; sample them with "
-          "--sampler distilled --steps N")
+          f"{_students_phrase(sorted(d.students))} written to {run.path / FILE}; sample with --sampler distilled "
+          "--steps N")
 
 
 def cmd_evaluate(args) -> None:

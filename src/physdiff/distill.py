@@ -89,6 +89,18 @@ def check_levels(base: int, steps, T: int) -> list[int]:
     return sorted(set(steps), reverse=True)
 
 
+def check_settings(iterations, batch_size, lr) -> None:
+    """PhysdiffError unless iterations and batch_size are integers >= 1 (iterations at most
+    MAX_ITERATIONS) and lr a finite number > 0."""
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or not 1 <= iterations <= MAX_ITERATIONS:
+        raise PhysdiffError(f"iterations = {iterations!r} is not allowed; allowed: an integer from 1 to "
+                            f"{MAX_ITERATIONS}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PhysdiffError(f"batch size {batch_size!r} is not allowed; allowed: an integer >= 1")
+    if isinstance(lr, bool) or not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise PhysdiffError(f"learning rate {lr!r} is not allowed; allowed: a number > 0")
+
+
 def refuse_eps():
     raise PhysdiffError("progressive distillation needs a run that predicts v or x0 (diffusion.prediction): "
                         "from ε the one-step x̂₀ = (x − σ ε̂)/α is unstable where α → 0 (Salimans & Ho 2022, "
@@ -162,13 +174,7 @@ def distill(teacher: torch.nn.Module, sched: Schedule, data: torch.Tensor, predi
     if prediction == "eps":
         refuse_eps()
     levels = check_levels(base, steps, sched.T)
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or not 1 <= iterations <= MAX_ITERATIONS:
-        raise PhysdiffError(f"iterations = {iterations!r} is not allowed; allowed: an integer from 1 to "
-                            f"{MAX_ITERATIONS}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise PhysdiffError(f"batch size {batch_size!r} is not allowed; allowed: an integer >= 1")
-    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
-        raise PhysdiffError(f"learning rate {lr!r} is not allowed; allowed: a number > 0")
+    check_settings(iterations, batch_size, lr)
     device = data.device
     sched = sched.to(device)
     gen = seeding.generator(seed, device)

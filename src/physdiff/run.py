@@ -495,15 +495,18 @@ class LoadedRun:
         self._check_distillable()
         steps = ds.DEFAULT_STEPS if steps is None else steps
         base = ds.DEFAULT_BASE if base is None else base
+        iterations = ds.DEFAULT_ITERATIONS if iterations is None else iterations
+        batch_size = self.cfg.train.batch_size if batch_size is None else batch_size
+        lr = ds.DEFAULT_LR if lr is None else lr
         ds.check_levels(base, steps, self.schedule.T)  # before the data are made
+        ds.check_settings(iterations, batch_size, lr)
         with ck.OutputLock(self.path / ds.FILE):  # one distill at a time per run
             if (self.path / ds.FILE).exists():
                 ds.read_record(self.path)  # a corrupt file is refused before the work
             ts = load_training(self.cfg, held_out=_recorded_held_out(self.path, self.cfg))
             data = self.normalizer.encode(torch.from_numpy(ts.x).double()).to(device=self.device, dtype=torch.float32)
             rounds = (base // min(steps)).bit_length() - 1  # base/2, base/4, ..., the fewest steps
-            iterations = ds.DEFAULT_ITERATIONS if iterations is None else iterations
-            with progress_bar(progress, rounds * iterations if isinstance(iterations, int) else 0,
+            with progress_bar(progress, rounds * iterations,
                               f"distill (from {base} steps)", "iteration") as bar:
                 last = {}
 
@@ -513,9 +516,8 @@ class LoadedRun:
                     last[n] = it
 
                 result = ds.distill(self.model, self.schedule, data, self.cfg.diffusion.prediction, steps=steps,
-                                    base=base, iterations=iterations,
-                                    batch_size=self.cfg.train.batch_size if batch_size is None else batch_size,
-                                    lr=ds.DEFAULT_LR if lr is None else lr, seed=seed, progress=report)
+                                    base=base, iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
+                                    progress=report)
             ds.write_students(self.path, result, self._teacher_context())
         self.__dict__.pop("_students", None)
         return result
