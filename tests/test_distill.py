@@ -30,6 +30,9 @@ def test_grids_nest_and_end_where_x_T_is_drawn(base):
         assert coarse == fine[1::2]  # g^N_j = g^{2N}_{2j}: a student's step is two of its teacher's
         n //= 2
     assert distillation_grid(sched, base, 1) == [999]
+    for bad in (3, 2 * base, 0):
+        with pytest.raises(PhysdiffError, match=f"not one of the base {base}'s"):
+            distillation_grid(sched, base, bad)
 
 
 @pytest.mark.parametrize("base,steps,message", [
@@ -210,7 +213,7 @@ def test_distill_refusals(run_dir, tmp_path, capsys):
     from physdiff.run import LoadedRun
 
     run = LoadedRun(run_dir, device="cpu")
-    for bad_setting in ({"lr": -1.0}, {"iterations": 0}, {"batch_size": 0}, {"lr": True}):
+    for bad_setting in ({"lr": -1.0}, {"iterations": 0}, {"batch_size": 0}, {"lr": True}, {"batch_size": 2**20 + 1}):
         with pytest.raises(PhysdiffError, match="not allowed"):  # refused before the data are made
             run.distill((1,), base=4, **bad_setting)
     one_line_error(capsys, ["distill", str(tmp_path / "none")])

@@ -55,33 +55,40 @@ DEFAULT_ITERATIONS = 2000  # optimiser steps per halving round
 DEFAULT_LR = 5e-4
 MAX_BASE = 4096
 MAX_ITERATIONS = 10_000_000
+MAX_BATCH = 2**20  # as train.batch_size (config.py)
 
 
 def distillation_grid(sched: Schedule, base: int, steps: int) -> list[int]:
     """The ascending visited indices of the ``steps``-step grid: every (base/steps)-th of the
     ``base`` logSNR-uniform indices, the last T−1 (see the module docstring); ``steps`` a power
     of two up to ``base``."""
-    if steps == base:
-        check_levels(base, [1], sched.T)
-    else:
-        check_levels(base, [steps], sched.T)
+    _check_base(base, sched.T)
+    if not _power_of_two(steps) or steps > base:
+        raise PhysdiffError(f"a grid of {steps!r} steps is not one of the base {base}'s; allowed: a power of two up "
+                            f"to {base}")
     b = timestep_subsequence(sched.T, base, "logsnr", sched)
     stride = base // steps
     return [b[(j + 1) * stride - 1] for j in range(steps)]
 
 
+def _power_of_two(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 1 and n & (n - 1) == 0
+
+
+def _check_base(base: int, T: int) -> None:
+    """PhysdiffError unless ``base`` is a power of two from 2 to min(T, MAX_BASE)."""
+    top = 1 << (min(T, MAX_BASE).bit_length() - 1)  # the largest power of two up to T and MAX_BASE
+    if not _power_of_two(base) or not 2 <= base <= top:
+        raise PhysdiffError(f"base = {base!r} is not allowed; allowed: a power of two from 2 to {top} "
+                            f"(the run has T = {T} steps)")
+
+
 def check_levels(base: int, steps, T: int) -> list[int]:
     """``steps`` sorted (descending), each a power of two below ``base``, itself a power of two
     of at most min(T, MAX_BASE); else PhysdiffError."""
-    def power_of_two(n):
-        return isinstance(n, int) and not isinstance(n, bool) and n >= 1 and n & (n - 1) == 0
-
-    top = 1 << (min(T, MAX_BASE).bit_length() - 1)  # the largest power of two up to T and MAX_BASE
-    if not power_of_two(base) or not 2 <= base <= top:
-        raise PhysdiffError(f"base = {base!r} is not allowed; allowed: a power of two from 2 to {top} "
-                            f"(the run has T = {T} steps)")
+    _check_base(base, T)
     steps = list(steps)
-    if not steps or any(not power_of_two(n) or n >= base for n in steps):
+    if not steps or any(not _power_of_two(n) or n >= base for n in steps):
         below = [1 << k for k in range(base.bit_length() - 1)]
         shown = ", ".join(map(str, below)) if len(below) <= 5 else f"1, 2, 4, ..., {base // 2}"
         raise PhysdiffError(f"distilled steps {steps!r} are not allowed; allowed: powers of two below the base "
@@ -90,13 +97,13 @@ def check_levels(base: int, steps, T: int) -> list[int]:
 
 
 def check_settings(iterations, batch_size, lr) -> None:
-    """PhysdiffError unless iterations and batch_size are integers >= 1 (iterations at most
-    MAX_ITERATIONS) and lr a finite number > 0."""
+    """PhysdiffError unless iterations and batch_size are integers >= 1 (at most MAX_ITERATIONS
+    and MAX_BATCH) and lr a finite number > 0."""
     if isinstance(iterations, bool) or not isinstance(iterations, int) or not 1 <= iterations <= MAX_ITERATIONS:
         raise PhysdiffError(f"iterations = {iterations!r} is not allowed; allowed: an integer from 1 to "
                             f"{MAX_ITERATIONS}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise PhysdiffError(f"batch size {batch_size!r} is not allowed; allowed: an integer >= 1")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+        raise PhysdiffError(f"batch size {batch_size!r} is not allowed; allowed: an integer from 1 to {MAX_BATCH}")
     if isinstance(lr, bool) or not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise PhysdiffError(f"learning rate {lr!r} is not allowed; allowed: a number > 0")
 
