@@ -540,7 +540,7 @@ def _demo_options(s) -> None:
 # the options of each command, added only when the command is named (they import the library)
 BUILDERS = {"data": _data_options, "train": _train_parser_options, "sample": _sample_options,
             "evaluate": _evaluate_options, "encode": _encode_options, "fit-steps": _fit_steps_options,
-            "distill": _distill_options,            "plot": _plot_options, "mcmc": _mcmc_options,
+            "distill": _distill_options, "plot": _plot_options, "mcmc": _mcmc_options,
             "observables": _observables_options, "scan": _scan_options, "demo": _demo_options}
 
 

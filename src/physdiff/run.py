@@ -501,8 +501,7 @@ class LoadedRun:
         ds.check_levels(base, steps, self.schedule.T)  # before the data are made
         ds.check_settings(iterations, batch_size, lr)
         with ck.OutputLock(self.path / ds.FILE):  # one distill at a time per run
-            if (self.path / ds.FILE).exists():
-                ds.read_record(self.path)  # a corrupt file is refused before the work
+            ds.read_record(self.path)  # a corrupt file is refused before the work
             ts = load_training(self.cfg, held_out=_recorded_held_out(self.path, self.cfg))
             data = self.normalizer.encode(torch.from_numpy(ts.x).double()).to(device=self.device, dtype=torch.float32)
             rounds = (base // min(steps)).bit_length() - 1  # base/2, base/4, ..., the fewest steps

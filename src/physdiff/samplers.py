@@ -367,6 +367,8 @@ UNIPC_THIRD_ORDER_FROM = 15  # unipc's default order: 3 from this many steps, 2 
 def unipc_default_order(steps: int) -> int:
     """unipc's order when none is given: 3 from :data:`UNIPC_THIRD_ORDER_FROM` steps, else 2."""
     return 3 if steps >= UNIPC_THIRD_ORDER_FROM else 2
+
+
 ORDER_CHOICES = {"dpm-solver": (2, 3), "unipc": (1, 2, 3), "sde-dpm-solver": (1, 2)}
 DPM_VARIANTS = ("reference", "taylor")
 DPM_OPTIONS = STEP_OPTIONS | {"order": ORDER_HELP,
