@@ -67,3 +67,22 @@ def test_lattice_width_follows_the_number_of_sites():
     assert width({"dataset": "phi4", "L": 16}, **{"model.mlp.width": 96}) == 96
     assert config_from_dict({"data": {"dataset": "phi4", "L": 16}, "model": {"width": 64}}).model.mlp.width == 64
     assert width({"dataset": "spiral"}) == config_from_dict({}).model.mlp.width
+
+
+def test_the_low_modes_default_per_lattice_size_and_old_runs_read_none():
+    """model.local.modes: 1 for a local lattice run from L = 32 on, 0 below and for other data; a
+    config of version <= 6 (written before the key) reads 0 whatever its size, so its weights load;
+    a value the user gives wins, and one that aliases on the lattice is refused in one line."""
+    def cfg(L, **extra):
+        return config_from_dict({"data": {"dataset": "phi4"}, "theory": {"L": L}, **extra})
+
+    assert cfg(32).model.local.modes == 1 and cfg(64).model.local.modes == 1
+    assert cfg(16).model.local.modes == 0 and cfg(8).model.local.modes == 0
+    assert config_from_dict({"data": {"dataset": "spiral"}}).model.local.modes == 0
+    assert cfg(16, model={"local": {"modes": 2}}).model.local.modes == 2
+    assert cfg(32, model={"local": {"modes": 0}}).model.local.modes == 0
+    assert cfg(32, version=6).model.local.modes == 0 and cfg(32, version=7).model.local.modes == 1
+    assert cfg(32, version=6, model={"local": {"modes": 1}}).model.local.modes == 1
+    with pytest.raises(PhysdiffError, match=r"model.local.modes = 4 reads the momenta up to 4·2π/L, which alias on "
+                                            r"L = 8; allowed: modes <= 3"):
+        cfg(8, model={"local": {"modes": 4}})

@@ -188,8 +188,8 @@ def test_a_run_without_split_evaluates_as_before(tmp_path, data_file):
     # a run directory of config version 5 (no validation_fraction key, no validation.npy) loads
     # unchanged and is evaluated the same way: two halves of the file drawn by the seed
     text = (out / ck.CONFIG_FILE).read_text()
-    assert "version = 6" in text and "validation_fraction = 0.0\n" in text
-    (out / ck.CONFIG_FILE).write_text(text.replace("version = 6", "version = 5").replace(
+    assert "version = 7" in text and "validation_fraction = 0.0\n" in text
+    (out / ck.CONFIG_FILE).write_text(text.replace("version = 7", "version = 5").replace(
         "validation_fraction = 0.0\n", ""))
     old = vectors.evaluate(LoadedRun(out, device="cpu"), 100, 0)
     assert old["metrics"] == report["metrics"]

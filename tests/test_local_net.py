@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from physdiff.nets.local import LocalNet, probe_period
+from physdiff.nets.local import LocalNet, low_mode_basis, probe_period
 from physdiff.nets.symmetry import OddNetwork
 from physdiff.ode import exact_divergence, network_divergence
 
 
-def random_net(C, depth, seed=0):
+def random_net(C, depth, seed=0, modes=0):
     torch.manual_seed(seed)
-    net = LocalNet(C, channels=6, depth=depth, time_dim=8, global_width=8).double()
+    net = LocalNet(C, channels=6, depth=depth, time_dim=8, global_width=8, modes=modes).double()
     with torch.no_grad():  # the output layer starts at zero (trace 0): give it weights
         net.out.weight.normal_(0, 0.5)
         net.out.bias.normal_(0, 0.1)
@@ -31,9 +31,10 @@ SHAPES = [(1, 1, 4, 4), (1, 1, 8, 8), (1, 3, 8, 8), (1, 3, 16, 16), (2, 2, 8, 8)
           (2, 2, 6, 12), (1, 4, 10, 10), (1, 4, 10, 15), (1, 3, 4, 4)]
 
 
+@pytest.mark.parametrize("modes", [0, 1])
 @pytest.mark.parametrize(("C", "depth", "H", "W"), SHAPES)
-def test_probe_trace_equals_the_full_trace(C, depth, H, W):
-    net = random_net(C, depth)
+def test_probe_trace_equals_the_full_trace(C, depth, H, W, modes):
+    net = random_net(C, depth, modes=modes)
     assert (probe_period(depth, H, W) is None) == ((H, W) == (4, 4) and depth == 3)
     x = torch.randn(3, C, H, W, dtype=torch.float64)
     t = torch.tensor([0.3, 17.0, 450.0], dtype=torch.float64)
@@ -61,7 +62,7 @@ def test_only_the_stack_as_built_takes_the_forward_mode_by_hand():
     assert random_net(1, 2)._as_built()
     assert not NonLocal(1, channels=4, depth=1, time_dim=8, global_width=8)._as_built()
     net = random_net(1, 2)
-    net.local = lambda x, m, t, cond=None: LocalNet.local(net, x, m, t, cond)
+    net.local = lambda x, m, t, cond=None, low=None: LocalNet.local(net, x, m, t, cond, low)
     assert not net._as_built()
     net = random_net(1, 2)
     net.out = torch.nn.Conv2d(6, 1, 3, padding=1, padding_mode="circular").double()
@@ -82,10 +83,12 @@ def test_through_the_odd_wrapper_and_under_no_grad():
     torch.testing.assert_close(fast, full, rtol=1e-10, atol=1e-10)
 
 
-def test_the_cost_does_not_grow_with_L(monkeypatch):
-    """The convolutions of one divergence (primal, C·p² probes, C zero-mode tangents) are a fixed
-    number whose output per lattice site is the same at L = 8 and at L = 32: the cost grows as V."""
-    net = random_net(1, 3)
+@pytest.mark.parametrize("modes", [0, 1])
+def test_the_cost_does_not_grow_with_L(monkeypatch, modes):
+    """The convolutions of one divergence (primal, C·p² probes, C zero-mode tangents, C·K low-mode
+    waves) are a fixed number whose output per lattice site is the same at L = 8 and at L = 32: the
+    cost grows as V."""
+    net = random_net(1, 3, modes=modes)
     real = torch.nn.functional.conv2d
     work = {}
 
@@ -103,16 +106,17 @@ def test_the_cost_does_not_grow_with_L(monkeypatch):
         per_site.append((work["calls"], work["outputs"] / L**2))
     assert per_site[0] == per_site[1]
     # primal: depth + output convolutions; probes: depth - 1 full ones and the last one on 1/p² of the sites
-    # of each of the p² sub-lattices; zero mode: depth - 1
-    assert per_site[0][0] == (3 + 1) + (2 + 16) + 2
+    # of each of the p² sub-lattices; zero mode: depth - 1; the low modes' waves (one batch of C·K): depth
+    assert per_site[0][0] == (3 + 1) + (2 + 16) + 2 + (3 if modes else 0)
 
 
 def test_the_forward_mode_by_hand_equals_torch_func():
     """The hand-written forward mode of the stack equals torch.func's vmapped products on the same
     network (the path a subclass with its own ``local`` takes), conditioned and not."""
     torch.manual_seed(1)
-    for coupling_range in (None, (0.1, 0.3)):
-        net = LocalNet(2, channels=5, depth=2, time_dim=8, global_width=8, coupling_range=coupling_range).double()
+    for coupling_range, modes in ((None, 0), ((0.1, 0.3), 0), (None, 1), ((0.1, 0.3), 1)):
+        net = LocalNet(2, channels=5, depth=2, time_dim=8, global_width=8, coupling_range=coupling_range,
+                       modes=modes).double()
         with torch.no_grad():
             net.out.weight.normal_(0, 0.5)
         x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
@@ -129,8 +133,56 @@ def test_the_forward_mode_by_hand_equals_torch_func():
 class NonLocal(LocalNet):
     """Declares radius 1 but adds the field half a lattice away: its diagonal probes are wrong."""
 
-    def local(self, x, m, t, cond=None):
-        return super().local(x, m, t, cond) + 0.3 * torch.roll(x, x.shape[-1] // 2, dims=-1) ** 2
+    def local(self, x, m, t, cond=None, low=None):
+        return super().local(x, m, t, cond, low) + 0.3 * torch.roll(x, x.shape[-1] // 2, dims=-1) ** 2
+
+
+def test_the_low_modes_are_an_orthonormal_basis_of_the_lowest_momenta():
+    """low_mode_basis(n): (2n + 1)² − 1 orthonormal fields spanning the momenta 0 < |k|_∞ ≤ n; the
+    projector P = Σ u uᵀ commutes with translations, the 90° rotation and a reflection, keeps the
+    waves of those momenta and removes the zero mode and every higher momentum."""
+    for n, (H, W) in ((1, (8, 8)), (2, (6, 12)), (1, (3, 3))):
+        u = low_mode_basis(n, H, W).reshape(-1, H * W)
+        assert u.shape[0] == (2 * n + 1) ** 2 - 1
+        torch.testing.assert_close(u @ u.T, torch.eye(len(u), dtype=u.dtype), rtol=0, atol=1e-12)
+        proj = u.T @ u
+
+        def project(f, proj=proj, H=H, W=W):
+            return (proj @ f.reshape(H * W)).reshape(H, W)
+
+        f = torch.randn(H, W, dtype=torch.float64)
+        torch.testing.assert_close(project(torch.roll(f, (1, 2), (0, 1))), torch.roll(project(f), (1, 2), (0, 1)))
+        torch.testing.assert_close(project(torch.flip(f, [1])), torch.flip(project(f), [1]))
+        if H == W:
+            torch.testing.assert_close(project(torch.rot90(f)), torch.rot90(project(f)))
+        i, j = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64),
+                              indexing="ij")
+        for k1, k2, kept in ((0, 0, False), (n, -n, True), (0, 1, True), (n + 1, 0, False)):
+            wave = torch.cos(2 * torch.pi * (k1 * i / H + k2 * j / W) + 0.3)
+            if kept:
+                torch.testing.assert_close(project(wave), wave)
+            elif k1 == 0 or H > 2 * n + 1:  # on H <= 2n + 1 the momentum n + 1 aliases into the shell
+                assert project(wave).abs().max() < 1e-12
+    with pytest.raises(ValueError, match="wider than 2 sites"):
+        low_mode_basis(1, 2, 8)
+
+
+def test_the_low_modes_part_of_the_trace_is_needed():
+    """With modes the network depends on every site through P x: the trace with P x held fixed
+    (the probes and zero modes alone) is far from autograd's full trace, and the network's own
+    trace, with the low modes' rank-K part, equals it on both paths."""
+    net = random_net(1, 2, modes=1)
+    with torch.no_grad():
+        net.convs[0].weight[:, 1:] *= 30  # make the low-mode input matter
+    x, t = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.full((2,), 5.0, dtype=torch.float64)
+    _, full = exact_divergence(lambda z: net(z, t), x)
+    low = net.low(x).detach()
+    _, held = exact_divergence(lambda z: net.local(z, z.mean(dim=(-2, -1)), t, None, low=low), x)
+    assert (held - full).abs().min() > 1e-3
+    torch.testing.assert_close(net.output_and_divergence(x, t)[1], full, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(net._vmapped_probes(x, t, None, 4)[1], full, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="low-mode field"):
+        net.local(x, x.mean(dim=(-2, -1)), t)
 
 
 def test_a_network_less_local_than_declared_is_caught():
@@ -164,12 +216,13 @@ def test_a_local_run_samples_exactly(tmp_path, capsys):
     capsys.readouterr()
 
 
-def test_large_batches_are_chunked_to_the_same_numbers(monkeypatch):
+@pytest.mark.parametrize("modes", [0, 1])
+def test_large_batches_are_chunked_to_the_same_numbers(monkeypatch, modes):
     """A batch whose probe activations exceed the budget is evaluated in chunks: the same
-    outputs and traces as in one piece."""
+    outputs and traces as in one piece (the budget counts the low modes' waves beside the probes)."""
     import physdiff.nets.local as local
 
-    net = random_net(1, 2)
+    net = random_net(1, 2, modes=modes)
     x, t = torch.randn(7, 1, 8, 8, dtype=torch.float64), torch.full((7,), 3.0, dtype=torch.float64)
     whole = net.output_and_divergence(x, t)
     calls = {"n": 0}
@@ -180,7 +233,8 @@ def test_large_batches_are_chunked_to_the_same_numbers(monkeypatch):
         return real(self, *a)
 
     monkeypatch.setattr(LocalNet, "_output_and_divergence", counted)
-    monkeypatch.setattr(local, "PROBE_ELEMENTS", {"cpu": 2 * 16 * 8 * 64})  # two configurations per chunk
+    tangents = 16 + (8 if modes else 0)  # p² = 16 probes, K = 8 low-mode waves
+    monkeypatch.setattr(local, "PROBE_ELEMENTS", {"cpu": 2 * tangents * 6 * 64})  # two configurations per chunk
     monkeypatch.setattr(local, "MIN_CHUNK", 1)
     parts = net.output_and_divergence(x, t)
     assert calls["n"] == 4

@@ -57,8 +57,12 @@ def _network(model_cfg, data_shape, num_classes, default_arch, coupling=None):
         if num_classes:
             raise PhysdiffError("model.arch = 'local' takes no class labels")
         loc = model_cfg.local
+        if loc.modes and min(data_shape[-2:]) <= 2 * loc.modes:
+            raise PhysdiffError(f"model.local.modes = {loc.modes} reads the momenta up to {loc.modes}·2π/L, which "
+                                f"alias on fields of {data_shape[-2]}×{data_shape[-1]}; allowed: modes <= "
+                                f"{(min(data_shape[-2:]) - 1) // 2} (0 = off)")
         return LocalNet(data_shape[0], channels=loc.channels, depth=loc.depth, time_dim=model_cfg.time_dim,
-                        coupling_range=None if coupling is None else (coupling.lo, coupling.hi))
+                        coupling_range=None if coupling is None else (coupling.lo, coupling.hi), modes=loc.modes)
     u = model_cfg.unet
     return UNet(data_shape[0], channels=u.channels, channel_mult=tuple(u.channel_mult), num_res_blocks=u.num_res_blocks,
                 attention=u.attention, dropout=u.dropout, padding=u.padding, time_dim=model_cfg.time_dim,

@@ -19,6 +19,19 @@ L²·C backward passes for autograd's trace. For the stack as built they are wri
 torch.func's vmapped jvp. Not an estimator: tested against the
 full autograd trace to float64 round-off, and a network that is not as local as it declares is
 caught by :meth:`LocalNet.check_divergence`.
+
+Low modes (``modes`` = n > 0). Near a critical point the field is organised on the scale of the
+lattice, beyond any fixed radius r. The network may also read the smooth field P x, the projection
+of x on its K = (2n + 1)² − 1 lowest momenta 0 < |k|∞ ≤ n (in units of 2π/L; :func:`low_mode_basis`,
+an orthonormal basis u_j), fed to the first convolution beside x. P commutes with the lattice's
+translations, rotations and reflections, and is linear (the odd wrapper keeps the network odd).
+Write the network f(x, M(x), P x). The trace gains
+
+    tr(∂f/∂(Px) · P) = Σ_c Σ_j u_jᵀ (∂f_c/∂(Px)_c) u_j,
+
+C·K more Jacobian-vector products (the tangent u_j on the low field of channel c, x and M held),
+still none that grows with L. The exact trace is kept; only its cost grows by K products per
+channel.
 """
 
 from __future__ import annotations
@@ -55,6 +68,26 @@ def _sublattice_masks(p: int, H: int, W: int, like: torch.Tensor) -> torch.Tenso
     return torch.stack([(sub == s).to(like.dtype) for s in range(p * p)])
 
 
+def low_mode_basis(n: int, H: int, W: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    """(K, H, W): an orthonormal real basis of the periodic fields whose Fourier modes are the
+    momenta k = 2π(k₁/H, k₂/W) with 0 < max(|k₁|, |k₂|) ≤ n, K = (2n + 1)² − 1: cos(k·y) and sin(k·y)
+    times √(2/V) for one k of each pair ±k. Exactly orthonormal when H, W > 2n (no two of these
+    momenta alias and no sine vanishes); the span is invariant under translations, rotations and
+    reflections of the lattice."""
+    if min(H, W) <= 2 * n:
+        raise ValueError(f"the low modes of shell {n} need a lattice wider than {2 * n} sites (got {H}×{W})")
+    i = torch.arange(H, dtype=torch.float64, device=device)[:, None]
+    j = torch.arange(W, dtype=torch.float64, device=device)[None, :]
+    rows = []
+    for k1 in range(0, n + 1):
+        for k2 in range(-n, n + 1):
+            if k1 == 0 and k2 <= 0:  # one momentum of each pair ±k
+                continue
+            phase = 2 * torch.pi * (k1 * i / H + k2 * j / W)
+            rows += [torch.cos(phase), torch.sin(phase)]
+    return (torch.stack(rows) * (2.0 / (H * W)) ** 0.5).to(dtype)
+
+
 def probe_period(radius: int, H: int, W: int) -> int | None:
     """The smallest p ≥ radius + 1 that divides both H and W (None: no such p below the lattice
     size, and the probes would cost as much as autograd)."""
@@ -71,11 +104,16 @@ class LocalNet(nn.Module):
     the network starts at ε = 0, the Gaussian part's answer when there is one)."""
 
     def __init__(self, in_channels: int, *, channels: int = 32, depth: int = 3, time_dim: int = 64,
-                 global_width: int = 64, coupling_range: tuple[float, float] | None = None):
+                 global_width: int = 64, coupling_range: tuple[float, float] | None = None, modes: int = 0):
         super().__init__()
         if depth < 1:
             raise ValueError("LocalNet needs depth >= 1")
+        if modes < 0:
+            raise ValueError("LocalNet needs modes >= 0")
         self.radius = depth
+        # modes > 0: the field's projection on its lowest momenta (low_mode_basis), a smooth global field P x,
+        # is fed to the first convolution beside x (one more input channel per field channel)
+        self.modes, self._bases = int(modes), {}
         # a coupling-conditioned run: cond (B,) is the coupling, mapped from its trained range onto [-1, 1] and
         # fed with the zero modes and the timestep into the global features (it does not depend on x)
         self.coupling_range = None if coupling_range is None else tuple(float(v) for v in coupling_range)
@@ -84,7 +122,7 @@ class LocalNet(nn.Module):
         self.globals = nn.Sequential(nn.Linear(global_width + in_channels + extra, global_width), nn.SiLU())
         convs, films = [], []
         for i in range(depth):
-            convs.append(nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1,
+            convs.append(nn.Conv2d(in_channels * (2 if modes else 1) if i == 0 else channels, channels, 3, padding=1,
                                    padding_mode="circular"))
             films.append(nn.Linear(global_width, 2 * channels))
         self.convs, self.films = nn.ModuleList(convs), nn.ModuleList(films)
@@ -102,33 +140,51 @@ class LocalNet(nn.Module):
         c = (cond.to(like.dtype).reshape(-1) - 0.5 * (lo + hi)) / (0.5 * (hi - lo))
         return [c.expand(batch)[:, None]]
 
-    def local(self, x: torch.Tensor, m: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
-              ) -> torch.Tensor:
-        """The network with the zero modes ``m`` (B, C) as an input of their own (see the module
-        docstring): the output at y depends on x within distance ``radius`` of y, and on m, t
-        (and the coupling ``cond`` of a conditioned network)."""
+    def basis(self, H: int, W: int, like: torch.Tensor) -> torch.Tensor:
+        """The low modes' basis (K, H, W) at this lattice size (:func:`low_mode_basis`), like ``like``."""
+        key = (H, W, like.dtype, like.device)
+        if key not in self._bases:
+            self._bases[key] = low_mode_basis(self.modes, H, W, like.dtype, like.device)
+        return self._bases[key]
+
+    def low(self, x: torch.Tensor) -> torch.Tensor | None:
+        """P x: each channel of x projected on the low modes (None when ``modes`` = 0)."""
+        if not self.modes:
+            return None
+        u = self.basis(*x.shape[-2:], x)
+        return torch.einsum("bck,khw->bchw", torch.einsum("bchw,khw->bck", x, u), u)
+
+    def local(self, x: torch.Tensor, m: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
+              low: torch.Tensor | None = None) -> torch.Tensor:
+        """The network with the zero modes ``m`` (B, C) and the low-mode field ``low`` (B, C, H, W;
+        None without ``modes``) as inputs of their own (see the module docstring): the output at y
+        depends on x within distance ``radius`` of y, and on m, low, t (and the coupling ``cond``
+        of a conditioned network)."""
         B = x.shape[0]
         g = self.globals(torch.cat([self.time(t.reshape(-1).expand(B)), m, *self._globals_in(cond, B, m)], dim=1))
-        h = x
+        if self.modes and low is None:
+            raise ValueError("this network takes the low-mode field P x as an input (low=): see LocalNet.low")
+        h = x if low is None else torch.cat([x, low], dim=1)
         for conv, film in zip(self.convs, self.films, strict=True):
             scale, shift = film(g)[:, :, None, None].chunk(2, dim=1)
             h = torch.nn.functional.silu(conv(h)) * (1 + scale) + shift
         return self.out(h)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self.local(x, x.mean(dim=(-2, -1)), t, cond)
+        return self.local(x, x.mean(dim=(-2, -1)), t, cond, low=self.low(x))
 
     def output_and_divergence(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
-        """(output, tr ∂output/∂x (B,) float64), exactly, with C(p² + 1) Jacobian-vector products
-        (the module docstring), evaluated as two vmapped forward-mode passes (the C·p² probes, then
-        the C zero-mode tangents; the primal pass once each); autograd's trace when no probe period
-        fits the lattice. Batches whose probe activations would exceed ``PROBE_ELEMENTS`` floats
-        are evaluated in chunks (the same numbers)."""
+        """(output, tr ∂output/∂x (B,) float64), exactly, with C(p² + 1 + K) Jacobian-vector products
+        (the module docstring; K low modes), evaluated as vmapped forward-mode passes (the C·p²
+        probes, the C zero-mode tangents, the C·K low-mode waves; the primal pass once each);
+        autograd's trace when no probe period fits the lattice. Batches whose tangents would exceed
+        ``PROBE_ELEMENTS`` floats are evaluated in chunks (the same numbers)."""
         B, C, H, W = x.shape
         p = probe_period(self.radius, H, W)
         width = max(c.out_channels for c in self.convs)
         budget = PROBE_ELEMENTS.get(x.device.type, PROBE_ELEMENTS_OTHER)
-        chunk = max(MIN_CHUNK, budget // (C * (p or 1) ** 2 * width * H * W))
+        tangents = C * ((p or 1) ** 2 + (2 * self.modes + 1) ** 2 - 1)  # the probes and the low modes' waves
+        chunk = max(MIN_CHUNK, budget // (tangents * width * H * W))
         if p is not None and B > chunk:  # the probes' activations of one chunk stay near the budget
             t = t.reshape(-1).expand(B)
             cond = None if cond is None else cond.reshape(-1).expand(B)
@@ -171,19 +227,28 @@ class LocalNet(nn.Module):
         tangents = torch.zeros((C * p * p, *x.shape), dtype=x.dtype, device=x.device)
         for c in range(C):
             tangents[c * p * p:(c + 1) * p * p, :, c] = masks
+        low = self.low(x)
         with torch.enable_grad():
             # vmap over the probes of one forward-mode product: the primal pass (x unbatched) runs once,
             # only the tangents are batched
-            out, jv = _vmap_jvp(lambda z: self.local(z, m, t, cond), x, tangents)
+            out, jv = _vmap_jvp(lambda z: self.local(z, m, t, cond, low=low), x, tangents)
             trace = (jv * tangents).sum(dim=(0, 2, 3, 4)).double()
             # the rank-one part through the zero modes: one product per channel, batched the same way
             e = torch.eye(C, dtype=x.dtype, device=x.device)[:, None, :].expand(C, B, C)
-            _, jm = _vmap_jvp(lambda mm: self.local(x, mm, t, cond), m, e)
+            _, jm = _vmap_jvp(lambda mm: self.local(x, mm, t, cond, low=low), m, e)
             trace = trace + torch.diagonal(jm.sum(dim=(-2, -1)), dim1=0, dim2=2).sum(-1).double() / (H * W)
+            if low is not None:  # the rank-K part through P x = Σ_j u_j u_jᵀ x: Σ_{c,j} u_jᵀ (∂f_c/∂low_c) u_j
+                u = self.basis(H, W, x)
+                K = u.shape[0]
+                waves = torch.zeros((C * K, *x.shape), dtype=x.dtype, device=x.device)
+                for c in range(C):
+                    waves[c * K:(c + 1) * K, :, c] = u[:, None]
+                _, jl = _vmap_jvp(lambda ll: self.local(x, m, t, cond, low=ll), low, waves)
+                trace = trace + (jl * waves).sum(dim=(0, 2, 3, 4)).double()
         return out.detach(), trace
 
     def _forward_mode(self, x, t, cond, p):
-        """The same two products as :meth:`_vmapped_probes`, written out for this stack of layers
+        """The same products as :meth:`_vmapped_probes`, written out for this stack of layers
         h_k = silu(a_k)(1 + scale_k) + shift_k, a_k = conv_k(h_{k-1}) (same numbers to round-off,
         tests/test_local_net.py), with three savings that only the structure allows:
 
@@ -192,7 +257,11 @@ class LocalNet(nn.Module):
         - a tangent passes a layer as ȧ_k = conv_k(ḣ_{k-1}) without bias and ḣ_k = silu'(a_k)(1 + scale_k) ȧ_k,
           the factor computed once on the primal and shared by every probe;
         - only the output at the probe's own sub-lattice is read, so the last convolution's tangent
-          is evaluated there only: a stride-p convolution starting at s (1/p² of the work)."""
+          is evaluated there only: a stride-p convolution starting at s (1/p² of the work).
+
+        The low modes' waves (``modes`` > 0) start batch-independent too, pass every layer in full
+        (their output is read everywhere, projected on u_j) and meet only the first layer's
+        low-field weights, as the probes meet only its x weights."""
         B, C, H, W = x.shape
         P = p * p
         m = x.mean(dim=(-2, -1))
@@ -200,7 +269,8 @@ class LocalNet(nn.Module):
         lin = self.globals[0]  # globals = SiLU(Linear([temb, m, coupling])) (_as_built)
         pre = lin(torch.cat([temb, m, *extra], dim=1))
         g = self.globals[1](pre)
-        h, layers = x, []
+        low = self.low(x)
+        h, layers = (x if low is None else torch.cat([x, low], dim=1)), []
         for conv, film in zip(self.convs, self.films, strict=True):
             scale, shift = film(g)[:, :, None, None].chunk(2, dim=1)
             a = conv(h)
@@ -226,9 +296,11 @@ class LocalNet(nn.Module):
         masks = _sublattice_masks(p, H, W, x)
         for c in range(C):
             v[c * P:(c + 1) * P, 0, c, 1:-1, 1:-1] = masks
+        # the weights a tangent of layer k's input meets (the first layer's x part: the low-mode field is held)
+        weights = [self.convs[0].weight[:, :C], *(c.weight for c in self.convs[1:])]
         dh = halo(v)  # (K, 1 or B, C_k, H + 2, W + 2): the tangent of h_k, batch-independent before layer 1
         for k in range(len(self.convs) - 1):
-            da = torch.nn.functional.conv2d(dh.flatten(0, 1), self.convs[k].weight).unflatten(0, dh.shape[:2])
+            da = torch.nn.functional.conv2d(dh.flatten(0, 1), weights[k]).unflatten(0, dh.shape[:2])
             dh = torch.empty((da.shape[0], B, da.shape[2], H + 2, W + 2), dtype=x.dtype, device=x.device)
             torch.mul(layers[k][1], da, out=dh[..., 1:-1, 1:-1])
             halo(dh)
@@ -238,11 +310,31 @@ class LocalNet(nn.Module):
         for s in range(P):
             s1, s2 = divmod(s, p)
             probes = dh[s::P]  # (C, 1 or B, ch, H + 2, W + 2): the probes of sub-lattice s, one per channel
-            da = torch.nn.functional.conv2d(probes[..., s1:, s2:].flatten(0, 1), self.convs[-1].weight,
+            da = torch.nn.functional.conv2d(probes[..., s1:, s2:].flatten(0, 1), weights[-1],
                                             stride=p).unflatten(0, probes.shape[:2])  # (C, B, ch, H/p, W/p)
             dh_s = d_last[..., s1::p, s2::p] * da
             trace = trace + torch.einsum("cbj,cj->b", dh_s.sum(dim=(-2, -1)), w_out)
         trace = trace.double()
+
+        if low is not None:  # the low modes: loẇ = u_j on channel c (x and m fixed), all layers in full
+            u = self.basis(H, W, x)
+            K = u.shape[0]
+            w = torch.zeros((C * K, 1, C, H + 2, W + 2), dtype=x.dtype, device=x.device)
+            for c in range(C):
+                w[c * K:(c + 1) * K, 0, c, 1:-1, 1:-1] = u
+            dh = halo(w)
+            for k in range(len(self.convs)):
+                wk = self.convs[0].weight[:, C:] if k == 0 else self.convs[k].weight
+                da = torch.nn.functional.conv2d(dh.flatten(0, 1), wk).unflatten(0, dh.shape[:2])
+                if k == len(self.convs) - 1:
+                    dh = layers[k][1] * da
+                    break
+                dh = torch.empty((da.shape[0], B, da.shape[2], H + 2, W + 2), dtype=x.dtype, device=x.device)
+                torch.mul(layers[k][1], da, out=dh[..., 1:-1, 1:-1])
+                halo(dh)
+            # Σ_y ḟ_{c,y} u_j(y) through the linear output layer, for tangent (c, j)
+            proj = torch.einsum("kbjhw,khw->kbj", dh, u.repeat(C, 1, 1))
+            trace = trace + torch.einsum("kbj,kj->b", proj, w_out.repeat_interleave(K, dim=0)).double()
 
         # the zero modes: ṁ = e_c moves the global features only (x fixed), ȧ_1 = 0
         sig = torch.sigmoid(pre)  # ġ = silu'(pre) · the column of m_c in the global features' Linear
