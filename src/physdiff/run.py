@@ -189,11 +189,6 @@ class LoadedRun:
         check_lattice_size("lattice size", L)  # the bounds of every lattice (MAX_L), then the network's own
         if L < 4:
             raise PhysdiffError(f"lattice size {L!r} is not allowed; allowed: an integer >= 4")
-        modes = self.cfg.model.local.modes
-        if L <= 2 * modes:
-            raise PhysdiffError(f"lattice size {L!r} is not allowed for run {str(self.path)!r}: its network reads the "
-                                f"momenta up to {modes}·2π/L (model.local.modes = {modes}); allowed: an integer "
-                                f">= {2 * modes + 1}")
         if isinstance(configurations, bool) or not isinstance(configurations, int) \
                 or not 32 <= configurations <= MAX_SPECTRUM_CONFIGURATIONS:
             raise PhysdiffError(f"{configurations!r} configurations cannot measure a power spectrum; allowed: an "

@@ -296,14 +296,18 @@ class LocalNet(nn.Module):
         masks = _sublattice_masks(p, H, W, x)
         for c in range(C):
             v[c * P:(c + 1) * P, 0, c, 1:-1, 1:-1] = masks
+        def through(dh, ws):  # a tangent of the input through the layers of ws, keeping the periodic border
+            for k, wk in enumerate(ws):
+                da = torch.nn.functional.conv2d(dh.flatten(0, 1), wk).unflatten(0, dh.shape[:2])
+                dh = torch.empty((da.shape[0], B, da.shape[2], H + 2, W + 2), dtype=x.dtype, device=x.device)
+                torch.mul(layers[k][1], da, out=dh[..., 1:-1, 1:-1])
+                halo(dh)
+            return dh
+
         # the weights a tangent of layer k's input meets (the first layer's x part: the low-mode field is held)
         weights = [self.convs[0].weight[:, :C], *(c.weight for c in self.convs[1:])]
-        dh = halo(v)  # (K, 1 or B, C_k, H + 2, W + 2): the tangent of h_k, batch-independent before layer 1
-        for k in range(len(self.convs) - 1):
-            da = torch.nn.functional.conv2d(dh.flatten(0, 1), weights[k]).unflatten(0, dh.shape[:2])
-            dh = torch.empty((da.shape[0], B, da.shape[2], H + 2, W + 2), dtype=x.dtype, device=x.device)
-            torch.mul(layers[k][1], da, out=dh[..., 1:-1, 1:-1])
-            halo(dh)
+        # (K, 1 or B, C_k, H + 2, W + 2): the tangent of h_k, batch-independent before layer 1
+        dh = through(halo(v), weights[:-1])
         # the last layer at the probe's sub-lattice s = (s1, s2) only: a stride-p convolution starting at s
         trace = torch.zeros(B, dtype=x.dtype, device=x.device)
         d_last = layers[-1][1]
@@ -322,16 +326,7 @@ class LocalNet(nn.Module):
             w = torch.zeros((C * K, 1, C, H + 2, W + 2), dtype=x.dtype, device=x.device)
             for c in range(C):
                 w[c * K:(c + 1) * K, 0, c, 1:-1, 1:-1] = u
-            dh = halo(w)
-            for k in range(len(self.convs)):
-                wk = self.convs[0].weight[:, C:] if k == 0 else self.convs[k].weight
-                da = torch.nn.functional.conv2d(dh.flatten(0, 1), wk).unflatten(0, dh.shape[:2])
-                if k == len(self.convs) - 1:
-                    dh = layers[k][1] * da
-                    break
-                dh = torch.empty((da.shape[0], B, da.shape[2], H + 2, W + 2), dtype=x.dtype, device=x.device)
-                torch.mul(layers[k][1], da, out=dh[..., 1:-1, 1:-1])
-                halo(dh)
+            dh = through(halo(w), [self.convs[0].weight[:, C:], *weights[1:]])[..., 1:-1, 1:-1]
             # Σ_y ḟ_{c,y} u_j(y) through the linear output layer, for tangent (c, j)
             proj = torch.einsum("kbjhw,khw->kbj", dh, u.repeat(C, 1, 1))
             trace = trace + torch.einsum("kbj,kj->b", proj, w_out.repeat_interleave(K, dim=0)).double()
