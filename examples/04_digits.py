@@ -31,7 +31,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 import physdiff
-from physdiff.data.images import tile_images
+from physdiff.plots import tile_images
 from physdiff.evaluation import evaluate
 
 FAST = os.environ.get("PHYSDIFF_FAST") == "1"

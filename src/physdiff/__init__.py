@@ -1,4 +1,33 @@
-"""physdiff: denoising diffusion probabilistic models for physicists, checked against theory."""
+"""physdiff: denoising diffusion probabilistic models for physicists, checked against theory.
+
+The package is built in layers. A module imports only from its own layer or those below it,
+function-level imports included, and no import cycle exists even inside a layer;
+``tests/test_layers.py`` reads this table and checks every import of ``src/physdiff`` against
+it. A name ending in ``.*`` covers a package's modules; a module named exactly wins over it.
+
+    layer 0 base: physdiff errors seeding stats progress devices dist provenance checkpoint plots
+    layer 1 physics: lattice lattice.*
+    layer 2 diffusion: schedule denoiser diffusion objective ode likelihood samplers nets nets.* analytic metrics distill fitted_steps
+    layer 3 data: data data.*
+    layer 4 config: config
+    layer 5 runs: run training lattice.exact_sampler lattice.scan
+    layer 6 outputs: sampling evaluation evaluation.* classifier demo
+    layer 7 face: arguments cli __main__
+
+- **base**: errors, seeds, statistics (Γ-method), progress, devices and processes, provenance
+  (with the version), array and run-directory I/O (atomic writes, locks, output files), figures.
+- **physics**: the ``Theory`` contract and its registry, φ⁴ and Ising, Monte Carlo, embeddings,
+  observables, exact closed forms, ensembles and exports; it knows nothing of diffusion.
+- **diffusion**: the maths: schedules, the Gaussian process, the parametrisation adapter, the
+  loss, the probability-flow ODE and its divergence, samplers (a registry that knows none of its
+  plug-ins: distillation registers its own), networks, fitted timesteps and distillation.
+- **data**: data kinds as strategies (toy, file, image, lattice), loading and normalisation; no
+  evaluation.
+- **config**: typed configuration, TOML in and out, validation.
+- **runs**: a trained run loaded and sampled (``LoadedRun``), training, the exact sampler, scans.
+- **outputs**: samples written to files, evaluation (its own registry keyed by data kind), the demo.
+- **face**: the command line; nothing imports it.
+"""
 
 from importlib import import_module
 

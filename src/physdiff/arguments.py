@@ -8,6 +8,7 @@ import argparse
 import math
 
 from .errors import PhysdiffError
+from .provenance import version
 
 EPILOGS = {
     "data": "example:\n  physdiff data spiral --n 5000 --seed 0 --out spiral.npy",
@@ -183,19 +184,6 @@ COMMANDS = {
 }
 
 
-def version() -> str:
-    """The installed distribution's version (importlib.metadata), else the package's ``__version__``."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("physdiff")
-    except PackageNotFoundError:
-        from . import __version__
-
-        return __version__
-
-
 class _VersionAction(argparse.Action):
     """``--version``: looked up only when asked for."""
 
@@ -295,6 +283,7 @@ def _run_options(s, n_default=5000, n_help=None) -> None:
 
 
 def _sampler_options(s) -> None:
+    from . import distill  # noqa: F401  (registers the distilled sampler)
     from .samplers import SAMPLERS
 
     listing = "; ".join(f"{name}: {spec.summary}" for name, spec in SAMPLERS.items())

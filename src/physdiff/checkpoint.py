@@ -22,6 +22,7 @@ import re
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
@@ -490,3 +491,85 @@ def read_metrics(path: str | Path) -> tuple[dict, int]:
         rows.append(values)
     table = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
     return {name: table[:, i] for i, name in enumerate(names)}, skipped
+
+
+MAX_ABS_VALUE = 1e30  # squares of larger values overflow float32 (3.4e38) in training
+
+
+def read_npy(path: Path, what: str, advice: str = "save it with numpy.save") -> np.ndarray:
+    """A numeric .npy array, never unpickled: a file without the .npy header (text, safetensors,
+    anything renamed .npy) or whose header declares objects (pickled data) is refused with one
+    line that says what it is, and never with numpy's advice to load it with allow_pickle."""
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise PhysdiffError(f"{what} {str(path)!r} is not a NumPy .npy file (it has no .npy header); {advice}")
+        fh.seek(0)
+        try:
+            version = np.lib.format.read_magic(fh)
+            _, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0(fh))
+        except (ValueError, OSError, EOFError, SyntaxError) as exc:
+            raise PhysdiffError(f"{what} {str(path)!r} has a corrupt .npy header ({exc}); {advice}") from None
+    if dtype.hasobject:
+        raise PhysdiffError(f"{what} {str(path)!r} holds Python objects (dtype {dtype}), not numbers, and physdiff "
+                            f"never unpickles a file; {advice}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise PhysdiffError(f"{what} {str(path)!r} is not a readable .npy array ({exc}); {advice}") from None
+
+
+# ---------------------------------------------------------------- output files
+
+
+def npy_output(path: str, what: str = "--out") -> Path:
+    """An output .npy path in an existing folder."""
+    out = Path(path)
+    if out.suffix != ".npy":  # exactly: NAME.NPY and NAME.npy would share the JSON NAME.json
+        raise PhysdiffError(f"{what} {path!r} must end in .npy (lower case)")
+    if not out.parent.is_dir():
+        raise PhysdiffError(f"folder {str(out.parent)!r} for {path!r} does not exist")
+    return out
+
+
+def new_output(path: Path, overwrite: bool) -> Path:
+    """Refuse an output that is a folder, or that exists unless ``overwrite``."""
+    if path.is_dir():
+        raise PhysdiffError(f"output {str(path)!r} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise PhysdiffError(f"output {str(path)!r} already exists; add --overwrite to replace it")
+    return path
+
+
+def check_outputs(overwrite: bool, *paths: Path | None) -> None:
+    """:func:`new_output` for each given path, and no path named twice by one command."""
+    seen = set()
+    for path in (p for p in paths if p is not None):
+        new_output(path, overwrite)
+        if path.resolve() in seen:
+            raise PhysdiffError(f"{str(path)!r} is named twice as an output; give each output its own file")
+        seen.add(path.resolve())
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, a result that cannot fit in this machine's memory."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if nbytes > total:
+        raise PhysdiffError(f"{what} need about {nbytes / 2**30:.1f} GiB, more than this machine's "
+                            f"{total / 2**30:.1f} GiB of memory; ask for fewer (several files, or a smaller --n)")
+
+
+def recorded_held_out(run: Path, cfg) -> np.ndarray | None:
+    """The held-out rows run ``run`` recorded (validation.npy); None for a run that holds none out.
+    A data file's run of this version with data.validation_fraction > 0 must have them."""
+    if not (cfg.data.file and cfg.data.validation_fraction > 0):
+        return None
+    path = run / VALIDATION_FILE
+    if not path.is_file():
+        raise PhysdiffError(f"run {str(run)!r} holds out data.validation_fraction = {cfg.data.validation_fraction:g} "
+                            f"of its data but its record of those rows ({VALIDATION_FILE}) is missing; restore it "
+                            "from a copy of the run")
+    return read_npy(path, "held-out rows")

@@ -349,7 +349,7 @@ def cmd_scan(args) -> None:
     from .checkpoint import OutputLock, bytes_writer, json_text, write_together
     from .config import theory_fields
     from .lattice.scan import format_scan, parse_sizes, parse_values, run_scan, scan_figures, scan_rows
-    from .lattice.theory import _GREEK, get_theory
+    from .lattice.theory import get_theory
     from .plots import table_csv
 
     cls = get_theory(args.model_name)
@@ -400,16 +400,13 @@ def cmd_scan(args) -> None:
     result = run_scan(args.model_name, sizes, parameter, grids[parameter], fixed, args.n, out, seed=args.seed,
                       chains=args.chains, cluster=not args.no_cluster, log=_log(args), progress=_progress(args),
                       run=run, model_n=args.model_n, **ode)
-    symbol = _GREEK.get(parameter, parameter)
-    crit = result["critical"]
-    figs = scan_figures(result, cls.title or cls.name, symbol, cls.density_label,
-                        None if crit is None else (crit["value"], crit["label"]))
+    figs = scan_figures(result, cls)
     outputs = _figure_outputs(figs, out, args.format)
     with OutputLock(out / "scan.json"):
         write_together([(out / "scan.csv", bytes_writer(table_csv(scan_rows(result)).encode())),
                         (out / "scan.json", bytes_writer((json_text(result) + "\n").encode()))])
         _write_figures(outputs)
-    print(json_text(result) if args.json else format_scan(result, symbol))
+    print(json_text(result) if args.json else format_scan(result, cls.symbol(parameter)))
     print(f"wrote {out / 'scan.json'} and {out / 'scan.csv'}", file=sys.stderr if args.json else sys.stdout)
 
 

@@ -18,6 +18,8 @@ from .data.images import IMAGE_DATASETS
 from .data.kinds import KIND_NAMES, NORMALIZATIONS, resolve_kind
 from .diffusion import LOSSES, PREDICTIONS, VARIANCES
 from .errors import PhysdiffError
+from .lattice.data import resolve_embedding
+from .lattice.embedding import EMBEDDING_NAMES, EMBEDDINGS
 from .schedule import SCHEDULES
 
 
@@ -54,17 +56,18 @@ class DataConfig:
                                     "recorded in the run's validation.npy): the validation loss of metrics.csv and "
                                     "evaluate's reference; 0 = train on every row (evaluate then compares with halves "
                                     "of the file and cannot see memorisation)")
-    embedding: str = _f("auto", choices=("auto", "none", "hubbard-stratonovich"), cli="embedding",
+    embedding: str = _f("auto", choices=EMBEDDING_NAMES, cli="embedding",
                         doc="lattice theories with discrete spins: the continuous variable the model learns; "
-                        "hubbard-stratonovich = the Gaussian-integral relaxation (exact density, exact way back: "
-                        "--metropolis is exact), none = the spins themselves, read back through the sign; "
+                        "a name of lattice/embedding.py (exact density, exact way back: --metropolis is exact), "
+                        "none = the spins themselves, read back through the sign; "
                         "auto = the theory's default (written out resolved)")
     couplings: int = _f(9, lo=2, hi=1000, cli="couplings",
                         doc="coupling-conditioned lattice runs (a [theory] coupling given as [lo, hi], on the "
                         "command line --kappa LO:HI): Monte Carlo training sets at this many evenly spaced couplings, "
                         "data.n_train configurations in all")
     embedding_shift: float = _f(1.0, lo=0.0, lo_open=True, hi=100.0, cli="embedding_shift",
-                                doc="hubbard-stratonovich: W = βJ + (4β + shift) I, positive definite for shift > 0")
+                                doc="the continuous embedding's shift (lattice/embedding.py: W = βJ + (4β + shift) I, "
+                                "positive definite for shift > 0)")
     mean: list = _f([1.0, -0.5], doc="mean of the `gaussian` dataset")  # noqa: RUF009
     cov: list = _f([[1.0, 0.6], [0.6, 0.5]], doc="covariance of the `gaussian` dataset")  # noqa: RUF009
 
@@ -529,7 +532,7 @@ def _check_cross(cfg: Config) -> Config:
                             f"{f' ({why})' if why else ''}; allowed: auto, {', '.join(kind.normalizations)}")
     if resolve_embedding(cfg) == "none" and d.embedding_shift != DataConfig.embedding_shift:
         raise PhysdiffError(f"data.embedding_shift = {d.embedding_shift:g} applies to a continuous embedding "
-                            f"(data.embedding = hubbard-stratonovich); these data have none")
+                            f"(data.embedding = {', '.join(EMBEDDINGS)}); these data have none")
     if d.embedding not in ("auto", "none"):
         if not cfg.theory:
             raise PhysdiffError(f"data.embedding = {d.embedding!r} is for lattice theories with discrete spins; "
@@ -560,17 +563,6 @@ def _check_cross(cfg: Config) -> Config:
                                 "is below 1e-5 of the couplings (the network reads them in float32); widen the range "
                                 "or lower --couplings")
     return replace(cfg, data=replace(d, kind=kind.name))
-
-
-def resolve_embedding(cfg: Config) -> str:
-    """``data.embedding`` with ``auto`` resolved: the lattice theory's default embedding, else "none"."""
-    if cfg.data.embedding != "auto":
-        return cfg.data.embedding
-    if not cfg.theory:
-        return "none"
-    from .lattice.theory import get_theory
-
-    return get_theory(cfg.data.dataset).default_embedding
 
 
 def resolve_auto(cfg: Config) -> Config:

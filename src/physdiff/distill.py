@@ -45,6 +45,7 @@ from . import checkpoint as ck
 from . import diffusion as dif
 from . import seeding
 from .errors import PhysdiffError
+from .samplers import SamplerResult, ddim_sample, register
 from .schedule import Schedule, respace, timestep_subsequence
 
 FILE = ck.DISTILLED_FILE
@@ -239,7 +240,7 @@ def write_students(run_dir: Path, d: Distillation, context: dict) -> Path:
     """The run's distilled.safetensors: every student's weights (``steps{N}.`` + parameter name)
     and, in the metadata, their grids, how they were made and the teacher they came from
     (``context``: weights, step). Written atomically; replaces an earlier file."""
-    from .arguments import version
+    from .provenance import version
 
     tensors = {f"steps{n}.{k}": v for n, net in d.students.items() for k, v in net.state_dict().items()}
     record = {"format": FORMAT, "grids": {str(n): g for n, g in sorted(d.grids.items())}, "base": d.base,
@@ -288,3 +289,23 @@ class Students:
             raise PhysdiffError(f"{self.where} has no student of {steps} steps; it has "
                                 f"{', '.join(map(str, self.steps))} (physdiff distill RUN --steps {steps} makes one)")
         return self.nets[steps], self.grids[steps]
+
+
+# The sampler of the students, registered here (the sampler registry knows none of its plug-ins);
+# it comes after every built-in sampler in the registry's listings.
+@register("distilled", "a run's students of progressive distillation (Salimans & Ho 2022), from physdiff distill: "
+          "K DDIM steps, each trained to make two of its teacher's", {"steps": "K: one of the run's students "
+                                                                      "(default the one with the most)"})
+@torch.no_grad()
+def distilled_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int | None = None, prediction: str = "eps",
+                     variance: str = "beta", clip_x0: float | None = None, cond=None, generator=None,
+                     callback=None) -> SamplerResult:
+    """DDIM (η = 0) with the student of ``steps`` evaluations on its own visited indices
+    (``distill.py``). ``model``: the run's students (``distill.Students``, which
+    ``LoadedRun.sample(sampler="distilled")`` supplies), not a network. NFE = K."""
+    if not isinstance(model, Students):
+        raise PhysdiffError("the distilled sampler samples a run's distilled students: LoadedRun.sample(sampler="
+                            "'distilled') after LoadedRun.distill (physdiff distill RUN), not a network")
+    net, grid = model.pick(steps)
+    # no clipping of x̂₀: the students were trained to match unclipped DDIM steps of their teachers
+    return ddim_sample(net, sched, x_T, timesteps=grid, prediction=prediction, cond=cond, callback=callback)

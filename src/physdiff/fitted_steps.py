@@ -244,7 +244,7 @@ def write_fit(run_dir: Path, key: str, entry: dict) -> Path:
 
 def entry_of(fit: Fit, sampler: str, options: dict, *, n: int, seed: int, hops: int = HOPS) -> dict:
     """The JSON entry of a fit: what it is, how it was fitted, and its errors."""
-    from .arguments import version
+    from .provenance import version
 
     return {"sampler": sampler, "options": options, **asdict(fit),
             "reference": {"sampler": sampler, "steps": fit.reference_steps, "spacing": "logsnr"},

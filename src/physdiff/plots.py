@@ -10,9 +10,19 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from .data.images import tile_images
-
 SCATTER = {"s": 2, "alpha": 0.35, "linewidths": 0, "rasterized": True}
+
+
+def tile_images(images: np.ndarray, nrow: int, pad: int = 1, fill: float = 1.0) -> np.ndarray:
+    """(N, C, H, W) images in [0, 1] (channels averaged) tiled ``nrow`` per row into one 2D
+    float32 array, ``pad`` pixels of value ``fill`` around and between them."""
+    n, _, h, w = images.shape
+    rows = int(np.ceil(n / nrow))
+    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad), fill, dtype=np.float32)
+    for i, img in enumerate(np.clip(images.mean(axis=1), 0, 1)):
+        r, c = divmod(i, nrow)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
+    return grid
 
 
 def attach_table(fig: Figure, rows: list[dict]) -> Figure:

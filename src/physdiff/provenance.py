@@ -98,6 +98,19 @@ def _plain(value):
 _NOT_PLAIN = object()
 
 
+def version() -> str:
+    """The installed distribution's version (importlib.metadata), else the package's ``__version__``."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("physdiff")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def api_call(function: str, arguments: dict) -> dict:
     """{"call": {"function", "arguments" (the plain ones), "other_arguments" (names of the rest)}}."""
     plain = {k: _plain(v) for k, v in arguments.items()}
@@ -122,8 +135,6 @@ class Session:
         torch.device or its name; default the one set on the session)."""
         import numpy as np
         import torch
-
-        from .arguments import version
 
         device = self.device if device is None else device
         out = {"physdiff_version": version()}

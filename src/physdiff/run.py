@@ -10,9 +10,11 @@ import numpy as np
 import torch
 
 from . import checkpoint as ck
+from . import distill  # noqa: F401  (registers the distilled sampler)
 from . import samplers as smp
 from .config import load_config, resolve_auto
 from .data import Normalizer, resolve_kind
+from .devices import resolve_device
 from .errors import PhysdiffError
 from .nets import build_model
 from .progress import progress_bar
@@ -58,6 +60,16 @@ class SampleResult:
 
 
 MAX_SPECTRUM_CONFIGURATIONS = 1_000_000  # on_lattice: Monte Carlo configurations of one spectrum, at most
+
+
+def check_density(run, what: str) -> None:
+    """A density exists only for samples that the model's continuous law describes: refused for a
+    discrete theory (Ising), whose written samples are spins (a continuous model's signs, or
+    spins drawn given its continuous embedding)."""
+    if run.theory is not None and run.theory.discrete is not None:
+        raise PhysdiffError(f"{what} is not available for {run.theory.title or run.theory.name} runs: a "
+                            "continuous model read through the sign of its samples has no density on the spins; "
+                            "compare its raw observables with the reference Monte Carlo")
 
 
 class LoadedRun:
@@ -116,8 +128,6 @@ class LoadedRun:
             raise PhysdiffError(f"weights file {str(file)!r} holds non-finite values (in {bad[0]}); "
                                 "restore it from a good copy or retrain")
         if isinstance(device, str) and device in ("auto", "cpu", "cuda"):
-            from .training import resolve_device
-
             device = resolve_device(device)  # cuda without a GPU: a PhysdiffError, as in the CLI
         try:
             self.device = torch.device(device)
@@ -286,13 +296,11 @@ class LoadedRun:
             options = {k: v for k, v in defaults.items() if k != "guidance"} | {
                 k: v for k, v in options.items() if v is not None}
         if log_prob:
-            from .sampling import check_density
-
             if not continuous:
                 check_density(self, "log_prob")
             if not smp.get_sampler(sampler).exact_density:
                 raise PhysdiffError(f"sampler {sampler!r} has no exact log-density; ask for log_prob from one that "
-                                    "has: " + ", ".join(_density_samplers()))
+                                    "has: " + ", ".join(smp.density_names()))
             options["log_prob"] = True
         options = self.with_fitted_timesteps(sampler, options, guidance)
         used = smp.check_options(sampler, options, self.schedule.T)
@@ -490,7 +498,6 @@ class LoadedRun:
         train.batch_size. Returns the :class:`distill.Distillation`."""
         from . import distill as ds
         from .data import load_training
-        from .training import _recorded_held_out
 
         self._check_distillable()
         steps = ds.DEFAULT_STEPS if steps is None else steps
@@ -502,7 +509,7 @@ class LoadedRun:
         ds.check_settings(iterations, batch_size, lr)
         with ck.OutputLock(self.path / ds.FILE):  # one distill at a time per run
             ds.read_record(self.path)  # a corrupt file is refused before the work
-            ts = load_training(self.cfg, held_out=_recorded_held_out(self.path, self.cfg))
+            ts = load_training(self.cfg, held_out=ck.recorded_held_out(self.path, self.cfg))
             data = self.normalizer.encode(torch.from_numpy(ts.x).double()).to(device=self.device, dtype=torch.float32)
             rounds = (base // min(steps)).bit_length() - 1  # base/2, base/4, ..., the fewest steps
             with progress_bar(progress, rounds * iterations,
@@ -601,11 +608,6 @@ class LoadedRun:
         return ddim_invert(self.model, self.schedule, z, steps=steps, spacing=spacing,
                            prediction=self.cfg.diffusion.prediction, cond=self._cond(len(z))).cpu().numpy()
 
-
-def _density_samplers() -> list[str]:
-    from .samplers import SAMPLERS
-
-    return [name for name, spec in SAMPLERS.items() if spec.exact_density]
 
 
 class _Float32:

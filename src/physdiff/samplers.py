@@ -162,6 +162,11 @@ def density_sampler() -> SamplerSpec:
     raise PhysdiffError("no registered sampler returns an exact log-density")
 
 
+def density_names() -> tuple[str, ...]:
+    """The registered samplers that return an exact log-density."""
+    return tuple(name for name, spec in SAMPLERS.items() if spec.exact_density)
+
+
 def get_sampler(name: str) -> SamplerSpec:
     if name not in SAMPLERS:
         import difflib
@@ -626,23 +631,3 @@ def sample_with_trajectory(sampler, *args, **kwargs) -> tuple[torch.Tensor, torc
 
     out = sampler(*args, callback=keep, **kwargs)
     return out, torch.stack(states)
-
-
-@register("distilled", "a run's students of progressive distillation (Salimans & Ho 2022), from physdiff distill: "
-          "K DDIM steps, each trained to make two of its teacher's", {"steps": "K: one of the run's students "
-                                                                      "(default the one with the most)"})
-@torch.no_grad()
-def distilled_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int | None = None, prediction: str = "eps",
-                     variance: str = "beta", clip_x0: float | None = None, cond=None, generator=None,
-                     callback=None) -> SamplerResult:
-    """DDIM (η = 0) with the student of ``steps`` evaluations on its own visited indices
-    (``distill.py``). ``model``: the run's students (``distill.Students``, which
-    ``LoadedRun.sample(sampler="distilled")`` supplies), not a network. NFE = K."""
-    from .distill import Students
-
-    if not isinstance(model, Students):
-        raise PhysdiffError("the distilled sampler samples a run's distilled students: LoadedRun.sample(sampler="
-                            "'distilled') after LoadedRun.distill (physdiff distill RUN), not a network")
-    net, grid = model.pick(steps)
-    # no clipping of x̂₀: the students were trained to match unclipped DDIM steps of their teachers
-    return ddim_sample(net, sched, x_T, timesteps=grid, prediction=prediction, cond=cond, callback=callback)

@@ -15,70 +15,23 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import check_memory, check_outputs, new_output, npy_output
 from .errors import PhysdiffError
+from .lattice.exact_sampler import check_metropolis
 from .progress import progress_bar
 from .provenance import current, recorded
+from .run import check_density
 
 STREAM_BYTES = 256 * 2**20  # samples beyond this size are written to disk chunk by chunk
 
 
-# ---------------------------------------------------------------- outputs
-
-
-def npy_output(path: str, what: str = "--out") -> Path:
-    """An output .npy path in an existing folder."""
-    out = Path(path)
-    if out.suffix != ".npy":  # exactly: NAME.NPY and NAME.npy would share the JSON NAME.json
-        raise PhysdiffError(f"{what} {path!r} must end in .npy (lower case)")
-    if not out.parent.is_dir():
-        raise PhysdiffError(f"folder {str(out.parent)!r} for {path!r} does not exist")
-    return out
-
-
-def new_output(path: Path, overwrite: bool) -> Path:
-    """Refuse an output that is a folder, or that exists unless ``overwrite``."""
-    if path.is_dir():
-        raise PhysdiffError(f"output {str(path)!r} is a folder; give a file name")
-    if path.exists() and not overwrite:
-        raise PhysdiffError(f"output {str(path)!r} already exists; add --overwrite to replace it")
-    return path
-
-
-def check_outputs(overwrite: bool, *paths: Path | None) -> None:
-    """:func:`new_output` for each given path, and no path named twice by one command."""
-    seen = set()
-    for path in (p for p in paths if p is not None):
-        new_output(path, overwrite)
-        if path.resolve() in seen:
-            raise PhysdiffError(f"{str(path)!r} is named twice as an output; give each output its own file")
-        seen.add(path.resolve())
-
-
-def check_memory(nbytes: int, what: str) -> None:
-    """Refuse, before allocating, a result that cannot fit in this machine's memory."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return
-    if nbytes > total:
-        raise PhysdiffError(f"{what} need about {nbytes / 2**30:.1f} GiB, more than this machine's "
-                            f"{total / 2**30:.1f} GiB of memory; ask for fewer (several files, or a smaller --n)")
-
-
 # ---------------------------------------------------------------- the sampler
-
-
-def density_names() -> str:
-    from .samplers import SAMPLERS
-
-    return " or ".join(name for name, spec in SAMPLERS.items() if spec.exact_density)
 
 
 def resolve_sampler(run, sampler: str | None = None, options: dict | None = None, *, guidance: float | None = None,
@@ -86,7 +39,7 @@ def resolve_sampler(run, sampler: str | None = None, options: dict | None = None
     """{"sampler": name, "guidance": w, **options} checked by the registry: ``sampler`` if named;
     else, when a density is asked for (``log_prob``), the registry's density sampler; else the
     data kind's default with its options. Options the sampler does not take are refused."""
-    from .samplers import check_options, density_sampler, get_sampler
+    from .samplers import check_options, density_names, density_sampler, get_sampler
 
     if guidance is not None and not run.num_classes:
         raise PhysdiffError("--guidance needs a class-conditional run; this run was trained without labels")
@@ -106,39 +59,13 @@ def resolve_sampler(run, sampler: str | None = None, options: dict | None = None
     except PhysdiffError as exc:
         raise PhysdiffError(f"--sampler {name}: {exc}") from None
     if log_prob and not get_sampler(name).exact_density:
-        raise PhysdiffError(f"--log-prob needs --sampler {density_names()}: only a sampler with an exact "
+        raise PhysdiffError(f"--log-prob needs --sampler {' or '.join(density_names())}: only a sampler with an exact "
                             f"density can give it, and --sampler {name} has none")
     try:
         checked = check_options(name, given, run.schedule.T)
     except PhysdiffError as exc:
         raise PhysdiffError(f"--sampler {name}: {exc}") from None
     return {"sampler": name, "guidance": guidance} | checked | ({"log_prob": True} if log_prob else {})
-
-
-def check_density(run, what: str) -> None:
-    """A density exists only for samples that the model's continuous law describes: refused for a
-    discrete theory (Ising), whose written samples are spins (a continuous model's signs, or
-    spins drawn given its continuous embedding)."""
-    if run.theory is not None and run.theory.discrete is not None:
-        raise PhysdiffError(f"{what} is not available for {run.theory.title or run.theory.name} runs: a "
-                            "continuous model read through the sign of its samples has no density on the spins; "
-                            "compare its raw observables with the reference Monte Carlo")
-
-
-def check_metropolis(run, sampler: str | None) -> None:
-    """The exact sampler needs a theory with a density on its field, and a density sampler."""
-    from .samplers import get_sampler
-
-    if run.theory is None:
-        raise PhysdiffError("--metropolis needs a lattice run (a theory with an action); this run's data are of kind "
-                            f"{run.kind.name!r}")
-    if run.theory.discrete is not None and run.embedding is None:
-        raise PhysdiffError(f"--metropolis is not available for this {run.theory.title or run.theory.name} run: it "
-                            "learnt the spins themselves (data.embedding = none), read through their sign, which "
-                            "have no density; train with the default data.embedding (hubbard-stratonovich)")
-    if sampler is not None and not get_sampler(sampler).exact_density:
-        raise PhysdiffError(f"--metropolis needs a sampler with an exact density ({density_names()}); "
-                            f"--sampler {sampler} has none")
 
 
 # ---------------------------------------------------------------- the job

@@ -26,7 +26,8 @@ import torch
 from . import checkpoint as ck
 from . import dist, seeding
 from .config import Config, dump_config, load_config, resolve_auto
-from .data import Normalizer, check_array, load_training, read_npy, resolve_kind
+from .data import Normalizer, check_array, load_training, resolve_kind
+from .devices import resolve_device
 from .errors import PhysdiffError
 from .lattice.conditioning import conditioning_of
 from .nets import build_model
@@ -44,17 +45,6 @@ VALIDATION_SEED = 0x7A11D_0B5  # one fixed set of t and noise draws for the vali
 def metrics_header(validation: bool) -> str:
     """The header of a run's metrics.csv: with the validation-loss column when rows are held out."""
     return METRICS_HEADER + (f",{VALIDATION_COLUMN}" if validation else "")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → cuda if available, else cpu. ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PhysdiffError("device cuda was asked for but no CUDA GPU is available; use device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise PhysdiffError(f"unknown device {name!r}; allowed: auto, cpu, cuda")
-    return torch.device(name)
 
 
 def lr_at(step: int, cfg) -> float:
@@ -387,19 +377,6 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _recorded_held_out(run: Path, cfg: Config) -> np.ndarray | None:
-    """The held-out rows run ``run`` recorded (validation.npy); None for a run that holds none out.
-    A data file's run of this version with data.validation_fraction > 0 must have them."""
-    if not (cfg.data.file and cfg.data.validation_fraction > 0):
-        return None
-    path = run / ck.VALIDATION_FILE
-    if not path.is_file():
-        raise PhysdiffError(f"run {str(run)!r} holds out data.validation_fraction = {cfg.data.validation_fraction:g} "
-                            f"of its data but its record of those rows ({ck.VALIDATION_FILE}) is missing; restore it "
-                            "from a copy of the run")
-    return read_npy(path, "held-out rows")
-
-
 def _fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -551,7 +528,7 @@ def train(cfg: Config | None, out: str | Path, *, data: str | Path | np.ndarray 
         make_schedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)  # warn early on a weak schedule
         # reads and checks the data before anything is written
         trainer = Trainer.create(cfg, out, device, array=array,
-                                 held_out=_recorded_held_out(out, cfg) if resume else None, progress=progress)
+                                 held_out=ck.recorded_held_out(out, cfg) if resume else None, progress=progress)
         header = metrics_header(trainer.validation is not None)
         main = dist.is_main()
         lock = None

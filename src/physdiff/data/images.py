@@ -241,24 +241,13 @@ def save_png_grid(images: np.ndarray, path: str | Path, *, nrow: int | None = No
     from matplotlib.image import imsave
 
     from ..checkpoint import atomic_write_bytes
+    from ..plots import tile_images
 
     grid = tile_images(images, nrow or int(np.ceil(np.sqrt(len(images)))), pad, fill=1.0)
     grid = np.kron(grid, np.ones((scale, scale), dtype=np.float32))
     buf = io.BytesIO()
     imsave(buf, grid, cmap="gray_r", vmin=0, vmax=1, format="png")
     atomic_write_bytes(Path(path), buf.getvalue())
-
-
-def tile_images(images: np.ndarray, nrow: int, pad: int = 1, fill: float = 1.0) -> np.ndarray:
-    """(N, C, H, W) images in [0, 1] (channels averaged) tiled ``nrow`` per row into one 2D
-    float32 array, ``pad`` pixels of value ``fill`` around and between them."""
-    n, _, h, w = images.shape
-    rows = int(np.ceil(n / nrow))
-    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad), fill, dtype=np.float32)
-    for i, img in enumerate(np.clip(images.mean(axis=1), 0, 1)):
-        r, c = divmod(i, nrow)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
-    return grid
 
 
 __all__ = ["IMAGE_DATASETS", "ImageData", "download_idx", "load_digits", "load_idx_dataset", "load_image_dataset",

@@ -1,6 +1,7 @@
 """Kinds of data as strategies: the one place that decides, per kind, how data are loaded and
-normalised, augmented in training, post-processed at sampling, written out, evaluated and drawn,
-and which network and sampler they get by default.
+normalised, augmented in training, post-processed at sampling and written out, and which network
+and sampler they get by default. How runs of each kind are evaluated and drawn is evaluation's to
+say (``evaluation/registry.py``, keyed by the kind's name): data know nothing of evaluation.
 
 A run records its kind in ``config.toml`` (``data.kind``); ``auto`` is resolved when the config
 is read (image sets → image, a file → file, a registered lattice theory → lattice, otherwise
@@ -13,6 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ..errors import PhysdiffError
+from .arrays import load_array
+from .images import IMAGE_DATASETS
+from .toy import TOY_DATASETS, ToyDataset, get_toy
 
 KIND_NAMES = ("toy", "file", "image", "lattice")
 NORMALIZATIONS = ("auto", "standard", "scalar", "pixel")
@@ -44,7 +50,7 @@ class DataKind:
     def load_training(self, cfg, progress=None):
         """The TrainingSet (data, labels, class names, normaliser) of a config's data
         (``progress``: of any long job that makes it, ``progress.py``)."""
-        from . import Normalizer, TrainingSet, training_array
+        from .arrays import Normalizer, TrainingSet
 
         x = training_array(cfg.data)
         return TrainingSet(x, None, (), Normalizer.fit(self.resolve_normalization(cfg), x))
@@ -84,31 +90,10 @@ class DataKind:
         """The JSON written beside a samples file (None: none)."""
         return None
 
-    # ---------------------------------------------------------------- evaluation
-    def evaluate(self, run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print,
-                 progress=None) -> dict:
-        """The evaluation report of a run of this kind (``physdiff.evaluation``)."""
-        from ..evaluation import vectors
-
-        return vectors.evaluate(run, n or 5000, seed, samples, sampler_args=sampler_args, nll=nll, nll_n=nll_n,
-                                progress=progress)
-
-    def figures(self, run, n, seed, *, guidance=None, samples=None, snaps=None, progress=None) -> dict:
-        """{file name: Figure} of a run of this kind."""
-        from ..evaluation import vectors
-
-        return vectors.figures(run, n, seed, samples, snaps, progress=progress)
-
-    def format_report(self, report: dict) -> str:
-        from ..evaluation import vectors
-
-        return vectors.format_report(report)
-
 
 @dataclass(frozen=True)
 class ToyKind(DataKind):
     def toy(self, data_cfg):
-        from . import resolve_toy
 
         if data_cfg.dataset == "gaussian":
             from .toy import gaussian
@@ -125,7 +110,15 @@ class FileKind(DataKind):
     reference and memorisation check use the held-out rows (``evaluation/references.py``)."""
 
     def load_training(self, cfg, progress=None, *, array=None, held_out=None):
-        from . import Normalizer, TrainingSet, check_array, check_held_out, load_array, split_rows, validation_indices
+        from .arrays import (
+            Normalizer,
+            TrainingSet,
+            check_array,
+            check_held_out,
+            load_array,
+            split_rows,
+            validation_indices,
+        )
 
         where = "the data array" if array is not None else f"data file {cfg.data.file!r}"
         x = check_array(array, where) if array is not None else load_array(cfg.data.file)
@@ -142,29 +135,13 @@ class FileKind(DataKind):
 @dataclass(frozen=True)
 class ImageKind(DataKind):
     def load_training(self, cfg, progress=None):
-        from . import Normalizer, TrainingSet
+        from .arrays import Normalizer, TrainingSet
         from .images import load_image_dataset
 
         images = load_image_dataset(cfg.data)
         labels = images.train_y if cfg.data.conditional and images.num_classes > 1 else None
         return TrainingSet(images.train_x, labels, images.class_names if labels is not None else (),
                            Normalizer.fit(self.resolve_normalization(cfg), images.train_x))
-
-    def evaluate(self, run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print,
-                 progress=None) -> dict:
-        from ..evaluation import images
-
-        return images.evaluate(run, n, seed, samples, sampler_args=sampler_args, log=log, progress=progress)
-
-    def figures(self, run, n, seed, *, guidance=None, samples=None, snaps=None, progress=None) -> dict:
-        from ..evaluation import images
-
-        return images.figures(run, seed, sampler_args=run.default_sampler(guidance), progress=progress)
-
-    def format_report(self, report: dict) -> str:
-        from ..evaluation import images
-
-        return images.format_report(report)
 
 
 @dataclass(frozen=True)
@@ -180,7 +157,7 @@ class LatticeKind(DataKind):
 
     def load_training(self, cfg, progress=None):
         from ..lattice.conditioning import conditioning_of, config_at
-        from . import Normalizer, TrainingSet
+        from .arrays import Normalizer, TrainingSet
 
         cond = conditioning_of(cfg)
         if cond is None:
@@ -237,23 +214,6 @@ class LatticeKind(DataKind):
     def sidecar(self, cfg, generator: str, sampler: dict) -> dict:
         return {"params": self.theory(cfg).params, "generator": generator, "chains": 1, "sampler": sampler}
 
-    def evaluate(self, run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print,
-                 progress=None) -> dict:
-        from ..evaluation import lattice
-
-        return lattice.evaluate(run, n or 4000, seed, samples, sampler_args=sampler_args, log=log,
-                                progress=progress)
-
-    def figures(self, run, n, seed, *, guidance=None, samples=None, snaps=None, progress=None) -> dict:
-        from ..evaluation import lattice
-
-        return lattice.figures(run, n, seed, samples, progress=progress)
-
-    def format_report(self, report: dict) -> str:
-        from ..evaluation import lattice
-
-        return lattice.format_report(report)
-
 
 # 1000 U-Net evaluations per image sample (twice with guidance) are minutes on a CPU; DDPM on 100
 # respaced steps is within the noise of the 1000-step sampler (benchmarks/README.md).
@@ -273,6 +233,17 @@ KINDS = {
 }
 
 
+def _reserve_dataset_names() -> None:
+    """Keep the toy and image datasets' names from lattice theories (``lattice/theory.py``)."""
+    from ..lattice.theory import reserve_names
+
+    reserve_names(TOY_DATASETS, "a toy dataset")
+    reserve_names(IMAGE_DATASETS, "an image set")
+
+
+_reserve_dataset_names()
+
+
 def resolve_kind(data_cfg) -> DataKind:
     """The DataKind of a [data] config (``kind = auto`` resolved from dataset and file)."""
     from ..lattice.theory import is_theory
@@ -287,3 +258,35 @@ def resolve_kind(data_cfg) -> DataKind:
 
 __all__ = ["KINDS", "KIND_NAMES", "NORMALIZATIONS", "DataKind", "FileKind", "ImageKind", "LatticeKind", "ToyKind",
            "resolve_kind"]
+
+
+def resolve_toy(name: str) -> ToyDataset:
+    """The toy dataset ``name``, or a PhysdiffError listing the allowed names."""
+    try:
+        return get_toy(name)
+    except KeyError:
+        import difflib
+
+        from ..lattice.theory import is_theory, theory_names
+
+        if is_theory(name) or name in IMAGE_DATASETS:
+            what = "a lattice theory" if is_theory(name) else "an image set"
+            raise PhysdiffError(f"dataset {name!r} is {what}, not a toy distribution; toy datasets: "
+                                f"{', '.join(TOY_DATASETS)}") from None
+        allowed = (*TOY_DATASETS, *IMAGE_DATASETS, *theory_names())
+        close = difflib.get_close_matches(name, allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise PhysdiffError(f"unknown dataset {name!r}{hint}; allowed: {', '.join(allowed)}") from None
+
+
+def toy_for(data_cfg) -> ToyDataset | None:
+    """The toy dataset a [data] config names (None when it names a file, an image set or a theory)."""
+    return resolve_kind(data_cfg).toy(data_cfg)
+
+
+def training_array(data_cfg) -> np.ndarray:
+    """The training set a [data] config describes, (N, D) float64."""
+    toy = toy_for(data_cfg)
+    if toy is None:
+        return load_array(data_cfg.file)
+    return toy.sample(data_cfg.n_train, data_cfg.seed)

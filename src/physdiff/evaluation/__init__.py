@@ -14,8 +14,9 @@ import numpy as np
 from ..checkpoint import METRICS_FILE, atomic_write_bytes, json_text, read_metrics
 from ..errors import PhysdiffError
 from ..provenance import current, recorded
-from . import images, lattice, vectors
+from . import images, lattice, vectors  # each registers its evaluator (registry.py)
 from .references import reference_sets
+from .registry import evaluator_of, evaluator_of_report
 
 REPORT_FILE = "evaluation.json"
 
@@ -32,16 +33,14 @@ def evaluate(run, n: int | None = None, seed: int = 0, samples: np.ndarray | Non
         raise PhysdiffError(f"the likelihood report is for vector data, not for {run.kind.name} runs"
                             + ("; a lattice run's samples carry their exact log-density instead (the density sampler "
                                "with log_prob)" if run.theory is not None else ""))
-    report = run.kind.evaluate(run, n, seed, samples, sampler_args=sampler_args, nll=nll, nll_n=nll_n, log=log,
-                               progress=progress)
+    report = evaluator_of(run.kind.name).evaluate(run, n, seed, samples, sampler_args=sampler_args, nll=nll,
+                                                  nll_n=nll_n, log=log, progress=progress)
     return report | {"provenance": current().record(run.device)}
 
 
 def format_report(report: dict) -> str:
     """A readable table of a report of :func:`evaluate`."""
-    from ..data.kinds import KINDS
-
-    return KINDS.get(report.get("kind"), KINDS["toy"]).format_report(report)
+    return evaluator_of_report(report).format_report(report)
 
 
 def write_report(run, report: dict) -> None:
@@ -73,7 +72,8 @@ def figures(run, n: int = 3000, seed: int = 0, *, guidance: float | None = None,
             progress=None) -> dict:
     """{file name: Figure} of every figure of the run, training loss included (``progress``: of
     the sampling and any reference Monte Carlo, ``progress.py``)."""
-    figs = run.kind.figures(run, n, seed, guidance=guidance, samples=samples, snaps=snaps, progress=progress)
+    figs = evaluator_of(run.kind.name).figures(run, n, seed, guidance=guidance, samples=samples, snaps=snaps,
+                                               progress=progress)
     return figs | loss_figure(run)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data.images import ImageData, load_image_dataset
 from ..run import resolve_guidance
+from .registry import Evaluator, register_evaluator
 
 
 def _features(data: ImageData, log, progress=None):
@@ -128,3 +129,14 @@ def figures(run, seed: int = 0, *, sampler_args: dict | None = None, per_class: 
     figs["nearest.png"] = plot_nearest(pick, data.train_x[idx], dist, thr,
                                        f"{name}: samples (top) and nearest training images (pixel distance)")
     return figs
+
+
+def _evaluate(run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print, progress=None):
+    return evaluate(run, n, seed, samples, sampler_args=sampler_args, log=log, progress=progress)
+
+
+def _figures(run, n, seed, *, guidance=None, samples=None, snaps=None, progress=None):
+    return figures(run, seed, sampler_args=run.default_sampler(guidance), progress=progress)
+
+
+register_evaluator(("image",), Evaluator("image", _evaluate, _figures, format_report))

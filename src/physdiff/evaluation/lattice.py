@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .references import REFERENCE_SEED_BASE
+from .registry import Evaluator, register_evaluator
 
 REFERENCE_SIZE = 10_000  # Monte Carlo configurations of the reference (16 chains)
 NAMES = {"m": "⟨M⟩", "abs_m": "⟨|M|⟩", "chi2": "χ₂ = V⟨M²⟩", "chi_connected": "χ_c = V(⟨M²⟩ − ⟨|M|⟩²)",
@@ -83,3 +84,14 @@ def figures(run, n: int, seed: int, samples: np.ndarray | None = None, *, progre
                  "diffusion": (x, as_table(measure(x, theory)), 1)}
     return ensemble_figures(ensembles, theory, f"{theory.label}, L = {L}", reference="Monte Carlo",
                             independent=("diffusion",) if drawn else ())
+
+
+def _evaluate(run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print, progress=None):
+    return evaluate(run, n or 4000, seed, samples, sampler_args=sampler_args, log=log, progress=progress)
+
+
+def _figures(run, n, seed, *, guidance=None, samples=None, snaps=None, progress=None):
+    return figures(run, n, seed, samples, progress=progress)
+
+
+register_evaluator(("lattice",), Evaluator("lattice", _evaluate, _figures, format_report))

@@ -10,6 +10,7 @@ import numpy as np
 from .. import seeding
 from ..run import OUTLIER_MARGIN
 from .references import held_out_split, reference_sets
+from .registry import Evaluator, register_evaluator
 
 DISTANCE_ROWS = ("sliced_wasserstein", "mean_error", "cov_error")
 MEMORISATION_QUANTILE = 0.01  # share of held-out rows nearer the training rows than the threshold (>= 5 rows of them)
@@ -220,3 +221,14 @@ def figures(run, n: int, seed: int, samples=None, snaps=None, *, progress=None) 
     figs["reverse.png"] = plot_process([(t, snaps[t].reshape(len(snaps[t]), -1)) for t in sorted(snaps, reverse=True)],
                                        T, reverse=True, title=f"{name}: reverse process $x_T \\to x_0$ (T = {T})")
     return figs
+
+
+def _evaluate(run, n, seed, samples=None, *, sampler_args=None, nll=False, nll_n=500, log=print, progress=None):
+    return evaluate(run, n or 5000, seed, samples, sampler_args=sampler_args, nll=nll, nll_n=nll_n, progress=progress)
+
+
+def _figures(run, n, seed, *, guidance=None, samples=None, snaps=None, progress=None):
+    return figures(run, n, seed, samples, snaps, progress=progress)
+
+
+register_evaluator(("toy", "file"), Evaluator("vector", _evaluate, _figures, format_report))

@@ -15,6 +15,7 @@ Both implement the contract of ``theory.py`` and are registered as "phi4" and "i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -35,8 +36,8 @@ class Phi4(Theory):
     name: ClassVar[str] = "phi4"
     title: ClassVar[str] = "φ⁴"
 
-    kappa: float = param(0.2705, doc="phi4: hopping parameter κ")
-    lam: float = param(0.022, doc="phi4: quartic coupling λ")
+    kappa: float = param(0.2705, doc="phi4: hopping parameter κ", symbol="κ")
+    lam: float = param(0.022, doc="phi4: quartic coupling λ", symbol="λ")
 
     def action(self, phi: torch.Tensor) -> torch.Tensor:
         """S(φ) per configuration: (B, L, L) → (B,)."""
@@ -82,7 +83,14 @@ class Ising(Theory):
     embeddings: ClassVar[tuple[str, ...]] = ("hubbard-stratonovich",)
     default_embedding: ClassVar[str] = "hubbard-stratonovich"
 
-    beta: float = param(0.44, doc="ising: inverse temperature β")
+    beta: float = param(0.44, doc="ising: inverse temperature β", symbol="β")
+
+    @classmethod
+    def critical_point(cls, parameter: str, fixed: dict) -> tuple[float, str] | None:
+        """Onsager's β_c = ½ ln(1 + √2) (Onsager 1944), the infinite-volume critical coupling."""
+        if parameter == "beta":
+            return 0.5 * math.log(1 + math.sqrt(2)), "Onsager's β_c (L = ∞)"
+        return None
 
     @classmethod
     def presets_for(cls, embedding: str) -> dict:

@@ -14,7 +14,7 @@ from ..errors import PhysdiffError
 from ..provenance import current, recorded
 from .ensemble import load_ensemble, save_ensemble
 from .mc import run_mcmc
-from .theory import Theory, make_theory, random_lattice_symmetry  # noqa: F401  (re-exported)
+from .theory import Theory, get_theory, make_theory, random_lattice_symmetry  # noqa: F401  (re-exported)
 
 
 def cache_dir() -> Path:
@@ -36,9 +36,16 @@ def theory_of(cfg) -> Theory:
 def embedding_of(cfg):
     """The continuous embedding a lattice config trains on (``embedding.py``), or None when the
     model learns the theory's field itself (``data.embedding = "none"``, and every real field)."""
-    from ..config import resolve_embedding
-
     return theory_of(cfg).embedding(resolve_embedding(cfg), cfg.theory["L"], cfg.data.embedding_shift)
+
+
+def resolve_embedding(cfg) -> str:
+    """``data.embedding`` with ``auto`` resolved: the lattice theory's default embedding, else "none"."""
+    if cfg.data.embedding != "auto":
+        return cfg.data.embedding
+    if not cfg.theory:
+        return "none"
+    return get_theory(cfg.data.dataset).default_embedding
 
 
 @recorded

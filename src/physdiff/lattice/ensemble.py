@@ -212,7 +212,7 @@ def load_ensemble(path: str | Path) -> tuple[np.ndarray, dict]:
         raise PhysdiffError(f"ensemble file {str(path)!r} is a folder; give an (N, L, L) .npy or .h5 file")
     if not path.is_file():
         raise PhysdiffError(f"ensemble file {str(path)!r} does not exist")
-    from ..data import MAX_ABS_VALUE, read_npy
+    from ..checkpoint import MAX_ABS_VALUE, read_npy
 
     if is_hdf5(path):
         x, info = _read_h5(path)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import PhysdiffError
 from ..stats import derived, gamma_method, kish_ess
 
 MAX_WEIGHT_SHARE = 0.1  # a log Z whose largest weight carries more of the sum is flagged unreliable
@@ -428,3 +429,20 @@ def summary(log_w: np.ndarray, seed: int = 0) -> dict:
     """Kish ESS per proposal with its bootstrap error, from the log weights."""
     ess, err = kish_ess(log_w, seed=seed)
     return {"ess_per_sample": ess, "ess_per_sample_error": err, "n_proposals": len(log_w)}
+
+
+def check_metropolis(run, sampler: str | None) -> None:
+    """The exact sampler needs a theory with a density on its field, and a density sampler."""
+    from ..samplers import density_names, get_sampler
+
+    if run.theory is None:
+        raise PhysdiffError("--metropolis needs a lattice run (a theory with an action); this run's data are of kind "
+                            f"{run.kind.name!r}")
+    if run.theory.discrete is not None and run.embedding is None:
+        raise PhysdiffError(f"--metropolis is not available for this {run.theory.title or run.theory.name} run: it "
+                            "learnt the spins themselves (data.embedding = none), read through their sign, which "
+                            "have no density; train with the default data.embedding (hubbard-stratonovich)")
+    if sampler is not None and not get_sampler(sampler).exact_density:
+        raise PhysdiffError(f"--metropolis needs a sampler with an exact density ({' or '.join(density_names())}); "
+                            f"--sampler {sampler} has none")
+

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PhysdiffError
+from .theory import Theory, get_theory
 
 MAX_POINTS = 1000
 GRID_HELP = "one value, a list a,b,c, or a range start:stop:count (count points, both ends included)"
@@ -273,7 +274,7 @@ def run_scan(model: str, sizes: list[int], parameter: str, values: list[float], 
     for la, lb in itertools.pairwise(sizes):
         u = {L: [p["observables"]["binder"] for p in points if p["L"] == L] for L in (la, lb)}
         result["binder_crossings"].append({"L": [la, lb], **binder_crossing(values, u[la], u[lb])})
-    crit = known_critical(model, parameter, fixed)
+    crit = get_theory(model).critical_point(parameter, fixed)
     result["critical"] = None if crit is None else {"value": crit[0], "label": crit[1]}
     result["provenance"] = current().record("cpu")
     return result
@@ -287,21 +288,34 @@ def scan_rows(result: dict) -> list[dict]:
             for p in result["points"] for name, o in p["observables"].items()]
 
 
-def scan_figures(result: dict, theory_title: str, symbol: str, density_label: str = "action density $S/V$",
-                 critical: tuple[float, str] | None = None) -> dict:
-    """{"scan_observables.png": the observables against the coupling, one series per L;
-    "scan_binder.png": U_L per L with each crossing and its error band}. ``critical``: (value,
-    label) of a known infinite-volume critical coupling, drawn on the Binder figure."""
+def scan_figures(result: dict, theory: type[Theory]) -> dict:
+    """{"scan_observables.png", "scan_binder.png" and, for a scan with a model, "scan_model.png"}
+    of a scan of ``theory`` (its class: the title, parameter symbols, density label and known
+    critical coupling come from it)."""
+    figs = {"scan_observables.png": observables_figure(result, theory),
+            "scan_binder.png": binder_figure(result, theory)}
+    if any("model" in p for p in result["points"]):
+        figs["scan_model.png"] = model_figure(result, theory)
+    return figs
+
+
+def _labels(result: dict, theory: type[Theory]) -> tuple[str, str, str]:
+    """(the theory's title, the scanned parameter's symbol, the fixed parameters as "λ = 0.022")."""
+    fixed = ", ".join(f"{theory.symbol(k)} = {v:g}" for k, v in result["fixed"].items())
+    return theory.title or theory.name, theory.symbol(result["parameter"]), fixed
+
+
+def observables_figure(result: dict, theory: type[Theory]):
+    """Every observable of ``FIGURE_OBSERVABLES`` against the coupling, one series per L (and the
+    model's Metropolis chain where the scan has one), with the table of values attached."""
     from matplotlib.figure import Figure
 
     from ..plots import LATTICE_COLORS, attach_table
-    from .theory import _GREEK
 
     par, sizes = result["parameter"], result["L"]
-    fixed = ", ".join(f"{_GREEK.get(k, k)} = {v:g}" for k, v in result["fixed"].items())
+    title, symbol, fixed = _labels(result, theory)
     fig = Figure(figsize=(14, 7.6), layout="constrained")
-    axes = fig.subplots(2, 3).ravel()
-    for ax, name in zip(axes, FIGURE_OBSERVABLES, strict=True):
+    for ax, name in zip(fig.subplots(2, 3).ravel(), FIGURE_OBSERVABLES, strict=True):
         for L, color in zip(sizes, LATTICE_COLORS, strict=False):
             pts = [p for p in result["points"] if p["L"] == L]
             ax.errorbar([p[par] for p in pts], [p["observables"][name]["value"] for p in pts],
@@ -312,14 +326,24 @@ def scan_figures(result: dict, theory_title: str, symbol: str, density_label: st
             ax.errorbar([p[par] for p in mpts], [p["model"]["metropolis"][name]["value"] for p in mpts],
                         yerr=[p["model"]["metropolis"][name]["error"] for p in mpts], fmt="s", mfc="none", ms=6,
                         capsize=2.5, color="k", label=f"L = {mpts[0]['L']}: diffusion + Metropolis")
-        label = density_label if name == "action_density" else _LABELS.get(name, name)
+        label = theory.density_label if name == "action_density" else _LABELS.get(name, name)
         ax.set(xlabel=symbol, ylabel=label, title=label)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{theory_title} scan over {symbol}" + (f" ({fixed})" if fixed else "")
+    fig.suptitle(f"{title} scan over {symbol}" + (f" ({fixed})" if fixed else "")
                  + f": reference Monte Carlo, n = {_n_range(result)} per point, Γ-method errors")
     attach_table(fig, scan_rows(result))
-    figs = {"scan_observables.png": fig}
+    return fig
 
+
+def binder_figure(result: dict, theory: type[Theory]):
+    """U_L against the coupling per L, each crossing with its error band, and the theory's known
+    infinite-volume critical coupling where it has one (``Theory.critical_point``)."""
+    from matplotlib.figure import Figure
+
+    from ..plots import LATTICE_COLORS, attach_table
+
+    par, sizes = result["parameter"], result["L"]
+    title, symbol, fixed = _labels(result, theory)
     fig = Figure(figsize=(7, 4.8), layout="constrained")
     ax = fig.subplots()
     rows = []
@@ -337,50 +361,52 @@ def scan_figures(result: dict, theory_title: str, symbol: str, density_label: st
                    label=f"crossing L = {c['L'][0]}/{c['L'][1]}: {symbol} = {c['value']:.5f} ± {err:.5f}")
         rows.append({"L_a": c["L"][0], "L_b": c["L"][1], "crossing": c["value"], "error": err,
                      "bootstrap_error": c["bootstrap_error"], "binder": c["binder"]})
+    critical = result.get("critical")
     if critical is not None:
-        ax.axvline(critical[0], color="k", lw=1.0, ls=":", label=f"{critical[1]}: {symbol} = {critical[0]:.5f}")
+        ax.axvline(critical["value"], color="k", lw=1.0, ls=":",
+                   label=f"{critical['label']}: {symbol} = {critical['value']:.5f}")
     ax.set(xlabel=symbol, ylabel=r"Binder cumulant $U_L = 1 - \langle M^4\rangle / 3\langle M^2\rangle^2$",
-           title=f"{theory_title}: Binder cumulants and their crossings" + (f" ({fixed})" if fixed else ""))
+           title=f"{title}: Binder cumulants and their crossings" + (f" ({fixed})" if fixed else ""))
     ax.legend(fontsize=8)
     attach_table(fig, rows or [{"crossing": "one size: no crossing" if len(sizes) < 2 else "none on the grid"}])
-    figs["scan_binder.png"] = fig
+    return fig
+
+
+def model_figure(result: dict, theory: type[Theory]):
+    """ESS/N and acceptance of one trained model as the exact sampler at every coupling of the
+    scan, with the coupling (or range) it was trained at."""
+    from matplotlib.figure import Figure
+
+    from ..plots import attach_table
+
+    par = result["parameter"]
+    title, symbol, _ = _labels(result, theory)
     mpts = [p for p in result["points"] if "model" in p]
-    if mpts:
-        fig = Figure(figsize=(7, 4.8), layout="constrained")
-        ax = fig.subplots()
-        x = [p[par] for p in mpts]
-        ax.errorbar(x, [p["model"]["ess_per_sample"] for p in mpts],
-                    yerr=[p["model"]["ess_per_sample_error"] for p in mpts], fmt="o-", capsize=2.5, label="ESS/N")
-        ax.plot(x, [p["model"]["acceptance"] for p in mpts], "s--", label="Metropolis acceptance")
-        trained = result["model"]["trained_at"].get(par)
-        if isinstance(trained, list):  # one model trained over a range of the coupling
-            ax.axvspan(*trained, color="0.85", zorder=0,
-                       label=f"trained over {symbol} ∈ [{trained[0]:g}, {trained[1]:g}]")
-        elif trained is not None:
-            ax.axvline(trained, color="k", ls=":", lw=1, label=f"trained at {symbol} = {trained:g}")
-        ax.set(xlabel=symbol, ylabel="ESS/N, acceptance", ylim=(0, 1.05),
-               title=f"{theory_title}, L = {mpts[0]['L']}: one trained model as the exact sampler of every {symbol}")
-        ax.legend(fontsize=8)
-        attach_table(fig, [{par: p[par], "ess_per_sample": p["model"]["ess_per_sample"],
-                            "ess_per_sample_error": p["model"]["ess_per_sample_error"],
-                            "acceptance": p["model"]["acceptance"], "log_z": p["model"]["log_z"]["value"],
-                            "log_z_error": p["model"]["log_z"]["error"]} for p in mpts])
-        figs["scan_model.png"] = fig
-    return figs
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.subplots()
+    x = [p[par] for p in mpts]
+    ax.errorbar(x, [p["model"]["ess_per_sample"] for p in mpts],
+                yerr=[p["model"]["ess_per_sample_error"] for p in mpts], fmt="o-", capsize=2.5, label="ESS/N")
+    ax.plot(x, [p["model"]["acceptance"] for p in mpts], "s--", label="Metropolis acceptance")
+    trained = result["model"]["trained_at"].get(par)
+    if isinstance(trained, list):  # one model trained over a range of the coupling
+        ax.axvspan(*trained, color="0.85", zorder=0, label=f"trained over {symbol} ∈ [{trained[0]:g}, {trained[1]:g}]")
+    elif trained is not None:
+        ax.axvline(trained, color="k", ls=":", lw=1, label=f"trained at {symbol} = {trained:g}")
+    ax.set(xlabel=symbol, ylabel="ESS/N, acceptance", ylim=(0, 1.05),
+           title=f"{title}, L = {mpts[0]['L']}: one trained model as the exact sampler of every {symbol}")
+    ax.legend(fontsize=8)
+    attach_table(fig, [{par: p[par], "ess_per_sample": p["model"]["ess_per_sample"],
+                        "ess_per_sample_error": p["model"]["ess_per_sample_error"],
+                        "acceptance": p["model"]["acceptance"], "log_z": p["model"]["log_z"]["value"],
+                        "log_z_error": p["model"]["log_z"]["error"]} for p in mpts])
+    return fig
 
 
 def _n_range(result: dict) -> str:
     """The configurations per point: one number, or the range when reused ensembles hold more."""
     ns = [p["n"] for p in result["points"]]
     return str(min(ns)) if min(ns) == max(ns) else f"{min(ns)}–{max(ns)}"
-
-
-def known_critical(model: str, parameter: str, fixed: dict) -> tuple[float, str] | None:
-    """The infinite-volume critical coupling where it is known exactly: Ising β_c = ½ ln(1 + √2)
-    (Onsager 1944). None otherwise (φ⁴'s κ_c(λ) is known only numerically)."""
-    if model == "ising" and parameter == "beta":
-        return 0.5 * math.log(1 + math.sqrt(2)), "Onsager's β_c (L = ∞)"
-    return None
 
 
 def format_scan(result: dict, symbol: str) -> str:

@@ -45,11 +45,12 @@ MAX_L = 1024  # 10⁶ sites per configuration: beyond it the ensembles alone out
 
 
 def param(default: float, *, lo: float | None = 0.0, hi: float | None = None, lo_open: bool = False,
-          doc: str = "", cli: str | None = None):
+          doc: str = "", cli: str | None = None, symbol: str | None = None):
     """A theory parameter: a dataclass field with its default, allowed range and documentation
-    (the metadata the config and the command line read; ``cli`` defaults to the field's name)."""
+    (the metadata the config and the command line read; ``cli`` defaults to the field's name,
+    ``symbol``, its name in figures and tables such as "κ", to the field's name)."""
     return field(default=float(default), metadata={"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open,
-                                                   "choices": None, "cli": cli, "theory": True})
+                                                   "choices": None, "cli": cli, "symbol": symbol, "theory": True})
 
 
 def check_number(where: str, value, lo=None, hi=None, lo_open=False) -> float:
@@ -196,8 +197,21 @@ class Theory:
 
     @property
     def label(self) -> str:
-        values = ", ".join(f"{_GREEK.get(f.name, f.name)} = {getattr(self, f.name):g}" for f in fields(self))
+        values = ", ".join(f"{self.symbol(f.name)} = {getattr(self, f.name):g}" for f in fields(self))
         return f"{self.title or self.name}, {values}" if values else (self.title or self.name)
+
+    @classmethod
+    def symbol(cls, parameter: str) -> str:
+        """The parameter's symbol in figures and tables (``param(symbol=...)``), else its name."""
+        f = cls.parameters().get(parameter)
+        return (f.metadata.get("symbol") if f is not None else None) or parameter
+
+    @classmethod
+    def critical_point(cls, parameter: str, fixed: dict) -> tuple[float, str] | None:
+        """(value, label) of the infinite-volume critical value of ``parameter`` at the other
+        parameters ``fixed``, where the theory knows it exactly; None (the default) otherwise.
+        Scans draw it on their Binder figure."""
+        return None
 
     @classmethod
     def parameters(cls) -> dict:
@@ -225,9 +239,15 @@ class Theory:
         return cls(**out)
 
 
-_GREEK = {"kappa": "κ", "lam": "λ", "beta": "β", "alpha": "α", "mass": "m"}
-
 THEORIES: dict[str, type[Theory]] = {}
+RESERVED_NAMES: dict[str, str] = {}  # names no theory may take -> what holds them (``reserve_names``)
+
+
+def reserve_names(names, holder: str) -> None:
+    """Keep ``names`` from theories: the data layer reserves its datasets' names (``holder``, e.g.
+    "a toy dataset") so that ``[data] dataset = name`` means one thing."""
+    for name in names:
+        RESERVED_NAMES[name] = holder
 
 
 def register_theory(cls: type[Theory]) -> type[Theory]:
@@ -238,11 +258,8 @@ def register_theory(cls: type[Theory]) -> type[Theory]:
     name = cls.name
     if not isinstance(name, str) or not name.isidentifier():
         raise PhysdiffError(f"theory name {name!r} must be an identifier (letters, digits, underscores)")
-    from ..data.images import IMAGE_DATASETS
-    from ..data.toy import TOY_DATASETS
-
-    if name in TOY_DATASETS or name in IMAGE_DATASETS:
-        raise PhysdiffError(f"theory name {name!r} is taken by a dataset; choose another")
+    if name in RESERVED_NAMES:
+        raise PhysdiffError(f"theory name {name!r} is taken by {RESERVED_NAMES[name]}; choose another")
     if cls.action is Theory.action:
         raise PhysdiffError(f"theory {name!r} must define action(phi)")
     for f in fields(cls):
@@ -255,13 +272,11 @@ def register_theory(cls: type[Theory]) -> type[Theory]:
 
 
 def theory_names() -> tuple[str, ...]:
-    _builtin()
     return tuple(THEORIES)
 
 
 def get_theory(name) -> type[Theory]:
     """The registered theory class ``name``, or a one-line error listing the registered ones."""
-    _builtin()
     if not isinstance(name, str) or name not in THEORIES:
         import difflib
 
@@ -272,7 +287,6 @@ def get_theory(name) -> type[Theory]:
 
 
 def is_theory(name) -> bool:
-    _builtin()
     return isinstance(name, str) and name in THEORIES
 
 
@@ -293,11 +307,5 @@ def make_theory(name: str, L: int, values: dict | None = None, prefix: str = "th
     return theory
 
 
-def _builtin() -> None:
-    """Register φ⁴ and Ising (defined in ``action.py``) on first use."""
-    if "phi4" not in THEORIES:
-        from . import action  # noqa: F401  (registers them)
-
-
 __all__ = ["THEORIES", "Theory", "all_neighbours", "check_number", "get_theory", "is_theory", "make_theory", "param",
-           "random_lattice_symmetry", "register_theory", "theory_from_params", "theory_names"]
+           "random_lattice_symmetry", "register_theory", "reserve_names", "theory_from_params", "theory_names"]
