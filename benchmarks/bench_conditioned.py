@@ -29,7 +29,20 @@ import numpy as np
 import torch
 from bench_lattice import cost  # seconds × 2τ_int / n, as every lattice benchmark reports it
 
-from physdiff.cli import main as physdiff
+from physdiff.config import load_config
+from physdiff.lattice.scan import parse_values, scan_to_folder
+from physdiff.run import LoadedRun
+from physdiff.training import train
+
+
+def _value(text: str):
+    """A --train KEY=VALUE value as the config reads it: a number where it is one."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def hopping_derivative(scan_dir: Path, point: dict) -> dict:
@@ -87,8 +100,8 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--run", default="/tmp/physdiff-bench/conditioned", help="run directory (reused if trained)")
     p.add_argument("--scan", default="/tmp/physdiff-bench/conditioned-scan", help="scan folder")
-    p.add_argument("--train", nargs="*", default=[], metavar="KEY=VALUE", help="more `physdiff train` options, "
-                   "e.g. steps=12000")
+    p.add_argument("--train", nargs="*", default=[], metavar="KEY=VALUE", help="config values of the training, "
+                   "e.g. train.steps=12000")
     p.add_argument("--out", default="benchmarks/conditioned.json")
     p.add_argument("--figures", default="benchmarks")
     p.add_argument("--analyse", action="store_true", help="only add the thermodynamic check to --out, from the "
@@ -106,18 +119,20 @@ def main():
     train_s = None
     if not (run / "ema.safetensors").is_file():
         run.parent.mkdir(parents=True, exist_ok=True)
-        extra = [a for kv in args.train for a in ("--" + kv.split("=", 1)[0].replace("_", "-"), kv.split("=", 1)[1])]
+        extra = {kv.split("=", 1)[0]: _value(kv.split("=", 1)[1]) for kv in args.train}  # config keys
         t0 = time.perf_counter()
-        assert physdiff(["train", "--dataset", "phi4", "--L", str(args.L), "--kappa", args.range, "--lam",
-                         str(args.lam), "--out", str(run), "--device", "cpu", "--overwrite", *extra]) == 0
+        cfg = load_config(None, {"data.dataset": "phi4", "theory.L": args.L, "theory.kappa": [lo, hi],
+                                 "theory.lam": args.lam, "train.device": "cpu", **extra})
+        train(cfg, run, overwrite=True, progress=False)
         train_s = time.perf_counter() - t0
         (run / "bench_train_seconds.txt").write_text(f"{train_s}\n")
     elif (run / "bench_train_seconds.txt").is_file():
         train_s = float((run / "bench_train_seconds.txt").read_text())
     t0 = time.perf_counter()
-    assert physdiff(["scan", "phi4", "--L", str(args.L), "--kappa", args.kappa, "--lam", str(args.lam), "--n",
-                     str(args.n), "--out", args.scan, "--model", str(run), "--model-n", str(args.model_n),
-                     "--device", "cpu", "--overwrite"]) == 0
+    Path(args.scan).mkdir(parents=True, exist_ok=True)
+    scan_to_folder("phi4", [args.L], "kappa", parse_values(args.kappa, "kappa"), {"lam": args.lam}, args.n,
+                   Path(args.scan), overwrite=True, run=LoadedRun(run, device="cpu"), model_n=args.model_n,
+                   progress=False)
     scan_s = time.perf_counter() - t0
     scan = json.loads((Path(args.scan) / "scan.json").read_text())
     rows, inside = [], []

@@ -32,6 +32,7 @@ from bench_samplers import reference_ratio
 from physdiff import checkpoint as ck
 from physdiff.config import Config
 from physdiff.data import TOY_DATASETS
+from physdiff.distill import distill_run
 from physdiff.run import LoadedRun
 from physdiff.training import train
 
@@ -70,7 +71,7 @@ def main():
         shutil.copytree(src, path, ignore=shutil.ignore_patterns(ck.DISTILLED_FILE, ck.TIMESTEPS_FILE))
         run = LoadedRun(path, device="cpu")
         t0 = time.perf_counter()
-        d = run.distill(STEPS, base=args.base, iterations=args.iterations, lr=args.lr, progress=False)
+        d = distill_run(run, STEPS, base=args.base, iterations=args.iterations, lr=args.lr, progress=False)
         row = {"distill_s": time.perf_counter() - t0, "base": d.base, "iterations": d.iterations, "lr": d.lr,
                "rounds": [vars(r) for r in d.rounds], "grids": {str(k): g for k, g in d.grids.items()}}
         _, n, ratio = reference_ratio(run, args.n)

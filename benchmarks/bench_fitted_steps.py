@@ -28,6 +28,7 @@ from bench_samplers import reference_ratio
 
 from physdiff.config import Config
 from physdiff.data import TOY_DATASETS
+from physdiff.fitted_steps import fit_steps
 from physdiff.run import LoadedRun
 from physdiff.training import train
 
@@ -63,7 +64,7 @@ def main():
         run = LoadedRun(path, device="cpu")
         row = {"train_s": time.perf_counter() - t0}
         for steps in (10, 20):
-            fit = run.fit_steps("unipc", steps, seed=FIT_SEED)
+            fit = fit_steps(run, "unipc", steps, seed=FIT_SEED)
             row[f"fit {steps}"] = {"timesteps": fit.timesteps, "start": fit.start, "error_start": fit.error_start,
                                    "error_fitted": fit.error_fitted, "kept": fit.kept, "runs": fit.evaluations,
                                    "seconds": fit.seconds}

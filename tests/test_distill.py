@@ -210,12 +210,13 @@ def test_distill_refusals(run_dir, tmp_path, capsys):
     one_line_error(capsys, ["distill", str(run_dir), "--steps", "3"])
     one_line_error(capsys, ["distill", str(run_dir), "--base", "100"])
     one_line_error(capsys, ["distill", str(run_dir), "--lr", "0"])
+    from physdiff.distill import distill_run
     from physdiff.run import LoadedRun
 
     run = LoadedRun(run_dir, device="cpu")
     for bad_setting in ({"lr": -1.0}, {"iterations": 0}, {"batch_size": 0}, {"lr": True}, {"batch_size": 2**20 + 1}):
         with pytest.raises(PhysdiffError, match="not allowed"):  # refused before the data are made
-            run.distill((1,), base=4, **bad_setting)
+            distill_run(run, (1,), base=4, **bad_setting)
     one_line_error(capsys, ["distill", str(tmp_path / "none")])
     # a corrupt students file: refused when sampled and before any distillation work, and kept
     bad = tmp_path / "bad"

@@ -276,14 +276,14 @@ def test_a_fit_is_keyed_by_the_options_the_sampler_will_use(sampler, options, re
 def test_fewer_hops_fewer_runs(run_dir, capsys):
     """--hops sets the restarts of the search: none is the first pattern search alone, which the
     default's six restarts can only improve on the draw fitted to; more than 100 is refused."""
-    from physdiff.fitted_steps import fit_key, read_fits
+    from physdiff.fitted_steps import fit_key, fit_steps, read_fits
     from physdiff.run import LoadedRun
 
     run = LoadedRun(run_dir, device="cpu")
-    none = run.fit_steps("unipc", 5, n=128, hops=0)
-    six = run.fit_steps("unipc", 5, n=128)
+    none = fit_steps(run, "unipc", 5, n=128, hops=0)
+    six = fit_steps(run, "unipc", 5, n=128)
     assert none.evaluations < six.evaluations and six.error_fit_draw <= none.error_fit_draw
-    entry = read_fits(run_dir)[fit_key("unipc", {"steps": 5, "order": 2, "variant": "bh2"}, run._fit_context(None))]
+    entry = read_fits(run_dir)[fit_key("unipc", {"steps": 5, "order": 2, "variant": "bh2"}, run.fit_context(None))]
     assert entry["evaluations"] == six.evaluations and entry["hops"] == 6
     one_line_error(capsys, ["fit-steps", str(run_dir), "--steps", "5", "--hops", "101"])
     one_line_error(capsys, ["fit-steps", str(run_dir), "--steps", "5", "--hops", "-1"])

@@ -268,7 +268,7 @@ def test_a_bad_array_is_refused_before_anything_is_written(tmp_path, bad, messag
 
 
 def test_loaded_run_picks_the_device_as_the_cli_does(file_run):
-    from physdiff.training import resolve_device
+    from physdiff.devices import resolve_device
 
     assert LoadedRun(file_run).device == resolve_device("auto")
     assert LoadedRun(file_run, device=torch.device("cpu")).device == torch.device("cpu")

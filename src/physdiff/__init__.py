@@ -7,12 +7,12 @@ it. A name ending in ``.*`` covers a package's modules; a module named exactly w
 
     layer 0 base: physdiff errors seeding stats progress devices dist provenance checkpoint plots
     layer 1 physics: lattice lattice.*
-    layer 2 diffusion: schedule denoiser diffusion objective ode likelihood samplers nets nets.* analytic metrics distill fitted_steps
+    layer 2 diffusion: schedule denoiser diffusion objective ode likelihood samplers nets nets.* analytic metrics
     layer 3 data: data data.*
     layer 4 config: config
-    layer 5 runs: run training lattice.exact_sampler lattice.scan
+    layer 5 runs: run training distill fitted_steps lattice.exact_sampler lattice.scan
     layer 6 outputs: sampling evaluation evaluation.* classifier demo
-    layer 7 face: arguments cli __main__
+    layer 7 face: arguments options cli __main__
 
 - **base**: errors, seeds, statistics (Γ-method), progress, devices and processes, provenance
   (with the version), array and run-directory I/O (atomic writes, locks, output files), figures.
@@ -20,11 +20,12 @@ it. A name ending in ``.*`` covers a package's modules; a module named exactly w
   observables, exact closed forms, ensembles and exports; it knows nothing of diffusion.
 - **diffusion**: the maths: schedules, the Gaussian process, the parametrisation adapter, the
   loss, the probability-flow ODE and its divergence, samplers (a registry that knows none of its
-  plug-ins: distillation registers its own), networks, fitted timesteps and distillation.
+  plug-ins: distillation registers its own), networks.
 - **data**: data kinds as strategies (toy, file, image, lattice), loading and normalisation; no
   evaluation.
 - **config**: typed configuration, TOML in and out, validation.
-- **runs**: a trained run loaded and sampled (``LoadedRun``), training, the exact sampler, scans.
+- **runs**: a trained run loaded and sampled (``LoadedRun``: it keeps no job), and the jobs that
+  take a run or make one: training, fitted timesteps, distillation, the exact sampler, scans.
 - **outputs**: samples written to files, evaluation (its own registry keyed by data kind), the demo.
 - **face**: the command line; nothing imports it.
 """

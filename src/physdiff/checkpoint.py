@@ -36,6 +36,7 @@ CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.csv"
 LOCK_FILE = ".lock"
 MARKER_FILE = "physdiff-run.json"
+THEORY_FILE = "theory.json"  # a run of a user's theory file: its name, path and SHA-256 (``lattice/theory.py``)
 PROVENANCE_FILE = "provenance.json"
 PROVENANCE_FORMAT = "physdiff provenance"
 TMP_SUFFIX = ".tmp"
@@ -48,7 +49,7 @@ DISTILLED_FILE = "distilled.safetensors"  # the run's few-step students (distill
 # or cleaning up a run removes these and its temporaries, never anything else
 FIGURE_STEMS = ("samples", "forward", "reverse", "loss", "guidance", "nearest", "histograms", "correlator",
                 "configurations")
-RUN_FILES = frozenset({CONFIG_FILE, METRICS_FILE, STATE_FILE, MODEL_FILE, EMA_FILE, LOCK_FILE, MARKER_FILE,
+RUN_FILES = frozenset({CONFIG_FILE, METRICS_FILE, STATE_FILE, MODEL_FILE, EMA_FILE, LOCK_FILE, MARKER_FILE, THEORY_FILE,
                        VALIDATION_FILE, DATA_FILE, PROVENANCE_FILE, TIMESTEPS_FILE, ".timesteps.lock",
                        DISTILLED_FILE, ".distilled.lock",
                        "evaluation.json", *(f"{name}.png" for name in FIGURE_STEMS)})
@@ -412,6 +413,17 @@ def json_safe(obj):
     return obj
 
 
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path``, or one line naming ``what`` is unreadable."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise PhysdiffError(f"{what} {str(path)!r} is not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise PhysdiffError(f"{what} {str(path)!r} is not a JSON object")
+    return data
+
+
 def json_text(obj, indent: int | None = 2) -> str:
     """Strict JSON of ``obj`` (:func:`json_safe`): never NaN or Infinity, which JSON readers refuse."""
     return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
@@ -573,3 +585,43 @@ def recorded_held_out(run: Path, cfg) -> np.ndarray | None:
                             f"of its data but its record of those rows ({VALIDATION_FILE}) is missing; restore it "
                             "from a copy of the run")
     return read_npy(path, "held-out rows")
+
+
+def figure_outputs(figs: dict, folder: Path, fmt: str, tag: str = "") -> list[tuple[Path, Path | None, object]]:
+    """(figure path, CSV path or None, Figure) of each figure: its name's stem with the suffix of
+    ``fmt``, and the CSV of the numbers drawn (``plots.figure_table``) beside it, same stem.
+    ``tag`` (a conditioned run's coupling, ``LoadedRun.file_tag``) follows every stem but the
+    training loss's, which is the same at every coupling."""
+    from .plots import figure_table
+
+    out = []
+    for fname, fig in figs.items():
+        stem = Path(fname).stem
+        path = folder / f"{stem}{'' if stem == 'loss' else tag}.{fmt}"
+        out.append((path, path.with_suffix(".csv") if figure_table(fig) else None, fig))
+    return out
+
+
+def check_figure_outputs(outputs, overwrite: bool) -> None:
+    """Every figure and CSV of :func:`figure_outputs` follows the rule of every output: a file
+    that exists is replaced only with ``overwrite``."""
+    for path, csv_path, _ in outputs:
+        new_output(path, overwrite)
+        if csv_path is not None:
+            new_output(csv_path, overwrite)
+
+
+def write_figures(outputs) -> list[str]:
+    """Each figure and its CSV of :func:`figure_outputs` written together (both or neither);
+    returns a line naming the files of each."""
+    from .plots import figure_table, table_csv
+
+    lines = []
+    for path, csv_path, fig in outputs:
+        files = [(path, bytes_writer(figure_bytes(fig, path.suffix[1:])))]
+        if csv_path is not None:
+            files.append((csv_path, bytes_writer(table_csv(figure_table(fig)).encode())))
+        write_together(files)
+        lines.append(f"wrote {path}" + (f" and {csv_path}" if csv_path is not None else ""))
+    return lines
+

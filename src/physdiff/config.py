@@ -14,11 +14,11 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass,
 from pathlib import Path
 from typing import Any
 
-from .data.images import IMAGE_DATASETS
+from .data.images import FOLDER_HOLDS, IMAGE_DATASETS
 from .data.kinds import KIND_NAMES, NORMALIZATIONS, resolve_kind
 from .diffusion import LOSSES, PREDICTIONS, VARIANCES
 from .errors import PhysdiffError
-from .lattice.data import resolve_embedding
+from .lattice.data import embedding_of, resolve_embedding
 from .lattice.embedding import EMBEDDING_NAMES, EMBEDDINGS
 from .schedule import SCHEDULES
 
@@ -503,14 +503,22 @@ def _build(where: str, cls, values):
 
 def _check_cross(cfg: Config) -> Config:
     """Checks that involve several keys; returns cfg with ``data.kind`` resolved."""
-    d = cfg.data
     m = cfg.model.unet.channel_mult
     if not m or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in m):
         raise PhysdiffError(f"model.unet.channel_mult = {m!r} must be a non-empty list of integers >= 1")
-    if d.dataset in ("mnist", "fashion-mnist", "images") and not d.file and not d.folder:
+    d = cfg.data
+    if d.dataset in FOLDER_HOLDS and not d.file and not d.folder:
         raise PhysdiffError(f"data.dataset = {d.dataset!r} needs data.folder: the folder of its "
-                            + ("PNG images" if d.dataset == "images" else "IDX files"))
-    mean, cov = d.mean, d.cov
+                            f"{FOLDER_HOLDS[d.dataset]}")
+    _check_gaussian(d.mean, d.cov)
+    kind = _check_kind(cfg)
+    _check_embedding(cfg)
+    _check_lattice_network(cfg)
+    return replace(cfg, data=replace(d, kind=kind.name))
+
+
+def _check_gaussian(mean, cov) -> None:
+    """data.mean and data.cov of the `gaussian` dataset: numbers, matching sizes, cov SPD."""
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in mean) or not mean:
         raise PhysdiffError(f"data.mean = {mean!r} must be a non-empty list of numbers")
     if (len(cov) != len(mean) or not all(isinstance(r, list) and len(r) == len(mean) for r in cov)
@@ -521,6 +529,11 @@ def _check_cross(cfg: Config) -> Config:
     c = np.asarray(cov, dtype=np.float64)
     if not np.allclose(c, c.T) or np.linalg.eigvalsh(c).min() <= 0:
         raise PhysdiffError(f"data.cov = {cov!r} must be symmetric positive definite")
+
+
+def _check_kind(cfg: Config):
+    """The data kind the data are of (data.kind must agree), with a normalisation it allows."""
+    d = cfg.data
     kind = resolve_kind(replace(d, kind="auto"))
     if d.kind not in ("auto", kind.name):
         raise PhysdiffError(f"data.kind = {d.kind!r} does not match the data (data.dataset = {d.dataset!r}, "
@@ -530,6 +543,13 @@ def _check_cross(cfg: Config) -> Config:
                "lattice's symmetries (q(φ) = q(−φ) of the odd network)"}.get(d.normalization, "")
         raise PhysdiffError(f"data.normalization = {d.normalization!r} is not allowed for data of kind {kind.name!r}"
                             f"{f' ({why})' if why else ''}; allowed: auto, {', '.join(kind.normalizations)}")
+    return kind
+
+
+def _check_embedding(cfg: Config) -> None:
+    """data.embedding names one of the theory's embeddings, its shift applies only to one, and the
+    embedding is numerically sound at these couplings (``embedding.py`` checks W's condition)."""
+    d = cfg.data
     if resolve_embedding(cfg) == "none" and d.embedding_shift != DataConfig.embedding_shift:
         raise PhysdiffError(f"data.embedding_shift = {d.embedding_shift:g} applies to a continuous embedding "
                             f"(data.embedding = {', '.join(EMBEDDINGS)}); these data have none")
@@ -543,26 +563,35 @@ def _check_cross(cfg: Config) -> Config:
         if d.embedding not in allowed:
             raise PhysdiffError(f"data.embedding = {d.embedding!r}: theory {d.dataset!r} has no such embedding; "
                                 f"allowed: auto, none{''.join(', ' + a for a in allowed)}")
+    if cfg.theory and resolve_embedding(cfg) != "none":
+        embedding_of(cfg)  # built once here: a degenerate shift is refused before any work
+
+
+def _check_lattice_network(cfg: Config) -> None:
+    """The local network's low modes fit the lattice; a coupling range (a coupling-conditioned
+    run) has the network that reads the coupling, enough configurations per coupling, and a grid
+    the float32 network can tell apart."""
+    d = cfg.data
     modes, L = cfg.model.local.modes, cfg.theory.get("L")
     if modes and cfg.model.arch in ("auto", "local") and L is not None and L <= 2 * modes:
         raise PhysdiffError(f"model.local.modes = {modes} reads the momenta up to {modes}·2π/L, which alias on "
                             f"L = {L}; allowed: modes <= {(L - 1) // 2} at this size (0 = off)")
     ranged = [k for k, v in cfg.theory.items() if isinstance(v, list)]
-    if ranged and cfg.model.arch not in ("auto", "local"):
+    if not ranged:
+        return
+    if cfg.model.arch not in ("auto", "local"):
         raise PhysdiffError(f"theory.{ranged[0]} is a range (a coupling-conditioned run): it needs model.arch = local, "
                             f"the network that takes the coupling as an input; got model.arch = {cfg.model.arch!r}")
-    if ranged:
-        lo, hi = cfg.theory[ranged[0]]
-        per = d.n_train // d.couplings
-        if per < 32:  # each coupling's Monte Carlo: 16 chains, at least 2 configurations each
-            raise PhysdiffError(f"data.n_train = {d.n_train} over data.couplings = {d.couplings} leaves {per} "
-                                "configurations per coupling; the Monte Carlo of each needs at least 32: raise "
-                                "--n-train or lower --couplings")
-        if (hi - lo) / (d.couplings - 1) < 1e-5 * max(abs(lo), abs(hi)):
-            raise PhysdiffError(f"theory.{ranged[0]} = [{lo:g}, {hi:g}] on {d.couplings} couplings: the grid's spacing "
-                                "is below 1e-5 of the couplings (the network reads them in float32); widen the range "
-                                "or lower --couplings")
-    return replace(cfg, data=replace(d, kind=kind.name))
+    lo, hi = cfg.theory[ranged[0]]
+    per = d.n_train // d.couplings
+    if per < 32:  # each coupling's Monte Carlo: 16 chains, at least 2 configurations each
+        raise PhysdiffError(f"data.n_train = {d.n_train} over data.couplings = {d.couplings} leaves {per} "
+                            "configurations per coupling; the Monte Carlo of each needs at least 32: raise "
+                            "--n-train or lower --couplings")
+    if (hi - lo) / (d.couplings - 1) < 1e-5 * max(abs(lo), abs(hi)):
+        raise PhysdiffError(f"theory.{ranged[0]} = [{lo:g}, {hi:g}] on {d.couplings} couplings: the grid's spacing "
+                            "is below 1e-5 of the couplings (the network reads them in float32); widen the range "
+                            "or lower --couplings")
 
 
 def resolve_auto(cfg: Config) -> Config:

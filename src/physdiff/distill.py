@@ -45,6 +45,8 @@ from . import checkpoint as ck
 from . import diffusion as dif
 from . import seeding
 from .errors import PhysdiffError
+from .nets import build_model
+from .progress import progress_bar
 from .samplers import SamplerResult, ddim_sample, register
 from .schedule import Schedule, respace, timestep_subsequence
 
@@ -169,6 +171,21 @@ class Distillation:
     @property
     def seconds(self) -> float:
         return sum(r.seconds for r in self.rounds)
+
+    def summary(self, run_path, where) -> str:
+        """One line: how the students of the run at ``run_path`` were made and where they went."""
+        last = self.rounds[-1]
+        return (f"distilled {self.base} DDIM steps of run {str(run_path)!r} in {len(self.rounds)} rounds of "
+                f"{self.iterations} iterations ({self.seconds:.0f} s; last round's loss {last.loss_first:.3g} -> "
+                f"{last.loss_last:.3g}); {students_phrase(sorted(self.students))} written to {where}; sample with "
+                "--sampler distilled --steps N")
+
+
+def students_phrase(steps: list[int]) -> str:
+    """'the student of 1 step', 'students of 1, 2 and 4 steps'."""
+    if len(steps) == 1:
+        return f"the student of {steps[0]} step{'s' if steps[0] != 1 else ''}"
+    return f"students of {', '.join(map(str, steps[:-1]))} and {steps[-1]} steps"
 
 
 def distill(teacher: torch.nn.Module, sched: Schedule, data: torch.Tensor, prediction: str, *,
@@ -309,3 +326,100 @@ def distilled_sample(model, sched: Schedule, x_T: torch.Tensor, *, steps: int | 
     net, grid = model.pick(steps)
     # no clipping of x̂₀: the students were trained to match unclipped DDIM steps of their teachers
     return ddim_sample(net, sched, x_T, timesteps=grid, prediction=prediction, cond=cond, callback=callback)
+
+
+# ---------------------------------------------------------------- the jobs that take a run (``LoadedRun``)
+
+
+def teacher_context(run) -> dict:
+    """The weights a distillation starts from: which (ema/model), their training step, and a
+    SHA-256 of their values (a run trained again into the same folder has other weights)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(run.model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return {"weights": run.weights, "step": run.step, "sha256": h.hexdigest()}
+
+def check_distillable(run) -> None:
+    if run.num_classes or run.conditioning is not None:
+        what = "class-conditional" if run.num_classes else f"conditioned on {run.conditioning.name}"
+        raise PhysdiffError(f"run {str(run.path)!r} is {what}: distill is for an unconditional run (a "
+                            "conditional student is not built yet)")
+    if run.cfg.diffusion.prediction == "eps":
+        refuse_eps()
+
+def distill_run(run, steps=None, *, base: int | None = None, iterations: int | None = None,
+            batch_size: int | None = None, lr: float | None = None, seed: int = 0, progress=None):
+    """Progressive distillation of this run's network (``distill.py``; Salimans & Ho 2022):
+    from the run's network with DDIM on ``base`` logSNR-uniform steps (default 256), halving
+    the steps each round with ``iterations`` Adam steps (default 2000) on the run's training
+    data, keeping the students of ``steps`` evaluations (default 1, 2, 4, 8). They are written
+    to the run's distilled.safetensors (replacing an earlier one) and sampled with
+    ``sample(sampler="distilled", steps=N)``. ``batch_size``: default the run's
+    train.batch_size. Returns the :class:`distill.Distillation`."""
+    from .data import load_training
+
+    check_distillable(run)
+    steps = DEFAULT_STEPS if steps is None else steps
+    base = DEFAULT_BASE if base is None else base
+    iterations = DEFAULT_ITERATIONS if iterations is None else iterations
+    batch_size = run.cfg.train.batch_size if batch_size is None else batch_size
+    lr = DEFAULT_LR if lr is None else lr
+    check_levels(base, steps, run.schedule.T)  # before the data are made
+    check_settings(iterations, batch_size, lr)
+    with ck.OutputLock(run.path / FILE):  # one distill at a time per run
+        read_record(run.path)  # a corrupt file is refused before the work
+        ts = load_training(run.cfg, held_out=ck.recorded_held_out(run.path, run.cfg))
+        data = run.normalizer.encode(torch.from_numpy(ts.x).double()).to(device=run.device, dtype=torch.float32)
+        rounds = (base // min(steps)).bit_length() - 1  # base/2, base/4, ..., the fewest steps
+        with progress_bar(progress, rounds * iterations,
+                          f"distill (from {base} steps)", "iteration") as bar:
+            last = {}
+
+            def report(n, it, loss):
+                bar.set_postfix(student=n, loss=f"{loss:.3g}")
+                bar.update(it - last.get(n, 0))
+                last[n] = it
+
+            result = distill(run.model, run.schedule, data, run.cfg.diffusion.prediction, steps=steps,
+                                base=base, iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
+                                progress=report)
+        write_students(run.path, result, teacher_context(run))
+    run.__dict__.pop("_students", None)  # the run's students are the new ones
+    return result
+
+def read_students(run):
+    """This run's distilled students (``distill.Students``), loaded from its
+    distilled.safetensors; refused, naming the command, when the run has none or they were
+    distilled from other weights."""
+    if run.__dict__.get("_students") is not None:  # read once per run (and lattice size)
+        return run.__dict__["_students"]
+    check_distillable(run)
+    where = str(run.path / FILE)
+    got = read_record(run.path)
+    if got is None:
+        raise PhysdiffError(f"run {str(run.path)!r} has no distilled students; make them with physdiff distill "
+                            f"{str(run.path)!r}")
+    record, tensors = got
+    if record.get("teacher") != teacher_context(run):
+        t = record.get("teacher") or {}
+        same = t.get("weights") == run.weights and t.get("step") == run.step
+        raise PhysdiffError(f"{where} was distilled from the {t.get('weights')} weights of step {t.get('step')}, "
+                            f"not from these ({run.weights}, step {run.step}"
+                            + (", other values: the run was trained again" if same else "")
+                            + "); distil again with physdiff distill (with --weights for the other weights)")
+    nets = {}
+    for n in record["grids"]:
+        net = build_model(run.cfg.model, run.data_shape, run.num_classes, run.kind, run.cfg.diffusion,
+                          coupling=run.conditioning)
+        ck.load_module_state(net, tensors, f"{where} (student of {n} steps)", prefix=f"steps{n}.")
+        if not all(torch.isfinite(v).all() for v in net.state_dict().values() if v.is_floating_point()):
+            raise PhysdiffError(f"{where}: the student of {n} steps holds non-finite weights; distil again")
+        nets[n] = net.to(run.device).eval().requires_grad_(False)
+        if record["grids"][n] != distillation_grid(run.schedule, record["base"], n):
+            raise PhysdiffError(f"{where}: the grid of the student of {n} steps is not the one it was distilled "
+                                "on (the file was edited); distil again")
+    run.__dict__["_students"] = Students(nets, record["grids"], where)
+    return run.__dict__["_students"]

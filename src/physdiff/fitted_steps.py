@@ -47,6 +47,8 @@ import torch
 from . import checkpoint as ck
 from . import samplers as smp
 from .errors import PhysdiffError
+from .progress import progress_bar
+from .samplers import IndexedNoise, randn_like
 from .schedule import Schedule, log_sigma_bar, timestep_subsequence
 
 FITTABLE = ("ddim", "dpm-solver", "unipc")  # the deterministic samplers with a spacing
@@ -84,6 +86,18 @@ class Fit:
     def improvement(self) -> float:
         """error_start / error_fitted on the held-out draw."""
         return self.error_start / self.error_fitted if self.error_fitted > 0 else math.inf
+
+    def summary(self, sampler: str, n: int, where) -> str:
+        """One line: what the fit of ``sampler`` on ``n`` held-out x_T gave, and where it went."""
+        if not self.kept:
+            return (f"the fitted timesteps did not beat logSNR-uniform ones on the held-out x_T "
+                    f"({self.error_fitted:.3g} against {self.error_start:.3g}); {where} records that, and sample keeps "
+                    "logSNR-uniform steps")
+        return (f"fitted {len(self.timesteps)} timesteps for {sampler}: error against {sampler} on "
+                f"{self.reference_steps} steps {self.error_start:.3g} (logSNR-uniform) -> {self.error_fitted:.3g} "
+                f"({self.improvement:.1f}x smaller, on {n} held-out x_T; {self.evaluations} runs, "
+                f"{self.seconds:.0f} s); timesteps {','.join(map(str, self.timesteps))} written to {where}; sample "
+                "uses them when no --spacing is given")
 
 
 def resolved_options(sampler: str, options: dict) -> dict | None:
@@ -249,3 +263,55 @@ def entry_of(fit: Fit, sampler: str, options: dict, *, n: int, seed: int, hops: 
     return {"sampler": sampler, "options": options, **asdict(fit),
             "reference": {"sampler": sampler, "steps": fit.reference_steps, "spacing": "logsnr"},
             "n": n, "seed": seed, "hops": hops, "physdiff": version()}
+
+
+# ---------------------------------------------------------------- the job behind ``physdiff fit-steps``
+
+
+def fit_steps(run, sampler: str = "unipc", steps: int = 10, *, order: int | None = None,
+              variant: str | None = None, n: int = 1024, seed: int = 0, guidance: float | None = None,
+              hops: int | None = None, progress=None):
+    """Fit the visited timesteps of a deterministic ``sampler`` on ``steps`` evaluations to the
+    run ``run`` (a ``LoadedRun``), store them in the run's timesteps.json (replacing an earlier
+    fit of the same sampler and options) and return the :class:`fitted_steps.Fit`. From then
+    on ``sample`` uses them whenever no spacing is given (or with spacing "fitted"). ``n``
+    draws of x_T to fit on, another ``n`` to check; ``seed`` draws both; ``hops``: restarts
+    of the search (default ``fitted_steps.HOPS``; fewer for many steps, where each costs more)."""
+    given = {"steps": steps, "order": order, "variant": variant}
+    smp.check_options(sampler, {k: v for k, v in given.items() if v is not None}, run.schedule.T)
+    resolved = resolved_options(sampler, {k: v for k, v in given.items() if v is not None})
+    if resolved is None:
+        raise PhysdiffError(f"fit-steps is for the deterministic samplers with steps: {', '.join(FITTABLE)}; "
+                            f"not {sampler}")
+    if not isinstance(n, int) or not 64 <= n <= 1_000_000:
+        raise PhysdiffError(f"n = {n!r} draws cannot fit timesteps; allowed: an integer in 64..1000000")
+    hops = HOPS if hops is None else hops
+    if isinstance(hops, bool) or not isinstance(hops, int) or not 0 <= hops <= MAX_HOPS:
+        raise PhysdiffError(f"hops = {hops!r} is not allowed; allowed: an integer in 0..{MAX_HOPS}")
+    opts = {k: v for k, v in resolved.items() if k != "steps"}
+    cond = run.cond_input(n, None if not run.num_classes else torch.from_numpy(
+        run.labels(np.arange(n))).to(run.device))
+
+    def solve(x_T, taus):
+        return run.sample_normalized(x_T, sampler=sampler, timesteps=taus, cond=cond, guidance=guidance,
+                                     **opts).samples
+
+    draws = [randn_like(torch.empty((n, *run.data_shape), device=run.device), IndexedNoise(s, 0, n))
+             for s in (seed, seed + 1)]
+
+    def report(bar):
+        def done(runs, error):
+            bar.set_postfix(runs=runs, error=f"{error:.3g}")
+            bar.update(1)
+        return done
+
+    # one fit-steps at a time per run (timesteps.json is read, added to and replaced)
+    with ck.OutputLock(run.path / ck.TIMESTEPS_FILE):
+        read_fits(run.path)  # a corrupt file is refused before the work
+        with progress_bar(progress, 1 + hops, f"fit-steps ({sampler}, {steps} steps)", "round") as bar:
+            fit = fit_timesteps(solve, run.schedule, steps, *draws, hops=hops, seed=seed,
+                                   progress=report(bar))
+        context = run.fit_context(guidance)
+        entry = entry_of(fit, sampler, resolved, n=n, seed=seed, hops=hops)
+        write_fit(run.path, fit_key(sampler, resolved, context), entry | {"context": context})
+    return fit

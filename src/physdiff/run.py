@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ck
-from . import distill  # noqa: F401  (registers the distilled sampler)
+from . import distill
 from . import samplers as smp
 from .config import load_config, resolve_auto
 from .data import Normalizer, resolve_kind
@@ -92,6 +93,11 @@ class LoadedRun:
                                 "give the run directory that training wrote")
         if weights not in ("ema", "model"):
             raise PhysdiffError(f"unknown weights {weights!r}; allowed: ema, model")
+        if (self.path / ck.THEORY_FILE).is_file():  # a user's theory file made it: that theory, that file
+            from .lattice.theory import check_theory_source
+
+            source = ck.read_json(self.path / ck.THEORY_FILE, "the run's theory record")
+            check_theory_source(source, f"run {str(self.path)!r}")
         self.cfg = resolve_auto(load_config(self.path / ck.CONFIG_FILE))  # a run of before version 4 may say auto
         self.weights = weights
         file = self.path / (ck.EMA_FILE if weights == "ema" else ck.MODEL_FILE)
@@ -152,6 +158,15 @@ class LoadedRun:
         ck.load_module_state(self.model, weights_only, f"weights file {str(file)!r}")
         self.model.to(self.device).eval().requires_grad_(False)
         self.schedule = make_schedule(d.schedule, d.timesteps, warn=False)
+
+    def coupling_option(self) -> str | None:
+        """The command-line name of the coupling a coupling-conditioned run is conditioned on
+        (``--kappa``'s "kappa"); None for any other run."""
+        from .config import theory_fields
+
+        if self.conditioning is None:
+            return None
+        return next(k for k, (key, _) in theory_fields().items() if key == f"theory.{self.conditioning.name}")
 
     def at(self, value: float) -> LoadedRun:
         """This coupling-conditioned run at coupling ``value`` of its trained range (refused
@@ -229,7 +244,7 @@ class LoadedRun:
             return ""
         return f"_{self.conditioning.name}{self.coupling:.6g}"
 
-    def _cond(self, count: int, cond=None):
+    def cond_input(self, count: int, cond=None):
         """``cond`` as given, or the coupling of a conditioned run for ``count`` samples (refused
         for a conditioned run not yet put at a coupling by :meth:`at`: no silent default)."""
         if cond is not None or self.conditioning is None:
@@ -242,7 +257,7 @@ class LoadedRun:
 
     def denoiser(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         """The network as a model callable for any input dtype (it runs in float32)."""
-        return _float32(self.model)(x, t, self._cond(x.shape[0], cond))
+        return _float32(self.model)(x, t, self.cond_input(x.shape[0], cond))
 
     def labels(self, indices: np.ndarray, classes=None) -> np.ndarray | None:
         """Labels of sample indices: None for an unconditional run; ``classes`` None → i mod K
@@ -347,17 +362,17 @@ class LoadedRun:
         through a wrapper that forwards the divergence protocol of ``ode.py``."""
         self._warn_if_ill_conditioned(sampler, options.get("steps"))
         options = self.with_fitted_timesteps(sampler, options, guidance)
-        cond = self._cond(x_T.shape[0], cond)
+        cond = self.cond_input(x_T.shape[0], cond)
         net = GuidedModel(self.model, resolve_guidance(guidance), self.num_classes) if self.num_classes else self.model
         if sampler == "distilled":
-            net = self.students()
+            net = distill.read_students(self)
         if options.get("log_prob") or smp.get_sampler(sampler).exact_density:
             net = _float32(net)
         d = self.cfg.diffusion
         return run_sampler(sampler, net, self.schedule, x_T, prediction=d.prediction, variance=d.variance,
                            clip_x0=d.clip_x0 or None, cond=cond, generator=generator, callback=callback, **options)
 
-    def _fit_context(self, guidance: float | None) -> dict:
+    def fit_context(self, guidance: float | None) -> dict:
         """What besides the sampler a fit belongs to: the weights and their training step (a
         resumed run has other weights), the data shape (another lattice size is another flow),
         the coupling of a conditioned run and the guidance of a class-conditional one."""
@@ -371,7 +386,7 @@ class LoadedRun:
         resolved = resolved_options(sampler, options)
         if resolved is None:
             return None
-        return read_fits(self.path).get(fit_key(sampler, resolved, self._fit_context(guidance)))
+        return read_fits(self.path).get(fit_key(sampler, resolved, self.fit_context(guidance)))
 
     def fitted_timesteps(self, sampler: str, options: dict, guidance: float | None = None) -> list[int] | None:
         """The visited indices fitted to this run for ``sampler`` with ``options`` (``fit_steps``),
@@ -410,159 +425,11 @@ class LoadedRun:
         return options
 
     def _context_words(self, guidance) -> str:
-        ctx = self._fit_context(guidance)
+        ctx = self.fit_context(guidance)
         words = [f"{self.conditioning.name} {self.coupling:g}"] if self.coupling is not None else []
         words += [f"guidance {ctx['guidance']:g}"] if ctx["guidance"] is not None else []
         words += ["model weights"] if self.weights != "ema" else []
         return f" ({', '.join(words)})" if words else ""
-
-    def fit_steps(self, sampler: str = "unipc", steps: int = 10, *, order: int | None = None,
-                  variant: str | None = None, n: int = 1024, seed: int = 0, guidance: float | None = None,
-                  hops: int | None = None, progress=None):
-        """Fit the visited timesteps of a deterministic ``sampler`` on ``steps`` evaluations to this
-        run (``fitted_steps.py``), store them in the run's timesteps.json (replacing an earlier
-        fit of the same sampler and options) and return the :class:`fitted_steps.Fit`. From then
-        on ``sample`` uses them whenever no spacing is given (or with spacing "fitted"). ``n``
-        draws of x_T to fit on, another ``n`` to check; ``seed`` draws both; ``hops``: restarts
-        of the search (default ``fitted_steps.HOPS``; fewer for many steps, where each costs more)."""
-        from . import fitted_steps as fs
-
-        given = {"steps": steps, "order": order, "variant": variant}
-        smp.check_options(sampler, {k: v for k, v in given.items() if v is not None}, self.schedule.T)
-        resolved = fs.resolved_options(sampler, {k: v for k, v in given.items() if v is not None})
-        if resolved is None:
-            raise PhysdiffError(f"fit-steps is for the deterministic samplers with steps: {', '.join(fs.FITTABLE)}; "
-                                f"not {sampler}")
-        if not isinstance(n, int) or not 64 <= n <= 1_000_000:
-            raise PhysdiffError(f"n = {n!r} draws cannot fit timesteps; allowed: an integer in 64..1000000")
-        hops = fs.HOPS if hops is None else hops
-        if isinstance(hops, bool) or not isinstance(hops, int) or not 0 <= hops <= fs.MAX_HOPS:
-            raise PhysdiffError(f"hops = {hops!r} is not allowed; allowed: an integer in 0..{fs.MAX_HOPS}")
-        opts = {k: v for k, v in resolved.items() if k != "steps"}
-        cond = self._cond(n, None if not self.num_classes else torch.from_numpy(
-            self.labels(np.arange(n))).to(self.device))
-
-        def solve(x_T, taus):
-            return self.sample_normalized(x_T, sampler=sampler, timesteps=taus, cond=cond, guidance=guidance,
-                                          **opts).samples
-
-        draws = [randn_like(torch.empty((n, *self.data_shape), device=self.device), IndexedNoise(s, 0, n))
-                 for s in (seed, seed + 1)]
-
-        def report(bar):
-            def done(runs, error):
-                bar.set_postfix(runs=runs, error=f"{error:.3g}")
-                bar.update(1)
-            return done
-
-        # one fit-steps at a time per run (timesteps.json is read, added to and replaced)
-        with ck.OutputLock(self.path / ck.TIMESTEPS_FILE):
-            fs.read_fits(self.path)  # a corrupt file is refused before the work
-            with progress_bar(progress, 1 + hops, f"fit-steps ({sampler}, {steps} steps)", "round") as bar:
-                fit = fs.fit_timesteps(solve, self.schedule, steps, *draws, hops=hops, seed=seed,
-                                       progress=report(bar))
-            context = self._fit_context(guidance)
-            entry = fs.entry_of(fit, sampler, resolved, n=n, seed=seed, hops=hops)
-            fs.write_fit(self.path, fs.fit_key(sampler, resolved, context), entry | {"context": context})
-        return fit
-
-    def _teacher_context(self) -> dict:
-        """The weights a distillation starts from: which (ema/model), their training step, and a
-        SHA-256 of their values (a run trained again into the same folder has other weights)."""
-        import hashlib
-
-        h = hashlib.sha256()
-        for k, v in sorted(self.model.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        return {"weights": self.weights, "step": self.step, "sha256": h.hexdigest()}
-
-    def _check_distillable(self) -> None:
-        if self.num_classes or self.conditioning is not None:
-            what = "class-conditional" if self.num_classes else f"conditioned on {self.conditioning.name}"
-            raise PhysdiffError(f"run {str(self.path)!r} is {what}: distill is for an unconditional run (a "
-                                "conditional student is not built yet)")
-        if self.cfg.diffusion.prediction == "eps":
-            from .distill import refuse_eps
-
-            refuse_eps()
-
-    def distill(self, steps=None, *, base: int | None = None, iterations: int | None = None,
-                batch_size: int | None = None, lr: float | None = None, seed: int = 0, progress=None):
-        """Progressive distillation of this run's network (``distill.py``; Salimans & Ho 2022):
-        from the run's network with DDIM on ``base`` logSNR-uniform steps (default 256), halving
-        the steps each round with ``iterations`` Adam steps (default 2000) on the run's training
-        data, keeping the students of ``steps`` evaluations (default 1, 2, 4, 8). They are written
-        to the run's distilled.safetensors (replacing an earlier one) and sampled with
-        ``sample(sampler="distilled", steps=N)``. ``batch_size``: default the run's
-        train.batch_size. Returns the :class:`distill.Distillation`."""
-        from . import distill as ds
-        from .data import load_training
-
-        self._check_distillable()
-        steps = ds.DEFAULT_STEPS if steps is None else steps
-        base = ds.DEFAULT_BASE if base is None else base
-        iterations = ds.DEFAULT_ITERATIONS if iterations is None else iterations
-        batch_size = self.cfg.train.batch_size if batch_size is None else batch_size
-        lr = ds.DEFAULT_LR if lr is None else lr
-        ds.check_levels(base, steps, self.schedule.T)  # before the data are made
-        ds.check_settings(iterations, batch_size, lr)
-        with ck.OutputLock(self.path / ds.FILE):  # one distill at a time per run
-            ds.read_record(self.path)  # a corrupt file is refused before the work
-            ts = load_training(self.cfg, held_out=ck.recorded_held_out(self.path, self.cfg))
-            data = self.normalizer.encode(torch.from_numpy(ts.x).double()).to(device=self.device, dtype=torch.float32)
-            rounds = (base // min(steps)).bit_length() - 1  # base/2, base/4, ..., the fewest steps
-            with progress_bar(progress, rounds * iterations,
-                              f"distill (from {base} steps)", "iteration") as bar:
-                last = {}
-
-                def report(n, it, loss):
-                    bar.set_postfix(student=n, loss=f"{loss:.3g}")
-                    bar.update(it - last.get(n, 0))
-                    last[n] = it
-
-                result = ds.distill(self.model, self.schedule, data, self.cfg.diffusion.prediction, steps=steps,
-                                    base=base, iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
-                                    progress=report)
-            ds.write_students(self.path, result, self._teacher_context())
-        self.__dict__.pop("_students", None)
-        return result
-
-    def students(self):
-        """This run's distilled students (``distill.Students``), loaded from its
-        distilled.safetensors; refused, naming the command, when the run has none or they were
-        distilled from other weights."""
-        if getattr(self, "_students", None) is not None:
-            return self._students
-        from . import distill as ds
-
-        self._check_distillable()
-        where = str(self.path / ds.FILE)
-        got = ds.read_record(self.path)
-        if got is None:
-            raise PhysdiffError(f"run {str(self.path)!r} has no distilled students; make them with physdiff distill "
-                                f"{str(self.path)!r}")
-        record, tensors = got
-        if record.get("teacher") != self._teacher_context():
-            t = record.get("teacher") or {}
-            same = t.get("weights") == self.weights and t.get("step") == self.step
-            raise PhysdiffError(f"{where} was distilled from the {t.get('weights')} weights of step {t.get('step')}, "
-                                f"not from these ({self.weights}, step {self.step}"
-                                + (", other values: the run was trained again" if same else "")
-                                + "); distil again with physdiff distill (with --weights for the other weights)")
-        nets = {}
-        for n in record["grids"]:
-            net = build_model(self.cfg.model, self.data_shape, self.num_classes, self.kind, self.cfg.diffusion,
-                              coupling=self.conditioning)
-            ck.load_module_state(net, tensors, f"{where} (student of {n} steps)", prefix=f"steps{n}.")
-            if not all(torch.isfinite(v).all() for v in net.state_dict().values() if v.is_floating_point()):
-                raise PhysdiffError(f"{where}: the student of {n} steps holds non-finite weights; distil again")
-            nets[n] = net.to(self.device).eval().requires_grad_(False)
-            if record["grids"][n] != ds.distillation_grid(self.schedule, record["base"], n):
-                raise PhysdiffError(f"{where}: the grid of the student of {n} steps is not the one it was distilled "
-                                    "on (the file was edited); distil again")
-        self._students = ds.Students(nets, record["grids"], where)
-        return self._students
 
     def _warn_far_outliers(self, x: np.ndarray, sampler: str) -> None:
         """One warning when samples land far outside the training data's range: more than
@@ -603,10 +470,19 @@ class LoadedRun:
                           ScheduleWarning, stacklevel=3)
 
     def encode(self, x: np.ndarray, *, steps: int | None = None, spacing: str = "uniform") -> np.ndarray:
-        """Deterministic DDIM inversion of data x (data units) to x_T (standardised units)."""
+        """Deterministic DDIM inversion of data x (data units) to x_T (standardised units), of
+        shape (N, *data_shape). x: (N, *data_shape), or any (N, ...) with as many values per row
+        (a lattice run's (N, L, L), (N, 1, L, L) and (N, L²) alike)."""
+        x = np.asarray(x)
+        if x.ndim < 1 or len(x) < 1 or math.prod(x.shape[1:]) != math.prod(self.data_shape):
+            raise PhysdiffError(f"data of shape {tuple(x.shape[1:])} per row do not match the run's data shape "
+                                f"{self.data_shape} ({math.prod(self.data_shape)} values per row)")
+        x = x.reshape(len(x), *self.data_shape)
+        if steps is not None and not (isinstance(steps, int) and 1 <= steps <= self.schedule.T):
+            raise PhysdiffError(f"encode's steps = {steps!r} must be an integer between 1 and T = {self.schedule.T}")
         z = self.normalizer.encode(torch.as_tensor(x, dtype=torch.float64)).float().to(self.device)
         return ddim_invert(self.model, self.schedule, z, steps=steps, spacing=spacing,
-                           prediction=self.cfg.diffusion.prediction, cond=self._cond(len(z))).cpu().numpy()
+                           prediction=self.cfg.diffusion.prediction, cond=self.cond_input(len(z))).cpu().numpy()
 
 
 

@@ -117,40 +117,12 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
     t0 = time.perf_counter()
     extra, report = "", {}
     if metropolis:  # proposals with log q, action, Metropolis (gathered on rank 0)
-        from .lattice.exact_sampler import sample_exact
-
-        opts = {k: v for k, v in sargs.items() if k not in ("sampler", "guidance", "log_prob")}
-        exact = sample_exact(run, n, seed, batch_size=batch_size, snapshot_steps=snapshot_steps,
-                             sampler=sargs["sampler"], burn_in=burn_in, log_q_check=log_q_check, theory=theory,
-                             progress=progress, **opts)
-        if exact is None:  # not rank 0
+        chain = _exact_chain(run, n, seed, sargs, batch_size=batch_size, snapshot_steps=snapshot_steps,
+                             burn_in=burn_in, log_q_check=log_q_check, theory=theory, progress=progress)
+        if chain is None:  # not rank 0
             return None
-        # every file lines up with the samples file: row i is the chain's state at step i
-        x, logp, nfe, snaps = exact.chain, exact.log_q[exact.indices], exact.nfe, exact.snapshots
-        rows = exact.indices
-        rows_text = ("every output row is the chain's state at that step: the samples, log-densities and "
-                     "trajectory of proposal chain_index[i]")
-        if run.embedding is not None:
-            rows_text += " (the samples: spins drawn afresh at each step given that proposal's continuous variable)"
-        report = exact.report | {"rows": rows_text}
-        lz = report["log_z"]
-        extra = (f"; Metropolis acceptance {report['acceptance']:.3f}, ESS/N {report['ess_per_sample']:.3f} ± "
-                 f"{report['ess_per_sample_error']:.3f}; log Z = {lz['value']:.4f} ± {lz['error']:.4f}"
-                 + (f" ({lz['warning']})" if "warning" in lz else ""))
-        if theory is not None and theory != run.theory:
-            from .lattice.exact_sampler import free_energy_difference
-
-            report["free_energy_difference"] = fd = free_energy_difference(exact, run.theory, run.embedding)
-            extra += (f"; log Z({theory.label}) − log Z({run.theory.label}) = {fd['log_z']['value']:.4f} ± "
-                      f"{fd['log_z']['error']:.4f}")
-        if "log_q_check" in report:
-            chk = report["log_q_check"]
-            extra += (f"; solver check on {chk['n']} proposals ({chk['check']} against {chk['solver']}): Δlog q "
-                      f"std {chk['dlog_q']['std']:.2g} nats, largest shift {chk['largest_shift_in_errors']:.2f} errors"
-                      + (f" — warning: {chk['warning']}" if "warning" in chk else ""))
-            if "log_z_refined" in report:
-                ref = report["log_z_refined"]
-                extra += f"; log Z with the finer solve {ref['value']:.4f} ± {ref['error']:.4f}"
+        x, logp, nfe, snaps, rows, report = chain
+        extra = exact_summary(report)
     else:
         lo, hi = dist.shard(n)
         res = run.sample(hi - lo, seed, start=lo, batch_size=batch_size, classes=classes,
@@ -187,6 +159,52 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
     if log_prob_out is not None:
         msg += f"; log-densities (nats, data units) to {log_prob_out}"
     return msg + extra
+
+
+
+def _exact_chain(run, n: int, seed: int, sargs: dict, *, theory=None, **options):
+    """The exact sampler's chain (``lattice/exact_sampler.sample_exact``) with every output lined
+    up with it: (states, their log q, NFE, snapshots, the proposal of each row, the report); None
+    on the processes of a torchrun job other than rank 0. ``theory``: another target than the
+    run's own, whose report then also holds the free-energy difference to the run's theory."""
+    from .lattice.exact_sampler import free_energy_difference, sample_exact
+
+    opts = {k: v for k, v in sargs.items() if k not in ("sampler", "guidance", "log_prob")}
+    exact = sample_exact(run, n, seed, sampler=sargs["sampler"], theory=theory, **options, **opts)
+    if exact is None:
+        return None
+    # every file lines up with the samples file: row i is the chain's state at step i
+    rows_text = ("every output row is the chain's state at that step: the samples, log-densities and "
+                 "trajectory of proposal chain_index[i]")
+    if run.embedding is not None:
+        rows_text += " (the samples: spins drawn afresh at each step given that proposal's continuous variable)"
+    report = exact.report | {"rows": rows_text}
+    if theory is not None and theory != run.theory:
+        report["free_energy_difference"] = free_energy_difference(exact, run.theory, run.embedding)
+        report["free_energy_difference"]["labels"] = [theory.label, run.theory.label]
+    return exact.chain, exact.log_q[exact.indices], exact.nfe, exact.snapshots, exact.indices, report
+
+
+def exact_summary(report: dict) -> str:
+    """The summary of an exact chain's report: acceptance, ESS/N, log Z, the free-energy
+    difference to the run's own theory, the solver check and log Z with the finer solve."""
+    lz = report["log_z"]
+    out = (f"; Metropolis acceptance {report['acceptance']:.3f}, ESS/N {report['ess_per_sample']:.3f} ± "
+           f"{report['ess_per_sample_error']:.3f}; log Z = {lz['value']:.4f} ± {lz['error']:.4f}"
+           + (f" ({lz['warning']})" if "warning" in lz else ""))
+    if "free_energy_difference" in report:
+        fd = report["free_energy_difference"]
+        target, own = fd["labels"]
+        out += f"; log Z({target}) − log Z({own}) = {fd['log_z']['value']:.4f} ± {fd['log_z']['error']:.4f}"
+    if "log_q_check" in report:
+        chk = report["log_q_check"]
+        out += (f"; solver check on {chk['n']} proposals ({chk['check']} against {chk['solver']}): Δlog q "
+                f"std {chk['dlog_q']['std']:.2g} nats, largest shift {chk['largest_shift_in_errors']:.2f} errors"
+                + (f" — warning: {chk['warning']}" if "warning" in chk else ""))
+        if "log_z_refined" in report:
+            ref = report["log_z_refined"]
+            out += f"; log Z with the finer solve {ref['value']:.4f} ± {ref['error']:.4f}"
+    return out
 
 
 def _sidecar(run, generator: str, sargs: dict, report: dict, rows) -> dict:

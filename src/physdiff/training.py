@@ -30,6 +30,7 @@ from .data import Normalizer, check_array, load_training, resolve_kind
 from .devices import resolve_device
 from .errors import PhysdiffError
 from .lattice.conditioning import conditioning_of
+from .lattice.theory import theory_source
 from .nets import build_model
 from .objective import DenoisingLoss
 from .progress import progress_bar
@@ -198,31 +199,11 @@ class Trainer:
     def train(self, progress=None) -> dict[str, float]:
         """Train from ``self.step`` to ``train.steps``, writing metrics and checkpoints; returns the
         last logged metrics. ``progress``: ``progress.py`` (its bar counts steps; rank 0 only)."""
-        cfg, d = self.cfg.train, self.cfg.diffusion
-        sched = make_schedule(d.schedule, d.timesteps, warn=False).to(self.device)
+        cfg = self.cfg.train
         n = self.data.shape[0]
         params = [p for p in self.model.parameters()]
         ema_params = [p for p in self.ema.parameters()]
-        # Data parallel: every rank draws the same global batch from the same generator and
-        # keeps its slice, so W processes compute what one process does at the same global batch.
-        world = dist.group_size()
-        if cfg.batch_size % world:
-            raise PhysdiffError(f"train.batch_size = {cfg.batch_size} must be a multiple of the number of "
-                                f"processes ({world})")
-        lo, hi = dist.shard(cfg.batch_size)
-        net = self.model
-        if world > 1:
-            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[self.device] if self.device.type
-                                                            == "cuda" else None)
-        if cfg.compile:
-            net = torch.compile(net)
-        amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-        augment = resolve_kind(self.cfg.data).augmentation(self.cfg)
-        # classifier-free guidance drops class labels for the null label K; a coupling-conditioned run's
-        # couplings have no null label and are never dropped
-        null = len(self.class_names) if self.class_names else None
-        objective = DenoisingLoss(sched, d.prediction, d.loss, d.variance, cfg.label_dropout, null,
-                                  augment=augment, amp_dtype=amp_dtype)
+        net, objective, (lo, hi) = self._parallel_net_and_objective()
         main = dist.is_main()
         columns = metrics_header(self.validation is not None).split(",")
         loss_sum = torch.zeros((), device=self.device)
@@ -238,28 +219,8 @@ class Trainer:
                 lr = lr_at(self.step, cfg)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                idx = torch.randint(n, (cfg.batch_size,), generator=self.generator, device=self.device)
-                labels = None if self.labels is None else self.labels[idx]
-                loss = objective(net, self.data[idx], labels, self.generator, (lo, hi)).mean()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(self.optimizer)
-                if cfg.grad_clip > 0:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
-                else:
-                    grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
-                # divergence guard: remember the first step whose loss or gradient is not finite
-                # (with fp16 an infinite gradient is an overflow the scaler skips, not a divergence)
-                finite = torch.isfinite(loss) if self.scaler.is_enabled() else torch.isfinite(loss) & torch.isfinite(
-                    grad_norm)
+                loss, grad_norm, finite = self._step(net, objective, params, ema_params, n, (lo, hi))
                 first_bad = torch.where(~finite & (first_bad < 0), self.step, first_bad)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                if cfg.ema_decay > 0:
-                    decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
-                    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-                else:
-                    torch._foreach_copy_(ema_params, params)
                 loss_sum += loss.detach()
                 grad_sum += grad_norm.detach()
                 self.step += 1
@@ -289,6 +250,61 @@ class Trainer:
                 if at_ckpt and main:
                     self.save()
         return last
+
+    def _parallel_net_and_objective(self):
+        """(the network as trained: wrapped for data parallelism and compiled as asked, the
+        ε-/x₀-/v-loss with the data kind's augmentation, this rank's slice of every batch)."""
+        cfg, d = self.cfg.train, self.cfg.diffusion
+        sched = make_schedule(d.schedule, d.timesteps, warn=False).to(self.device)
+        # Data parallel: every rank draws the same global batch from the same generator and
+        # keeps its slice, so W processes compute what one process does at the same global batch.
+        world = dist.group_size()
+        if cfg.batch_size % world:
+            raise PhysdiffError(f"train.batch_size = {cfg.batch_size} must be a multiple of the number of "
+                                f"processes ({world})")
+        lo, hi = dist.shard(cfg.batch_size)
+        net = self.model
+        if world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[self.device] if self.device.type
+                                                            == "cuda" else None)
+        if cfg.compile:
+            net = torch.compile(net)
+        amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        augment = resolve_kind(self.cfg.data).augmentation(self.cfg)
+        # classifier-free guidance drops class labels for the null label K; a coupling-conditioned run's
+        # couplings have no null label and are never dropped
+        null = len(self.class_names) if self.class_names else None
+        objective = DenoisingLoss(sched, d.prediction, d.loss, d.variance, cfg.label_dropout, null,
+                                  augment=augment, amp_dtype=amp_dtype)
+        return net, objective, (lo, hi)
+
+    def _step(self, net, objective, params, ema_params, n: int, rows) -> tuple:
+        """One optimisation step on a batch of index draws (the learning rate already set): the
+        loss (mean of the per-example losses), clipping, the optimiser and the EMA update.
+        Returns (loss, gradient norm, whether both are finite) as tensors: no host sync."""
+        cfg = self.cfg.train
+        idx = torch.randint(n, (cfg.batch_size,), generator=self.generator, device=self.device)
+        labels = None if self.labels is None else self.labels[idx]
+        loss = objective(net, self.data[idx], labels, self.generator, rows).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        if cfg.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
+        else:
+            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        # divergence guard: remember the first step whose loss or gradient is not finite
+        # (with fp16 an infinite gradient is an overflow the scaler skips, not a divergence)
+        finite = torch.isfinite(loss) if self.scaler.is_enabled() else torch.isfinite(loss) & torch.isfinite(
+            grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if cfg.ema_decay > 0:
+            decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
+            torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        else:
+            torch._foreach_copy_(ema_params, params)
+        return loss, grad_norm, finite
 
     def _check_finite(self, first_bad: torch.Tensor):
         bad_step = int(first_bad)
@@ -363,6 +379,9 @@ def _write_first_files(run: Path, cfg: Config, header: str = METRICS_HEADER, ext
     """Marker, metrics header, ``extra`` ({file name: bytes}: the held-out rows, data given in
     memory) and, last, config.toml, which names them."""
     ck.write_marker(run)
+    source = theory_source(cfg.data.dataset) if cfg.theory else None
+    if source is not None:  # a user's theory file: later commands must load the same one
+        ck.atomic_write_bytes(run / ck.THEORY_FILE, (json.dumps(source) + "\n").encode())
     ck.atomic_write_bytes(run / ck.METRICS_FILE, (header + "\n").encode())
     for name, data in (extra or {}).items():
         ck.atomic_write_bytes(run / name, data)
@@ -473,6 +492,50 @@ def _close_session(trainer: Trainer, earlier: list[dict], session: dict, error: 
 
 
 @recorded
+def _train_recorded(trainer: Trainer, device, resume: bool, main: bool, progress) -> None:
+    """``trainer.train`` inside a session of RUN/provenance.json (rank 0 records it), closed with
+    how it ended, the training's own error included."""
+    sessions = _open_session(trainer, device, resume) if main else None
+    dist.barrier()
+    try:
+        trainer.train(progress=progress)
+    except BaseException as exc:
+        if sessions is not None and trainer.run.is_dir():
+            with contextlib.suppress(OSError):  # the training's own error is the one to report
+                _close_session(trainer, *sessions, exc)
+        raise
+    if sessions is not None:
+        _close_session(trainer, *sessions)
+
+
+def _resolved_config(cfg: Config | None, out: Path, data, resume: bool, steps: int | None):
+    """(the config a training into ``out`` runs with, every ``auto`` resolved; the data array
+    given in memory or None; whether a resumed run has a checkpoint to restore), as :func:`train`
+    reads its arguments."""
+    has_state = False
+    array = None
+    if data is not None:
+        if resume:
+            raise PhysdiffError("resume continues a run with its own data; give no data")
+        if isinstance(data, str | os.PathLike):
+            file = str(data)
+        else:
+            array = check_array(data, "the data array")  # float64: RUN/data.npy holds exactly what was learnt
+            file = str(out.expanduser().resolve() / ck.DATA_FILE)
+        cfg = (cfg or Config()).with_overrides({"data.file": file, "data.kind": "auto"})
+    if resume:
+        has_state = _check_resumable(out)
+        cfg = load_config(out / ck.CONFIG_FILE)
+        if steps is not None:
+            cfg = cfg.with_overrides({"train.steps": steps})
+    elif cfg is None:
+        cfg = Config()
+    if not resume and cfg.data.file and array is None:  # record the data file so that the run works from any folder
+        cfg = replace(cfg, data=replace(cfg.data, file=str(Path(cfg.data.file).expanduser().resolve())))
+    cfg = resolve_auto(cfg)  # config.toml says what every `auto` meant when the run was made
+    return cfg, array, has_state
+
+
 def train(cfg: Config | None, out: str | Path, *, data: str | Path | np.ndarray | None = None, resume: bool = False,
           overwrite: bool = False, progress=None, steps: int | None = None) -> Path:
     """Train a model as ``cfg`` (None: the defaults) says into run directory ``out`` and return its path.
@@ -497,27 +560,7 @@ def train(cfg: Config | None, out: str | Path, *, data: str | Path | np.ndarray 
     the run, from which step to which, when, and how it ended.
     """
     out = Path(out)
-    has_state = False
-    array = None
-    if data is not None:
-        if resume:
-            raise PhysdiffError("resume continues a run with its own data; give no data")
-        if isinstance(data, str | os.PathLike):
-            file = str(data)
-        else:
-            array = check_array(data, "the data array")  # float64: RUN/data.npy holds exactly what was learnt
-            file = str(out.expanduser().resolve() / ck.DATA_FILE)
-        cfg = (cfg or Config()).with_overrides({"data.file": file, "data.kind": "auto"})
-    if resume:
-        has_state = _check_resumable(out)
-        cfg = load_config(out / ck.CONFIG_FILE)
-        if steps is not None:
-            cfg = cfg.with_overrides({"train.steps": steps})
-    elif cfg is None:
-        cfg = Config()
-    if not resume and cfg.data.file and array is None:  # record the data file so that the run works from any folder
-        cfg = replace(cfg, data=replace(cfg.data, file=str(Path(cfg.data.file).expanduser().resolve())))
-    cfg = resolve_auto(cfg)  # config.toml says what every `auto` meant when the run was made
+    cfg, array, has_state = _resolved_config(cfg, out, data, resume, steps)
     device, created = dist.init(resolve_device(cfg.train.device))  # several processes under torchrun
     made_here = new_folder = False
     try:
@@ -554,17 +597,7 @@ def train(cfg: Config | None, out: str | Path, *, data: str | Path | np.ndarray 
                 ck.atomic_write_bytes(out / ck.CONFIG_FILE, dump_config(cfg).encode())
                 if not ck.has_marker(out):
                     ck.write_marker(out)
-            sessions = _open_session(trainer, device, resume) if main else None
-            dist.barrier()
-            try:
-                trainer.train(progress=progress)
-            except BaseException as exc:
-                if sessions is not None and out.is_dir():
-                    with contextlib.suppress(OSError):  # the training's own error is the one to report
-                        _close_session(trainer, *sessions, exc)
-                raise
-            if sessions is not None:
-                _close_session(trainer, *sessions)
+            _train_recorded(trainer, device, resume, main, progress)
         finally:
             if lock is not None:
                 lock.release()

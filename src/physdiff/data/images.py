@@ -19,6 +19,8 @@ import numpy as np
 from ..errors import PhysdiffError
 
 IMAGE_DATASETS = ("digits", "mnist", "fashion-mnist", "images")
+# the sets read from data.folder, and what that folder holds (digits is bundled with scikit-learn)
+FOLDER_HOLDS = {"mnist": "IDX files", "fashion-mnist": "IDX files", "images": "PNG images"}
 
 # The standard IDX files (LeCun et al. 1998; Xiao et al. 2017) and the usual mirrors.
 MAX_IDX_CLASSES = 1000  # labels beyond this are a corrupt file, not a dataset

@@ -20,6 +20,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from ..errors import PhysdiffError
+
 
 def _wavenumbers(L: int) -> torch.Tensor:
     """cos p₁ + cos p₂ on the L×L torus, (L, L) float64, p_μ = 2πn/L."""
@@ -59,6 +61,18 @@ class HubbardStratonovich:
     L: int
     shift: float = 1.0
     name: ClassVar[str] = "hubbard-stratonovich"
+    MAX_CONDITION: ClassVar[float] = 1e8  # of W: beyond it W⁻¹x and log det W lose their digits
+
+    def __post_init__(self):
+        # W's eigenvalues lie in [c − 4β, c + 4β] = [shift, 8β + shift] (computed, not assumed: a
+        # shift below the float resolution of 4β leaves W singular in floating point)
+        w = self.eigenvalues()
+        lo, hi = float(w.min()), float(w.max())
+        if not (math.isfinite(lo) and lo > 0 and hi / lo <= self.MAX_CONDITION):
+            raise PhysdiffError(f"data.embedding_shift = {self.shift:g} is numerically degenerate at β = "
+                                f"{self.beta:g}: W = βJ + (4β + shift) I has condition number "
+                                f"{hi / lo if lo > 0 else math.inf:.3g} (at most {self.MAX_CONDITION:g} is allowed); "
+                                f"give a shift >= {8 * self.beta / (self.MAX_CONDITION - 1):.3g}")
 
     @property
     def c(self) -> float:

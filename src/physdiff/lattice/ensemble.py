@@ -67,6 +67,19 @@ def import_h5py():
     return h5py
 
 
+def ensemble_output(path: str | Path) -> Path:
+    """An output ensemble's path: NAME.npy (with NAME.json) or NAME.h5, in an existing folder
+    (h5py checked for .h5 before any work)."""
+    out = Path(path)
+    if out.suffix not in ENSEMBLE_SUFFIXES:  # exactly: NAME.NPY and NAME.npy would share the JSON NAME.json
+        raise PhysdiffError(f"--out {str(path)!r} must end in .npy or .h5 (lower case)")
+    if not out.parent.is_dir():
+        raise PhysdiffError(f"folder {str(out.parent)!r} for {str(path)!r} does not exist")
+    if is_hdf5(out):
+        import_h5py()  # before the Monte Carlo, not after it
+    return out
+
+
 def save_ensemble(path: str | Path, x: np.ndarray, info: dict, state: dict | None = None) -> None:
     """The ensemble, its parameters (acceptance, τ_int, ...) and, if given, the chains' ``state``
     (``mc.Chains.state``), written together: all or none (``checkpoint.write_together``), the JSON

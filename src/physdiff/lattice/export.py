@@ -39,6 +39,21 @@ CONVENTION = ("M = (1/V) sum_x phi_x per configuration; S/V the theory's density
               "are the chains; configuration numbers are consecutive measurements")
 
 
+def pyerrors_output(path: str | Path, overwrite: bool) -> Path:
+    """The path of a pyerrors export: a new (or, with ``overwrite``, replaced) gzipped JSON
+    OUT.json.gz in an existing folder, pyerrors installed."""
+    from ..checkpoint import new_output
+
+    out = Path(path)
+    if not out.name.endswith(".json.gz") or out.name == ".json.gz":
+        raise PhysdiffError(f"--pyerrors {str(path)!r} must end in .json.gz (pyerrors' gzipped JSON)")
+    if not out.parent.is_dir():
+        raise PhysdiffError(f"folder {str(out.parent)!r} for --pyerrors {str(path)!r} does not exist")
+    new_output(out, overwrite)
+    import_pyerrors()
+    return out
+
+
 def primary_names(L: int) -> list[str]:
     """The tags of the exported Obs, in the order of the file."""
     return ["M", "|M|", "M^2", "M^4", "S/V", *(f"g({r})" for r in range(L // 2 + 1))]
@@ -83,4 +98,16 @@ def export_pyerrors(path: str | Path, x: np.ndarray, theory, chains: int, name: 
     write_pyerrors(path, obs, description)
     return f"wrote {len(obs)} pyerrors Obs ({', '.join(tags[:5])}, g(r) r = 0..{x.shape[-1] // 2}; {chains} " \
            f"replicas {name}|r0..) to {path}"
+
+
+def export_ensemble(path: Path, data: dict, result: dict, name: str, *, overwrite: bool = False) -> str:
+    """The ensemble of an observables report (``report.observables_report``: its ``data`` and
+    ``result``) exported to pyerrors' gzipped JSON at ``path`` (:func:`pyerrors_output`), under
+    the lock of that file; ``name``: the ensemble's name in pyerrors. Returns the summary line."""
+    from ..checkpoint import OutputLock, new_output
+
+    with OutputLock(path):
+        new_output(path, overwrite)
+        return export_pyerrors(path, data["x"], data["theory"], data["chains"][0], name.replace("|", "_"),
+                               result["params"])
 

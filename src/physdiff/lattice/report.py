@@ -84,6 +84,30 @@ def resume_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains:
     return _summary(f"extended {_files(out)} to {n} configurations ({chains} chains, {n - n_old} new)", report)
 
 
+def mcmc_to_file(theory, L: int, n: int, out: Path, *, resume: bool = False, overwrite: bool = False,
+                 **options) -> str:
+    """The job behind ``physdiff mcmc``: :func:`make_ensemble` into ``out`` (its files must be
+    new unless ``overwrite``), or with ``resume`` :func:`resume_ensemble` of the ensemble there;
+    one writer at a time (``checkpoint.OutputLock``). ``options``: seed, chains, cluster, log,
+    progress. Returns the summary line."""
+    from ..checkpoint import OutputLock, new_output
+    from .ensemble import written_files
+
+    if resume and overwrite:
+        raise PhysdiffError(f"--resume extends {str(out)!r} and --overwrite would replace it; give one of them")
+    if resume and not out.is_file():
+        raise PhysdiffError(f"--resume: ensemble {str(out)!r} does not exist; make it first (the same command "
+                            "without --resume)")
+    for path in [] if resume else written_files(out):
+        new_output(path, overwrite)
+    with OutputLock(out):  # the ensemble, its JSON and its state: one writer at a time
+        if resume:
+            return resume_ensemble(theory, L, n, out, **options)
+        for path in written_files(out):  # again, now that no other process can be writing them
+            new_output(path, overwrite)
+        return make_ensemble(theory, L, n, out, **options)
+
+
 def _files(out: Path) -> str:
     from .ensemble import is_hdf5, sidecar
 

@@ -31,13 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PhysdiffError
-from .theory import Theory, get_theory
+from .scan_figures import _n_range, scan_figures, scan_rows  # noqa: F401  (re-exported)
+from .theory import get_theory
 
 MAX_POINTS = 1000
 GRID_HELP = "one value, a list a,b,c, or a range start:stop:count (count points, both ends included)"
-FIGURE_OBSERVABLES = ("abs_m", "chi_connected", "binder", "action_density", "xi2_over_L", "chi2")
-_LABELS = {"abs_m": r"$\langle|M|\rangle$", "chi_connected": r"$\chi_c = V(\langle M^2\rangle - \langle|M|\rangle^2)$",
-           "binder": r"Binder $U_L$", "xi2_over_L": r"$\xi_2 / L$", "chi2": r"$\chi_2 = V\langle M^2\rangle$"}
 
 
 def parse_values(text: str, name: str) -> list[float]:
@@ -280,135 +278,6 @@ def run_scan(model: str, sizes: list[int], parameter: str, values: list[float], 
     return result
 
 
-def scan_rows(result: dict) -> list[dict]:
-    """One CSV row per (L, coupling, observable)."""
-    par = result["parameter"]
-    return [{"L": p["L"], par: p[par], "observable": name, "value": o["value"], "error": o["error"],
-             "tau_int": o.get("tau_int", "")}
-            for p in result["points"] for name, o in p["observables"].items()]
-
-
-def scan_figures(result: dict, theory: type[Theory]) -> dict:
-    """{"scan_observables.png", "scan_binder.png" and, for a scan with a model, "scan_model.png"}
-    of a scan of ``theory`` (its class: the title, parameter symbols, density label and known
-    critical coupling come from it)."""
-    figs = {"scan_observables.png": observables_figure(result, theory),
-            "scan_binder.png": binder_figure(result, theory)}
-    if any("model" in p for p in result["points"]):
-        figs["scan_model.png"] = model_figure(result, theory)
-    return figs
-
-
-def _labels(result: dict, theory: type[Theory]) -> tuple[str, str, str]:
-    """(the theory's title, the scanned parameter's symbol, the fixed parameters as "λ = 0.022")."""
-    fixed = ", ".join(f"{theory.symbol(k)} = {v:g}" for k, v in result["fixed"].items())
-    return theory.title or theory.name, theory.symbol(result["parameter"]), fixed
-
-
-def observables_figure(result: dict, theory: type[Theory]):
-    """Every observable of ``FIGURE_OBSERVABLES`` against the coupling, one series per L (and the
-    model's Metropolis chain where the scan has one), with the table of values attached."""
-    from matplotlib.figure import Figure
-
-    from ..plots import LATTICE_COLORS, attach_table
-
-    par, sizes = result["parameter"], result["L"]
-    title, symbol, fixed = _labels(result, theory)
-    fig = Figure(figsize=(14, 7.6), layout="constrained")
-    for ax, name in zip(fig.subplots(2, 3).ravel(), FIGURE_OBSERVABLES, strict=True):
-        for L, color in zip(sizes, LATTICE_COLORS, strict=False):
-            pts = [p for p in result["points"] if p["L"] == L]
-            ax.errorbar([p[par] for p in pts], [p["observables"][name]["value"] for p in pts],
-                        yerr=[p["observables"][name]["error"] for p in pts], fmt="o-", ms=3.5, capsize=2.5,
-                        color=color, label=f"L = {L}")
-        mpts = [p for p in result["points"] if "model" in p and name in p["model"]["metropolis"]]
-        if mpts:
-            ax.errorbar([p[par] for p in mpts], [p["model"]["metropolis"][name]["value"] for p in mpts],
-                        yerr=[p["model"]["metropolis"][name]["error"] for p in mpts], fmt="s", mfc="none", ms=6,
-                        capsize=2.5, color="k", label=f"L = {mpts[0]['L']}: diffusion + Metropolis")
-        label = theory.density_label if name == "action_density" else _LABELS.get(name, name)
-        ax.set(xlabel=symbol, ylabel=label, title=label)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{title} scan over {symbol}" + (f" ({fixed})" if fixed else "")
-                 + f": reference Monte Carlo, n = {_n_range(result)} per point, Γ-method errors")
-    attach_table(fig, scan_rows(result))
-    return fig
-
-
-def binder_figure(result: dict, theory: type[Theory]):
-    """U_L against the coupling per L, each crossing with its error band, and the theory's known
-    infinite-volume critical coupling where it has one (``Theory.critical_point``)."""
-    from matplotlib.figure import Figure
-
-    from ..plots import LATTICE_COLORS, attach_table
-
-    par, sizes = result["parameter"], result["L"]
-    title, symbol, fixed = _labels(result, theory)
-    fig = Figure(figsize=(7, 4.8), layout="constrained")
-    ax = fig.subplots()
-    rows = []
-    for L, color in zip(sizes, LATTICE_COLORS, strict=False):
-        pts = [p for p in result["points"] if p["L"] == L]
-        ax.errorbar([p[par] for p in pts], [p["observables"]["binder"]["value"] for p in pts],
-                    yerr=[p["observables"]["binder"]["error"] for p in pts], fmt="o-", ms=3.5, capsize=2.5,
-                    color=color, label=f"L = {L}")
-    for c in result["binder_crossings"]:
-        if c["value"] is None:
-            continue
-        err = c["error"] if c["error"] == c["error"] else 0.0
-        ax.axvspan(c["value"] - err, c["value"] + err, color="0.5", alpha=0.25, lw=0)
-        ax.axvline(c["value"], color="0.3", lw=0.8, ls="--",
-                   label=f"crossing L = {c['L'][0]}/{c['L'][1]}: {symbol} = {c['value']:.5f} ± {err:.5f}")
-        rows.append({"L_a": c["L"][0], "L_b": c["L"][1], "crossing": c["value"], "error": err,
-                     "bootstrap_error": c["bootstrap_error"], "binder": c["binder"]})
-    critical = result.get("critical")
-    if critical is not None:
-        ax.axvline(critical["value"], color="k", lw=1.0, ls=":",
-                   label=f"{critical['label']}: {symbol} = {critical['value']:.5f}")
-    ax.set(xlabel=symbol, ylabel=r"Binder cumulant $U_L = 1 - \langle M^4\rangle / 3\langle M^2\rangle^2$",
-           title=f"{title}: Binder cumulants and their crossings" + (f" ({fixed})" if fixed else ""))
-    ax.legend(fontsize=8)
-    attach_table(fig, rows or [{"crossing": "one size: no crossing" if len(sizes) < 2 else "none on the grid"}])
-    return fig
-
-
-def model_figure(result: dict, theory: type[Theory]):
-    """ESS/N and acceptance of one trained model as the exact sampler at every coupling of the
-    scan, with the coupling (or range) it was trained at."""
-    from matplotlib.figure import Figure
-
-    from ..plots import attach_table
-
-    par = result["parameter"]
-    title, symbol, _ = _labels(result, theory)
-    mpts = [p for p in result["points"] if "model" in p]
-    fig = Figure(figsize=(7, 4.8), layout="constrained")
-    ax = fig.subplots()
-    x = [p[par] for p in mpts]
-    ax.errorbar(x, [p["model"]["ess_per_sample"] for p in mpts],
-                yerr=[p["model"]["ess_per_sample_error"] for p in mpts], fmt="o-", capsize=2.5, label="ESS/N")
-    ax.plot(x, [p["model"]["acceptance"] for p in mpts], "s--", label="Metropolis acceptance")
-    trained = result["model"]["trained_at"].get(par)
-    if isinstance(trained, list):  # one model trained over a range of the coupling
-        ax.axvspan(*trained, color="0.85", zorder=0, label=f"trained over {symbol} ∈ [{trained[0]:g}, {trained[1]:g}]")
-    elif trained is not None:
-        ax.axvline(trained, color="k", ls=":", lw=1, label=f"trained at {symbol} = {trained:g}")
-    ax.set(xlabel=symbol, ylabel="ESS/N, acceptance", ylim=(0, 1.05),
-           title=f"{title}, L = {mpts[0]['L']}: one trained model as the exact sampler of every {symbol}")
-    ax.legend(fontsize=8)
-    attach_table(fig, [{par: p[par], "ess_per_sample": p["model"]["ess_per_sample"],
-                        "ess_per_sample_error": p["model"]["ess_per_sample_error"],
-                        "acceptance": p["model"]["acceptance"], "log_z": p["model"]["log_z"]["value"],
-                        "log_z_error": p["model"]["log_z"]["error"]} for p in mpts])
-    return fig
-
-
-def _n_range(result: dict) -> str:
-    """The configurations per point: one number, or the range when reused ensembles hold more."""
-    ns = [p["n"] for p in result["points"]]
-    return str(min(ns)) if min(ns) == max(ns) else f"{min(ns)}–{max(ns)}"
-
-
 def format_scan(result: dict, symbol: str) -> str:
     """The scan as a table: U_L, ⟨|M|⟩, χ_c per point, then the crossings."""
     par = result["parameter"]
@@ -438,3 +307,90 @@ def format_scan(result: dict, symbol: str) -> str:
     if result.get("critical"):
         lines.append(f"{result['critical']['label']}: {symbol} = {result['critical']['value']:.5f}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the job behind ``physdiff scan``
+
+SCAN_OUTPUTS = ("scan.json", "scan.csv", "scan_observables.{fmt}", "scan_observables.csv", "scan_binder.{fmt}",
+                "scan_binder.csv", "scan_model.{fmt}", "scan_model.csv")
+
+
+def plan_grid(model: str, sizes_text: str, given: dict, n: int, chains: int) -> tuple[list[int], str, list, dict]:
+    """(sizes, the scanned parameter, its values, the fixed parameters) of a scan of theory
+    ``model`` from the texts of its sizes (``parse_sizes``) and of the parameters ``given``
+    ({name: text}, see :data:`GRID_HELP`): exactly one parameter takes several values."""
+    own = get_theory(model).parameters()
+    sizes = parse_sizes(sizes_text)
+    other = sorted(set(given) - set(own))
+    if other:
+        raise PhysdiffError(f"--{other[0]} is not a parameter of {model}; its parameters: "
+                            + ", ".join("--" + k for k in own))
+    grids = {k: parse_values(v, k) for k, v in given.items()}
+    scanned = [k for k, v in grids.items() if len(v) > 1]
+    if len(scanned) != 1:
+        raise PhysdiffError(f"give exactly one parameter of {model} as a list or range to scan (got "
+                            f"{len(scanned)}: {', '.join('--' + k for k in scanned) or 'none'}), e.g. --"
+                            f"{next(iter(own))} 0.26:0.28:9")
+    if n % chains:
+        raise PhysdiffError(f"--n {n} must be a multiple of --chains {chains}")
+    parameter = scanned[0]
+    return sizes, parameter, grids[parameter], {k: v[0] for k, v in grids.items() if k != parameter}
+
+
+def check_model(run, model: str, sizes: list[int]) -> None:
+    """A trained ``run`` serves a scan of ``model`` at ``sizes``: a run of that theory, made exact
+    by its density (``exact_sampler.check_metropolis``), trained at one of the sizes."""
+    from .exact_sampler import check_metropolis
+
+    if run.theory is None or run.theory.name != model:
+        raise PhysdiffError(f"--model {str(run.path)!r} is not a {model} run (its data: "
+                            f"{run.theory.name if run.theory is not None else run.kind.name})")
+    check_metropolis(run, None)
+    if run.cfg.theory["L"] not in sizes:
+        raise PhysdiffError(f"--model {str(run.path)!r} was trained at L = {run.cfg.theory['L']}, which is not among "
+                            f"the scan's sizes {', '.join(map(str, sizes))}")
+
+
+def is_scan_json(path: Path) -> bool:
+    """Whether ``path`` is the scan.json of an earlier scan (whose outputs a new scan recomputes)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and {"points", "binder_crossings", "parameter"} <= set(data)
+
+
+def check_scan_folder(out: Path, fmt: str, overwrite: bool) -> None:
+    """The scan's folder: a folder (or a new one) in an existing folder, holding no file of the
+    scan's names that an earlier scan did not write, unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise PhysdiffError(f"--out {str(out)!r} exists and is not a folder")
+    if not out.parent.is_dir():
+        raise PhysdiffError(f"folder {str(out.parent)!r} for --out {str(out)!r} does not exist")
+    existing = [out / name.format(fmt=fmt) for name in SCAN_OUTPUTS if (out / name.format(fmt=fmt)).exists()]
+    if existing and not overwrite and not is_scan_json(out / "scan.json"):
+        raise PhysdiffError(f"{str(existing[0])!r} exists and was not written by physdiff scan; give --overwrite to "
+                            "replace it, or scan into another --out folder")
+
+
+def scan_to_folder(model: str, sizes: list[int], parameter: str, values: list, fixed: dict, n: int, out: Path, *,
+                   fmt: str = "png", overwrite: bool = False, run=None, log=None, **options) -> tuple[dict, list[str]]:
+    """:func:`run_scan` into the folder ``out``: its ensembles, then scan.json, scan.csv and the
+    figures with their CSVs (``scan_figures``), written together under the scan's lock.
+    ``options``: those of :func:`run_scan`. Returns (the scan's JSON, a line per file written)."""
+    from ..checkpoint import OutputLock, bytes_writer, figure_outputs, json_text, write_figures, write_together
+    from ..plots import table_csv
+
+    check_scan_folder(out, fmt, overwrite)
+    if run is not None:
+        check_model(run, model, sizes)
+    result = run_scan(model, sizes, parameter, values, fixed, n, out, run=run, log=log, **options)
+    outputs = figure_outputs(scan_figures(result, get_theory(model)), out, fmt)
+    with OutputLock(out / "scan.json"):
+        write_together([(out / "scan.csv", bytes_writer(table_csv(scan_rows(result)).encode())),
+                        (out / "scan.json", bytes_writer((json_text(result) + "\n").encode()))])
+        lines = write_figures(outputs)
+    return result, [*lines, f"wrote {out / 'scan.json'} and {out / 'scan.csv'}"]
+

@@ -200,6 +200,14 @@ class Theory:
         values = ", ".join(f"{self.symbol(f.name)} = {getattr(self, f.name):g}" for f in fields(self))
         return f"{self.title or self.name}, {values}" if values else (self.title or self.name)
 
+    def with_values(self, values: dict, L: int, prefix: str = "theory.") -> Theory:
+        """This theory with the parameters ``values`` replaced, each checked, and its law checked
+        for normalisability on an L×L lattice (the target of a chain aimed at other couplings)."""
+        own = {k: v for k, v in self.params.items() if k != "model"}
+        theory = type(self).from_values(own | values, prefix)
+        theory.validate(L)
+        return theory
+
     @classmethod
     def symbol(cls, parameter: str) -> str:
         """The parameter's symbol in figures and tables (``param(symbol=...)``), else its name."""
@@ -271,22 +279,166 @@ def register_theory(cls: type[Theory]) -> type[Theory]:
     return cls
 
 
+THEORY_FILES: dict[str, dict] = {}  # theory name -> {"path", "sha256"} of the user's file that registered it
+_PLUGINS = {"loaded": False}
+
+
+def load_plugins() -> None:
+    """Import, once, the installed packages that register theories through the entry-point group
+    ``physdiff.theories`` (each entry point names a module that calls :func:`register_theory`)."""
+    if _PLUGINS["loaded"]:
+        return
+    _PLUGINS["loaded"] = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="physdiff.theories"):
+        try:
+            ep.load()
+        except Exception as exc:  # a plug-in's own error, whatever it is, in one line
+            raise PhysdiffError(f"the installed theory plug-in {ep.name!r} ({ep.value}) failed to load: "
+                                f"{type(exc).__name__}: {exc}") from None
+
+
+def load_theory_file(path) -> tuple[str, ...]:
+    """Import a user's Python file that registers theories (``@register_theory``), check each
+    (:func:`check_theory`), and return their names. The file's SHA-256 is kept
+    (``THEORY_FILES``): a run trained on one of its theories records it, and refuses another file.
+    A file that does not load, registers nothing, redefines a theory it did not define, or
+    whose theory fails its check is one line naming the file and what is wrong."""
+    import hashlib
+    from pathlib import Path
+
+    p = Path(path)
+    if p.suffix != ".py" or not p.is_file():
+        raise PhysdiffError(f"theory file {str(path)!r} " + ("does not exist" if not p.exists() else
+                            "is not a Python file (.py)"))
+    sha = hashlib.sha256(p.read_bytes()).hexdigest()
+    same = [n for n, rec in THEORY_FILES.items() if rec["sha256"] == sha]
+    if same:  # loaded already (the command line and a run may both name it)
+        return tuple(same)
+    load_plugins()
+    before = dict(THEORIES)
+    try:
+        return _load_file(p, sha, before)
+    except PhysdiffError:  # nothing of a broken file stays registered
+        THEORIES.clear()
+        THEORIES.update(before)
+        for name in [n for n, rec in THEORY_FILES.items() if rec["sha256"] == sha]:
+            del THEORY_FILES[name]
+        raise
+
+
+def _load_file(p, sha: str, before: dict) -> tuple[str, ...]:
+    import importlib.util
+    import sys
+
+    module_name = f"physdiff_theory_file_{sha[:16]}"
+    spec = importlib.util.spec_from_file_location(module_name, p)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up while the class is made
+    try:
+        spec.loader.exec_module(module)
+    except PhysdiffError as exc:
+        sys.modules.pop(module_name, None)
+        raise PhysdiffError(f"theory file {str(p)!r}: {exc}") from None
+    except Exception as exc:  # the user's code: whatever it raises, in one line
+        sys.modules.pop(module_name, None)
+        raise PhysdiffError(f"theory file {str(p)!r} failed to load: {type(exc).__name__}: {exc}") from None
+    new = tuple(n for n, cls in THEORIES.items() if before.get(n) is not cls)
+    redefined = [n for n in new if n in before]
+    if redefined:
+        raise PhysdiffError(f"theory file {str(p)!r} redefines theory {redefined[0]!r}, which "
+                            f"{THEORY_FILES.get(redefined[0], {}).get('path', 'physdiff or an installed package')} "
+                            "already defines; give the new theory another name")
+    if not new:
+        raise PhysdiffError(f"theory file {str(p)!r} registers no theory; decorate its theory class with "
+                            "@physdiff.lattice.register_theory")
+    for name in new:
+        THEORY_FILES[name] = {"path": str(p), "sha256": sha}
+        check_theory(THEORIES[name])
+    return new
+
+
+def theory_source(name: str) -> dict | None:
+    """{"name", "path", "sha256"} of the user's theory file that registered theory ``name``; None
+    for a theory of physdiff's, of an installed package or registered from Python."""
+    source = THEORY_FILES.get(name)
+    return None if source is None else {"name": name, **source}
+
+
+def check_theory_source(recorded: dict, where: str) -> None:
+    """A run (or ensemble) at ``where`` made from a user's theory file (``recorded``: its
+    :func:`theory_source`) is read with that file's theory: loaded, and the same file."""
+    name = recorded.get("name")
+    if not is_theory(name):
+        raise PhysdiffError(f"{where} was made with theory {name!r} from the file {recorded.get('path')!r}; give that "
+                            "file with --theory-file (or load it with physdiff.lattice.load_theory_file)")
+    now = THEORY_FILES.get(name)
+    if now is not None and now["sha256"] != recorded.get("sha256"):
+        raise PhysdiffError(f"{where} was made with theory {name!r} from a file with SHA-256 "
+                            f"{str(recorded.get('sha256'))[:12]}…, not the file {now['path']!r} given "
+                            f"({now['sha256'][:12]}…); give the file it was made with")
+
+
+def _where(cls) -> str:
+    source = THEORY_FILES.get(cls.name)
+    return f"theory {cls.name!r}" + (f" ({source['path']})" if source else "")
+
+
+def check_theory(cls: type[Theory], L: int = 4, values: dict | None = None) -> None:
+    """Try a theory on a small batch (3 random configurations of an L×L lattice, at its defaults
+    or ``values``): the action must return one finite number per configuration and the force
+    (continuous fields) finite values of the field's shape. A theory that fails is one line
+    naming it, its file, and what is wrong."""
+    where = _where(cls)
+    try:
+        theory = cls(**(values or {}))
+    except Exception as exc:
+        raise PhysdiffError(f"{where}: its parameters do not make a theory ({type(exc).__name__}: {exc})") from None
+    shape = (3, *theory.field_shape(L))
+    gen = torch.Generator().manual_seed(0)
+    if cls.discrete is not None:
+        spins = torch.tensor(cls.discrete, dtype=torch.float64)
+        x = spins[torch.randint(len(spins), shape, generator=gen)]
+    else:
+        x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    for what, call, want in (("action", theory.action, (3,)), ("force", theory.force, shape)):
+        if what == "force" and cls.discrete is not None:
+            continue
+        try:
+            out = call(x)
+        except Exception as exc:
+            raise PhysdiffError(f"{where}: its {what} raised {type(exc).__name__}: {exc}") from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            must = "one number per configuration, (B,)" if what == "action" else "the shape of the field"
+            raise PhysdiffError(f"{where}: its {what} returned {got} for a batch of configurations {shape}; it must "
+                                f"return {must}")
+        if not torch.isfinite(out).all():
+            raise PhysdiffError(f"{where}: its {what} is not finite (nan or inf) on random configurations of the "
+                                f"{L}×{L} lattice; physdiff needs a finite action everywhere")
+
+
 def theory_names() -> tuple[str, ...]:
+    load_plugins()
     return tuple(THEORIES)
 
 
 def get_theory(name) -> type[Theory]:
     """The registered theory class ``name``, or a one-line error listing the registered ones."""
+    load_plugins()
     if not isinstance(name, str) or name not in THEORIES:
         import difflib
 
         close = difflib.get_close_matches(str(name), list(THEORIES), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise PhysdiffError(f"unknown lattice model {name!r}{hint}; allowed: {', '.join(THEORIES)}")
+        raise PhysdiffError(f"unknown lattice model {name!r}{hint}; allowed: {', '.join(THEORIES)} (a theory of "
+                            "your own: give its file with --theory-file FILE)")
     return THEORIES[name]
 
 
 def is_theory(name) -> bool:
+    load_plugins()
     return isinstance(name, str) and name in THEORIES
 
 
@@ -302,10 +454,30 @@ def make_theory(name: str, L: int, values: dict | None = None, prefix: str = "th
     """The theory ``name`` with ``values`` on an L×L lattice, parameters and L checked and the
     law checked for normalisability (``Theory.validate``)."""
     check_lattice_size(f"{prefix}L", L)
-    theory = get_theory(name).from_values(values or {}, prefix, also=("L",))
+    cls = get_theory(name)
+    theory = cls.from_values(values or {}, prefix, also=("L",))
     theory.validate(L)
+    if not cls.__module__.startswith("physdiff."):  # a user's theory: tried before any work
+        check_theory(cls, L, {k: v for k, v in theory.params.items() if k != "model"})
     return theory
 
 
-__all__ = ["THEORIES", "Theory", "all_neighbours", "check_number", "get_theory", "is_theory", "make_theory", "param",
-           "random_lattice_symmetry", "register_theory", "reserve_names", "theory_from_params", "theory_names"]
+__all__ = [
+    "THEORIES",
+    "Theory",
+    "all_neighbours",
+    "check_number",
+    "check_theory",
+    "get_theory",
+    "is_theory",
+    "load_plugins",
+    "load_theory_file",
+    "make_theory",
+    "param",
+    "random_lattice_symmetry",
+    "register_theory",
+    "reserve_names",
+    "theory_from_params",
+    "theory_names",
+    "theory_source",
+]
