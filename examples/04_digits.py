@@ -31,8 +31,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 import physdiff
-from physdiff.plots import tile_images
 from physdiff.evaluation import evaluate
+from physdiff.plots import tile_images
 
 FAST = os.environ.get("PHYSDIFF_FAST") == "1"
 # N = None: as many samples as training digits (1438), the n of the FCD's floor
