@@ -17,7 +17,8 @@ test: $(STAMP)
 	$(PY) -m pytest
 	$(MAKE) docs
 
-# API reference from the docstrings (math rendered), warnings are errors: docs/api/index.html
+# API reference from the docstrings (math rendered) into docs/api/index.html, the user guide (docs/guide/*.md,
+# README.md) into docs/api/guide/; every relative link and image checked first; warnings are errors
 docs: $(STAMP)
 	rm -rf docs/api
 	$(PY) -W error docs/build.py docs/api

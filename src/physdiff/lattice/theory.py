@@ -26,7 +26,9 @@ required; everything else has a default that follows from it:
 :func:`register_theory` adds a theory under its ``name``; from then on ``[data] dataset = name``
 with a ``[theory]`` table of its parameters trains on it, and ensembles whose JSON says
 ``{"params": {"model": name, ...}}`` load with it. A user's theory registers the same way from
-their own Python file (README, "Your own theory").
+their own Python file (docs/guide/lattice.md, "Your own theory"), and on the command line from a
+theory file (``--theory-file FILE``: :func:`load_theory_file`) or an installed package's entry
+point in the group ``physdiff.theories`` (:func:`load_plugins`).
 """
 
 from __future__ import annotations

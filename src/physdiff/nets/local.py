@@ -44,9 +44,9 @@ from torch import nn
 from .embeddings import TimestepEmbedding
 
 # Activations of one probe batch (C·p²·B·width·V floats) above which a batch is evaluated in chunks, of at least
-# MIN_CHUNK configurations. On a CPU the forward mode by hand is fastest with tangents of ~8 MiB (2 cores, 12 RK4
-# steps per proposal: L = 8 0.031 s at 2^21 against 0.043 at 2^22, L = 16 0.105 against 0.147; L = 32 0.35 s with
-# chunks of 8 against 0.38 with 4; benchmarks/README.md). Other devices keep 2^22, not tuned.
+# MIN_CHUNK configurations: a bound on memory. On a CPU it is 2^21 floats (~8 MiB of tangents); no measurement in
+# benchmarks/ shows a speed difference between chunk sizes, so the value bounds memory and claims no speed-up.
+# Other devices keep 2^22.
 PROBE_ELEMENTS = {"cpu": 2**21}
 PROBE_ELEMENTS_OTHER = 2**22
 MIN_CHUNK = 8
