@@ -10,7 +10,7 @@ it. A name ending in ``.*`` covers a package's modules; a module named exactly w
     layer 2 diffusion: schedule denoiser diffusion objective ode likelihood samplers nets nets.* analytic metrics
     layer 3 data: data data.*
     layer 4 config: config
-    layer 5 runs: run training distill fitted_steps lattice.exact_sampler lattice.scan
+    layer 5 runs: run training distill fitted_steps lattice.exact_sampler lattice.scan lattice.free_energy
     layer 6 outputs: sampling evaluation evaluation.* classifier demo
     layer 7 face: arguments options cli __main__
 

@@ -38,6 +38,33 @@ class Phi4(Theory):
 
     kappa: float = param(0.2705, doc="phi4: hopping parameter κ", symbol="κ")
     lam: float = param(0.022, doc="phi4: quartic coupling λ", symbol="λ")
+    solvable: ClassVar[dict] = {"kappa": 0.0}  # κ = 0: independent sites
+
+    def log_z_solvable(self, L: int) -> float:
+        """At κ = 0 the sites are independent: log Z = V log ∫ dφ e^{−(1−2λ)φ² − λφ⁴}
+        = V log ∫ dφ e^{λ − φ² − λ(φ²−1)²}, the one-dimensional integral by adaptive quadrature
+        (scipy.integrate.quad; √π at λ = 0)."""
+        from scipy.integrate import quad
+
+        if self.kappa != 0:
+            raise PhysdiffError(f"φ⁴'s log Z is known in closed form at kappa = 0, not at kappa = {self.kappa:g}")
+        lam = self.lam
+        one, _ = quad(lambda p: math.exp(-p * p - lam * (p * p - 1) ** 2), -math.inf, math.inf,
+                      epsabs=0, epsrel=2e-14, limit=200)
+        return L * L * (lam + math.log(one))
+
+    def sample_solvable(self, L: int, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Exact draws at κ = 0 by rejection: φ ~ N(0, ½) (density ∝ e^{−φ²}), kept with
+        probability e^{−λ(φ²−1)²} ≤ 1, which leaves e^{−φ² − λ(φ²−1)²} ∝ e^{−(1−2λ)φ² − λφ⁴}."""
+        if self.kappa != 0:
+            raise PhysdiffError(f"φ⁴ is sampled exactly at kappa = 0, not at kappa = {self.kappa:g}")
+        need, out = n * L * L, []
+        while need > 0:
+            phi = rng.normal(0.0, math.sqrt(0.5), size=max(2 * need, 1024))
+            phi = phi[rng.random(phi.shape) < np.exp(-self.lam * (phi * phi - 1) ** 2)][:need]
+            out.append(phi)
+            need -= len(phi)
+        return np.concatenate(out).reshape(n, L, L)
 
     def action(self, phi: torch.Tensor) -> torch.Tensor:
         """S(φ) per configuration: (B, L, L) → (B,)."""
@@ -84,6 +111,19 @@ class Ising(Theory):
     default_embedding: ClassVar[str] = "hubbard-stratonovich"
 
     beta: float = param(0.44, doc="ising: inverse temperature β", symbol="β")
+    solvable: ClassVar[dict] = {"beta": 0.0}  # β = 0: independent spins
+
+    def log_z_solvable(self, L: int) -> float:
+        """At β = 0 every one of the 2^V configurations weighs 1: log Z = V log 2."""
+        if self.beta != 0:
+            raise PhysdiffError(f"Ising's log Z at beta = {self.beta:g} is lattice/exact.ising_log_z's (Kaufman)")
+        return L * L * math.log(2.0)
+
+    def sample_solvable(self, L: int, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Independent uniform spins ±1 (β = 0)."""
+        if self.beta != 0:
+            raise PhysdiffError(f"Ising is sampled exactly here at beta = 0, not at beta = {self.beta:g}")
+        return rng.choice([-1.0, 1.0], size=(n, L, L))
 
     @classmethod
     def critical_point(cls, parameter: str, fixed: dict) -> tuple[float, str] | None:

@@ -216,6 +216,31 @@ class Theory:
         f = cls.parameters().get(parameter)
         return (f.metadata.get("symbol") if f is not None else None) or parameter
 
+    # ------------------------------------------------------------------ free energies
+    # {parameter: value} where log Z is known in closed form whatever the other parameters (φ⁴:
+    # κ = 0, independent sites; Ising: β = 0); thermodynamic integration, MBAR and Jarzynski
+    # start there (``free_energy.py``). A theory with none is refused by those estimators.
+    solvable: ClassVar[dict] = {}
+
+    def log_z_solvable(self, L: int) -> float:
+        """log Z at a solvable point (this theory's parameters must be one of ``solvable``)."""
+        raise PhysdiffError(f"theory {self.name!r} declares no solvable point (Theory.solvable)")
+
+    def sample_solvable(self, L: int, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n independent exact draws (n, *field_shape(L)) float64 at a solvable point."""
+        raise PhysdiffError(f"theory {self.name!r} has no exact sampler at a solvable point (Theory.sample_solvable)")
+
+    def action_derivative(self, phi: torch.Tensor, parameter: str) -> torch.Tensor:
+        """∂S/∂p (B,) for the parameter ``parameter``, by a central difference of step h (exact,
+        up to rounding, for an action linear or quadratic in p, as φ⁴'s κ and Ising's β are);
+        a theory may write it out. d log Z/dp = −⟨∂S/∂p⟩."""
+        from dataclasses import replace
+
+        p = getattr(self, parameter)
+        h = 1e-3 * max(1.0, abs(p))
+        up, down = replace(self, **{parameter: p + h}), replace(self, **{parameter: p - h})
+        return (up.action(phi) - down.action(phi)) / (2 * h)
+
     @classmethod
     def critical_point(cls, parameter: str, fixed: dict) -> tuple[float, str] | None:
         """(value, label) of the infinite-volume critical value of ``parameter`` at the other

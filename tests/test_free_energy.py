@@ -1,0 +1,136 @@
+"""Free energies by Monte Carlo's own estimators (lattice/free_energy.py): the solvable anchors
+to 1e-12 against closed forms, the exact draws there, and thermodynamic integration, MBAR and
+Jarzynski against exact log Z (the free field; Ising by Kaufman's formula, checked against
+enumeration at L = 4) within their errors; a protocol or grid that is too coarse reports a larger
+error (or a warning), never a wrong value with a small error."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.special import kve
+
+from physdiff.errors import PhysdiffError
+from physdiff.lattice import Ising, Phi4
+from physdiff.lattice.exact import free_field_log_z, ising_enumerate, ising_log_z
+from physdiff.lattice.free_energy import free_energy, thermodynamic_integration
+
+K = 4.0  # agreement within K errors
+
+
+def quartic_integral(a: float, b: float) -> float:
+    """∫ dφ e^{−aφ² − bφ⁴} = ½ √(a/b) e^{z} K_{1/4}(z), z = a²/8b (a, b > 0; Gradshteyn & Ryzhik 3.323.3)."""
+    z = a * a / (8 * b)
+    return 0.5 * math.sqrt(a / b) * kve(0.25, z)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.022, 0.3])
+def test_phi4_anchor_is_the_one_site_integral(lam):
+    L = 4
+    got = Phi4(kappa=0.0, lam=lam).log_z_solvable(L)
+    want = L * L * (0.5 * math.log(math.pi) if lam == 0 else math.log(quartic_integral(1 - 2 * lam, lam)))
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+def test_ising_anchor_and_kaufman_against_enumeration():
+    assert Ising(beta=0.0).log_z_solvable(4) == pytest.approx(16 * math.log(2), rel=1e-15)
+    assert ising_log_z(4, 0.44) == pytest.approx(ising_enumerate(4, 0.44)["log_z"], rel=1e-12)
+    with pytest.raises(PhysdiffError, match="beta = 0"):
+        Ising(beta=0.3).log_z_solvable(4)
+
+
+def test_exact_draws_at_kappa_zero():
+    """⟨φ²⟩ and ⟨φ⁴⟩ of the rejection sampler against the one-site law, d/da of the integral."""
+    lam = 0.3
+    x = Phi4(kappa=0.0, lam=lam).sample_solvable(8, 3000, np.random.default_rng(1)).ravel()
+    a, h = 1 - 2 * lam, 1e-5
+    z = quartic_integral(a, lam)
+    m2 = -(quartic_integral(a + h, lam) - quartic_integral(a - h, lam)) / (2 * h) / z
+    assert abs(np.mean(x**2) - m2) < K * np.std(x**2) / math.sqrt(len(x))
+    assert abs(np.mean(x)) < K * np.std(x) / math.sqrt(len(x))
+
+
+CASES = {"free field": ("phi4", {"kappa": 0.2, "lam": 0.0}, free_field_log_z(4, 0.2)),
+         "Ising": ("ising", {"beta": 0.44}, ising_log_z(4, 0.44))}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("method", ["ti", "mbar", "jarzynski"])
+def test_every_estimator_finds_the_exact_log_z(case, method):
+    model, values, exact = CASES[case]
+    n = 128 if method == "jarzynski" else 800
+    r = free_energy(model, 4, values, method, n=n, steps=100, seed=3)
+    lz = r["log_z"]
+    assert 0 < lz["error"] < 0.2 and abs(lz["value"] - exact) < K * lz["error"], (lz, exact)
+    assert r["free_energy_density"]["value"] == pytest.approx(-lz["value"] / 16)
+    if method == "ti":
+        assert lz["error"] == pytest.approx(math.hypot(lz["statistical_error"], lz["quadrature_error"]))
+
+
+def test_a_coarse_grid_reports_its_quadrature_error():
+    """Across the free field's steep rise to κ = 0.24 (its integrand grows like 1/(1 − 4κ)) five
+    points report a quadrature error several times that of thirteen, and each total error covers
+    its deviation from the exact log Z."""
+    exact = free_field_log_z(4, 0.24)
+    coarse, fine = (thermodynamic_integration(Phi4(kappa=0.24, lam=0.0), 4, points=p, n=800, seed=1)["log_z"]
+                    for p in (5, 13))
+    assert coarse["quadrature_error"] > 2 * fine["quadrature_error"]
+    for r in (coarse, fine):
+        assert abs(r["value"] - exact) < K * r["error"], (r, exact)
+
+
+def test_a_fast_protocol_gives_a_large_error_or_a_warning():
+    """Jarzynski in 2 steps from β = 0 to 0.44: the work's spread is large; the estimate is
+    either within its (larger) error or flagged by its Kish ESS."""
+    exact = ising_log_z(4, 0.44)
+    slow = free_energy("ising", 4, {"beta": 0.44}, "jarzynski", n=128, steps=100, seed=5)["log_z"]
+    fast = free_energy("ising", 4, {"beta": 0.44}, "jarzynski", n=128, steps=2, seed=5)["log_z"]
+    assert fast["error"] > slow["error"]
+    assert abs(fast["value"] - exact) < K * fast["error"] or "warning" in fast
+
+
+def test_refusals_are_one_line():
+    with pytest.raises(PhysdiffError, match="1 mod 4"):
+        free_energy("ising", 4, {"beta": 0.44}, "ti", points=7)
+    with pytest.raises(PhysdiffError, match="solvable along beta, not along 'kappa'"):
+        free_energy("ising", 4, {"beta": 0.44}, "ti", parameter="kappa")
+    with pytest.raises(PhysdiffError, match="needs a trained run"):
+        free_energy("phi4", 4, {}, "diffusion")
+    with pytest.raises(PhysdiffError, match="unknown free-energy method"):
+        free_energy("phi4", 4, {}, "bar")
+
+
+def test_a_theory_without_a_solvable_point_is_refused():
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from physdiff.lattice.theory import THEORIES, Theory, param
+
+    @dataclass(frozen=True)
+    class Quartic(Theory):
+        name: ClassVar[str] = "quartic_no_anchor"
+        g: float = param(1.0)
+
+        def action(self, phi):
+            return (phi**4).sum((-2, -1)) * self.g
+
+    THEORIES["quartic_no_anchor"] = Quartic
+    try:
+        with pytest.raises(PhysdiffError, match="declares no solvable point"):
+            free_energy("quartic_no_anchor", 4, {}, "jarzynski")
+    finally:
+        del THEORIES["quartic_no_anchor"]
+
+
+def test_the_command_line(capsys):
+    from physdiff.cli import main
+
+    assert main(["free-energy", "ising", "--L", "4", "--beta", "0.44", "--method", "jarzynski", "--n", "64",
+                 "--steps", "50", "--json", "-q"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["method"] == "jarzynski" and math.isfinite(report["log_z"]["value"])
+    assert main(["free-energy", "ising", "--L", "4", "--method", "ti", "--points", "6"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("physdiff: error: ") and "1 mod 4" in err and len(err.splitlines()) == 1
