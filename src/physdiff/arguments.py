@@ -42,6 +42,10 @@ EPILOGS = {
     "observables": ("examples:\n  physdiff observables phi4.npy\n"
                     "  physdiff observables model.npy --compare phi4.npy --plot figs/\n"
                     "  physdiff observables phi4.npy --pyerrors phi4.json.gz"),
+    "free-energy": ("examples:\n  physdiff free-energy ising --L 16 --beta 0.44 --method mbar --json\n"
+                    "  physdiff free-energy phi4 --L 16 --kappa 0.2705 --lam 0.022 --method ti --points 13\n"
+                    "  physdiff free-energy ising --L 16 --beta 0.44 --method jarzynski --n 256 --steps 4000\n"
+                    "  physdiff free-energy phi4 --L 8 --kappa 0.2705 --lam 0.022 --method diffusion --run runs/phi4"),
 }
 
 
@@ -183,6 +187,7 @@ COMMANDS = {
     "mcmc": "Reference Monte Carlo of a lattice theory: φ⁴ by HMC + Wolff clusters, Ising by Wolff.",
     "observables": "Lattice observables of an ensemble with Γ-method errors; --compare another ensemble.",
     "scan": "A lattice theory over a range of one coupling at several L: observables and Binder crossings.",
+    "free-energy": "log Z of a lattice theory: thermodynamic integration, MBAR, Jarzynski or the exact sampler.",
     "demo": "The course's tour: train gaussian, two_gaussians and spiral; figures and a metrics table.",
 }
 
@@ -229,7 +234,7 @@ def _join_negative_numbers(argv: list[str]) -> list[str]:
 
 # the commands that read lattice theories: ``--theory-file FILE`` loads a user's before the parser is built
 THEORY_COMMANDS = ("train", "sample", "encode", "fit-steps", "distill", "evaluate", "plot", "mcmc", "scan",
-                   "observables")
+                   "observables", "free-energy")
 
 
 def theory_files(argv: list[str]) -> list[str]:

@@ -282,6 +282,16 @@ def cmd_observables(args) -> None:
         print(msg, file=sys.stderr if args.json else sys.stdout)
 
 
+def cmd_free_energy(args) -> None:
+    from .lattice.free_energy import format_free_energy, free_energy
+
+    run = _loaded(args.run, args) if args.run is not None else None
+    report = free_energy(args.model, args.L, _couplings(args), args.method, run=run, parameter=args.parameter,
+                         n=args.n, points=args.points, steps=args.steps, seed=args.seed, cluster=not args.no_cluster,
+                         progress=_progress(args))
+    print(_json_text(report) if args.json else format_free_energy(report))
+
+
 def cmd_demo(args) -> None:
     from .demo import run_demo
 

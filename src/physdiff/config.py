@@ -346,8 +346,8 @@ def lattice_local_batch(L: int) -> int:
     """Default batch of a lattice run with the local network (model.arch = local): the same number
     of sites per batch at every L, 512 configurations at L = 8 (32 768 sites), at least 16. The
     network is translation-equivariant, so each configuration gives V site-level examples; a
-    constant number of sites keeps a training step's cost the same at every L (measured, 1
-    thread: 188 ms at L = 8, 144 ms at L = 16, 130 ms at L = 32; benchmarks/README.md)."""
+    constant number of sites keeps a training step's cost about the same at every L (the
+    training times of benchmarks/README.md's lattice runs)."""
     return int(min(512, max(16, 32_768 // (L * L))))
 
 
@@ -355,10 +355,11 @@ def lattice_local_modes(L: int) -> int:
     """Default ``model.local.modes`` of a lattice run with the local network: the lowest momenta
     (|k|∞ = 2π/L) as a smooth input field from L = 32 on, none below. Measured at φ⁴ λ = 0.022,
     κ = 0.2705 (benchmarks/README.md): the exact sampler's acceptance rose from 0.48 to 0.53 and
-    ESS/N from 0.43 to 0.48 at L = 32 (1000 proposals), from 0.067 to 0.11 and 0.04 to 0.09 at
-    L = 64, for 1.4–1.6× the time per proposal; L = 8 and 16 keep the networks measured there
-    (ESS/N 0.99 and 0.91 without). Two shells (modes = 2) reach ESS/N 0.72 at L = 32 but cost 2.2×
-    one shell per proposal, more per independent configuration."""
+    ESS/N from 0.43 to 0.48 at L = 32 (1000 proposals; 1.5 combined errors), acceptance from 0.067
+    to 0.11 at L = 64 (its ESS/N 0.039 ± 0.009 against 0.085 ± 0.076: no significant change), for
+    1.4–1.6× the time per proposal; L = 8 and 16 keep the networks measured there (ESS/N 0.99 and
+    0.91 without). Two shells (modes = 2) reach ESS/N 0.72 at L = 32 but cost 2.3× one shell per
+    proposal, more per independent configuration."""
     return 1 if L >= 32 else 0
 
 

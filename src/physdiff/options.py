@@ -349,6 +349,36 @@ def _observables_options(s) -> None:
     s.add_argument("--overwrite", action="store_true", help="replace existing figures in DIR and the --pyerrors file")
 
 
+def _free_energy_options(s) -> None:
+    from .config import theory_fields
+    from .lattice.free_energy import METHODS
+    from .lattice.theory import theory_names
+
+    s.add_argument("model", metavar="MODEL", help=f"a lattice theory: {', '.join(theory_names())}")
+    s.add_argument("--L", type=_positive_int, required=True, help="lattice size L (L×L, periodic), >= 2")
+    for k, (key, f) in theory_fields().items():
+        if k != "L":
+            s.add_argument("--" + k, type=_finite_float, default=None,
+                           help=f"{f.metadata['doc']} (default {f.default} for {_theories_with(key[7:])})")
+    s.add_argument("--method", choices=METHODS, required=True,
+                   help="ti: thermodynamic integration from the solvable point; mbar: the same ensembles through "
+                        "MBAR (pymbar); jarzynski: non-equilibrium trajectories from the solvable point; diffusion: "
+                        "the exact sampler of --run")
+    s.add_argument("--run", metavar="RUN", help="diffusion: a trained run of this theory and L")
+    s.add_argument("--parameter", help="ti, mbar, jarzynski: the parameter moved from its solvable value "
+                   "(default the theory's first: kappa for phi4, beta for ising)")
+    s.add_argument("--n", type=_positive_int, default=None,
+                   help="configurations per grid point (ti, mbar; default 1600), trajectories (jarzynski; default "
+                        "256) or proposals (diffusion; default 1000)")
+    s.add_argument("--points", type=_positive_int, default=9, help="ti, mbar: grid points, 1 mod 4 (default 9)")
+    s.add_argument("--steps", type=_positive_int, default=200, help="jarzynski: coupling steps per trajectory")
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--no-cluster", action="store_true", help="phi4: HMC only, no Wolff updates of the signs")
+    s.add_argument("--device", default="auto", help="diffusion: auto, cpu or cuda")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    _quiet_option(s)
+
+
 def _demo_options(s) -> None:
     from .config import Config
 
@@ -366,6 +396,7 @@ def _demo_options(s) -> None:
 BUILDERS = {"data": _data_options, "train": _train_parser_options, "sample": _sample_options,
             "evaluate": _evaluate_options, "encode": _encode_options, "fit-steps": _fit_steps_options,
             "distill": _distill_options, "plot": _plot_options, "mcmc": _mcmc_options,
-            "observables": _observables_options, "scan": _scan_options, "demo": _demo_options}
+            "observables": _observables_options, "scan": _scan_options, "free-energy": _free_energy_options,
+            "demo": _demo_options}
 
 
