@@ -348,7 +348,7 @@ def check_model(run, model: str, sizes: list[int]) -> None:
     check_metropolis(run, None)
     if run.cfg.theory["L"] not in sizes:
         raise PhysdiffError(f"--model {str(run.path)!r} was trained at L = {run.cfg.theory['L']}, which is not among "
-                            f"the scan's sizes {', '.join(map(str, sizes))}")
+                            f"--L {','.join(map(str, sizes))} (the scan's sizes)")
 
 
 def is_scan_json(path: Path) -> bool:
