@@ -27,22 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_lattice import cost  # seconds × 2τ_int / n, as every lattice benchmark reports it
+from bench_lattice import _value, cost  # --train values parsed, and seconds × 2τ_int / n, as bench_lattice does
 
 from physdiff.config import load_config
 from physdiff.lattice.scan import parse_values, scan_to_folder
 from physdiff.run import LoadedRun
 from physdiff.training import train
-
-
-def _value(text: str):
-    """A --train KEY=VALUE value as the config reads it: a number where it is one."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def hopping_derivative(scan_dir: Path, point: dict) -> dict:

@@ -274,7 +274,8 @@ def _plot_options(s) -> None:
     _quiet_option(s)
 
 
-def _mcmc_options(s) -> None:
+def _theory_point_options(s) -> None:
+    """MODEL, --L and every registered theory parameter (--kappa, --beta, ...): one theory at one point."""
     from .config import theory_fields
     from .lattice.theory import theory_names
 
@@ -284,6 +285,10 @@ def _mcmc_options(s) -> None:
         if k != "L":
             s.add_argument("--" + k, type=_finite_float, default=None,
                            help=f"{f.metadata['doc']} (default {f.default} for {_theories_with(key[7:])})")
+
+
+def _mcmc_options(s) -> None:
+    _theory_point_options(s)
     s.add_argument("--n", type=_positive_int, default=10_000, help="configurations to save (default 10000)")
     s.add_argument("--chains", type=_positive_int, default=16, help="parallel chains, half hot and half cold")
     s.add_argument("--seed", type=_seed, default=0)
@@ -350,16 +355,9 @@ def _observables_options(s) -> None:
 
 
 def _free_energy_options(s) -> None:
-    from .config import theory_fields
     from .lattice.free_energy import METHODS
-    from .lattice.theory import theory_names
 
-    s.add_argument("model", metavar="MODEL", help=f"a lattice theory: {', '.join(theory_names())}")
-    s.add_argument("--L", type=_positive_int, required=True, help="lattice size L (L×L, periodic), >= 2")
-    for k, (key, f) in theory_fields().items():
-        if k != "L":
-            s.add_argument("--" + k, type=_finite_float, default=None,
-                           help=f"{f.metadata['doc']} (default {f.default} for {_theories_with(key[7:])})")
+    _theory_point_options(s)
     s.add_argument("--method", choices=METHODS, required=True,
                    help="ti: thermodynamic integration from the solvable point; mbar: the same ensembles through "
                         "MBAR (pymbar); jarzynski: non-equilibrium trajectories from the solvable point; diffusion: "

@@ -82,35 +82,31 @@ def simpson_weights(points: int, h: float) -> np.ndarray:
     return w * h / 3.0
 
 
-def _ensembles(rungs, L, n, *, seed, chains, cluster, progress):
+def _grid(theory: Theory, L: int, parameter: str | None, points: int, n: int, *, seed: int, chains: int,
+          cluster: bool, progress) -> tuple:
+    """(the parameter, its solvable value, the theory at each grid point, their reference
+    ensembles (n, L, L), the Γ-method estimate of −⟨∂S/∂p⟩ at each): what ti and mbar share."""
     from .mc import run_mcmc
 
-    out = []
-    for i, rung in enumerate(rungs):
-        x, report = run_mcmc(rung, L, n, seed=seed + i, chains=chains, cluster=cluster, progress=progress)
-        out.append((x, report))
-    return out
-
-
-def thermodynamic_integration(theory: Theory, L: int, *, parameter: str | None = None, points: int = 9,
-                              n: int = 1600, seed: int = 0, chains: int = 16, cluster: bool = True,
-                              progress=None, keep: bool = False) -> dict:
-    """log Z of ``theory`` on an L×L lattice by thermodynamic integration from its solvable point
-    (module docstring) on ``points`` (1 mod 4, >= 5) grid points with n configurations each.
-    ``keep``: the report also holds the ensembles (for :func:`mbar`)."""
     parameter, start = solvable_start(theory, parameter)
     if points < MIN_POINTS or points % 4 != 1:
         raise PhysdiffError(f"points = {points!r}: the grid needs 1 mod 4 points, at least {MIN_POINTS} (5, 9, 13, ...)"
                             ", so that Simpson's rule runs on it and on every other point")
-    t0 = time.perf_counter()
     rungs = ladder(theory, parameter, start, points)
-    ensembles = _ensembles(rungs, L, n, seed=seed, chains=chains, cluster=cluster, progress=progress)
-    values, errors = [], []
-    for rung, (x, _) in zip(rungs, ensembles, strict=True):
-        est = gamma_method(_derivative(rung, x, parameter).reshape(chains, -1))
-        values.append(est.value)
-        errors.append(est.error)
-    values, errors = np.array(values), np.array(errors)
+    xs, estimates = [], []
+    for i, rung in enumerate(rungs):
+        x, _ = run_mcmc(rung, L, n, seed=seed + i, chains=chains, cluster=cluster, progress=progress)
+        xs.append(x)
+        estimates.append(gamma_method(_derivative(rung, x, parameter).reshape(chains, -1)))
+    return parameter, start, rungs, xs, estimates
+
+
+def _integrated(theory: Theory, L: int, parameter: str, start: float, rungs: list, estimates: list, n: int,
+                t0: float) -> dict:
+    """The ti report of a grid of :func:`_grid`: Simpson on it and on every other point."""
+    points = len(rungs)
+    values = np.array([e.value for e in estimates])
+    errors = np.array([e.error for e in estimates])
     h = (getattr(theory, parameter) - start) / (points - 1)
     w = simpson_weights(points, h)
     integral = float(w @ values)
@@ -125,9 +121,18 @@ def thermodynamic_integration(theory: Theory, L: int, *, parameter: str | None =
                              "d_log_z": [{"value": float(v), "error": float(e)} for v, e in zip(values, errors,
                                                                                                strict=True)],
                              "coarse_grid_log_z": anchor + coarse}
-    if keep:
-        report["_ensembles"] = (rungs, [x for x, _ in ensembles], parameter)
     return report
+
+
+def thermodynamic_integration(theory: Theory, L: int, *, parameter: str | None = None, points: int = 9,
+                              n: int = 1600, seed: int = 0, chains: int = 16, cluster: bool = True,
+                              progress=None) -> dict:
+    """log Z of ``theory`` on an L×L lattice by thermodynamic integration from its solvable point
+    (module docstring) on ``points`` (1 mod 4, >= 5) grid points with n configurations each."""
+    t0 = time.perf_counter()
+    parameter, start, rungs, _, estimates = _grid(theory, L, parameter, points, n, seed=seed, chains=chains,
+                                                  cluster=cluster, progress=progress)
+    return _integrated(theory, L, parameter, start, rungs, estimates, n, t0)
 
 
 def _import_pymbar():
@@ -152,13 +157,12 @@ def mbar(theory: Theory, L: int, *, parameter: str | None = None, points: int = 
     (the same seeds: the same ensembles), each thinned to one configuration per 2τ_int."""
     pymbar = _import_pymbar()
     t0 = time.perf_counter()
-    ti = thermodynamic_integration(theory, L, parameter=parameter, points=points, n=n, seed=seed, chains=chains,
-                                   cluster=cluster, progress=progress, keep=True)
-    rungs, xs, parameter = ti.pop("_ensembles")
+    parameter, start, rungs, xs, estimates = _grid(theory, L, parameter, points, n, seed=seed, chains=chains,
+                                                   cluster=cluster, progress=progress)
+    ti = _integrated(theory, L, parameter, start, rungs, estimates, n, t0)
     kept = []
-    for rung, x in zip(rungs, xs, strict=True):
-        tau = gamma_method(_derivative(rung, x, parameter).reshape(chains, -1)).tau_int
-        per = x.reshape(chains, -1, *x.shape[1:])[:, ::max(1, math.ceil(2 * tau))]
+    for x, est in zip(xs, estimates, strict=True):  # one configuration per 2τ_int of −∂S/∂p
+        per = x.reshape(chains, -1, *x.shape[1:])[:, ::max(1, math.ceil(2 * est.tau_int))]
         kept.append(per.reshape(-1, *x.shape[1:]))
     counts = np.array([len(k) for k in kept])
     every = torch.from_numpy(np.concatenate(kept))
@@ -174,7 +178,7 @@ def mbar(theory: Theory, L: int, *, parameter: str | None = None, points: int = 
     df, ddf = float(out["Delta_f"][0, -1]), float(out["dDelta_f"][0, -1])
     anchor = ti["diagnostics"]["log_z_start"]
     report = _report(theory, L, "mbar", anchor - df, ddf, t0)
-    report["diagnostics"] = {"parameter": parameter, "start": ti["diagnostics"]["start"], "log_z_start": anchor,
+    report["diagnostics"] = {"parameter": parameter, "start": start, "log_z_start": anchor,
                              "points": points, "n_per_point": n, "kept_per_point": counts.tolist(),
                              "ti_on_the_same_ensembles": ti["log_z"]}
     return report
