@@ -92,6 +92,10 @@ def test_a_fast_protocol_gives_a_large_error_or_a_warning():
 def test_refusals_are_one_line():
     with pytest.raises(PhysdiffError, match="1 mod 4"):
         free_energy("ising", 4, {"beta": 0.44}, "ti", points=7)
+    with pytest.raises(PhysdiffError, match="1 mod 4 points, 5 to 1001"):  # before any memory is taken
+        free_energy("ising", 4, {"beta": 0.44}, "mbar", points=10**9 + 1)
+    with pytest.raises(PhysdiffError, match="1 to 1000000 steps"):
+        free_energy("ising", 4, {"beta": 0.44}, "jarzynski", steps=10**11)
     with pytest.raises(PhysdiffError, match="solvable along beta, not along 'kappa'"):
         free_energy("ising", 4, {"beta": 0.44}, "ti", parameter="kappa")
     with pytest.raises(PhysdiffError, match="needs a trained run"):

@@ -46,6 +46,8 @@ from .theory import Theory, get_theory
 
 METHODS = ("ti", "mbar", "jarzynski", "diffusion")
 MIN_POINTS = 5  # Simpson on the grid and on every other point: 1 mod 4 points, at least 5
+MAX_POINTS = 1001  # a reference ensemble each: beyond it a grid is days of Monte Carlo, not a refinement
+MAX_STEPS = 10**6  # jarzynski: coupling steps per trajectory, and trajectories (one sweep of all per step)
 
 
 def solvable_start(theory: Theory, parameter: str | None) -> tuple[str, float]:
@@ -89,9 +91,9 @@ def _grid(theory: Theory, L: int, parameter: str | None, points: int, n: int, *,
     from .mc import run_mcmc
 
     parameter, start = solvable_start(theory, parameter)
-    if points < MIN_POINTS or points % 4 != 1:
-        raise PhysdiffError(f"points = {points!r}: the grid needs 1 mod 4 points, at least {MIN_POINTS} (5, 9, 13, ...)"
-                            ", so that Simpson's rule runs on it and on every other point")
+    if not isinstance(points, int) or not MIN_POINTS <= points <= MAX_POINTS or points % 4 != 1:
+        raise PhysdiffError(f"points = {points!r}: the grid needs 1 mod 4 points, {MIN_POINTS} to {MAX_POINTS} "
+                            "(5, 9, 13, ...), so that Simpson's rule runs on it and on every other point")
     rungs = ladder(theory, parameter, start, points)
     xs, estimates = [], []
     for i, rung in enumerate(rungs):
@@ -193,8 +195,10 @@ def jarzynski(theory: Theory, L: int, *, parameter: str | None = None, trajector
     from .mc import Chains
 
     parameter, start = solvable_start(theory, parameter)
-    if trajectories < 2 or steps < 1:
-        raise PhysdiffError(f"jarzynski needs at least 2 trajectories and 1 step (got {trajectories} and {steps})")
+    if not (isinstance(trajectories, int) and 2 <= trajectories <= MAX_STEPS
+            and isinstance(steps, int) and 1 <= steps <= MAX_STEPS):
+        raise PhysdiffError(f"jarzynski needs 2 to {MAX_STEPS} trajectories and 1 to {MAX_STEPS} steps (got "
+                            f"{trajectories} and {steps})")
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     rungs = ladder(theory, parameter, start, steps + 1)
