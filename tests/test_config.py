@@ -86,3 +86,16 @@ def test_the_low_modes_default_per_lattice_size_and_old_runs_read_none():
     with pytest.raises(PhysdiffError, match=r"model.local.modes = 4 reads the momenta up to 4·2π/L, which alias on "
                                             r"L = 8; allowed: modes <= 3"):
         cfg(8, model={"local": {"modes": 4}})
+
+
+def test_couplings_without_a_range_are_refused_but_old_runs_that_stored_them_load():
+    """data.couplings applies to a coupling-conditioned run only: given beside a single coupling it
+    is refused (stored and ignored would be silence); a config of version <= 7, which stored the key
+    unused, reads the default so that the run still loads."""
+    raw = {"data": {"dataset": "phi4", "couplings": 3}, "theory": {"L": 8}}
+    with pytest.raises(PhysdiffError, match=r"data.couplings = 3 applies to a coupling-conditioned run"):
+        config_from_dict(raw)
+    assert config_from_dict({**raw, "version": 7}).data.couplings == 9
+    ranged = {"data": {"dataset": "phi4", "couplings": 3, "n_train": 960},
+              "theory": {"L": 8, "kappa": [0.2, 0.25]}, "version": 7}
+    assert config_from_dict(ranged).data.couplings == 3

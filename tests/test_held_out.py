@@ -10,7 +10,7 @@ from conftest import one_line_error
 from physdiff import checkpoint as ck
 from physdiff.checkpoint import read_metrics
 from physdiff.cli import main
-from physdiff.config import Config, config_from_dict, load_config
+from physdiff.config import CONFIG_VERSION, Config, config_from_dict, load_config
 from physdiff.data import load_array, split_rows, validation_indices
 from physdiff.errors import PhysdiffError
 from physdiff.run import LoadedRun
@@ -188,8 +188,8 @@ def test_a_run_without_split_evaluates_as_before(tmp_path, data_file):
     # a run directory of config version 5 (no validation_fraction key, no validation.npy) loads
     # unchanged and is evaluated the same way: two halves of the file drawn by the seed
     text = (out / ck.CONFIG_FILE).read_text()
-    assert "version = 7" in text and "validation_fraction = 0.0\n" in text
-    (out / ck.CONFIG_FILE).write_text(text.replace("version = 7", "version = 5").replace(
+    assert f"version = {CONFIG_VERSION}" in text and "validation_fraction = 0.0\n" in text
+    (out / ck.CONFIG_FILE).write_text(text.replace(f"version = {CONFIG_VERSION}", "version = 5").replace(
         "validation_fraction = 0.0\n", ""))
     old = vectors.evaluate(LoadedRun(out, device="cpu"), 100, 0)
     assert old["metrics"] == report["metrics"]

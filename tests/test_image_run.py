@@ -110,8 +110,8 @@ def test_cli_image_run(run, tmp_path, cache, monkeypatch, capsys):
             (["sample", str(run.path), "--class", "10", "--out", str(tmp_path / "n.npy")], "class 10 is out of range"),
             (["sample", str(run.path), "--n", "4", "--out", str(tmp_path / "n.npy"), "--png", str(tmp_path / "x.jpg")],
              "--png"),
-            (["sample", str(run.path), "--n", "4", "--out", str(out)], "already exists; add --overwrite"),
-            (["evaluate", str(run.path), "--nll"], "vector data only")):
+            (["sample", str(run.path), "--n", "4", "--out", str(out)], "already exists; pass overwrite=True"),
+            (["evaluate", str(run.path), "--nll"], "is for vector data, not for image runs")):
         assert main(argv) == 2
         assert words in capsys.readouterr().err
 

@@ -172,8 +172,13 @@ def test_sample_exact_is_the_recipe_written_once(wrong_model, tmp_path):
     chain, report = es.metropolis_chain(theory, res.samples[:, 0], res.log_prob, seed=4, burn_in=B)
     np.testing.assert_array_equal(ex.chain, chain)
     check = ex.report.pop("log_q_check")  # the solver check (test_log_q_check_...) comes on top
-    assert ex.report.pop("log_z_refined") == es.refined_log_z(report["log_z"], check)  # and log Z moved by it
+    # and log Z is then the one moved by it (its error covering the solver), the chain's own beside it
+    refined = es.refined_log_z(report["log_z"], check)
+    assert ex.report.pop("log_z_refined") == ex.report["log_z"] == refined
+    assert ex.report.pop("log_z_raw") == report["log_z"]
+    assert ex.report["free_energy_density"] == {"value": -refined["value"] / 16, "error": refined["error"] / 16}
     assert check["n"] == es.default_log_q_check(96 + B) == 16 and check["solver"] == "rk4 4 steps"
+    report = report | {"log_z": refined, "free_energy_density": ex.report["free_energy_density"]}
     assert json.dumps(ex.report, default=float) == json.dumps(report, default=float)
     np.testing.assert_array_equal(ex.chain, ex.proposals[ex.indices])
     # the burn-in steps are run, then dropped: the kept chain is the full chain's tail
@@ -241,7 +246,10 @@ def test_solver_check_flags_a_shift_beyond_half_an_error():
     # log Z with the finer solve: moved by the paired shift; a constant has no spread over the pairs
     ref = es.refined_log_z(coarse.report["log_z"], const)
     assert ref["value"] == pytest.approx(coarse.report["log_z"]["value"] - 0.3, abs=1e-12)
-    assert const["log_z_shift"]["error"] < 1e-12 and ref["error"] == pytest.approx(coarse.report["log_z"]["error"])
+    # what twice the RK4 steps leave of the bias, |shift| / 15, is a systematic error of its own
+    assert const["log_z_shift"]["error"] < 1e-12 and ref["solver_systematic"] == pytest.approx(0.3 / 15)
+    assert ref["error"] == pytest.approx(math.hypot(coarse.report["log_z"]["error"], 0.3 / 15))
+    assert ref["statistical_error"] == coarse.report["log_z"]["error"]
     m = np.abs(x[:100].reshape(100, -1).mean(1))
     tilted = es.solver_check(theory, coarse, x[:100], log_q[:100] - 3.0 * (m - m.mean()))
     assert tilted["shifts"]["abs_m"]["value"] > 0 and "abs_m by" in tilted["warning"]
@@ -260,8 +268,9 @@ def test_log_z_with_the_finer_solve_is_that_of_the_finer_proposals(wrong_model):
     want = es.log_partition_function(lw_f)["value"]
     ref = coarse.report["log_z_refined"]
     assert ref["value"] == pytest.approx(want, abs=1e-9)
-    assert abs(want - coarse.report["log_z"]["value"]) > 1e-4  # two steps against four do differ
-    assert ref["solver"] == "rk4 4 steps" and ref["error"] >= coarse.report["log_z"]["error"]
+    assert abs(want - coarse.report["log_z_raw"]["value"]) > 1e-4  # two steps against four do differ
+    assert ref["solver"] == "rk4 4 steps" and ref["error"] >= coarse.report["log_z_raw"]["error"]
+    assert coarse.report["log_z"] == ref  # the log Z a user reads first is the finer solve's
 
 
 def test_cli_metropolis_writes_the_solver_check(wrong_model, tmp_path, capsys):
@@ -276,7 +285,8 @@ def test_cli_metropolis_writes_the_solver_check(wrong_model, tmp_path, capsys):
     chk = json.loads(out.with_suffix(".json").read_text())["log_q_check"]
     assert chk["n"] == 8 and set(chk["shifts"]) == {"abs_m", "chi2", "action_density"}
     info = json.loads(out.with_suffix(".json").read_text())
-    assert info["log_z_refined"]["value"] == pytest.approx(info["log_z"]["value"] + chk["log_z_shift"]["value"])
+    assert info["log_z_refined"]["value"] == pytest.approx(info["log_z_raw"]["value"] + chk["log_z_shift"]["value"])
+    assert info["log_z"] == info["log_z_refined"]
     line = one_line_error(capsys, ["sample", str(wrong_model.path), "--n", "8", "--log-q-check", "4",
                                    "--out", str(tmp_path / "d.npy")])
     assert "--log-q-check applies to --metropolis" in line
@@ -342,5 +352,5 @@ def test_scan_with_a_model_is_exact_at_every_coupling(wrong_model, tmp_path, cap
     assert ess[0.17] > ess[0.13]
     assert (out / "scan_model.png").is_file() and (out / "scan_model.csv").is_file()
     assert main([*args[:3], "6", *args[4:-2], str(tmp_path / "other"), "-q"]) == 2
-    assert "trained at L = 4, which is not among --L 6" in capsys.readouterr().err
+    assert "trained at L = 4, which is not among the scan's sizes 6" in capsys.readouterr().err
     assert not (tmp_path / "other" / "ensembles").exists()

@@ -74,7 +74,8 @@ def test_sample_and_metropolis_report_per_batch(every_update, ising_run, tmp_pat
     assert counts == [64, 128, 130]  # one line per batch of 64
     assert main([*base, "--n", "6", "--burn-in", "2", "--metropolis", "--out", str(tmp_path / "m.npy")]) == 0
     err = capsys.readouterr().err
-    assert jobs(err) == {"exact sampler": "proposal"} and "8/8 proposals" in err, err
+    # 6 + a burn-in of 2 proposals, then the solver check's 8 (all of them) again: one count of 16
+    assert jobs(err) == {"exact sampler": "proposal"} and "16/16 proposals" in err, err
     assert main([*base, "--n", "8", "--out", str(tmp_path / "q.npy"), "-q"]) == 0
     assert capsys.readouterr().err == ""
 

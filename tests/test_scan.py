@@ -111,7 +111,7 @@ def test_scan_outputs_and_the_crossing_by_hand(tmp_path, capsys):
     assert abs(c["value"] - 0.4407) < 4 * c["error"] + 0.03  # small L: corrections to scaling
     assert res["critical"]["value"] == pytest.approx(0.5 * math.log(1 + math.sqrt(2)))
     rows = (out / "scan.csv").read_text().splitlines()
-    assert rows[0].startswith("L,beta,observable,value,error") and len(rows) == 1 + 10 * 8
+    assert rows[0].startswith("L,beta,n,observable,value,error") and len(rows) == 1 + 10 * 8
     assert "Binder crossing L = 4/6: β = " in said
 
 
@@ -159,11 +159,11 @@ def test_scan_reuses_extends_and_never_replaces_ensembles(tmp_path, capsys):
     capsys.readouterr()
     assert main(["scan", "ising", "--L", "4", "--beta", "0.4,0.5", "--n", "64", "--chains", "4", "--out", str(mine),
                  "-q"]) == 2
-    assert "was not written by physdiff scan; give --overwrite" in capsys.readouterr().err
+    assert "was not written by physdiff scan (or was changed since); pass overwrite=True" in capsys.readouterr().err
     assert sorted(p.name for p in mine.iterdir()) == ["scan.csv"] and (mine / "scan.csv").read_text() == "my own table"
     for args, said in ((["--beta", "0.4"], "exactly one parameter"), (["--beta", "0.4:0.5:3", "--kappa", "0.2"],
-                                                                       "--kappa is not a parameter of ising"),
-                       (["--beta", "0.4:0.5:3", "--n", "30"], "multiple of --chains"),
+                                                                       "kappa (--kappa) is not a parameter of ising"),
+                       (["--beta", "0.4:0.5:3", "--n", "4"], "fewer than 2 per chain"),
                        (["--beta", "0.4:0.5:100000000"], "a count from 2 to 1000")):
         assert main(["scan", "ising", "--L", "4", "--chains", "4", "--out", str(tmp_path / "x"), *args]) == 2
         e = capsys.readouterr().err

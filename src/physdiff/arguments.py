@@ -210,7 +210,8 @@ def _named_command(argv: list[str]) -> str | None:
 
 
 def _join_negative_numbers(argv: list[str]) -> list[str]:
-    """``--lr -1e-3`` → ``--lr=-1e-3``, ``--kappa -0.1:0.2`` → ``--kappa=-0.1:0.2``: argparse reads
+    """``--lr -1e-3`` → ``--lr=-1e-3``, ``--kappa -0.1:0.2`` → ``--kappa=-0.1:0.2`` (and a scan's list
+    ``--kappa -0.1,0.2``): argparse reads
     a value that starts with '-' and is not a plain negative integer or decimal (an exponent, a
     range) as an option; the value's own check then names it."""
     out, i = [], 0
@@ -219,7 +220,8 @@ def _join_negative_numbers(argv: list[str]) -> list[str]:
         nxt = argv[i + 1] if i + 1 < len(argv) else None
         if tok.startswith("--") and "=" not in tok and nxt is not None and nxt.startswith("-") and len(nxt) > 1:
             try:
-                for part in nxt.split(":"):  # a number, or a range LO:HI (or start:stop:count) from a negative start
+                # a number, a range LO:HI (or start:stop:count) or a list a,b,c (scan) from a negative start
+                for part in nxt.replace(",", ":").split(":"):
                     float(part)
             except ValueError:
                 pass

@@ -263,6 +263,57 @@ def read_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, 
     return tensors, metadata
 
 
+def tensors_metadata(path: str | Path) -> dict[str, str]:
+    """The JSON metadata of a safetensors file, its tensors left unread; {} for a file that is
+    missing or unreadable (whoever needs the tensors reports that, :func:`read_tensors`)."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return {}
+
+
+def learnt_fingerprint(run: str | Path, learnt: dict | None = None) -> str | None:
+    """The SHA-256 fingerprint of the training rows run ``run`` learnt (``data_fingerprint``):
+    from its weights' ``data`` record ``learnt`` when that holds it, else from its training
+    state; None for a run that recorded none."""
+    if isinstance(learnt, dict) and isinstance(learnt.get("fingerprint"), str):
+        return learnt["fingerprint"]
+    value = tensors_metadata(Path(run) / STATE_FILE).get("data_fingerprint")
+    return value if isinstance(value, str) else None
+
+
+def check_flat_attributes(attrs: dict, info: dict, where: str) -> None:
+    """An HDF5 ensemble's flat attributes (``kappa``, ``chains``, ... for any HDF5 reader) agree with
+    its ``physdiff`` JSON attribute ``info`` (what physdiff reads): each scalar of ``info`` and of
+    its ``params`` that is also a flat attribute must have the same value there, else one line
+    naming the attribute and both values (the file was edited, or written by another program, and
+    the two say different things: which of them holds is not for physdiff to guess).
+    ``lattice/ensemble.py`` calls it on reading a .h5; its writer writes both from one dict."""
+    import math
+
+    flat = dict(info.get("params", {})) if isinstance(info.get("params"), dict) else {}
+    flat |= {k: v for k, v in info.items() if k != "params"}
+    for key, want in flat.items():
+        if key == "physdiff" or key not in attrs:
+            continue
+        got = attrs[key]
+        if isinstance(want, bool) or isinstance(got, bool):
+            same = type(want) is type(got) and want == got
+        elif isinstance(want, str) or isinstance(got, str):
+            same = want == got
+        elif isinstance(want, (int, float)) and isinstance(got, (int, float)):
+            same = want == got or (math.isnan(want) and math.isnan(got))
+        else:
+            continue  # lists and tables live in the JSON attribute only
+        if not same:
+            raise PhysdiffError(f"{where}: its attribute {key!r} = {got!r} disagrees with its 'physdiff' record, which "
+                                f"says {key} = {want!r}; the file was edited or written by another program: fix the "
+                                "attribute that is wrong (or delete the flat one) and read it again")
+
+
 def load_module_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str, prefix: str = ""):
     """Load ``prefix``-ed tensors into ``module`` only if every name and shape matches: a
     checkpoint of another architecture or data shape is refused, never partly loaded."""
@@ -368,9 +419,15 @@ class OutputLock(_Flock):
             fh.close()
 
     def release(self):
-        if self.fh is not None:  # removed while still held, so no one locks a file about to go
+        """Remove the lock file, then unlock it: unlinked while still held (and only if the file at
+        the path is still the one held), so that a process waiting on the old file finds, once it
+        holds it, that it is no longer on disk and locks a fresh one (:meth:`acquire`). A SIGTERM or
+        Ctrl-C of the command releases it too; only a kill -9 leaves the (empty) file, unlocked,
+        and the next command naming the output locks and removes it."""
+        if self.fh is not None:
             with contextlib.suppress(OSError):
-                os.unlink(self.path)
+                if os.stat(self.path).st_ino == os.fstat(self.fh.fileno()).st_ino:
+                    os.unlink(self.path)
         super().release()
 
 
@@ -534,7 +591,7 @@ def read_npy(path: Path, what: str, advice: str = "save it with numpy.save") -> 
 # ---------------------------------------------------------------- output files
 
 
-def npy_output(path: str, what: str = "--out") -> Path:
+def npy_output(path: str, what: str = "output") -> Path:
     """An output .npy path in an existing folder."""
     out = Path(path)
     if out.suffix != ".npy":  # exactly: NAME.NPY and NAME.npy would share the JSON NAME.json
@@ -549,7 +606,8 @@ def new_output(path: Path, overwrite: bool) -> Path:
     if path.is_dir():
         raise PhysdiffError(f"output {str(path)!r} is a folder; give a file name")
     if path.exists() and not overwrite:
-        raise PhysdiffError(f"output {str(path)!r} already exists; add --overwrite to replace it")
+        raise PhysdiffError(f"output {str(path)!r} already exists; pass overwrite=True (on the command line "
+                            "--overwrite) to replace it")
     return path
 
 
@@ -571,7 +629,7 @@ def check_memory(nbytes: int, what: str) -> None:
         return
     if nbytes > total:
         raise PhysdiffError(f"{what} need about {nbytes / 2**30:.1f} GiB, more than this machine's "
-                            f"{total / 2**30:.1f} GiB of memory; ask for fewer (several files, or a smaller --n)")
+                            f"{total / 2**30:.1f} GiB of memory; ask for fewer (several files, or a smaller n)")
 
 
 def recorded_held_out(run: Path, cfg) -> np.ndarray | None:

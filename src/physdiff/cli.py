@@ -64,7 +64,7 @@ def cmd_data(args) -> None:
     from .checkpoint import new_output, npy_output, save_npy
     from .data import resolve_toy
 
-    out = new_output(npy_output(args.out), args.overwrite)
+    out = new_output(npy_output(args.out, "--out"), args.overwrite)
     save_npy(out, resolve_toy(args.name).sample(args.n, args.seed))
     print(f"wrote {args.n} samples of {args.name!r} to {out}")
 
@@ -132,7 +132,7 @@ def cmd_sample(args) -> None:
     from .devices import resolve_device
     from .sampling import write_samples
 
-    out = npy_output(args.out)
+    out = npy_output(args.out, "--out")
     traj_out = npy_output(args.trajectory, "--trajectory") if args.trajectory else None
     logp_out = npy_output(args.log_prob, "--log-prob") if args.log_prob else None
     png_out = Path(args.png) if args.png else None
@@ -146,8 +146,7 @@ def cmd_sample(args) -> None:
         if args.spectrum_configurations is not None and args.L is None:
             raise PhysdiffError("--spectrum-configurations applies with --L (sampling another lattice size)")
         if args.L is not None and args.L != run.cfg.theory.get("L"):
-            run = run.on_lattice(args.L, **({} if args.spectrum_configurations is None
-                                            else {"configurations": args.spectrum_configurations}))
+            run = run.on_lattice(args.L, **_given(args, ["spectrum_configurations"]))
         target = None
         if couplings:  # the chain's target at other couplings than the run's
             names = ", ".join("--" + k for k in couplings)
@@ -188,7 +187,7 @@ def cmd_encode(args) -> None:
     from .checkpoint import new_output, npy_output, save_npy
     from .data import load_array
 
-    out = new_output(npy_output(args.out), args.overwrite)
+    out = new_output(npy_output(args.out, "--out"), args.overwrite)
     run, _ = _load(args)
     x = load_array(args.data, min_rows=1)
     save_npy(out, run.encode(x, steps=args.steps))
@@ -267,7 +266,7 @@ def cmd_scan(args) -> None:
 
 def cmd_observables(args) -> None:
     from .checkpoint import check_figure_outputs, figure_outputs, write_figures
-    from .lattice.export import export_ensemble, pyerrors_output
+    from .lattice.export import check_exportable, export_ensemble, pyerrors_output
     from .lattice.report import format_observables, observable_figures, observables_report
 
     folder = Path(args.plot) if args.plot else None
@@ -277,6 +276,8 @@ def cmd_observables(args) -> None:
     result, data = observables_report(args.ensemble, args.compare)
     outputs = figure_outputs(observable_figures(result, data), folder, args.format) if folder is not None else []
     check_figure_outputs(outputs, args.overwrite)
+    if export is not None:  # refused before the table, not after it
+        check_exportable(data["x"], data["chains"][0], f"ensemble {Path(args.ensemble).stem!r}")
     print(_json_text(result) if args.json else format_observables(result))
     for line in write_figures(outputs):
         print(line)
@@ -305,12 +306,36 @@ def cmd_demo(args) -> None:
     print(f"wrote {table}")
 
 
+class _Terminated(KeyboardInterrupt):
+    """A SIGTERM, raised where the command is, so that it ends as a Ctrl-C does: locks released and
+    their files removed, temporaries deleted, a run's session recorded as interrupted."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
+
+
+def _catch_sigterm():
+    """Make SIGTERM end the command through :class:`_Terminated` (in the main thread, and only where
+    nobody else handles it); returns the handler to restore, or None."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     def one_line_warning(message, category, filename, lineno, file=None, line=None):
         print(f"physdiff: warning: {message}", file=sys.stderr)
 
     old = warnings.showwarning
     warnings.showwarning = one_line_warning
+    old_sigterm = _catch_sigterm()
     try:
         given = list(sys.argv[1:] if argv is None else argv)
         argv = _join_negative_numbers(given)
@@ -344,11 +369,13 @@ def main(argv: list[str] | None = None) -> int:
         print("physdiff: error: out of memory; ask for fewer samples, a smaller batch or a smaller model",
               file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("physdiff: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (_Terminated): everything held is released
+        print(f"physdiff: {'terminated' if isinstance(exc, _Terminated) else 'interrupted'}", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(exc, _Terminated) else 130
     finally:
         warnings.showwarning = old
+        if old_sigterm is not None:
+            signal.signal(signal.SIGTERM, old_sigterm)
     return 0
 
 

@@ -192,13 +192,14 @@ class Config:
 
 
 SECTIONS = {f.name: f.default_factory for f in fields(Config) if f.name != "theory"}
-CONFIG_VERSION = 7  # 1: no version key, no data.kind / data.normalization (read as auto);
+CONFIG_VERSION = 8  # 1: no version key, no data.kind / data.normalization (read as auto);
 # 2: no model.gaussian, model.mlp.site_width (read as none and 0: those runs' weights have neither);
 # 3: the lattice size and couplings in [data] (data.L, kappa, lam, beta) instead of [theory];
 # 4: [theory], and every `auto` of a run's config.toml resolved when training wrote it;
 # 5: data.embedding (runs of version <= 4 learnt the spins themselves: read as "none");
 # 6: data.validation_fraction (runs of version <= 5 trained on every row of a data file: read as 0);
-# 7: model.local.modes (the local networks of runs of version <= 6 read no low modes: read as 0)
+# 7: model.local.modes (the local networks of runs of version <= 6 read no low modes: read as 0);
+# 8: data.couplings refused without a coupling range (runs of version <= 7 stored it unused: read as the default)
 DEFAULT_L = 8
 # [data] keys of versions <= 3 that now live in [theory], with the defaults those versions wrote out
 LEGACY_THEORY_KEYS = {"L": 8, "kappa": 0.2705, "lam": 0.022, "beta": 0.44}
@@ -429,6 +430,8 @@ def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
         raise PhysdiffError(f"config section [data] must be a table, got {type(raw['data']).__name__}")
     theory = _theory_table(raw, version)
     data = raw["data"]
+    if version < 8 and not any(isinstance(v, list) for v in (theory or {}).values()):
+        data.pop("couplings", None)  # stored and unused by those runs: their data are at one coupling
     if not data.get("file") and isinstance(data.get("dataset"), str):
         if theory:
             from .lattice.theory import get_theory
@@ -579,6 +582,12 @@ def _check_lattice_network(cfg: Config) -> None:
                             f"L = {L}; allowed: modes <= {(L - 1) // 2} at this size (0 = off)")
     ranged = [k for k, v in cfg.theory.items() if isinstance(v, list)]
     if not ranged:
+        if d.couplings != DataConfig.couplings:  # stored and ignored would be silence
+            where = (f"no coupling of theory {d.dataset!r} is a range" if cfg.theory
+                     else f"data.dataset = {d.dataset!r} is not a lattice theory")
+            raise PhysdiffError(f"data.couplings = {d.couplings} applies to a coupling-conditioned run, one whose "
+                                "[theory] coupling is a range [lo, hi] (on the command line e.g. --kappa LO:HI); "
+                                f"{where}: give a range, or leave data.couplings at its default {DataConfig.couplings}")
         return
     if cfg.model.arch not in ("auto", "local"):
         raise PhysdiffError(f"theory.{ranged[0]} is a range (a coupling-conditioned run): it needs model.arch = local, "
@@ -588,11 +597,11 @@ def _check_lattice_network(cfg: Config) -> None:
     if per < 32:  # each coupling's Monte Carlo: 16 chains, at least 2 configurations each
         raise PhysdiffError(f"data.n_train = {d.n_train} over data.couplings = {d.couplings} leaves {per} "
                             "configurations per coupling; the Monte Carlo of each needs at least 32: raise "
-                            "--n-train or lower --couplings")
+                            "data.n_train or lower data.couplings (on the command line --n-train, --couplings)")
     if (hi - lo) / (d.couplings - 1) < 1e-5 * max(abs(lo), abs(hi)):
         raise PhysdiffError(f"theory.{ranged[0]} = [{lo:g}, {hi:g}] on {d.couplings} couplings: the grid's spacing "
                             "is below 1e-5 of the couplings (the network reads them in float32); widen the range "
-                            "or lower --couplings")
+                            "or lower data.couplings (--couplings)")
 
 
 def resolve_auto(cfg: Config) -> Config:

@@ -304,7 +304,8 @@ class Students:
             steps = self.steps[-1]
         if steps not in self.nets:
             raise PhysdiffError(f"{self.where} has no student of {steps} steps; it has "
-                                f"{', '.join(map(str, self.steps))} (physdiff distill RUN --steps {steps} makes one)")
+                                f"{', '.join(map(str, self.steps))} (distill_run with steps {steps} makes one; on the "
+                                f"command line physdiff distill RUN --steps {steps})")
         return self.nets[steps], self.grids[steps]
 
 
@@ -359,7 +360,7 @@ def distill_run(run, steps=None, *, base: int | None = None, iterations: int | N
     to the run's distilled.safetensors (replacing an earlier one) and sampled with
     ``sample(sampler="distilled", steps=N)``. ``batch_size``: default the run's
     train.batch_size. Returns the :class:`distill.Distillation`."""
-    from .data import load_training
+    from .data import check_fingerprint, load_training
 
     check_distillable(run)
     steps = DEFAULT_STEPS if steps is None else steps
@@ -372,6 +373,9 @@ def distill_run(run, steps=None, *, base: int | None = None, iterations: int | N
     with ck.OutputLock(run.path / FILE):  # one distill at a time per run
         read_record(run.path)  # a corrupt file is refused before the work
         ts = load_training(run.cfg, held_out=ck.recorded_held_out(run.path, run.cfg))
+        if run.cfg.data.file:  # a user's file: the rows the run learnt, not a file changed since
+            check_fingerprint(ts.x, ck.learnt_fingerprint(run.path, getattr(run, "learnt", None)), run.cfg.data.file,
+                              str(run.path))
         data = run.normalizer.encode(torch.from_numpy(ts.x).double()).to(device=run.device, dtype=torch.float32)
         rounds = (base // min(steps)).bit_length() - 1  # base/2, base/4, ..., the fewest steps
         with progress_bar(progress, rounds * iterations,
@@ -409,7 +413,8 @@ def read_students(run):
         raise PhysdiffError(f"{where} was distilled from the {t.get('weights')} weights of step {t.get('step')}, "
                             f"not from these ({run.weights}, step {run.step}"
                             + (", other values: the run was trained again" if same else "")
-                            + "); distil again with physdiff distill (with --weights for the other weights)")
+                            + "); distil again with distill_run (physdiff distill; for the other weights, weights= or "
+                            "--weights)")
     nets = {}
     for n in record["grids"]:
         net = build_model(run.cfg.model, run.data_shape, run.num_classes, run.kind, run.cfg.diffusion,

@@ -241,10 +241,29 @@ def read_fits(run_dir: Path) -> dict:
         data = json.loads(path.read_text())
         if data.get("format") != FORMAT or not isinstance(data.get("fits"), dict):
             raise ValueError
-        return data["fits"]
-    except (ValueError, AttributeError, UnicodeDecodeError):
+    except (ValueError, AttributeError, UnicodeDecodeError, OSError):
         raise PhysdiffError(f"{str(path)!r} is not a physdiff timesteps file (corrupt or edited); delete it and fit "
                             "again with physdiff fit-steps") from None
+    for key, entry in data["fits"].items():
+        check_entry(entry, f"{str(path)!r} (fit {key!r})")
+    return data["fits"]
+
+
+def check_entry(entry, where: str) -> None:
+    """One fit of a timesteps.json as :func:`entry_of` writes it: a table whose ``kept`` is true or
+    false and whose ``timesteps`` are a list of integer indices (their range is checked against
+    the run's T where they are used, ``samplers.check_timesteps``); else one line naming ``where``."""
+    if not isinstance(entry, dict):
+        raise PhysdiffError(f"{where} is {entry!r}, not a fit (a table of timesteps); the file is corrupt or edited: "
+                            "delete it and fit again with physdiff fit-steps")
+    if not isinstance(entry.get("kept"), bool):
+        raise PhysdiffError(f"{where}: kept = {entry.get('kept')!r} must be true or false; the file is corrupt or "
+                            "edited: delete it and fit again with physdiff fit-steps")
+    steps = entry.get("timesteps")
+    if (not isinstance(steps, list) or not steps
+            or not all(isinstance(t, int) and not isinstance(t, bool) for t in steps)):
+        raise PhysdiffError(f"{where}: timesteps = {steps!r} is not a list of step indices; the file is corrupt or "
+                            "edited: delete it and fit again with physdiff fit-steps")
 
 
 def write_fit(run_dir: Path, key: str, entry: dict) -> Path:

@@ -45,6 +45,8 @@ METHODS = ("rk4", "dopri5", "midpoint", "euler")
 # eps and x0 get 18 steps (72 evaluations). Use dopri5 to check a run.
 DEFAULT_METHOD = "rk4"
 DEFAULT_STEPS = {"eps": 18, "x0": 18, "v": 12}
+EVALUATIONS_PER_STEP = {"rk4": 4, "midpoint": 2, "euler": 1}  # torchdiffeq's fixed-grid methods
+DIVERGENCE_CHUNK = 64  # the exact divergence reports its progress every this many backward passes
 
 
 def default_steps(prediction: str) -> int:
@@ -87,12 +89,13 @@ class Drift:
         ab = torch.sigmoid(-2.0 * u.to(x.dtype))
         return -(1.0 - ab) * x + (1.0 - ab).sqrt() * self.epsilon(u, x)
 
-    def with_divergence(self, u: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def with_divergence(self, u: torch.Tensor, x: torch.Tensor, on_chunk=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(u, x), ∇·f (B,) float64), exactly: the network's divergence (:func:`network_divergence`:
         its own when it provides one, else autograd's trace) through the affine conversion to ε̂
-        (``denoiser.epsilon_divergence``), then ∇·f = -(1-ᾱ) D + √(1-ᾱ) ∇·ε̂."""
+        (``denoiser.epsilon_divergence``), then ∇·f = -(1-ᾱ) D + √(1-ᾱ) ∇·ε̂. ``on_chunk(j, D)``:
+        called as autograd's trace goes (:func:`exact_divergence`)."""
         t = self.time_index(u).to(x.dtype).expand(x.shape[0])
-        out, trace = network_divergence(self.model, x, t, self.cond)
+        out, trace = network_divergence(self.model, x, t, self.cond, on_chunk)
         pred = self.denoiser.wrap(out, x, u)
         ab = torch.sigmoid(-2.0 * u.to(x.dtype))
         f = -(1.0 - ab) * x + (1.0 - ab).sqrt() * pred.eps
@@ -103,26 +106,30 @@ class Drift:
         return f, -(1.0 - ab64) * D + s64 * div_eps
 
 
-def network_divergence(net, x: torch.Tensor, t: torch.Tensor, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
+def network_divergence(net, x: torch.Tensor, t: torch.Tensor, cond=None,
+                       on_chunk=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(net(x, t, cond), tr ∂net/∂x per example (B,) float64), exactly.
 
     The divergence protocol: a network (or a wrapper around one) that knows its own divergence
     provides ``output_and_divergence(x, t, cond) -> (out, trace)`` with the same meaning; every
-    other network gets autograd's trace (:func:`exact_divergence`, D backward passes)."""
+    other network gets autograd's trace (:func:`exact_divergence`, D backward passes, reporting
+    to ``on_chunk``)."""
     own = getattr(net, "output_and_divergence", None)
     if own is not None:
         return own(x, t, cond)
-    return exact_divergence(lambda z: net(z, t, cond), x)
+    return exact_divergence(lambda z: net(z, t, cond), x, on_chunk)
 
 
-def exact_divergence(fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_divergence(fn, x: torch.Tensor, on_chunk=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(fn(x), tr ∂fn/∂x) per example, exactly. x: (B, *shape) → ((B, *shape), (B,) float64).
 
     The trace is Σ_j e_jᵀ J e_j: one forward pass, then one vector-Jacobian product per
     dimension j with the cotangent e_j for every example at once (rows of a per-example
     network do not mix), keeping component j of each: D backward passes of the batch. (Batching
     the D products with ``is_grads_batched`` measured no faster on CPU; this works for any
-    network, an analytic denoiser's Python control flow included.)
+    network, an analytic denoiser's Python control flow included.) ``on_chunk(j, D)`` is called
+    every ``DIVERGENCE_CHUNK`` passes (a counter only: no host synchronisation), so that a long
+    trace reports its progress (``progress.pulse``).
     """
     B, D = x.shape[0], x[0].numel()
     with torch.enable_grad():
@@ -138,12 +145,16 @@ def exact_divergence(fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                                         allow_unused=True)
             if grad is not None:
                 trace = trace + grad.reshape(B, D)[:, j].double()
+            if on_chunk is not None and (j + 1) % DIVERGENCE_CHUNK == 0:
+                on_chunk(j + 1, D)
     return out.detach(), trace
 
 
-def hutchinson_divergence(fn, x: torch.Tensor, probes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def hutchinson_divergence(fn, x: torch.Tensor, probes: torch.Tensor,
+                          on_chunk=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(fn(x), unbiased estimate of tr ∂fn/∂x): mean over Rademacher ``probes`` (P, B, *shape)
-    of vᵀ J v (Hutchinson 1989). Noisy: never for an acceptance ratio."""
+    of vᵀ J v (Hutchinson 1989). Noisy: never for an acceptance ratio. ``on_chunk(p, P)``: called
+    after each probe."""
     with torch.enable_grad():
         xs = x.detach().requires_grad_(True)
         out = fn(xs)
@@ -151,6 +162,8 @@ def hutchinson_divergence(fn, x: torch.Tensor, probes: torch.Tensor) -> tuple[to
         for p, v in enumerate(probes):
             grad, = torch.autograd.grad(out, xs, grad_outputs=v, retain_graph=p < len(probes) - 1)
             est = est + dif.sum_flat(grad * v).double() / len(probes)
+            if on_chunk is not None:
+                on_chunk(p + 1, len(probes))
     return out.detach(), est
 
 
@@ -167,8 +180,15 @@ def integrate(model, sched: Schedule, x: torch.Tensor, *, direction: str, predic
     a step) or the adaptive ``dopri5`` (rtol/atol); the ℓ of a fixed-step solve is the
     discretised integral of the same trajectory, so its tolerance is the solver's.
     ``divergence``: exact, hutchinson or auto (exact up to EXACT_MAX_DIM dimensions).
+
+    Progress: every evaluation of the right-hand side, and every ``DIVERGENCE_CHUNK`` backward
+    passes of the exact divergence (or every probe of Hutchinson's), reports to the innermost
+    open progress bar (``progress.pulse``: counters only, no host synchronisation), so that a
+    solve of one large batch that outlasts the progress interval still reports within it.
     """
     from torchdiffeq import odeint
+
+    from .progress import pulse
 
     if method not in METHODS:
         raise PhysdiffError(f"unknown ODE method {method!r}; allowed: {', '.join(METHODS)}")
@@ -188,11 +208,19 @@ def integrate(model, sched: Schedule, x: torch.Tensor, *, direction: str, predic
     options = {} if method == "dopri5" else {"step_size": float(abs(u_end - u_start)) / steps}
     span = torch.stack([u_start, u_end])
     nfe = 0
+    planned = None if method == "dopri5" else EVALUATIONS_PER_STEP[method] * steps  # dopri5: adaptive
+    what = f"ODE evaluation ({x.shape[0]} rows)"
+
+    def within(done, total):  # a chunk of the divergence of evaluation nfe (counted from 1)
+        pulse(nfe - 1 + done / total, planned, what)
+
     if not log_prob:
         def rhs(s, y):
             nonlocal nfe
             nfe += 1
-            return drift(s, y)
+            out = drift(s, y)
+            pulse(nfe, planned, what)
+            return out
 
         path = odeint(rhs, x, span, method=method, rtol=rtol, atol=atol, options=options)
         return ODEResult(path[-1], None, nfe, "none")
@@ -204,9 +232,10 @@ def integrate(model, sched: Schedule, x: torch.Tensor, *, direction: str, predic
         nfe += 1
         y, _ = state
         if divergence == "exact":
-            dy, div = drift.with_divergence(s, y)
+            dy, div = drift.with_divergence(s, y, within)
         else:
-            dy, div = hutchinson_divergence(lambda z: drift(s, z), y, vs)
+            dy, div = hutchinson_divergence(lambda z: drift(s, z), y, vs, within)
+        pulse(nfe, planned, what)
         return dy, -div.to(y.dtype)
 
     ell0 = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) if log_prob_start is None \

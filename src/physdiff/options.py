@@ -63,6 +63,7 @@ def _data_options(s) -> None:
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", required=True, help="output .npy, shape (N, 2)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _quiet_option(s)
 
 
 def _train_parser_options(s) -> None:
@@ -210,8 +211,7 @@ def _encode_options(s) -> None:
     s.add_argument("--weights", default="ema")
     s.add_argument("--device", default="auto")
     _coupling_options(s, "encode")
-
-
+    _quiet_option(s)
 
 
 def _format_option(s) -> None:
@@ -352,6 +352,7 @@ def _observables_options(s) -> None:
                    help="also write the per-configuration M, |M|, M^2, M^4, S/V and g(r) as pyerrors Obs (chains as "
                         "replicas NAME|r<k>) for pyerrors.input.json.load_json; needs pip install pyerrors")
     s.add_argument("--overwrite", action="store_true", help="replace existing figures in DIR and the --pyerrors file")
+    _quiet_option(s)
 
 
 def _free_energy_options(s) -> None:

@@ -129,6 +129,7 @@ class LoadedRun:
                 if learnt.get(key) != now[key]:
                     raise PhysdiffError(f"{str(self.path / ck.CONFIG_FILE)!r} says {key} = {now[key]!r} but the "
                                         f"weights were trained on {learnt.get(key)!r}; restore the run's config.toml")
+        self.learnt = learnt  # what the weights record of their data (None for runs before the record)
         bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise PhysdiffError(f"weights file {str(file)!r} holds non-finite values (in {bad[0]}); "
@@ -302,9 +303,12 @@ class LoadedRun:
         ``exact_density`` (``samplers.density_sampler()`` gives the default one). ``continuous``:
         the model's own variable, without the read-out to the theory's field (a lattice run's
         continuous embedding, whose density log_prob is). ``progress``: a bar counting samples,
-        advanced once per batch (``progress.py``). Nothing is kept on the run.
+        advanced once per batch (``progress.py``). Nothing is kept on the run. ``seed``: an integer
+        from 0 to 2⁶³ − 1 (``seeding.check_seed``).
         """
+        from .seeding import check_seed
 
+        seed = check_seed(seed)
         if sampler is None:
             defaults = self.default_sampler()
             sampler = defaults.pop("sampler")
@@ -381,12 +385,20 @@ class LoadedRun:
 
     def _fit_entry(self, sampler: str, options: dict, guidance: float | None) -> dict | None:
         """The run's timesteps.json entry for ``sampler`` with ``options`` in this context, or None."""
-        from .fitted_steps import fit_key, read_fits, resolved_options
+        from .fitted_steps import FILE, fit_key, read_fits, resolved_options
 
         resolved = resolved_options(sampler, options)
         if resolved is None:
             return None
-        return read_fits(self.path).get(fit_key(sampler, resolved, self.fit_context(guidance)))
+        key = fit_key(sampler, resolved, self.fit_context(guidance))
+        entry = read_fits(self.path).get(key)
+        if entry is not None and entry["kept"]:  # indices of this run's schedule, as many as the steps
+            try:
+                smp.check_timesteps(entry["timesteps"], self.schedule.T, resolved.get("steps"))
+            except PhysdiffError as exc:
+                raise PhysdiffError(f"{str(self.path / FILE)!r} (fit {key!r}): {exc}; the file is corrupt or edited: "
+                                    "delete it and fit again with physdiff fit-steps") from None
+        return entry
 
     def fitted_timesteps(self, sampler: str, options: dict, guidance: float | None = None) -> list[int] | None:
         """The visited indices fitted to this run for ``sampler`` with ``options`` (``fit_steps``),
@@ -414,14 +426,15 @@ class LoadedRun:
                 raise PhysdiffError(f"spacing fitted is for the deterministic samplers with steps "
                                     f"({', '.join(FITTABLE)}; ddim with eta 0), not {sampler}"
                                     + (" with these options" if sampler in FITTABLE else ""))
+            words = ", ".join(f"{k} {v}" for k, v in resolved.items())
             flags = " ".join(f"--{k} {v}" for k, v in resolved.items())
             if entry is not None:
-                raise PhysdiffError(f"the timesteps fitted to run {str(self.path)!r} for {sampler} {flags} "
+                raise PhysdiffError(f"the timesteps fitted to run {str(self.path)!r} for {sampler} ({words}) "
                                     "did not beat logSNR-uniform ones on held-out draws, so none were kept; "
-                                    "use --spacing logsnr")
-            raise PhysdiffError(f"run {str(self.path)!r} has no fitted timesteps for {sampler} {flags}"
-                                f"{self._context_words(guidance)}; fit them first: physdiff fit-steps "
-                                f"{self.path} --sampler {sampler} {flags}")
+                                    "use spacing logsnr (on the command line --spacing logsnr)")
+            raise PhysdiffError(f"run {str(self.path)!r} has no fitted timesteps for {sampler} ({words})"
+                                f"{self._context_words(guidance)}; fit them first with fitted_steps.fit_steps (on the "
+                                f"command line physdiff fit-steps {self.path} --sampler {sampler} {flags})")
         return options
 
     def _context_words(self, guidance) -> str:

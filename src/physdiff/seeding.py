@@ -5,7 +5,26 @@ own range, so seeds inside it are used as they are) before seeding."""
 
 from __future__ import annotations
 
+import numbers
+
+from .errors import PhysdiffError
+
 SEED_RANGE = 2**64  # torch.Generator.manual_seed accepts [0, 2⁶⁴ − 1]
+MAX_SEED = 2**63 - 1  # the largest seed a user may give
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """A seed as a Python int, or a PhysdiffError naming ``name`` and the allowed range: an
+    integer (Python or NumPy; not a bool, a float or a string) >= 0. The one check of the
+    library's entry points (``mc.run_mcmc``, ``exact_sampler.sample_exact``, ``LoadedRun.sample``).
+    A user's seed is one of 0 .. 2⁶³ − 1 (the command line refuses others); seeds physdiff derives
+    from it (``seed + 1``, ``base + 1009·seed``: module docstring) reach the same entry points and may
+    be larger, so no upper bound is imposed here: every generator reduces them (:func:`torch_seed`;
+    NumPy's take any integer >= 0)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
+        raise PhysdiffError(f"{name} = {seed!r} is not allowed; allowed: an integer >= 0 (a seed of your own: "
+                            "0 to 2**63 - 1)")
+    return int(seed)
 
 
 def torch_seed(seed: int) -> int:
@@ -20,4 +39,4 @@ def generator(seed: int, device=None):
     return torch.Generator(device=device).manual_seed(torch_seed(seed))
 
 
-__all__ = ["SEED_RANGE", "generator", "torch_seed"]
+__all__ = ["MAX_SEED", "SEED_RANGE", "check_seed", "generator", "torch_seed"]

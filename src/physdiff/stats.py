@@ -138,6 +138,36 @@ def derived(f: Callable[[np.ndarray], float], series: list, S: float = S_DEFAULT
     return Estimate(float(f(means)), est.error, est.tau_int, est.tau_int_error, est.window)
 
 
+def first_non_finite(value, path: str = "") -> tuple[str, float] | None:
+    """(where, value) of the first number in a nested report (dicts, lists, tuples, numbers,
+    NumPy scalars and arrays) that is NaN or infinite, ``where`` as ``key.key[i]``; None when every
+    number is finite. None (JSON null: "not comparable") and strings are not numbers."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = first_non_finite(v, f"{path}.{k}" if path else str(k))
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = first_non_finite(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            i = int(np.flatnonzero(~np.isfinite(value.ravel()))[0])
+            return f"{path}[{i}]", float(value.ravel()[i].real)
+        return None
+    if isinstance(value, (int, np.integer)):
+        return None
+    if isinstance(value, (float, np.floating)):
+        return None if math.isfinite(value) else (path or "value", float(value))
+    return None
+
+
 def kish_ess(log_w: np.ndarray, n_boot: int = 200, seed: int = 0) -> tuple[float, float]:
     """Kish's effective sample size per sample, (Σw)² / (N Σw²), of importance weights given by
     their logarithms, with its bootstrap standard error."""

@@ -10,7 +10,7 @@ stream.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import glob
 import json
 import math
 import os
@@ -26,7 +26,7 @@ import torch
 from . import checkpoint as ck
 from . import dist, seeding
 from .config import Config, dump_config, load_config, resolve_auto
-from .data import Normalizer, check_array, load_training, resolve_kind
+from .data import Normalizer, check_array, data_fingerprint, load_training, resolve_kind
 from .devices import resolve_device
 from .errors import PhysdiffError
 from .lattice.conditioning import conditioning_of
@@ -59,15 +59,6 @@ def lr_at(step: int, cfg) -> float:
     return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * progress))
 
 
-def data_fingerprint(x: np.ndarray, labels: np.ndarray | None = None) -> str:
-    """sha256 of the training array (and labels), checked on resume."""
-    h = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float64).tobytes())
-    if labels is not None:  # class labels as int64; a coupling-conditioned run's couplings as float64
-        h.update(np.ascontiguousarray(labels, dtype=np.float64 if np.asarray(labels).dtype.kind == "f"
-                                      else np.int64).tobytes())
-    return h.hexdigest()
-
-
 @dataclass
 class Trainer:
     """Everything a training run holds in memory."""
@@ -90,6 +81,7 @@ class Trainer:
     validation: torch.Tensor | None = None  # (K, *data_shape) held-out rows, normalised, float32, on device
     held_out: np.ndarray | None = None  # (K,) their rows in the data file (validation.npy)
     saved_step: int = 0  # the step of the last checkpoint written or restored
+    replacement: _Replacement | None = None  # a run replaced (overwrite): swapped in at the first checkpoint
 
     # ------------------------------------------------------------ set-up
 
@@ -147,14 +139,16 @@ class Trainer:
     def weights_metadata(self) -> dict[str, str]:
         """What the weights were trained with, checked when a run is loaded: data shape and
         range (data units), classes, the diffusion settings the network's output assumes, and
-        the data it learnt: the dataset and, for a lattice theory, its parameters and L."""
+        the data it learnt: the dataset and, for a lattice theory, its parameters and L, and the
+        fingerprint of the training rows (``data.data_fingerprint``, checked by evaluate)."""
         return {"format": "physdiff", "step": str(self.step),
                 "data_shape": json.dumps(list(self.data.shape[1:])),
                 "data_range": json.dumps(self.data_range),
                 "class_names": json.dumps(list(self.class_names)),
                 "diffusion": json.dumps(asdict(self.cfg.diffusion), sort_keys=True),
                 "data": json.dumps({"dataset": self.cfg.data.dataset, "file": self.cfg.data.file,
-                                    "theory": self.cfg.theory, **self._embedding_record()}, sort_keys=True)}
+                                    "theory": self.cfg.theory, "fingerprint": self.fingerprint,
+                                    **self._embedding_record()}, sort_keys=True)}
 
     def _embedding_record(self) -> dict:
         d = self.cfg.data
@@ -177,6 +171,9 @@ class Trainer:
             ck.atomic_save_tensors(self.run / name, module.state_dict() | self.normalizer.state(),
                                    self.weights_metadata())
         self.saved_step = self.step
+        if self.replacement is not None:  # the new run has weights: only now does it take the old one's place
+            self.run = self.replacement.swap()
+            self.replacement = None
 
     # ------------------------------------------------------------ the loop
 
@@ -310,6 +307,8 @@ class Trainer:
         bad_step = int(first_bad)
         if bad_step >= 0:
             kept = ("the last good checkpoint is kept" if (self.run / ck.STATE_FILE).is_file()
+                    else "no checkpoint had been written, so the new run is removed and the run it was to replace "
+                    "is kept" if self.replacement is not None
                     else "no checkpoint had been written, so the run is removed")
             raise PhysdiffError(f"training diverged: non-finite loss or gradient at step {bad_step + 1}; {kept}. "
                                 "Lower train.lr or set train.grad_clip")
@@ -349,7 +348,7 @@ def is_physdiff_run(out: Path) -> bool:
 def check_run_target(out: Path, *, overwrite: bool) -> bool:
     """Refuse a run directory that a new run may not be written into; deletes nothing. Returns
     True when ``out`` holds a physdiff run that ``overwrite`` will replace once the new run has
-    started (:func:`_start_run`). Only a physdiff run (:func:`is_physdiff_run`) that holds nothing
+    its first checkpoint (:func:`_start_run`). Only a physdiff run (:func:`is_physdiff_run`) that holds nothing
     but physdiff's own files (``checkpoint.is_run_file``) is ever replaced."""
     if out.exists() and not out.is_dir():
         raise PhysdiffError(f"{str(out)!r} is a file, not a run directory")
@@ -404,13 +403,71 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+class _Replacement:
+    """A new run written beside the physdiff run it replaces (``overwrite``), in a temporary
+    sibling folder ``new``, while the old run stays in place, whole and locked (no other process
+    starts on it meanwhile): :meth:`swap`, called once the new run has its first checkpoint, puts
+    it in the old one's place by two renames and only then removes the old run's files; before
+    that a failure, a Ctrl-C or a SIGTERM (:meth:`abort`) removes the new run and leaves the old
+    one as it was. A kill -9 leaves the old run in place and the hidden ``new`` folder beside it,
+    which the next train into that run directory removes (:func:`_clear_leftovers`)."""
+
+    def __init__(self, real: Path, new: Path):
+        self.real, self.new = real, new
+        self.old_lock = ck.RunLock(real).acquire()
+
+    def swap(self) -> Path:
+        old = Path(tempfile.mkdtemp(dir=self.real.parent, prefix=f".{self.real.name[:100]}.old-"))
+        try:
+            os.rename(self.real, old)  # replaces the empty placeholder
+            try:
+                os.rename(self.new, self.real)
+            except BaseException:
+                os.rename(old, self.real)
+                raise
+        except BaseException:
+            with contextlib.suppress(OSError):
+                old.rmdir()
+            raise
+        _fsync_folder(self.real.parent)
+        ck.remove_run_files(old)
+        self.old_lock.release()
+        return self.real
+
+    def abort(self) -> None:
+        ck.remove_run_files(self.new)
+        self.old_lock.release()
+
+
+def _clear_leftovers(real: Path) -> None:
+    """The hidden sibling folders a kill -9 left while replacing the run ``real`` (``.NAME.new-*``,
+    a new run that never got its first checkpoint; ``.NAME.old-*``, an old run already replaced)
+    are removed, their physdiff files only (a folder holding anything else stays), unless another
+    process holds them; an ``.old-`` folder only when a run is in ``real``'s place."""
+    for kind in ("new", "old"):
+        if kind == "old" and not real.is_dir():
+            continue
+        for folder in real.parent.glob(f".{glob.escape(real.name[:100])}.{kind}-*"):
+            if not folder.is_dir() or folder.is_symlink() or ck.foreign_entries(folder):
+                continue
+            try:
+                with ck.RunLock(folder):  # refused while a process trains there
+                    ck.remove_run_files(folder, remove_folder=False)
+            except (PhysdiffError, OSError):
+                continue
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 def _start_run(out: Path, cfg: Config, replacing: bool, header: str = METRICS_HEADER,
-               extra: dict | None = None) -> ck.RunLock:
-    """Write a new run's first files (marker, metrics header, config) into ``out`` and return its
-    lock, held. ``replacing`` an old physdiff run there: the new run is written beside it in a
-    temporary sibling folder, which takes the old one's place by two renames; only then are the old
-    run's files (``checkpoint.is_run_file``, nothing else) removed. An error before the swap leaves
-    the old run as it was."""
+               extra: dict | None = None) -> tuple[ck.RunLock, _Replacement | None]:
+    """Write a new run's first files (marker, metrics header, config) and return its lock, held, and
+    the pending replacement (None when ``out`` held no run). ``replacing`` an old physdiff run
+    there: the new run is written beside it in a temporary sibling folder, and takes the old one's
+    place only once it has weights (:class:`_Replacement`); until then the old run is untouched."""
+    real = out.resolve() if out.exists() else out
+    with contextlib.suppress(OSError):
+        _clear_leftovers(real)
     if not replacing:
         out.mkdir(parents=True, exist_ok=True)
         lock = ck.RunLock(out).acquire()
@@ -419,33 +476,22 @@ def _start_run(out: Path, cfg: Config, replacing: bool, header: str = METRICS_HE
         except BaseException:
             lock.release()
             raise
-        return lock
-    real = out.resolve()
+        return lock, None
     new = Path(tempfile.mkdtemp(dir=real.parent, prefix=f".{real.name[:100]}.new-"))
     lock = ck.RunLock(new).acquire()
     try:
         os.chmod(new, 0o777 & ~ck._umask())  # as mkdir would make it (mkdtemp makes 0700)
-        _write_first_files(new, cfg, header, extra)
-        old = Path(tempfile.mkdtemp(dir=real.parent, prefix=f".{real.name[:100]}.old-"))
+        replacement = _Replacement(real, new)  # the old run locked until the swap
         try:
-            with ck.RunLock(real):  # no other process starts on the old run meanwhile
-                os.rename(real, old)  # replaces the empty placeholder
-                try:
-                    os.rename(new, real)
-                except BaseException:
-                    os.rename(old, real)
-                    raise
+            _write_first_files(new, cfg, header, extra)
         except BaseException:
-            with contextlib.suppress(OSError):
-                old.rmdir()
+            replacement.old_lock.release()
             raise
     except BaseException:
         lock.release()
         ck.remove_run_files(new)
         raise
-    _fsync_folder(real.parent)
-    ck.remove_run_files(old)
-    return lock
+    return lock, replacement
 
 
 def _check_resumable(out: Path) -> bool:
@@ -462,7 +508,8 @@ def _check_resumable(out: Path) -> bool:
     if not is_physdiff_run(out):
         raise PhysdiffError(f"cannot resume {str(out)!r}: it has no training state ({ck.STATE_FILE}) and is not a "
                             f"run that physdiff's train started (no {ck.MARKER_FILE}, no physdiff {ck.METRICS_FILE}); "
-                            f"start a new run with --config {str(out / ck.CONFIG_FILE)!r}")
+                            f"start a new run from its config {str(out / ck.CONFIG_FILE)!r} (load_config; on the "
+                            "command line --config)")
     return False
 
 
@@ -552,7 +599,8 @@ def train(cfg: Config | None, out: str | Path, *, data: str | Path | np.ndarray 
     again from step 0. The result of a resumed run is bitwise identical to an
     uninterrupted one on the same machine. ``overwrite=True`` replaces a physdiff run in ``out``
     (never a folder that is not one, never a file physdiff did not write), and only once the new
-    run has started: config and data checked, model built. Launched by ``torchrun`` with several
+    run has its first checkpoint: until then it is trained in a hidden folder beside the old one,
+    and an error, Ctrl-C or SIGTERM before it leaves the old run as it was. Launched by ``torchrun`` with several
     processes it trains data-parallel (DistributedDataParallel); only rank 0 writes.
 
     ``progress``: of the training steps and of a Monte Carlo training set made first
@@ -563,6 +611,7 @@ def train(cfg: Config | None, out: str | Path, *, data: str | Path | np.ndarray 
     cfg, array, has_state = _resolved_config(cfg, out, data, resume, steps)
     device, created = dist.init(resolve_device(cfg.train.device))  # several processes under torchrun
     made_here = new_folder = False
+    replacement = None
     try:
         replacing = False
         if not resume and dist.is_main():
@@ -576,12 +625,14 @@ def train(cfg: Config | None, out: str | Path, *, data: str | Path | np.ndarray 
         main = dist.is_main()
         lock = None
         if main and not resume:
-            new_folder = replacing or not out.exists()
+            new_folder = not out.exists()
             extra = {} if trainer.held_out is None else {ck.VALIDATION_FILE: _npy_bytes(trainer.held_out)}
             if array is not None:
                 extra[ck.DATA_FILE] = _npy_bytes(array)
-            lock = _start_run(out, cfg, replacing, header, extra)  # the old run (if any) is replaced here
-            made_here = True
+            # an old run (if any) is replaced at the new one's first checkpoint (Trainer.save), not here
+            lock, replacement = _start_run(out, cfg, replacing, header, extra)
+            trainer.run, trainer.replacement = (out, None) if replacement is None else (replacement.new, replacement)
+            made_here = replacement is None
         elif main:
             lock = ck.RunLock(out).acquire()
         try:
@@ -605,8 +656,11 @@ def train(cfg: Config | None, out: str | Path, *, data: str | Path | np.ndarray 
     except BaseException:
         # a run that failed before its first checkpoint leaves nothing behind (a config without
         # weights is not a run); one with a checkpoint keeps it for --resume. Only physdiff's own
-        # files are removed, and the folder only if this call created it.
-        if made_here and dist.is_main() and out.is_dir() and not (out / ck.STATE_FILE).is_file():
+        # files are removed, and the folder only if this call created it. A run that was to replace
+        # another and has no checkpoint yet is removed, and the old run stays as it was.
+        if replacement is not None and trainer.replacement is not None:
+            replacement.abort()
+        elif made_here and dist.is_main() and out.is_dir() and not (out / ck.STATE_FILE).is_file():
             ck.remove_run_files(out, remove_folder=new_folder)
         raise
     finally:

@@ -86,16 +86,48 @@ def validation_indices(n_rows: int, fraction: float, seed: int, what: str = "the
     return np.random.default_rng([seed, VALIDATION_TAG]).permutation(n_rows)[:k].astype(np.int64)
 
 
-def check_held_out(indices, n_rows: int, where: str) -> np.ndarray:
+def check_held_out(indices, n_rows: int, where: str, fraction: float | None = None) -> np.ndarray:
     """Recorded held-out row indices (a run's validation.npy) checked against data of ``n_rows``
-    rows: a 1-D integer array of distinct rows in range that leaves MIN_ROWS to train on."""
+    rows: a 1-D integer array of distinct rows in range that leaves MIN_ROWS to train on and, given
+    the run's data.validation_fraction ``fraction``, exactly as many rows as training held out,
+    round(fraction · N) (:func:`validation_indices`): a record cut short or padded would give a
+    noise floor and memorisation thresholds from other rows than the split the model was kept from."""
     idx = np.asarray(indices)
     if (idx.ndim != 1 or idx.dtype.kind not in "iu" or len(idx) < MIN_VALIDATION_ROWS
             or n_rows - len(idx) < MIN_ROWS or idx.min() < 0 or idx.max() >= n_rows
             or len(np.unique(idx)) != len(idx)):
         raise PhysdiffError(f"{where} is not a list of held-out rows of the run's data ({n_rows} rows); restore it "
                             "from a good copy of the run (the split cannot be redrawn once a model has seen it)")
+    if fraction is not None and len(idx) != round(fraction * n_rows):
+        raise PhysdiffError(f"{where} names {len(idx)} held-out rows, but holding out data.validation_fraction = "
+                            f"{fraction:g} of the data's {n_rows} rows held out {round(fraction * n_rows)}; the "
+                            "record (or the data file) was changed since training: restore the run's validation.npy "
+                            "from a good copy of the run and the data file it was trained on")
     return idx.astype(np.int64)
+
+
+def data_fingerprint(x: np.ndarray, labels: np.ndarray | None = None) -> str:
+    """sha256 of the training array (and labels): what a run records of the rows it learnt,
+    checked on resume, by evaluate and by distill (:func:`check_fingerprint`)."""
+    import hashlib
+
+    h = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float64).tobytes())
+    if labels is not None:  # class labels as int64; a coupling-conditioned run's couplings as float64
+        h.update(np.ascontiguousarray(labels, dtype=np.float64 if np.asarray(labels).dtype.kind == "f"
+                                      else np.int64).tobytes())
+    return h.hexdigest()
+
+
+def check_fingerprint(x: np.ndarray, recorded: str | None, file: str, run: str) -> None:
+    """The training rows ``x`` read again from data file ``file`` are those run ``run`` learnt (their
+    :func:`data_fingerprint` is the ``recorded`` one; None: a run that recorded none, not checked),
+    else one line: a file changed since training (rows shifted, rescaled, reordered) would
+    otherwise give answers about other data without a word."""
+    if recorded is not None and data_fingerprint(x) != recorded:
+        raise PhysdiffError(f"data file {file!r} is not the data run {run!r} was trained on: its training rows' "
+                            "SHA-256 fingerprint differs from the one the run recorded (the file was changed or "
+                            "replaced since training); put back the file the run learnt, or train a new run on this "
+                            "one")
 
 
 def split_rows(x: np.ndarray, held_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -123,7 +123,8 @@ class FileKind(DataKind):
         where = "the data array" if array is not None else f"data file {cfg.data.file!r}"
         x = check_array(array, where) if array is not None else load_array(cfg.data.file)
         if held_out is not None:
-            held_out = check_held_out(held_out, len(x), "the run's held-out rows (validation.npy)")
+            held_out = check_held_out(held_out, len(x), "the run's held-out rows (validation.npy)",
+                                      cfg.data.validation_fraction)
         else:
             held_out = validation_indices(len(x), cfg.data.validation_fraction, cfg.data.seed, where)
         validation = None

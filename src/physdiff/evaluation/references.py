@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..checkpoint import VALIDATION_FILE
-from ..data import check_held_out, load_array, read_npy, split_rows, toy_for
+from ..data import check_fingerprint, check_held_out, load_array, read_npy, split_rows, toy_for
 from ..errors import PhysdiffError
 
 REFERENCE_SEED_BASE = 1_000_003  # far from training seeds (0, 1, ...), so no set repeats the training data
@@ -43,19 +43,37 @@ def reference_sets(run, n: int, seed: int, repeats: int = 5):
         perm = rng.permutation(len(train))
         pairs = max(1, min(repeats, len(train) // m))
         return [reference] * pairs, [train[perm[r * m:(r + 1) * m]] for r in range(pairs)], None, m
-    data = _run_data(run)
+    data, _ = _run_data(run)
     perm = rng.permutation(len(data))
     m = min(n, len(data) // 2)
     return [data[perm[:m]]], [data[perm[m:2 * m]]], None, m
 
 
-def _run_data(run) -> np.ndarray:
+def _run_data(run) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the rows of the run's data file, the held-out rows its validation.npy names or None), both
+    checked against what the run learnt: the record is the split training drew (as many rows as
+    data.validation_fraction of the file's, distinct, in range) and the training rows are those the
+    weights were trained on (their fingerprint is the one the run recorded), else one line."""
     from pathlib import Path
 
-    if not Path(run.cfg.data.file).is_file():
-        raise PhysdiffError(f"the run's data file {run.cfg.data.file!r} is no longer there (moved?); put it back at "
-                            "that path (its fingerprint in state.safetensors tells whether it is the same data)")
-    return load_array(run.cfg.data.file)
+    from ..checkpoint import learnt_fingerprint
+
+    d = run.cfg.data
+    if not Path(d.file).is_file():
+        raise PhysdiffError(f"the run's data file {d.file!r} is no longer there (moved?); put it back at that path "
+                            "(its fingerprint in state.safetensors tells whether it is the same data)")
+    data = load_array(d.file)
+    held = None
+    if d.validation_fraction > 0:
+        path = run.path / VALIDATION_FILE
+        if not path.is_file():
+            raise PhysdiffError(f"run {str(run.path)!r} held data.validation_fraction = {d.validation_fraction:g} of "
+                                f"its data out of training, but its record of those rows ({VALIDATION_FILE}) is "
+                                "missing; restore it from a copy of the run")
+        held = check_held_out(read_npy(path, "held-out rows"), len(data), f"{str(path)!r}", d.validation_fraction)
+    check_fingerprint(data if held is None else split_rows(data, held)[0],
+                      learnt_fingerprint(run.path, getattr(run, "learnt", None)), d.file, str(run.path))
+    return data, held
 
 
 def held_out_split(run) -> tuple[np.ndarray, np.ndarray] | None:
@@ -66,11 +84,5 @@ def held_out_split(run) -> tuple[np.ndarray, np.ndarray] | None:
     d = run.cfg.data
     if not d.file or d.validation_fraction <= 0:
         return None
-    path = run.path / VALIDATION_FILE
-    if not path.is_file():
-        raise PhysdiffError(f"run {str(run.path)!r} held data.validation_fraction = {d.validation_fraction:g} of its "
-                            f"data out of training, but its record of those rows ({VALIDATION_FILE}) is missing; "
-                            "restore it from a copy of the run")
-    data = _run_data(run)
-    held = check_held_out(read_npy(path, "held-out rows"), len(data), f"{str(path)!r}")
+    data, held = _run_data(run)
     return split_rows(data, held)

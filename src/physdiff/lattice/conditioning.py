@@ -47,7 +47,7 @@ class Conditioning:
 
     def check(self, value, where: str | None = None) -> float:
         """``value`` as a float in the trained range, or a one-line error naming the range."""
-        where = where or f"--{self.name}"
+        where = where or self.name
         try:
             value = float(value)
         except (TypeError, ValueError):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import bytes_writer, json_text, npy_writer, write_together
+from ..checkpoint import bytes_writer, check_flat_attributes, json_text, npy_writer, write_together
 from ..errors import PhysdiffError
 from .theory import make_theory, theory_from_params
 
@@ -201,6 +201,7 @@ def _read_h5(path: Path) -> tuple[np.ndarray, dict]:
         if not isinstance(info, dict):
             raise PhysdiffError(f"ensemble {str(path)!r}: its attribute 'physdiff' holds a JSON "
                                 f"{type(info).__name__}; expected an object with \"params\"")
+        check_flat_attributes(attrs, info, f"ensemble {str(path)!r}")
         return x, info
     info = {k: attrs[k] for k in ("chains", "L", "n") if k in attrs}
     if "model" in attrs:

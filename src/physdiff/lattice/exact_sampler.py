@@ -24,10 +24,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import PhysdiffError
-from ..stats import derived, gamma_method, kish_ess
+from ..progress import pulse
+from ..stats import derived, first_non_finite, gamma_method, kish_ess
 
 MAX_WEIGHT_SHARE = 0.1  # a log Z whose largest weight carries more of the sum is flagged unreliable
 LOG_Q_CHECK_WARN = 0.5  # a reweighted observable (or log Z) that the solver check moves by more errors is flagged
+CHAIN_PULSE = 2**16  # the Metropolis chain reports its progress every this many steps (progress.pulse)
+MAX_BURN_IN_FLOOR = 10_000  # a burn-in may be as long as the n kept steps, or this many when n is smaller
+PROPOSAL_BYTES_PER_SITE = 24  # memory of one proposal's site: float32 draw, float64 action input and states
+# the order p of each solver: a finer solve (twice the fixed steps; for dopri5 16× tighter tolerances,
+# whose error scales as the tolerance) leaves about |shift| / (2^p − 1) of the coarse solve's bias
+SOLVER_ORDER = {"rk4": 4, "midpoint": 2, "euler": 1, "dopri5": 4}
 LOG_Z_CONVENTION = ("log Z of the theory on the L×L torus in lattice units: φ⁴ Z = ∫ Π_x dφ_x e^{−S(φ)}; "
                     "Ising Z = Σ_s exp(β Σ_⟨xy⟩ s_x s_y); free_energy_density f = −log Z / V")
 
@@ -41,6 +48,7 @@ def independence_metropolis(log_w: np.ndarray, seed: int = 0) -> tuple[np.ndarra
     """(indices (N,) of the proposals the chain holds at each step, acceptance rate). Proposal
     0 starts the chain; proposal i is offered at step i and accepted with min(1, w_i / w_cur)."""
     log_w = np.asarray(log_w, dtype=np.float64)
+    _check_log_weights(log_w)
     u = np.log(np.random.default_rng(seed).random(len(log_w)))
     idx = np.empty(len(log_w), dtype=np.int64)
     cur, accepted = 0, 0
@@ -50,7 +58,21 @@ def independence_metropolis(log_w: np.ndarray, seed: int = 0) -> tuple[np.ndarra
             cur = i
             accepted += 1
         idx[i] = cur
+        if i % CHAIN_PULSE == 0:
+            pulse(i, len(log_w), "Metropolis step")
     return idx, accepted / max(len(log_w) - 1, 1)
+
+
+def _check_log_weights(log_w: np.ndarray, what: str = "log weights −S − log q") -> None:
+    """Every log weight a finite number, or one line saying how many are not (a NaN or an
+    overflow would make the chain stick and log Z NaN without a word)."""
+    bad = ~np.isfinite(log_w)
+    if log_w.ndim != 1 or len(log_w) < 1:
+        raise PhysdiffError(f"{what} must be one number per proposal, (N,) with N >= 1; got shape {log_w.shape}")
+    if bad.any():
+        raise PhysdiffError(f"{what} are not finite for {int(bad.sum())} of the {len(log_w)} proposals "
+                            f"({int(np.isnan(log_w).sum())} nan, {int(np.isinf(log_w).sum())} ±inf); every weight "
+                            "must be a finite number")
 
 
 def log_partition_function(log_w: np.ndarray, offset: float = 0.0, n_boot: int = 200, seed: int = 0) -> dict:
@@ -64,6 +86,7 @@ def log_partition_function(log_w: np.ndarray, offset: float = 0.0, n_boot: int =
     the bias and the error are only as good as the weights' tail: when the largest weight carries
     a large share of the sum (``max_weight_share``), the estimate is unreliable (``warning``)."""
     log_w = np.asarray(log_w, dtype=np.float64)
+    _check_log_weights(log_w)
     n = len(log_w)
     top = float(np.max(log_w))
     w = np.exp(log_w - top)
@@ -72,9 +95,17 @@ def log_partition_function(log_w: np.ndarray, offset: float = 0.0, n_boot: int =
     ess1 = s * s / (n * float((w * w).sum()))
     error = math.sqrt(max(1.0 / ess1 - 1.0, 0.0) / n)
     rng = np.random.default_rng(seed)
-    boots = [math.log(float(w[i].mean())) for i in rng.integers(0, n, size=(n_boot, n))]
+
+    def log_mean(i):  # in log space: a resample that misses the largest weights must not underflow to log 0
+        a = log_w[i]
+        t = float(a.max())
+        return t + math.log(float(np.exp(a - t).mean()))
+
+    boots = np.array([log_mean(i) - top for i in rng.integers(0, n, size=(n_boot, n))])
+    scale = float(np.max(np.abs(boots - np.median(boots))))  # weights apart by ~1e300 nats: no overflow
     share = float(w.max() / s)
-    out = {"value": value, "error": error, "bootstrap_error": float(np.std(boots, ddof=1)),
+    out = {"value": value, "error": error,
+           "bootstrap_error": scale * float(np.std(boots / scale, ddof=1)) if scale > 0 else 0.0,
            "max_weight_share": share, "n": n}
     if share > MAX_WEIGHT_SHARE or ess1 * n < 10:
         out["warning"] = (f"unreliable: the largest of {n} weights carries {share:.0%} of their sum (Kish ESS "
@@ -89,7 +120,10 @@ def log_z_difference(log_w_a: np.ndarray, log_w_b: np.ndarray) -> dict:
     noise cancels. f_b − f_a = −(log Z_b − log Z_a)/V."""
     a, b = np.asarray(log_w_a, dtype=np.float64), np.asarray(log_w_b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
-        raise ValueError("log_z_difference needs two (N,) arrays of log weights of the same proposals, N >= 2")
+        raise PhysdiffError("log_z_difference needs two (N,) arrays of log weights of the same proposals, N >= 2; "
+                            f"got shapes {a.shape} and {b.shape}")
+    _check_log_weights(a, "log weights of the first target")
+    _check_log_weights(b, "log weights of the second target")
     wa, wb = np.exp(a - a.max()), np.exp(b - b.max())
     ra, rb = wa / wa.mean(), wb / wb.mean()  # relative weights: the delta method's gradient
     d = rb - ra
@@ -111,11 +145,9 @@ def free_energy_difference(exact: ExactSample, theory_a, embedding=None) -> dict
     theories' own (the closed-form offsets of the two embeddings added). With the free-energy
     density difference f_b − f_a = −(log Z_b − log Z_a)/V, and d log Z/dκ = 2⟨Σ_{x,μ} φ_x φ_{x+μ̂}⟩
     for φ⁴ as a check (tests)."""
-    import torch
-
     emb_a = None if embedding is None else theory_a.embedding(embedding.name, embedding.L, embedding.shift)
     target_a = theory_a.action if emb_a is None else emb_a.action
-    action_a = target_a(torch.from_numpy(np.asarray(exact.proposals, dtype=np.float64))).numpy()
+    action_a = _action(target_a, exact.proposals, _who(theory_a, emb_a))
     diff = log_z_difference(log_weights(action_a, exact.log_q), exact.log_w)
     if embedding is not None:
         diff["value"] += exact.report["embedding"]["log_z_offset"] - emb_a.log_z_offset()
@@ -182,6 +214,64 @@ def _reweighting_series(theory, states: np.ndarray) -> dict[str, np.ndarray]:
     return {"abs_m": np.abs(m), "chi2": V * m**2, "action_density": density}
 
 
+def _who(theory, embedding=None) -> str:
+    """The theory (and embedding) an action belongs to, for a message."""
+    label = getattr(theory, "label", None) or getattr(theory, "name", None) or type(theory).__name__
+    who = f"theory {getattr(theory, 'name', type(theory).__name__)!r} ({label})"
+    return who if embedding is None else f"the {embedding.name} embedding of {who}"
+
+
+def _action(target, proposals: np.ndarray, who: str) -> np.ndarray:
+    """S of every proposal (N,) float64 by ``target`` (a theory's or an embedding's action), or one
+    line naming ``who`` when it is not one finite number per proposal: a user's theory checked
+    on random configurations (``theory.check_theory``) may still be NaN or infinite on the
+    proposals, or return another shape for a batch of another size."""
+    import torch
+
+    x = torch.from_numpy(np.asarray(proposals, dtype=np.float64))
+    try:
+        out = target(x)
+    except PhysdiffError:
+        raise
+    except Exception as exc:
+        raise PhysdiffError(f"{who}: its action raised {type(exc).__name__} on the {len(x)} proposals: {exc}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x),):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise PhysdiffError(f"{who}: its action returned {got} for {len(x)} proposals of shape {tuple(x.shape[1:])}; "
+                            "it must return one number per configuration, (N,)")
+    action = out.detach().double().cpu().numpy()
+    bad = ~np.isfinite(action)
+    if bad.any():
+        raise PhysdiffError(f"{who}: its action is not finite on {int(bad.sum())} of the {len(action)} proposals "
+                            f"({int(np.isnan(action).sum())} nan, {int(np.isposinf(action).sum())} +inf, "
+                            f"{int(np.isneginf(action).sum())} -inf); the exact sampler needs a finite action on "
+                            "every configuration the model draws")
+    return action
+
+
+def _check_log_q(log_q: np.ndarray, n: int, what: str = "the proposals' log q") -> np.ndarray:
+    log_q = np.asarray(log_q, dtype=np.float64)
+    if log_q.shape != (n,):
+        raise PhysdiffError(f"{what} must be one number per proposal, ({n},); got shape {log_q.shape}")
+    bad = ~np.isfinite(log_q)
+    if bad.any():
+        raise PhysdiffError(f"{what} is not finite for {int(bad.sum())} of the {n} proposals "
+                            f"({int(np.isnan(log_q).sum())} nan, {int(np.isinf(log_q).sum())} ±inf): the model's "
+                            "density diverged there (integrate with more ODE steps, or train longer)")
+    return log_q
+
+
+def _check_report(report: dict, who: str) -> dict:
+    """Every number of an exact sampler's report finite, or one line naming the first that is not."""
+    where = first_non_finite(report)
+    if where is not None:
+        path, value = where
+        raise PhysdiffError(f"the exact sampler's {path} came out {value} for {who}; physdiff reports no number "
+                            "that is not finite (the weights or the chain are degenerate: check the theory's action "
+                            "and the run)")
+    return report
+
+
 def metropolis(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0, burn_in: int = 0,
                embedding=None) -> ExactSample:
     """The independence Metropolis–Hastings chain of model proposals (N, L, L) with their exact
@@ -195,18 +285,20 @@ def metropolis(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0, 
     reweighted observables), and the chain's state at step i is a fresh exact draw of the spins
     given its x at that step, so the chain's states are those of ``theory``; log Z is the theory's
     (log Z_x plus the embedding's closed-form offset)."""
-    import torch
+    from ..seeding import check_seed
 
-    from ..errors import PhysdiffError
-
+    seed = check_seed(seed)
     proposals = np.asarray(proposals)
-    if not 0 <= burn_in <= len(proposals) - 2:
-        raise PhysdiffError(f"burn-in {burn_in} leaves {len(proposals) - burn_in} of {len(proposals)} chain steps; "
-                            "the chain needs at least 2 steps after its burn-in")
-    log_q = np.asarray(log_q, dtype=np.float64)
-    target = theory.action if embedding is None else embedding.action
-    action = target(torch.from_numpy(np.asarray(proposals, dtype=np.float64))).numpy()
+    if isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer)) \
+            or not 0 <= burn_in <= len(proposals) - 2:
+        raise PhysdiffError(f"burn-in {burn_in!r} is not allowed for {len(proposals)} proposals; allowed: an integer "
+                            f"from 0 to {len(proposals) - 2} (the chain needs at least 2 steps after its burn-in)")
+    burn_in = int(burn_in)
+    log_q = _check_log_q(log_q, len(proposals))
+    who = _who(theory, embedding)
+    action = _action(theory.action if embedding is None else embedding.action, proposals, who)
     log_w = log_weights(action, log_q)
+    _check_log_weights(log_w)
     full, _ = independence_metropolis(log_w, seed)
     idx = full[burn_in:]
     acc = float(np.mean(full[burn_in + 1:] != full[burn_in:-1])) if len(idx) > 1 else 0.0
@@ -219,17 +311,20 @@ def metropolis(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0, 
     V = states[0].size
     m = chain.reshape(len(chain), -1).mean(1)
     offset = 0.0 if embedding is None else embedding.log_z_offset()
-    log_z = log_partition_function(log_w, offset, seed=seed)
-    info = {"metropolis": True, "params": theory.params, "burn_in": int(burn_in), "acceptance": acc,
-            **summary(log_w, seed),
-            "tau_int_m_chain": gamma_method(m).tau_int, "tau_int_abs_m_chain": gamma_method(np.abs(m)).tau_int,
-            "reweighted": reweighted(_reweighting_series(theory, states), log_w),
-            "log_z": log_z,
-            "free_energy_density": {"value": -log_z["value"] / V, "error": log_z["error"] / V},
-            "log_z_convention": LOG_Z_CONVENTION}
+    # numbers beyond the floats' range (an action of 1e300) come out inf or NaN here, silently: the
+    # report's check below refuses them in one line (a warning first would make it two)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        log_z = log_partition_function(log_w, offset, seed=seed)
+        info = {"metropolis": True, "params": theory.params, "burn_in": int(burn_in), "acceptance": acc,
+                **summary(log_w, seed),
+                "tau_int_m_chain": gamma_method(m).tau_int, "tau_int_abs_m_chain": gamma_method(np.abs(m)).tau_int,
+                "reweighted": reweighted(_reweighting_series(theory, states), log_w),
+                "log_z": log_z,
+                "free_energy_density": {"value": -log_z["value"] / V, "error": log_z["error"] / V},
+                "log_z_convention": LOG_Z_CONVENTION}
     if embedding is not None:
         info["embedding"] = {"name": embedding.name, "shift": embedding.shift, "log_z_offset": offset}
-    return ExactSample(chain, proposals, log_q, action, log_w, idx, info, fields=states)
+    return ExactSample(chain, proposals, log_q, action, log_w, idx, _check_report(info, who), fields=states)
 
 
 def metropolis_chain(theory, proposals: np.ndarray, log_q: np.ndarray, seed: int = 0,
@@ -278,14 +373,13 @@ def solver_check(theory, coarse: ExactSample, fine_x: np.ndarray, fine_log_q: np
     cancels), in units of the whole run's error. ``warning`` when a shift exceeds
     ``LOG_Q_CHECK_WARN`` errors: integrate with more steps (``steps``) before trusting the
     errors."""
-    import torch
-
     k = len(fine_x)
     fine_x = np.asarray(fine_x)
-    fine_log_q = np.asarray(fine_log_q, dtype=np.float64)
-    target = theory.action if embedding is None else embedding.action
-    fine_action = target(torch.from_numpy(np.asarray(fine_x, dtype=np.float64))).numpy()
+    fine_log_q = _check_log_q(fine_log_q, k, "the finer solve's log q")
+    who = _who(theory, embedding)
+    fine_action = _action(theory.action if embedding is None else embedding.action, fine_x, who)
     fine_log_w = log_weights(fine_action, fine_log_q)
+    _check_log_weights(fine_log_w, "log weights of the finer solve")
     c_x, c_log_q, c_log_w = coarse.proposals[:k], coarse.log_q[:k], coarse.log_w[:k]
     if embedding is None:
         c_states, f_states = c_x, fine_x
@@ -327,14 +421,25 @@ def solver_check(theory, coarse: ExactSample, fine_x: np.ndarray, fine_log_q: np
 
 def refined_log_z(log_z: dict, check: dict) -> dict:
     """log Z moved by the solver check's paired shift (:func:`solver_check`): the estimate of
-    log Z that the finer solve would give, from the run's N proposals and the check's k pairs,
-    with the error of both added in quadrature. The integrator's bias in log q is systematic (the
-    same sign for every proposal): it does not average away with N, and at L ≥ 8 it is of the order
-    of log Z's statistical error at the default 12 RK4 steps (benchmarks/README.md), which the
-    shift removes up to what twice the steps leaves (for RK4 ~1/16 of it)."""
+    log Z that the finer solve would give, from the run's N proposals and the check's k pairs.
+    The integrator's bias in log q is systematic (the same sign for every proposal): it does not
+    average away with N, and at L ≥ 8 it is of the order of log Z's statistical error at the
+    default 12 RK4 steps (benchmarks/README.md). The shift removes it up to what the finer solve
+    leaves, about |shift| / (2^p − 1) for a solver of order p (``SOLVER_ORDER``: RK4 1/15 of
+    it); that remainder enters as a systematic error (``solver_systematic``). ``error``: the
+    statistical error of log Z, the shift's own error and that systematic in quadrature, so that
+    it covers the solver's bias; ``statistical_error`` the first alone. The other entries of
+    ``log_z`` (bootstrap error, largest weight share, warning) are kept: they describe its
+    weights."""
     shift = check["log_z_shift"]
-    return {"value": log_z["value"] + shift["value"], "error": math.hypot(log_z["error"], shift.get("error", 0.0)),
-            "solver": check.get("check", "a finer solve"), "shift": shift["value"]}
+    method = check.get("method") or str(check.get("check", "rk4")).split(" ")[0]
+    order = SOLVER_ORDER.get(method, 1)
+    systematic = abs(shift["value"]) / (2**order - 1)
+    shift_error = shift.get("error", 0.0)
+    error = math.sqrt(log_z["error"] ** 2 + shift_error**2 + systematic**2)
+    return {**log_z, "value": log_z["value"] + shift["value"], "error": error, "statistical_error": log_z["error"],
+            "solver": check.get("check", "a finer solve"), "shift": shift["value"], "shift_error": shift_error,
+            "solver_systematic": systematic}
 
 
 def _finer(options: dict, prediction: str) -> tuple[dict, dict]:
@@ -347,10 +452,24 @@ def _finer(options: dict, prediction: str) -> tuple[dict, dict]:
         rtol, atol = options.get("rtol") or 1e-5, options.get("atol") or 1e-5
         return ({**options, "rtol": rtol / 16, "atol": atol / 16},
                 {"solver": f"dopri5 rtol {rtol:g} atol {atol:g}", "check": f"dopri5 rtol {rtol / 16:g} atol "
-                                                                            f"{atol / 16:g}"})
+                                                                            f"{atol / 16:g}", "method": method})
     steps = options.get("steps") or ode.default_steps(prediction)
     return ({**options, "steps": 2 * steps},
-            {"solver": f"{method} {steps} steps", "check": f"{method} {2 * steps} steps"})
+            {"solver": f"{method} {steps} steps", "check": f"{method} {2 * steps} steps", "method": method})
+
+
+def max_burn_in(n: int) -> int:
+    """The longest burn-in allowed before n kept chain steps: n, or ``MAX_BURN_IN_FLOOR`` when n is
+    smaller. An independence chain forgets its start in a few τ_int (1–3 steps at the acceptances
+    physdiff reaches, :func:`default_burn_in`); a longer burn-in only draws proposals that are
+    thrown away, and an unbounded one runs unbounded."""
+    return max(int(n), MAX_BURN_IN_FLOOR)
+
+
+def _count(value, name: str, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise PhysdiffError(f"{name} = {value!r} is not allowed; allowed: an integer >= {lo}")
+    return int(value)
 
 
 def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theory=None, chain_seed: int | None = None,
@@ -362,24 +481,34 @@ def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theor
     ``ode_options``: its options, e.g. steps, method), the action of ``theory`` (default: the
     run's, :func:`run_theory`), then the independence Metropolis chain (:func:`metropolis`,
     accept/reject draws from ``chain_seed``, default ``seed``). ``burn_in`` (default
-    :func:`default_burn_in`) more proposals are drawn and their chain steps discarded, so that the
-    chain holds n states. Proposal i depends only on (seed, i). ``sampler``: another registered
-    sampler that declares ``exact_density``. ``progress``: a bar counting the proposals, advanced
-    per batch (``progress.py``).
+    :func:`default_burn_in`, at most :func:`max_burn_in`) more proposals are drawn and their chain
+    steps discarded, so that the chain holds n states. Proposal i depends only on (seed, i).
+    ``sampler``: another registered sampler that declares ``exact_density``. ``progress``: a bar
+    counting the proposals (those of the solver check included), advanced per batch, with the
+    ODE's evaluations and the chain's steps reported within a batch (``progress.pulse``).
 
     ``log_q_check`` (default :func:`default_log_q_check`; 0: off): that many proposals are
     integrated again with twice the steps and the report's ``log_q_check``
     (:func:`solver_check`) says how far the solver's error in log q moves log Z and every
-    reweighted observable, in units of their errors.
+    reweighted observable, in units of their errors. Then the report's ``log_z`` is log Z with
+    the finer solve, its error covering the solver's bias (:func:`refined_log_z`), the estimate
+    of the run's own solve beside it as ``log_z_raw`` (``log_z_refined``: the same as ``log_z``,
+    kept for readers of earlier versions); ``free_energy_density`` follows ``log_z``.
+
+    Every number of the report is finite: a theory whose action is not finite on some proposals,
+    a log q that is not, or a degenerate chain is one PhysdiffError naming it.
 
     Under torchrun each process draws its contiguous share of the proposals and rank 0 gathers
     them, runs the chain and gets the result; the other ranks get None.
     """
     from .. import dist
-    from ..errors import PhysdiffError
+    from ..checkpoint import check_memory
     from ..progress import progress_bar
     from ..samplers import density_sampler, get_sampler
+    from ..seeding import check_seed
 
+    seed = check_seed(seed)
+    chain_seed = seed if chain_seed is None else check_seed(chain_seed, "chain_seed")
     spec = density_sampler() if sampler is None else get_sampler(sampler)
     if not spec.exact_density:
         raise PhysdiffError(f"sampler {spec.name!r} has no exact log-density; the exact sampler needs one "
@@ -389,44 +518,54 @@ def sample_exact(run, n: int, seed: int, *, batch_size: int | None = None, theor
         raise PhysdiffError(f"run {str(run.path)!r} learnt {theory.title or theory.name} spins themselves "
                             "(data.embedding = none): they have no density; the exact sampler needs a run trained "
                             "on a continuous embedding")
-    if n < 2:
-        raise PhysdiffError(f"the exact sampler needs n >= 2 chain states (got {n}): acceptance, τ_int and errors "
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise PhysdiffError(f"the exact sampler needs n >= 2 chain states (got {n!r}): acceptance, τ_int and errors "
                             "need at least two")
-    burn_in = default_burn_in(n) if burn_in is None else int(burn_in)
-    if burn_in < 0:
-        raise PhysdiffError(f"burn-in must be >= 0 (got {burn_in})")
+    n = int(n)
+    burn_in = default_burn_in(n) if burn_in is None else _count(burn_in, "burn-in", 0)
+    if burn_in > max_burn_in(n):
+        raise PhysdiffError(f"burn-in {burn_in} is more than allowed for {n} kept chain steps; allowed: at most "
+                            f"{max_burn_in(n)} (n, or {MAX_BURN_IN_FLOOR} when n is smaller): an independence chain "
+                            f"forgets its start in a few steps (default {default_burn_in(n)})")
     n = n + burn_in
+    sites = math.prod(run.data_shape)
+    check_memory(n * sites * PROPOSAL_BYTES_PER_SITE, f"{n} proposals (burn-in {burn_in} included) of {sites} sites")
+    k = default_log_q_check(n) if log_q_check is None else min(_count(log_q_check, "log_q_check", 0), n)
+    k = k if k >= 2 else 0
     lo, hi = dist.shard(n)
-    with progress_bar(progress, hi - lo, "exact sampler", "proposal") as bar:
+    with progress_bar(progress, hi - lo + (k if dist.is_main() else 0), "exact sampler", "proposal") as bar:
         res = run.sample(hi - lo, seed, start=lo, batch_size=batch_size, snapshot_steps=snapshot_steps,
                          sampler=spec.name, log_prob=True, continuous=True, progress=bar, **ode_options)
-    x, log_q = dist.gather_rows(res.samples), dist.gather_rows(res.log_prob)
-    snaps = {k: dist.gather_rows(v) for k, v in res.snapshots.items()}
-    if not dist.is_main():
-        return None
-    proposals = run.kind.to_output(x, run.cfg)  # (N, 1, L, L) → (N, L, L), float32 as drawn
-    embedding = getattr(run, "embedding", None)
-    if embedding is not None:  # the same embedding of the target theory (another β: a "wrong" model)
-        embedding = theory.embedding(embedding.name, embedding.L, embedding.shift)
-    out = metropolis(theory, proposals, log_q, seed if chain_seed is None else chain_seed, burn_in,
-                     embedding=embedding)
-    k = default_log_q_check(n) if log_q_check is None else min(int(log_q_check), n)
-    if k < 0:
-        raise PhysdiffError(f"log_q_check must be >= 0 proposals (got {log_q_check})")
-    if k >= 2:
-        options = {key: v for key, v in res.options.items() if key != "log_prob"}
-        finer, settings = _finer(options, run.cfg.diffusion.prediction)
-        fine = run.sample(k, seed, start=0, batch_size=batch_size, sampler=spec.name, log_prob=True, continuous=True,
-                          **finer)
-        out.report["log_q_check"] = chk = solver_check(theory, out, run.kind.to_output(fine.samples, run.cfg),
-                                                       fine.log_prob, embedding, settings)
-        out.report["log_z_refined"] = refined_log_z(out.report["log_z"], chk)
+        x, log_q = dist.gather_rows(res.samples), dist.gather_rows(res.log_prob)
+        snaps = {key: dist.gather_rows(v) for key, v in res.snapshots.items()}
+        if not dist.is_main():
+            return None
+        proposals = run.kind.to_output(x, run.cfg)  # (N, 1, L, L) → (N, L, L), float32 as drawn
+        embedding = getattr(run, "embedding", None)
+        if embedding is not None:  # the same embedding of the target theory (another β: a "wrong" model)
+            embedding = theory.embedding(embedding.name, embedding.L, embedding.shift)
+        out = metropolis(theory, proposals, log_q, chain_seed, burn_in, embedding=embedding)
+        if k:
+            options = {key: v for key, v in res.options.items() if key != "log_prob"}
+            finer, settings = _finer(options, run.cfg.diffusion.prediction)
+            fine = run.sample(k, seed, start=0, batch_size=batch_size, sampler=spec.name, log_prob=True,
+                              continuous=True, progress=bar, **finer)
+            report = out.report
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # refused below, in one line
+                report["log_q_check"] = chk = solver_check(theory, out, run.kind.to_output(fine.samples, run.cfg),
+                                                           fine.log_prob, embedding, settings)
+                V = out.proposals[0].size
+                report["log_z_raw"] = raw = report["log_z"]
+                report["log_z"] = report["log_z_refined"] = lz = refined_log_z(raw, chk)
+                report["free_energy_density"] = {"value": -lz["value"] / V, "error": lz["error"] / V}
+            _check_report(report, _who(theory, embedding))
     return ExactSample(out.chain, out.proposals, out.log_q, out.action, out.log_w, out.indices, out.report,
                        res.nfe, res.sampler, res.options, snaps, out.fields)
 
 
 def summary(log_w: np.ndarray, seed: int = 0) -> dict:
     """Kish ESS per proposal with its bootstrap error, from the log weights."""
+    _check_log_weights(np.asarray(log_w, dtype=np.float64))
     ess, err = kish_ess(log_w, seed=seed)
     return {"ess_per_sample": ess, "ess_per_sample_error": err, "n_proposals": len(log_w)}
 

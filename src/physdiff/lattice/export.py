@@ -54,6 +54,21 @@ def pyerrors_output(path: str | Path, overwrite: bool) -> Path:
     return out
 
 
+PYERRORS_MIN_PER_REPLICA = 5  # pyerrors' Obs refuses a replica of fewer measurements
+
+
+def check_exportable(x: np.ndarray, chains: int, where: str = "the ensemble") -> None:
+    """An ensemble pyerrors can hold: at least ``PYERRORS_MIN_PER_REPLICA`` configurations per
+    chain (each chain is a replica), or a PhysdiffError saying so — before any work, not
+    pyerrors' own ValueError after it."""
+    n = len(x)
+    per = n // chains if chains else 0
+    if per < PYERRORS_MIN_PER_REPLICA:
+        raise PhysdiffError(f"the pyerrors export of {where} needs at least {PYERRORS_MIN_PER_REPLICA} configurations "
+                            f"per chain (pyerrors' minimum per replica); it holds {n} in {chains} chains ({per} each): "
+                            "make a longer ensemble")
+
+
 def primary_names(L: int) -> list[str]:
     """The tags of the exported Obs, in the order of the file."""
     return ["M", "|M|", "M^2", "M^4", "S/V", *(f"g({r})" for r in range(L // 2 + 1))]
@@ -67,6 +82,7 @@ def pyerrors_primaries(x: np.ndarray, theory, chains: int, name: str) -> list:
 
     if "|" in name:
         raise PhysdiffError(f"ensemble name {name!r} contains '|', which pyerrors reserves for replica names")
+    check_exportable(x, chains, f"ensemble {name!r}")
     p = primaries(x, theory)
     series = [p["m"], p["abs_m"], p["m2"], p["m4"], p["s"], *(p["g"][:, r] for r in range(p["g"].shape[1]))]
     replicas = [f"{name}|r{k}" for k in range(chains)]
@@ -106,6 +122,7 @@ def export_ensemble(path: Path, data: dict, result: dict, name: str, *, overwrit
     the lock of that file; ``name``: the ensemble's name in pyerrors. Returns the summary line."""
     from ..checkpoint import OutputLock, new_output
 
+    check_exportable(data["x"], data["chains"][0], f"ensemble {name!r}")
     with OutputLock(path):
         new_output(path, overwrite)
         return export_pyerrors(path, data["x"], data["theory"], data["chains"][0], name.replace("|", "_"),

@@ -19,7 +19,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .. import seeding
 from ..errors import PhysdiffError
-from ..stats import gamma_method
+from ..stats import first_non_finite, gamma_method
 from .theory import Theory
 
 TARGET_ACCEPTANCE = 0.8
@@ -148,8 +148,12 @@ def magnetisation(x: np.ndarray) -> np.ndarray:
 def run_mcmc(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, cluster: bool = True,
              pilot: int = 300, log=None, progress=None) -> tuple[np.ndarray, dict]:
     """n configurations (n, L, L) float64 from ``chains`` chains and a report (acceptance, step,
-    τ_int, burn-in, spacing, hot/cold agreement). Configurations are chain-major: chain c holds
-    rows c·n/chains .. (c+1)·n/chains − 1, consecutive in Monte Carlo time.
+    τ_int, burn-in, spacing, hot/cold agreement). n is rounded up to a multiple of the chains
+    (:func:`rounded_n`; the report's ``n``, with ``n_requested`` when it differs), so every chain
+    holds as many. Configurations are chain-major: chain c holds rows c·n/chains ..
+    (c+1)·n/chains − 1, consecutive in Monte Carlo time. ``seed``: an integer from 0 to 2⁶³ − 1.
+    A theory of the user's own (not physdiff's) is first tried on random configurations
+    (``theory.check_theory``), and every number of the report must come out finite.
 
     The burn-in is every sweep before the first saved one: ``pilot`` sweeps that forget the start
     (and tune HMC's step), ``pilot`` that measure τ_int, then 20 τ_int more (``burn_in_sweeps`` in
@@ -168,16 +172,30 @@ def mcmc_stream(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, clus
 
     if not isinstance(theory, Theory):
         raise PhysdiffError(f"{theory!r} is not a lattice theory (physdiff.lattice.Theory)")
+    seed = seeding.check_seed(seed)
+    from .theory import check_lattice_size, check_theory
+
+    check_lattice_size("L", L)
     theory.validate(L)
+    if not type(theory).__module__.startswith("physdiff."):  # a user's theory: tried before any work
+        check_theory(type(theory), L, {k: v for k, v in theory.params.items() if k != "model"})
+    if isinstance(chains, bool) or not isinstance(chains, (int, np.integer)):
+        raise PhysdiffError(f"chains = {chains!r} is not allowed; allowed: an integer >= 2")
     if chains < 2:
         raise PhysdiffError(f"chains = {chains} is too few: the thermalisation check compares hot- and cold-start "
                             "chains, so it needs at least 2")
     if theory.discrete is not None and not (cluster and theory.has_cluster_update):
         raise PhysdiffError(f"theory {theory.name!r} has discrete spins: without cluster updates its chains would "
                             "never move (no HMC for spins); keep the cluster updates")
+    requested, n = n, rounded_n(n, chains)
     _check_n(n, chains)
     rng = np.random.default_rng(seed)
     ch = Chains(theory, theory.start(L, chains, rng), seed + 1, cluster=cluster)
+    start = theory.action(torch.from_numpy(ch.x))
+    if isinstance(start, torch.Tensor) and start.shape == (chains,) and not torch.isfinite(start).all():
+        raise PhysdiffError(f"theory {theory.name!r} ({theory.label}): its action is not finite on "
+                            f"{int((~torch.isfinite(start)).sum())} of the {chains} starting configurations (half "
+                            "random, half every value +1); physdiff needs a finite action everywhere")
     # the thermalisation's length is known only once the pilot has measured τ_int: its bar grows then
     with progress_bar(progress, 2 * pilot, f"mcmc {theory.name} L={L} thermalisation", "sweep") as bar:
         for _ in range(pilot):  # tune the step size and forget the start
@@ -205,6 +223,8 @@ def mcmc_stream(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, clus
     out = _produce(ch, n // chains, spacing, progress, f"mcmc {theory.name} L={L} production")
     report = {"L": L, "n": n, "chains": chains, "seed": seed, "cluster_updates": cluster,
               "pilot_tau_int_abs_m_sweeps": tau, "burn_in_sweeps": burn_in, "spacing_sweeps": spacing}
+    if requested != n:
+        report["n_requested"] = int(requested)
     return _finish(ch, out, theory, report)
 
 
@@ -216,6 +236,7 @@ def extend_mcmc(theory, x: np.ndarray, report: dict, state: dict, n: int, log=No
     every sweep continues both generators where they stopped (the report's acceptance and
     hot/cold check are recomputed over all n, from x as given)."""
     chains, n_old = report["chains"], len(x)
+    requested, n = n, rounded_n(n, chains)
     if n <= n_old:
         raise PhysdiffError(f"n = {n} does not extend the {n_old} configurations already made; ask for more")
     _check_n(n, chains)
@@ -227,8 +248,19 @@ def extend_mcmc(theory, x: np.ndarray, report: dict, state: dict, n: int, log=No
             f"spacing {spacing} sweeps")
     more = _produce(ch, (n - n_old) // chains, spacing, progress, f"mcmc {theory.name} resume")
     out = np.concatenate([x.reshape(chains, n_old // chains, *x.shape[1:]), more], axis=1)
-    keep = {k: v for k, v in report.items() if k not in ("hmc_acceptance", "thermalisation", "seconds")}
-    return _finish(ch, out, theory, keep | {"n": n})
+    keep = {k: v for k, v in report.items() if k not in ("hmc_acceptance", "thermalisation", "seconds",
+                                                         "n_requested")}
+    return _finish(ch, out, theory, keep | {"n": n} | ({"n_requested": int(requested)} if requested != n else {}))
+
+
+def rounded_n(n: int, chains: int) -> int:
+    """n rounded up to a multiple of ``chains`` (every chain holds as many configurations), or a
+    PhysdiffError for an n that is not a positive integer."""
+    if isinstance(chains, bool) or not isinstance(chains, (int, np.integer)) or chains < 1:
+        raise PhysdiffError(f"chains = {chains!r} is not allowed; allowed: a positive integer")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise PhysdiffError(f"n = {n!r} is not allowed; allowed: a positive integer number of configurations")
+    return -(-int(n) // int(chains)) * int(chains)
 
 
 def _check_n(n: int, chains: int) -> None:
@@ -263,10 +295,34 @@ def _produce(ch: Chains, per_chain: int, spacing: int, progress=None, desc: str 
 
 
 def _finish(ch: Chains, out: np.ndarray, theory, report: dict) -> tuple[np.ndarray, dict, dict]:
+    """The configurations (n, L, L), the report with HMC's numbers and the hot/cold check, and the
+    chains' state; a PhysdiffError when a configuration, the action on one, or a number of the
+    report is not finite (a theory of the user's own that is NaN or infinite where the chains went)."""
+    who = f"theory {theory.name!r} ({theory.label})"
+    bad = int((~np.isfinite(out)).sum())
+    if bad:
+        raise PhysdiffError(f"the chains of {who} reached {bad} non-finite field values; its action or force is "
+                            "not finite there")
+    import torch
+
+    flat = out.reshape(-1, *out.shape[2:])
+    action = theory.action(torch.from_numpy(flat))
+    if not isinstance(action, torch.Tensor) or tuple(action.shape) != (len(flat),):
+        got = tuple(action.shape) if isinstance(action, torch.Tensor) else type(action).__name__
+        raise PhysdiffError(f"{who}: its action returned {got} for {len(flat)} configurations; it must return one "
+                            "number per configuration, (N,)")
+    nonfinite = int((~torch.isfinite(action)).sum())
+    if nonfinite:
+        raise PhysdiffError(f"{who}: its action is not finite (nan or inf) on {nonfinite} of the {len(flat)} "
+                            "configurations the chains saved; physdiff needs a finite action everywhere")
     if theory.discrete is None:
         report |= {"hmc_acceptance": float(np.mean(ch.accepted)), "hmc_step": ch.eps, "hmc_leapfrog_steps": ch.n_leap}
     report["thermalisation"] = hot_cold_check(out, theory)
-    return out.reshape(-1, *out.shape[2:]), report, ch.state()
+    where = first_non_finite(report)
+    if where is not None:
+        raise PhysdiffError(f"the Monte Carlo of {who}: its {where[0]} came out {where[1]}; physdiff reports no "
+                            "number that is not finite")
+    return flat, report, ch.state()
 
 
 def mc_times(report: dict, n: int) -> np.ndarray:

@@ -47,26 +47,53 @@ def _chains(a: np.ndarray, chains: int) -> np.ndarray:
     return a.reshape(chains, -1, *a.shape[1:])
 
 
-def measure(x: np.ndarray, theory, chains: int = 1) -> dict[str, Estimate | list[Estimate]]:
-    """Every observable of the module docstring as an Estimate (G: a list over r = 0..L/2)."""
+def measure(x: np.ndarray, theory, chains: int = 1,
+            where: str = "the ensemble") -> dict[str, Estimate | list[Estimate]]:
+    """Every observable of the module docstring as an Estimate (G: a list over r = 0..L/2).
+
+    Every value and error is finite, or a PhysdiffError names the observable of ``where`` and
+    why it has none: the theory's density not finite on some configurations, ⟨M²⟩ = 0 (every
+    configuration has M = 0: no Binder cumulant, no ξ₂), ⟨F⟩ = 0 (no fluctuation at the
+    smallest momentum: ξ₂ infinite)."""
     N, L, _ = x.shape
     if N % chains:
         chains = 1
     V = L * L
-    p = {k: _chains(v, chains) for k, v in primaries(x, theory).items()}
+    prim = primaries(x, theory)
+    bad = ~np.isfinite(prim["s"])
+    if bad.any():
+        raise PhysdiffError(f"observables of {where}: the density of theory {theory.name!r} ({theory.label}) is not "
+                            f"finite on {int(bad.sum())} of the {N} configurations")
+    p = {k: _chains(v, chains) for k, v in prim.items()}
     sin2 = 4 * math.sin(math.pi / L) ** 2
 
-    def xi(a):  # a = (⟨M²⟩, ⟨F⟩)
+    def xi(a):  # a = (⟨M²⟩, ⟨F⟩); ⟨F⟩ = 0: ξ₂ infinite, ⟨M²⟩ = ⟨F⟩ = 0: none (both refused below)
+        if a[1] == 0:
+            return math.inf if a[0] > 0 else math.nan
         ratio = V * a[0] / a[1] - 1
         return math.sqrt(ratio / sin2) if ratio > 0 else 0.0
 
-    out = {"m": gamma_method(p["m"]), "abs_m": gamma_method(p["abs_m"]),
-           "chi2": gamma_method(V * p["m2"]),
-           "chi_connected": derived(lambda a: V * (a[0] - a[1] ** 2), [p["m2"], p["abs_m"]]),
-           "binder": derived(lambda a: 1 - a[1] / (3 * a[0] ** 2), [p["m2"], p["m4"]]),
-           "action_density": gamma_method(p["s"]),
-           "xi2": derived(xi, [p["m2"], p["f"]])}
-    out["G"] = [derived(lambda a: a[0] - a[1] ** 2, [p["g"][..., r], p["m"]]) for r in range(L // 2 + 1)]
+    def binder(a):  # a = (⟨M²⟩, ⟨M⁴⟩)
+        return 1 - a[1] / (3 * a[0] ** 2) if a[0] > 0 else math.nan
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # refused below, in words
+        out = {"m": gamma_method(p["m"]), "abs_m": gamma_method(p["abs_m"]),
+               "chi2": gamma_method(V * p["m2"]),
+               "chi_connected": derived(lambda a: V * (a[0] - a[1] ** 2), [p["m2"], p["abs_m"]]),
+               "binder": derived(binder, [p["m2"], p["m4"]]),
+               "action_density": gamma_method(p["s"]),
+               "xi2": derived(xi, [p["m2"], p["f"]])}
+        out["G"] = [derived(lambda a: a[0] - a[1] ** 2, [p["g"][..., r], p["m"]]) for r in range(L // 2 + 1)]
+    m2, f = float(prim["m2"].mean()), float(prim["f"].mean())
+    why = {"binder": "⟨M²⟩ = 0: every configuration has M = 0",
+           "xi2": "⟨M²⟩ = 0: every configuration has M = 0" if not m2 > 0 else
+           "⟨F⟩ = ⟨|φ̃(p_min)|²⟩/V = 0: no configuration fluctuates at the smallest momentum, ξ₂ is infinite"
+           if not f > 0 else "its value is not finite"}
+    for name, est in [*((k, v) for k, v in out.items() if k != "G"), *((f"G({r})", g) for r, g in enumerate(out["G"]))]:
+        if not (math.isfinite(est.value) and math.isfinite(est.error) and math.isfinite(est.tau_int)):
+            reason = why.get(name, "its value or error is not finite")
+            raise PhysdiffError(f"observables of {where}: {name} = {est.value} ± {est.error} has no finite value "
+                                f"({reason}); physdiff reports no number that is not finite")
     return out
 
 

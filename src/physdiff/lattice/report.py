@@ -20,20 +20,26 @@ def make_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains: i
     """Run the reference Monte Carlo of ``theory`` and write the ensemble, its parameters (with
     its ``"provenance"``, ``provenance.py``) and the chains' final state (for
     :func:`resume_ensemble`) to ``out`` (.npy + .json, or .h5: ``ensemble.py``); returns the
-    summary line. ``progress``: of the thermalisation and the production sweeps (``progress.py``)."""
+    summary line. ``progress``: of the thermalisation and the production sweeps (``progress.py``).
+    n is rounded up to a multiple of the chains (``mc.rounded_n``), and the summary line says so."""
     from ..provenance import current
     from .ensemble import save_ensemble
-    from .mc import mcmc_stream
+    from .mc import mcmc_stream, rounded_n
 
-    if n % chains:
-        raise PhysdiffError(f"--n {n} must be a multiple of --chains {chains}")
+    rounded_n(n, chains)  # a bad n before any work
     t0 = time.perf_counter()
     x, report, state = mcmc_stream(theory, L, n, seed=seed, chains=chains, cluster=cluster, log=log,
                                    progress=progress)
     report["seconds"] = time.perf_counter() - t0
     save_ensemble(out, x, {"params": theory.params, "generator": "physdiff mcmc", **report,
                            "provenance": current().record("cpu")}, state)
-    return _summary(f"wrote {n} configurations ({chains} chains) to {_files(out)}", report)
+    return _summary(f"wrote {len(x)} configurations ({chains} chains{_rounded(n, len(x), chains)}) to {_files(out)}",
+                    report)
+
+
+def _rounded(requested: int, n: int, chains: int) -> str:
+    """"; n = 3000 rounded up to 3008, a multiple of the 16 chains" when n was rounded, else ""."""
+    return "" if requested == n else f"; n = {requested} rounded up to {n}, a multiple of the {chains} chains"
 
 
 def made_otherwise(info: dict, theory, L: int, *, seed: int, chains: int, cluster: bool) -> str | None:
@@ -81,7 +87,9 @@ def resume_ensemble(theory, L: int, n: int, out: Path, *, seed: int = 0, chains:
     report["seconds"] = (before if isinstance(before, (int, float)) else 0.0) + time.perf_counter() - t0
     report["provenance"] = current().record("cpu")
     save_ensemble(out, x, report, state)
-    return _summary(f"extended {_files(out)} to {n} configurations ({chains} chains, {n - n_old} new)", report)
+    n_new = len(x)
+    return _summary(f"extended {_files(out)} to {n_new} configurations ({chains} chains, {n_new - n_old} new"
+                    f"{_rounded(n, n_new, chains)})", report)
 
 
 def mcmc_to_file(theory, L: int, n: int, out: Path, *, resume: bool = False, overwrite: bool = False,
@@ -137,7 +145,7 @@ def observables_report(ensemble: str, compare: str | None = None) -> tuple[dict,
 
     x, info = load_ensemble(ensemble)
     theory = theory_from_params(info["params"])
-    table = as_table(measure(x, theory, chains=ensemble_chains(info)))
+    table = as_table(measure(x, theory, chains=ensemble_chains(info), where=f"ensemble {str(ensemble)!r}"))
     result = {"ensemble": ensemble, "params": info["params"], "n": len(x), "observables": table}
     y, chains = None, (ensemble_chains(info), 1)
     if compare:
@@ -146,7 +154,7 @@ def observables_report(ensemble: str, compare: str | None = None) -> tuple[dict,
             raise PhysdiffError(f"--compare {compare!r}: lattice {y.shape[1:]} {info_b['params']} differs "
                                 f"from {x.shape[1:]} {info['params']}")
         chains = (chains[0], ensemble_chains(info_b))
-        other = as_table(measure(y, theory, chains=chains[1]))
+        other = as_table(measure(y, theory, chains=chains[1], where=f"ensemble {str(compare)!r}"))
         result["compare"] = {"ensemble": compare, "observables": other, "z": z_scores(table, other)}
     return result, {"theory": theory, "x": x, "y": y, "chains": chains}
 

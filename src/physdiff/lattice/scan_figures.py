@@ -13,9 +13,9 @@ _LABELS = {"abs_m": r"$\langle|M|\rangle$", "chi_connected": r"$\chi_c = V(\lang
 
 
 def scan_rows(result: dict) -> list[dict]:
-    """One CSV row per (L, coupling, observable)."""
+    """One CSV row per (L, coupling, observable), with the configurations n it was measured on."""
     par = result["parameter"]
-    return [{"L": p["L"], par: p[par], "observable": name, "value": o["value"], "error": o["error"],
+    return [{"L": p["L"], par: p[par], "n": p["n"], "observable": name, "value": o["value"], "error": o["error"],
              "tau_int": o.get("tau_int", "")}
             for p in result["points"] for name, o in p["observables"].items()]
 
