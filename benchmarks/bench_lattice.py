@@ -230,7 +230,8 @@ def main():
                                  "acceptance": info["acceptance"], "ess_per_sample": info["ess_per_sample"],
                                  "ess_per_sample_error": info["ess_per_sample_error"],
                                  "tau_int_m": info["tau_int_m_chain"], "tau_int_abs_m": info["tau_int_abs_m_chain"],
-                                 "log_z": info["log_z"], "log_z_raw": info.get("log_z_raw"), "log_z_refined": info.get("log_z_refined"),
+                                 "log_z": info["log_z"], "log_z_raw": info.get("log_z_raw"),
+                                 "log_z_refined": info.get("log_z_refined"),
                                  "log_z_exact": exact_log_z(theory, L),
                                  "embedding": info.get("embedding"), "log_q_check": info.get("log_q_check")}
             action = exact.action

@@ -289,7 +289,7 @@ def test_cli_metropolis_writes_the_solver_check(wrong_model, tmp_path, capsys):
     assert info["log_z"] == info["log_z_refined"]
     line = one_line_error(capsys, ["sample", str(wrong_model.path), "--n", "8", "--log-q-check", "4",
                                    "--out", str(tmp_path / "d.npy")])
-    assert "--log-q-check applies to --metropolis" in line
+    assert "log_q_check (--log-q-check) applies to Metropolis chains only" in line
 
 
 def test_free_energy_difference_of_two_couplings_from_one_run(wrong_model, tmp_path, capsys):

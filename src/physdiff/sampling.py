@@ -42,7 +42,7 @@ def resolve_sampler(run, sampler: str | None = None, options: dict | None = None
     from .samplers import check_options, density_names, density_sampler, get_sampler
 
     if guidance is not None and not run.num_classes:
-        raise PhysdiffError("--guidance needs a class-conditional run; this run was trained without labels")
+        raise PhysdiffError("guidance (--guidance) needs a class-conditional run; this run was trained without labels")
     given = {k: v for k, v in (options or {}).items() if v is not None}
     if sampler is None and log_prob:
         name = density_sampler().name
@@ -57,14 +57,15 @@ def resolve_sampler(run, sampler: str | None = None, options: dict | None = None
     try:
         given = run.with_fitted_timesteps(name, given, guidance)
     except PhysdiffError as exc:
-        raise PhysdiffError(f"--sampler {name}: {exc}") from None
+        raise PhysdiffError(f"sampler {name!r} (--sampler): {exc}") from None
     if log_prob and not get_sampler(name).exact_density:
-        raise PhysdiffError(f"--log-prob needs --sampler {' or '.join(density_names())}: only a sampler with an exact "
-                            f"density can give it, and --sampler {name} has none")
+        raise PhysdiffError("a log-density (log_prob, --log-prob) needs the sampler "
+                            f"{' or '.join(density_names())}: only a "
+                            f"sampler with an exact density can give it, and {name!r} has none")
     try:
         checked = check_options(name, given, run.schedule.T)
     except PhysdiffError as exc:
-        raise PhysdiffError(f"--sampler {name}: {exc}") from None
+        raise PhysdiffError(f"sampler {name!r} (--sampler): {exc}") from None
     return {"sampler": name, "guidance": guidance} | checked | ({"log_prob": True} if log_prob else {})
 
 
@@ -92,16 +93,18 @@ def write_samples(run, n: int, seed: int, out: Path, *, sampler: str | None = No
     side = sidecar(out) if info is not None else None
     check_outputs(overwrite, out, log_prob_out, trajectory_out, png_out, side)
     if png_out is not None and not run.is_image:
-        raise PhysdiffError(f"--png needs an image run; this run's data have shape {run.data_shape}")
+        raise PhysdiffError("a PNG grid (png_out, --png) needs an image run; this run's data have shape "
+                            f"{run.data_shape}")
     if metropolis:
         check_metropolis(run, sampler)
         if n < 2:
-            raise PhysdiffError(f"--metropolis needs --n >= 2 (got {n}): a chain of one state has no acceptance, "
+            raise PhysdiffError(f"a Metropolis chain (metropolis, --metropolis) needs n >= 2 (--n; got {n}): "
+                                "a chain of one state has no acceptance, "
                                 "τ_int or error")
     elif burn_in is not None:
-        raise PhysdiffError("--burn-in applies to --metropolis chains only")
+        raise PhysdiffError("burn_in (--burn-in) applies to Metropolis chains only (metropolis, --metropolis)")
     elif log_q_check is not None:
-        raise PhysdiffError("--log-q-check applies to --metropolis chains only")
+        raise PhysdiffError("log_q_check (--log-q-check) applies to Metropolis chains only (metropolis, --metropolis)")
     if log_prob_out is not None:
         check_density(run, "--log-prob")
     sargs = resolve_sampler(run, sampler, options, guidance=guidance, log_prob=bool(log_prob_out) or metropolis)
@@ -243,7 +246,7 @@ def _write_streamed(run, n, seed, out, sargs, classes, batch_size, log_prob_out,
     for folder in {out.parent, *([log_prob_out.parent] if log_prob_out else [])}:
         free = shutil.disk_usage(folder).free
         if need > free:
-            raise PhysdiffError(f"--n {n} samples need about {need / 2**30:.1f} GiB on disk but {str(folder)!r} "
+            raise PhysdiffError(f"{n} samples (--n) need about {need / 2**30:.1f} GiB on disk but {str(folder)!r} "
                                 f"has {free / 2**30:.1f} GiB free; ask for fewer or write elsewhere")
     shape = (n, *run.kind.output_shape(run.data_shape, run.cfg))
     chunk = max(1, STREAM_BYTES // (4 * math.prod(run.data_shape)))

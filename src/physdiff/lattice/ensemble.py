@@ -72,7 +72,7 @@ def ensemble_output(path: str | Path) -> Path:
     (h5py checked for .h5 before any work)."""
     out = Path(path)
     if out.suffix not in ENSEMBLE_SUFFIXES:  # exactly: NAME.NPY and NAME.npy would share the JSON NAME.json
-        raise PhysdiffError(f"--out {str(path)!r} must end in .npy or .h5 (lower case)")
+        raise PhysdiffError(f"ensemble output (--out) {str(path)!r} must end in .npy or .h5 (lower case)")
     if not out.parent.is_dir():
         raise PhysdiffError(f"folder {str(out.parent)!r} for {str(path)!r} does not exist")
     if is_hdf5(out):

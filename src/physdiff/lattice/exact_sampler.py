@@ -575,13 +575,16 @@ def check_metropolis(run, sampler: str | None) -> None:
     from ..samplers import density_names, get_sampler
 
     if run.theory is None:
-        raise PhysdiffError("--metropolis needs a lattice run (a theory with an action); this run's data are of kind "
+        raise PhysdiffError("a Metropolis chain (--metropolis) needs a lattice run (a theory with an action); "
+                            "this run's data are of kind "
                             f"{run.kind.name!r}")
     if run.theory.discrete is not None and run.embedding is None:
-        raise PhysdiffError(f"--metropolis is not available for this {run.theory.title or run.theory.name} run: it "
+        raise PhysdiffError("a Metropolis chain (--metropolis) is not available for this "
+                            f"{run.theory.title or run.theory.name} run: it "
                             "learnt the spins themselves (data.embedding = none), read through their sign, which "
                             "have no density; train with the default data.embedding (hubbard-stratonovich)")
     if sampler is not None and not get_sampler(sampler).exact_density:
-        raise PhysdiffError(f"--metropolis needs a sampler with an exact density ({' or '.join(density_names())}); "
+        raise PhysdiffError("a Metropolis chain (--metropolis) needs a sampler with an exact density "
+                            f"({' or '.join(density_names())}); "
                             f"--sampler {sampler} has none")
 

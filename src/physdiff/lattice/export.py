@@ -46,9 +46,10 @@ def pyerrors_output(path: str | Path, overwrite: bool) -> Path:
 
     out = Path(path)
     if not out.name.endswith(".json.gz") or out.name == ".json.gz":
-        raise PhysdiffError(f"--pyerrors {str(path)!r} must end in .json.gz (pyerrors' gzipped JSON)")
+        raise PhysdiffError(f"pyerrors output (--pyerrors) {str(path)!r} must end in .json.gz (pyerrors' gzipped JSON)")
     if not out.parent.is_dir():
-        raise PhysdiffError(f"folder {str(out.parent)!r} for --pyerrors {str(path)!r} does not exist")
+        raise PhysdiffError(f"folder {str(out.parent)!r} for the pyerrors output (--pyerrors) {str(path)!r} "
+                            "does not exist")
     new_output(out, overwrite)
     import_pyerrors()
     return out

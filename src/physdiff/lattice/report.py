@@ -102,9 +102,10 @@ def mcmc_to_file(theory, L: int, n: int, out: Path, *, resume: bool = False, ove
     from .ensemble import written_files
 
     if resume and overwrite:
-        raise PhysdiffError(f"--resume extends {str(out)!r} and --overwrite would replace it; give one of them")
+        raise PhysdiffError(f"resume (--resume) extends {str(out)!r} and overwrite (--overwrite) would replace it; "
+                            "give one of them")
     if resume and not out.is_file():
-        raise PhysdiffError(f"--resume: ensemble {str(out)!r} does not exist; make it first (the same command "
+        raise PhysdiffError(f"resume (--resume): ensemble {str(out)!r} does not exist; make it first (the same command "
                             "without --resume)")
     for path in [] if resume else written_files(out):
         new_output(path, overwrite)
@@ -151,7 +152,7 @@ def observables_report(ensemble: str, compare: str | None = None) -> tuple[dict,
     if compare:
         y, info_b = load_ensemble(compare)
         if y.shape[1:] != x.shape[1:] or info_b["params"] != info["params"]:
-            raise PhysdiffError(f"--compare {compare!r}: lattice {y.shape[1:]} {info_b['params']} differs "
+            raise PhysdiffError(f"compare (--compare) {compare!r}: lattice {y.shape[1:]} {info_b['params']} differs "
                                 f"from {x.shape[1:]} {info['params']}")
         chains = (chains[0], ensemble_chains(info_b))
         other = as_table(measure(y, theory, chains=chains[1], where=f"ensemble {str(compare)!r}"))
