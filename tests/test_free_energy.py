@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.special import kve
 
 from physdiff.errors import PhysdiffError
@@ -138,3 +140,68 @@ def test_the_command_line(capsys):
     assert main(["free-energy", "ising", "--L", "4", "--method", "ti", "--points", "6"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("physdiff: error: ") and "1 mod 4" in err and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------- grown to an error, within a budget
+
+
+def test_ti_grown_to_an_error_refines_where_the_integrand_bends():
+    """The free field to κ = 0.24 from a 5-point pilot: asked for σ ≤ 0.1, ti splits the panel
+    where 1/(1 − 4κ) bends (more nodes above κ = 0.12 than below) and puts the configurations
+    where the integrand's weight and variance are (the top node holds more than the bottom one);
+    the result reaches the target and covers the exact log Z."""
+    exact = free_field_log_z(4, 0.24)
+    r = free_energy("phi4", 4, {"kappa": 0.24, "lam": 0.0}, "ti", n=64, points=5, seed=0, error=0.1)
+    lz, d = r["log_z"], r["diagnostics"]
+    assert d["growth"]["reached"] and lz["error"] <= 0.1 and "warning" not in lz
+    assert abs(lz["value"] - exact) < K * lz["error"], (lz, exact)
+    assert sum(v > 0.12 for v in d["grid"]) > sum(v < 0.12 for v in d["grid"]) + 2, d["grid"]
+    assert d["n_per_point"][-1] > d["n_per_point"][0]
+    assert len(d["panels"]) == (d["points"] - 1) // 4
+
+
+@pytest.mark.parametrize("method", ["mbar", "jarzynski"])
+def test_mbar_and_jarzynski_grown_to_an_error_reach_it(method):
+    exact = ising_log_z(4, 0.44)
+    pilot = free_energy("ising", 4, {"beta": 0.44}, method, n=64, points=5, steps=50, seed=2)
+    r = free_energy("ising", 4, {"beta": 0.44}, method, n=64, points=5, steps=50, seed=2, error=0.05)
+    assert pilot["log_z"]["error"] > 0.05 and r["log_z"]["error"] <= 0.05 and r["diagnostics"]["growth"]["reached"]
+    assert abs(r["log_z"]["value"] - exact) < K * r["log_z"]["error"]
+    size = "configurations" if method == "mbar" else "trajectories"
+    assert r["diagnostics"][size] > pilot["diagnostics"][size]
+
+
+def test_a_budget_ends_the_growth_and_says_so():
+    """A target out of reach in a second: the estimate stops near the budget, says the budget
+    ended it, and warns that the target was not reached (never claims it)."""
+    r = free_energy("ising", 4, {"beta": 0.44}, "jarzynski", n=64, steps=50, seed=1, error=1e-4, budget=1.0)
+    g, lz = r["diagnostics"]["growth"], r["log_z"]
+    assert not g["reached"] and g["ended"] == "the budget is spent" and "above the target" in lz["warning"]
+    assert r["seconds"] < 3.0 and lz["error"] > 1e-4
+    alone = free_energy("ising", 4, {"beta": 0.44}, "mbar", n=64, points=5, seed=1, budget=1.0)
+    assert alone["diagnostics"]["growth"]["rounds"] >= 1 and "warning" not in alone["log_z"]
+
+
+@pytest.mark.parametrize("bad", [{"error": 0.0}, {"error": float("nan")}, {"error": -1.0}, {"budget": 0},
+                                 {"budget": float("inf")}, {"error": True}])
+def test_a_bad_target_or_budget_is_one_line(bad):
+    with pytest.raises(PhysdiffError, match="must be a finite number"):
+        free_energy("ising", 4, {"beta": 0.44}, "ti", **bad)
+
+
+@settings(max_examples=12, deadline=None)
+@given(method=st.sampled_from(["ti", "mbar", "jarzynski"]), L=st.sampled_from([2, 4]),
+       point=st.one_of(st.tuples(st.just("ising"), st.fixed_dictionaries({"beta": st.floats(0.0, 2.0)})),
+                       st.tuples(st.just("phi4"), st.fixed_dictionaries({"kappa": st.floats(-0.5, 0.5),
+                                                                         "lam": st.floats(0.0, 5.0)}))),
+       n=st.integers(16, 64), steps=st.integers(1, 20), seed=st.integers(0, 2**63 - 1))
+def test_every_number_of_free_energy_is_finite_or_refused(method, L, point, n, steps, seed):
+    """Any theory point, size and budget: a report of finite numbers, or one PhysdiffError."""
+    model, values = point
+    try:
+        r = free_energy(model, L, values, method, n=n, points=5, steps=steps, seed=seed)
+    except PhysdiffError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert all(math.isfinite(v) for v in (r["log_z"]["value"], r["log_z"]["error"], r["seconds"],
+                                          r["free_energy_density"]["value"]))

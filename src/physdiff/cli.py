@@ -292,7 +292,7 @@ def cmd_free_energy(args) -> None:
     run = _loaded(args.run, args) if args.run is not None else None
     report = free_energy(args.model, args.L, _couplings(args), args.method, run=run, parameter=args.parameter,
                          n=args.n, points=args.points, steps=args.steps, seed=args.seed, cluster=not args.no_cluster,
-                         progress=_progress(args))
+                         error=args.error, budget=args.budget, progress=_progress(args))
     print(_json_text(report) if args.json else format_free_energy(report))
 
 

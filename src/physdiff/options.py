@@ -371,6 +371,12 @@ def _free_energy_options(s) -> None:
                         "256) or proposals (diffusion; default 1000)")
     s.add_argument("--points", type=_positive_int, default=9, help="ti, mbar: grid points, 1 mod 4 (default 9)")
     s.add_argument("--steps", type=_positive_int, default=200, help="jarzynski: coupling steps per trajectory")
+    s.add_argument("--error", type=float, default=None, metavar="SIGMA",
+                   help="grow the estimate from the pilot (--n, --points) until σ(log Z) <= SIGMA nats: ti refines its "
+                        "grid where the integrand bends and extends its ensembles, mbar extends them, jarzynski adds "
+                        "trajectories, diffusion draws more proposals")
+    s.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="stop growing before SECONDS in all (with --error: whichever comes first; alone: use them)")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--no-cluster", action="store_true", help="phi4: HMC only, no Wolff updates of the signs")
     s.add_argument("--device", default="auto", help="diffusion: auto, cpu or cuda")
