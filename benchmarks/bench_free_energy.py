@@ -3,7 +3,12 @@ CPU time each takes and the time it would take to reach σ(log Z) = 0.05 and 0.0
 
     .venv/bin/python benchmarks/bench_free_energy.py [--points ising:16:0.44,phi4:16:0.2705:0.022]
         [--methods ti,mbar,jarzynski] [--n 1600] [--trajectories 256] [--steps 400] [--grid 9]
-        [--threads 2] [--out benchmarks/free_energy.json]
+        [--error 0.05] [--budget 900] [--threads 2] [--beside "nothing else running"]
+        [--out benchmarks/free_energy.json]
+
+With ``--error`` each method grows from the pilot (``--n``, ``--grid``, ``--trajectories``) until
+σ(log Z) <= error or ``--budget`` seconds (``physdiff free-energy --error --budget``): the seconds to
+that error are then measured, not extrapolated; the row's key ends in ``@σ=error``.
 
 Each (point, method) runs once, alone (nothing else running: see the JSON's "beside"), through
 ``physdiff.lattice.free_energy.free_energy`` — the same call as ``physdiff free-energy``. The time
@@ -56,6 +61,9 @@ def main() -> None:
     p.add_argument("--trajectories", type=int, default=256)
     p.add_argument("--steps", type=int, default=400, help="jarzynski: coupling steps per trajectory")
     p.add_argument("--grid", type=int, default=9, help="ti, mbar: grid points (1 mod 4)")
+    p.add_argument("--error", type=float, default=None, help="grow each estimate to this σ(log Z) (nats)")
+    p.add_argument("--budget", type=float, default=None, help="seconds at most per estimate (with --error)")
+    p.add_argument("--beside", default="nothing else running", help="what ran beside the benchmark")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="benchmarks/free_energy.json")
     args = p.parse_args()
@@ -70,16 +78,18 @@ def main() -> None:
         for method in args.methods.split(","):
             n = args.trajectories if method == "jarzynski" else args.n
             t0 = time.perf_counter()
-            r = free_energy(model, L, values, method, n=n, points=args.grid, steps=args.steps, seed=0, progress=False)
+            r = free_energy(model, L, values, method, n=n, points=args.grid, steps=args.steps, seed=0, progress=False,
+                            error=args.error, budget=args.budget)
             seconds = time.perf_counter() - t0
             lz = r["log_z"]
             row = {"point": text, "method": method, "n": n, "grid": args.grid, "steps": args.steps,
-                   "threads": args.threads, "beside": "nothing else running", "cpu_count": os.cpu_count(),
+                   "threads": args.threads, "beside": args.beside, "cpu_count": os.cpu_count(),
+                   "target_error": args.error, "budget": args.budget,
                    "seconds": seconds, "log_z": lz, "exact": exact,
                    "bias_in_errors": None if exact is None else (lz["value"] - exact) / lz["error"],
                    "seconds_to": {str(t): seconds * (lz["error"] / t) ** 2 for t in TARGETS},
                    "diagnostics": r["diagnostics"]}
-            results[f"{text}/{method}"] = row
+            results[f"{text}/{method}" + ("" if args.error is None else f"@σ={args.error:g}")] = row
             out.write_text(json.dumps(results, indent=2, default=float) + "\n")
             bias = "—" if exact is None else f"{row['bias_in_errors']:+.1f}"
             print(f"| {text} | {method} | {lz['value']:.4f} | {lz['error']:.4f} | "

@@ -121,8 +121,9 @@ def test_discrete_theories_have_no_density(ising_run, tmp_path, capsys):
 
 def test_metropolis_needs_two_states_and_burns_in(phi4_run, tmp_path, capsys):
     out, q = tmp_path / "m.npy", tmp_path / "q.npy"
-    assert "--n >= 2" in _err(capsys, ["sample", str(phi4_run), "--metropolis", "--n", "1", "--out", str(out)])
-    assert "--metropolis chains only" in _err(capsys, ["sample", str(phi4_run), "--n", "4", "--burn-in", "3",
+    assert "needs n >= 2 (--n; got 1)" in _err(capsys, ["sample", str(phi4_run), "--metropolis", "--n", "1",
+                                                        "--out", str(out)])
+    assert "applies to Metropolis chains only" in _err(capsys, ["sample", str(phi4_run), "--n", "4", "--burn-in", "3",
                                                        "--out", str(out)])
     assert main(["sample", str(phi4_run), "--metropolis", "--n", "12", "--burn-in", "5", "--steps", "3",
                  "--log-prob", str(q), "--out", str(out)]) == 0

@@ -146,7 +146,8 @@ def cmd_sample(args) -> None:
         if args.spectrum_configurations is not None and args.L is None:
             raise PhysdiffError("--spectrum-configurations applies with --L (sampling another lattice size)")
         if args.L is not None and args.L != run.cfg.theory.get("L"):
-            run = run.on_lattice(args.L, **_given(args, ["spectrum_configurations"]))
+            run = run.on_lattice(args.L, **({} if args.spectrum_configurations is None
+                                            else {"configurations": args.spectrum_configurations}))
         target = None
         if couplings:  # the chain's target at other couplings than the run's
             names = ", ".join("--" + k for k in couplings)
@@ -222,8 +223,6 @@ def cmd_evaluate(args) -> None:
     if args.nll and run.theory is not None:
         raise PhysdiffError("--nll is for vector data; for a lattice run, physdiff sample RUN --log-prob FILE writes "
                             "the exact log-density of every configuration (and --metropolis makes the chain exact)")
-    if args.nll and not run.kind.likelihood:
-        raise PhysdiffError(f"--nll is available for vector data only, not yet for {run.kind.name} runs")
     report = evaluate(run, args.n, args.seed, sampler_args=_sampler_args(args, run), nll=args.nll,
                       nll_n=args.nll_n, log=_log(args), progress=_progress(args))
     write_report(run, report)
