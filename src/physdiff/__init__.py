@@ -6,7 +6,7 @@ function-level imports included, and no import cycle exists even inside a layer;
 it. A name ending in ``.*`` covers a package's modules; a module named exactly wins over it.
 
     layer 0 base: physdiff errors seeding stats progress devices dist provenance checkpoint plots
-    layer 1 physics: lattice lattice.*
+    layer 1 physics: lattice lattice.* lattice.u1
     layer 2 diffusion: schedule denoiser diffusion objective ode likelihood samplers nets nets.* analytic metrics
     layer 3 data: data data.*
     layer 4 config: config
@@ -16,8 +16,9 @@ it. A name ending in ``.*`` covers a package's modules; a module named exactly w
 
 - **base**: errors, seeds, statistics (Γ-method), progress, devices and processes, provenance
   (with the version), array and run-directory I/O (atomic writes, locks, output files), figures.
-- **physics**: the ``Theory`` contract and its registry, φ⁴ and Ising, Monte Carlo, embeddings,
-  observables, exact closed forms, ensembles and exports; it knows nothing of diffusion.
+- **physics**: the ``Theory`` contract and its registry, φ⁴, Ising and 2D U(1) gauge theory, Monte
+  Carlo, embeddings, observables, exact closed forms, ensembles and exports; it knows nothing of
+  diffusion.
 - **diffusion**: the maths: schedules, the Gaussian process, the parametrisation adapter, the
   loss, the probability-flow ODE and its divergence, samplers (a registry that knows none of its
   plug-ins: distillation registers its own), networks.

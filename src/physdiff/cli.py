@@ -276,7 +276,7 @@ def cmd_observables(args) -> None:
     outputs = figure_outputs(observable_figures(result, data), folder, args.format) if folder is not None else []
     check_figure_outputs(outputs, args.overwrite)
     if export is not None:  # refused before the table, not after it
-        check_exportable(data["x"], data["chains"][0], f"ensemble {Path(args.ensemble).stem!r}")
+        check_exportable(data["x"], data["chains"][0], f"ensemble {Path(args.ensemble).stem!r}", data["theory"])
     print(_json_text(result) if args.json else format_observables(result))
     for line in write_figures(outputs):
         print(line)

@@ -58,10 +58,14 @@ def pyerrors_output(path: str | Path, overwrite: bool) -> Path:
 PYERRORS_MIN_PER_REPLICA = 5  # pyerrors' Obs refuses a replica of fewer measurements
 
 
-def check_exportable(x: np.ndarray, chains: int, where: str = "the ensemble") -> None:
+def check_exportable(x: np.ndarray, chains: int, where: str = "the ensemble", theory=None) -> None:
     """An ensemble pyerrors can hold: at least ``PYERRORS_MIN_PER_REPLICA`` configurations per
-    chain (each chain is a replica), or a PhysdiffError saying so — before any work, not
-    pyerrors' own ValueError after it."""
+    chain (each chain is a replica), of a scalar field (the exported primaries are M, |M|, ...;
+    a ``theory`` with observables of its own, such as U(1), is refused), or a PhysdiffError saying
+    so — before any work, not pyerrors' own ValueError after it."""
+    if theory is not None and theory.observables(x[:2], 1, where) is not None:
+        raise PhysdiffError(f"the pyerrors export (--pyerrors) holds the scalar field's primaries (M, |M|, M², M⁴, "
+                            f"S/V, G(r)); {theory.title or theory.name} ensembles are not exported yet")
     n = len(x)
     per = n // chains if chains else 0
     if per < PYERRORS_MIN_PER_REPLICA:
@@ -123,7 +127,7 @@ def export_ensemble(path: Path, data: dict, result: dict, name: str, *, overwrit
     the lock of that file; ``name``: the ensemble's name in pyerrors. Returns the summary line."""
     from ..checkpoint import OutputLock, new_output
 
-    check_exportable(data["x"], data["chains"][0], f"ensemble {name!r}")
+    check_exportable(data["x"], data["chains"][0], f"ensemble {name!r}", data["theory"])
     with OutputLock(path):
         new_output(path, overwrite)
         return export_pyerrors(path, data["x"], data["theory"], data["chains"][0], name.replace("|", "_"),

@@ -123,6 +123,8 @@ class Chains:
         if self.theory.discrete is None:
             phi, acc = hmc_step(self.theory, torch.from_numpy(self.x), self.eps, self.n_leap, self.gen)
             self.x = phi.numpy()
+            if self.theory.compact:  # angles back into (−π, π]: S is 2π-periodic, so the chain is the same
+                self.x = self.theory.postprocess(self.x)
             rate = float(acc.double().mean())
             if tune:
                 self.eps = float(np.clip(self.eps * math.exp(0.5 * (rate - TARGET_ACCEPTANCE)), MIN_STEP, 0.5))
@@ -204,17 +206,18 @@ def mcmc_stream(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, clus
         series = []
         for _ in range(pilot):
             ch.update()
-            series.append(np.abs(magnetisation(ch.x)))
+            series.append(theory.monitor(ch.x))
             bar.update()
         ch.accepted.clear()
-        tau = gamma_method(np.stack(series, axis=1)).tau_int  # in sweeps, |M| over all chains
+        tau = gamma_method(np.stack(series, axis=1)).tau_int  # in sweeps, of the monitor (|M|) over all chains
         after_pilot = math.ceil(20 * tau)
         burn_in = 2 * pilot + after_pilot  # every sweep before the first saved configuration
         spacing = max(1, math.ceil(2 * tau))
         _check_plan(theory, n, chains, tau, burn_in, spacing)
         if log is not None:
             with bar.external_write():
-                log(f"τ_int(|M|) = {tau:.2f} sweeps from a {pilot}-sweep pilot: burn-in {burn_in} sweeps "
+                log(f"τ_int({theory.monitor_label}) = {tau:.2f} sweeps from a {pilot}-sweep pilot: burn-in {burn_in} "
+                    "sweeps "
                     f"({pilot} tuning, {pilot} of pilot, then 20 τ_int = {after_pilot}), spacing {spacing}")
         bar.add_total(after_pilot)
         for _ in range(after_pilot):
@@ -223,6 +226,8 @@ def mcmc_stream(theory, L: int, n: int, *, seed: int = 0, chains: int = 16, clus
     out = _produce(ch, n // chains, spacing, progress, f"mcmc {theory.name} L={L} production")
     report = {"L": L, "n": n, "chains": chains, "seed": seed, "cluster_updates": cluster,
               "pilot_tau_int_abs_m_sweeps": tau, "burn_in_sweeps": burn_in, "spacing_sweeps": spacing}
+    if theory.monitor_name != "abs_m":  # the key keeps its name; what it measured is said here
+        report["pilot_monitor"] = theory.monitor_name
     if requested != n:
         report["n_requested"] = int(requested)
     return _finish(ch, out, theory, report)
@@ -342,7 +347,7 @@ def hot_cold_check(x: np.ndarray, theory) -> dict:
     half = x.shape[0] // 2
     out = {}
     V = x.shape[-1] * x.shape[-2]
-    for name, fn in (("abs_m", lambda c: np.abs(c.reshape(*c.shape[:2], -1).mean(-1))),
+    for name, fn in ((theory.monitor_name, lambda c: theory.monitor(c.reshape(-1, *c.shape[2:])).reshape(c.shape[:2])),
                      ("action_density", lambda c: theory.action(torch.from_numpy(c.reshape(-1, *c.shape[2:])))
                       .numpy().reshape(c.shape[:2]) / V)):
         hot, cold = gamma_method(fn(x[:half])), gamma_method(fn(x[half:]))

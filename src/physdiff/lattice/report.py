@@ -131,8 +131,10 @@ def _summary(head: str, report: dict) -> str:
         if "hmc_acceptance" in report else ""
     verdict = "agree" if therm["agree"] else "DISAGREE" if therm.get("comparable", True) else \
         "cannot be compared (zero errors)"
+    monitor = next(k for k in therm if isinstance(therm[k], dict) and k != "action_density")
+    label = {"abs_m": "|M|", "abs_q": "|Q|"}.get(monitor, monitor)
     return (f"{head}{acc}; hot/cold starts "
-            f"{verdict} (z = {format_z(therm['abs_m']['z'], '+.2f')} for |M|, "
+            f"{verdict} (z = {format_z(therm[monitor]['z'], '+.2f')} for {label}, "
             f"{format_z(therm['action_density']['z'], '+.2f')} for the action density); {report['seconds']:.1f} s")
 
 
@@ -146,7 +148,12 @@ def observables_report(ensemble: str, compare: str | None = None) -> tuple[dict,
 
     x, info = load_ensemble(ensemble)
     theory = theory_from_params(info["params"])
-    table = as_table(measure(x, theory, chains=ensemble_chains(info), where=f"ensemble {str(ensemble)!r}"))
+
+    def measured(x, chains, where):  # the theory's own table where the scalar field's does not apply
+        own = theory.observables(x, chains, where)
+        return own if own is not None else as_table(measure(x, theory, chains=chains, where=where))
+
+    table = measured(x, ensemble_chains(info), f"ensemble {str(ensemble)!r}")
     result = {"ensemble": ensemble, "params": info["params"], "n": len(x), "observables": table}
     y, chains = None, (ensemble_chains(info), 1)
     if compare:
@@ -155,8 +162,14 @@ def observables_report(ensemble: str, compare: str | None = None) -> tuple[dict,
             raise PhysdiffError(f"compare (--compare) {compare!r}: lattice {y.shape[1:]} {info_b['params']} differs "
                                 f"from {x.shape[1:]} {info['params']}")
         chains = (chains[0], ensemble_chains(info_b))
-        other = as_table(measure(y, theory, chains=chains[1], where=f"ensemble {str(compare)!r}"))
-        result["compare"] = {"ensemble": compare, "observables": other, "z": z_scores(table, other)}
+        other = measured(y, chains[1], f"ensemble {str(compare)!r}")
+        if "frozen" in table:  # a theory's own table: z for each of its rows
+            a, b = own_rows(table), own_rows(other)
+            z = {k: ((a[k]["value"] - b[k]["value"]) / e if (e := math.hypot(a[k]["error"], b[k]["error"])) > 0
+                     else None) for k in a if k in b}
+        else:
+            z = z_scores(table, other)
+        result["compare"] = {"ensemble": compare, "observables": other, "z": z}
     return result, {"theory": theory, "x": x, "y": y, "chains": chains}
 
 
@@ -169,6 +182,8 @@ def format_observables(result: dict) -> str:
     if cmp:
         head += f"{'other':>14}{'error':>11}{'z':>7}"
     lines = [f"{result['ensemble']}: {result['n']} configurations, {result['params']}", head]
+    if "frozen" in result["observables"]:  # a theory's own table (U(1)): its rows, then its flags
+        return _format_own(result, lines)
     for k in SCALARS:
         row = result["observables"][k]
         line = f"{k:<16}{row['value']:>14.6g}{row['error']:>11.3g}{row['tau_int']:>8.2f}"
@@ -179,6 +194,40 @@ def format_observables(result: dict) -> str:
     lines.append("chi2 = V<M^2>; chi_connected = V(<M^2> - <|M|>^2); errors: Γ-method (Wolff 2004), τ_int in "
                  "measurements, bias-corrected (Wolff's eq. 49, as pyerrors)"
                  + ("; z = difference / combined error (n/a: both errors 0, not comparable)" if cmp else ""))
+    return "\n".join(lines)
+
+
+def own_rows(table: dict) -> dict:
+    """{name: row} of a theory's own table (``Theory.observables``): its scalar rows, nested ones
+    (Wilson loops ``W``) as ``W(1x2)``."""
+    rows = {}
+    for k, v in table.items():
+        if isinstance(v, dict) and "value" in v:
+            rows[k] = v
+        elif isinstance(v, dict) and all(isinstance(r, dict) and "value" in r for r in v.values()):
+            rows |= {f"{k}({name})": r for name, r in v.items()}
+    return rows
+
+
+def _format_own(result: dict, lines: list[str]) -> str:
+    from .observables import format_z
+
+    cmp = result.get("compare")
+    rows = own_rows(result["observables"])
+    other = own_rows(cmp["observables"]) if cmp else {}
+    for k, row in rows.items():
+        line = f"{k:<16}{row['value']:>14.6g}{row['error']:>11.3g}{row['tau_int']:>8.2f}"
+        if cmp and k in other:
+            o = other[k]
+            err = math.hypot(row["error"], o["error"])
+            z = (row["value"] - o["value"]) / err if err > 0 else None
+            line += f"{o['value']:>14.6g}{o['error']:>11.3g}{format_z(z, '>+7.2f')}"
+        lines.append(line + ("  FROZEN" if row.get("frozen") else ""))
+    t = result["observables"]
+    if t.get("frozen"):
+        lines.append(f"WARNING: the topological charge is frozen: {t['frozen_reason']}; Q, Q² and χ_Q are not "
+                     "results (their errors assume a τ_int the chains did not resolve)")
+    lines.append("errors: Γ-method (Wolff 2004), τ_int in measurements, bias-corrected (Wolff's eq. 49, as pyerrors)")
     return "\n".join(lines)
 
 
@@ -226,6 +275,9 @@ def observable_figures(result: dict, data: dict) -> dict:
     """{file name: Figure} of :func:`ensemble_figures` for the ensemble (and the compared one, the
     reference of the ratio panels: ``observables model.npy --compare mc.npy``)."""
     theory, x, y = data["theory"], data["x"], data["y"]
+    if "frozen" in result["observables"]:
+        raise PhysdiffError(f"the observables figures (plot, --plot) are of scalar fields (M, G(r), C(t)); "
+                            f"{theory.title or theory.name} ensembles have none yet: drop --plot")
     a, b = Path(result["ensemble"]).stem, Path(result["compare"]["ensemble"]).stem if y is not None else None
     if b == a:  # two files of one stem in different folders: name them apart
         a, b = str(result["ensemble"]), str(result["compare"]["ensemble"])

@@ -7,6 +7,13 @@ required; everything else has a default that follows from it:
 - the field: ``components`` real numbers per site of an L×L periodic lattice, or spins with the
   values ``discrete`` (Ising: ±1). A configuration batch is (B, L, L) for one component, (B, C, L, L)
   otherwise (``field_shape``); ensembles on disk use the same shapes;
+- ``compact``: the field is made of angles in (−π, π];
+- ``monitor(x) -> (N,)``, named ``monitor_name``: the slow observable whose τ_int sets the reference
+  Monte Carlo's burn-in and spacing and which its hot/cold check compares (|M| by default; the
+  gauge-invariant |Q| of U(1), since a link's mean angle is not gauge invariant);
+- ``observables(x, chains, where)``: the table of an ensemble's observables when the scalar
+  field's (``observables.measure``: M, |M|, χ, Binder, G(r)) do not apply, e.g. U(1)'s plaquette,
+  Q, χ_Q and Wilson loops; None (the default) means the scalar field's;
 - ``action(phi) -> (B,)``, the weight being e^{−S}; ``force = −∂S/∂φ`` by autograd unless the
   theory writes it out (HMC uses it);
 - ``cluster_update(x, rng)``: an optional cluster move (Wolff) that the reference Monte Carlo
@@ -113,6 +120,9 @@ class Theory:
     title: ClassVar[str] = ""  # e.g. "φ⁴": figures and tables
     components: ClassVar[int] = 1
     discrete: ClassVar[tuple[float, ...] | None] = None  # allowed spin values, None: a real field
+    compact: ClassVar[bool] = False  # the field is made of angles in (−π, π]
+    monitor_name: ClassVar[str] = "abs_m"
+    monitor_label: ClassVar[str] = "|M|"
     z2_symmetric: ClassVar[bool] = True
     density_label: ClassVar[str] = "action density $S/V$"
     presets: ClassVar[dict] = {}
@@ -131,6 +141,14 @@ class Theory:
             p = phi.detach().requires_grad_(True)
             grad, = torch.autograd.grad(self.action(p).sum(), p)
         return -grad
+
+    def monitor(self, x: np.ndarray) -> np.ndarray:
+        """The Monte Carlo's slow observable per configuration (module docstring): |M| by default."""
+        return np.abs(np.asarray(x).reshape(len(x), -1).mean(1))
+
+    def observables(self, x: np.ndarray, chains: int, where: str) -> dict | None:
+        """The theory's own table of observables, or None for the scalar field's (module docstring)."""
+        return None
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """The per-configuration density that observables report: S/V. (B,)"""
