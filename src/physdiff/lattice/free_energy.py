@@ -68,6 +68,9 @@ MAX_POINTS = 1001  # a reference ensemble each: beyond it a grid is days of Mont
 MAX_STEPS = 10**6  # jarzynski: coupling steps per trajectory, and trajectories (one sweep of all per step)
 MAX_ROUNDS = 12  # of growth towards an error target: each round is sized to reach it, so a few suffice
 MAX_N_PER_POINT = 10**7  # configurations of one reference ensemble grown towards a target
+# Simpson on a panel's five nodes, and on its ends and middle, per unit width of the panel
+SIMPSON_5 = np.array([1, 4, 2, 4, 1]) / 12
+SIMPSON_3 = np.array([1, 0, 4, 0, 1]) / 6
 
 
 def solvable_start(theory: Theory, parameter: str | None) -> tuple[str, float]:
@@ -97,13 +100,6 @@ def _derivative(theory: Theory, x: np.ndarray, parameter: str) -> np.ndarray:
         return -theory.action_derivative(torch.from_numpy(np.asarray(x, dtype=np.float64)), parameter).numpy()
 
 
-def simpson_weights(points: int, h: float) -> np.ndarray:
-    """Simpson's rule on ``points`` (odd) equally spaced nodes of spacing h."""
-    w = np.ones(points)
-    w[1:-1:2], w[2:-1:2] = 4.0, 2.0
-    return w * h / 3.0
-
-
 class _Node:
     """One grid point's reference ensemble, which can be extended: ``mc.extend_mcmc`` continues its
     chains where they stopped, so an extended ensemble is the one a longer first run would have made."""
@@ -112,12 +108,12 @@ class _Node:
                  progress):
         from .mc import mcmc_stream
 
-        self.theory, self.parameter, self.value, self.progress = theory, parameter, getattr(theory, parameter), progress
+        self.theory, self.parameter, self.progress = theory, parameter, progress
         t0 = time.perf_counter()
         self.x, self.report, self.state = mcmc_stream(theory, L, n, seed=seed, chains=chains, cluster=cluster,
                                                       progress=progress)
-        self.seconds = time.perf_counter() - t0
-        self.seconds_per_config = self.seconds / len(self.x)  # thermalisation included: an upper bound
+        # thermalisation included: an upper bound of what an extension costs
+        self.seconds_per_config = (time.perf_counter() - t0) / len(self.x)
         self._measure()
 
     def _measure(self) -> None:
@@ -128,20 +124,20 @@ class _Node:
     def n(self) -> int:
         return len(self.x)
 
-    def extend(self, n: int) -> None:
-        """Continue the chains to (at least) n configurations in all."""
+    def extend(self, n: int) -> bool:
+        """Continue the chains to (at least) n configurations in all (at most MAX_N_PER_POINT);
+        True when the ensemble grew."""
         from .mc import extend_mcmc, rounded_n
 
         n = min(rounded_n(n, self.report["chains"]), MAX_N_PER_POINT)
         if n <= self.n:
-            return
+            return False
         t0, old = time.perf_counter(), self.n
         self.x, self.report, self.state = extend_mcmc(self.theory, self.x, self.report, self.state, n,
                                                       progress=self.progress)
-        spent = time.perf_counter() - t0
-        self.seconds += spent
-        self.seconds_per_config = spent / (self.n - old)
+        self.seconds_per_config = (time.perf_counter() - t0) / (self.n - old)
         self._measure()
+        return True
 
 
 def _check_points(points) -> None:
@@ -170,6 +166,10 @@ class _Clock:
 
     def affords(self, seconds: float) -> bool:
         return seconds <= self.left()
+
+    def stop(self, otherwise: str) -> None:
+        """Growth ends here: by the budget when there is one, else for the reason ``otherwise``."""
+        self.ended = "the budget is spent" if self.budget is not None else otherwise
 
 
 class _Grid:
@@ -201,36 +201,35 @@ class _Grid:
 
     def panel_numbers(self, a: float, b: float) -> tuple[float, float]:
         """(S₅ − S₃ on panel [a, b], its statistical error)."""
-        c = (b - a) * (np.array([1, 4, 2, 4, 1]) / 12 - np.array([1, 0, 4, 0, 1]) / 6)
-        est = [self.nodes[v].estimate for v in self.panel_nodes(a, b)]
-        return float(c @ [e.value for e in est]), float(np.sqrt((c**2 * np.array([e.error for e in est])**2).sum()))
+        return self._linear(dict(zip(self.panel_nodes(a, b), (b - a) * (SIMPSON_5 - SIMPSON_3), strict=True)))
 
-    def difference(self) -> tuple[float, float]:
-        """(Σ_p (S₅ − S₃) over the panels, its statistical error): the signed quadrature error and
-        how much of it may be noise (nodes shared by two panels counted once)."""
+    def _combined(self, rule: np.ndarray) -> dict[float, float]:
+        """{node: its coefficient} of ``rule`` (per unit width) summed over the panels: nodes
+        shared by two panels counted once."""
         coef: dict[float, float] = {}
         for a, b in self.panels:
-            c = (b - a) * (np.array([1, 4, 2, 4, 1]) / 12 - np.array([1, 0, 4, 0, 1]) / 6)
-            for v, ci in zip(self.panel_nodes(a, b), c, strict=True):
-                coef[v] = coef.get(v, 0.0) + float(ci)
-        d = sum(c * self.nodes[v].estimate.value for v, c in coef.items())
-        return d, math.sqrt(sum(c**2 * self.nodes[v].estimate.error**2 for v, c in coef.items()))
+            for v, c in zip(self.panel_nodes(a, b), (b - a) * rule, strict=True):
+                coef[v] = coef.get(v, 0.0) + float(c)
+        return coef
+
+    def _linear(self, coef: dict[float, float]) -> tuple[float, float]:
+        """(Σ c_v ⟨−∂S/∂p⟩_v, its statistical error) over the nodes' independent ensembles."""
+        value = sum(c * self.nodes[v].estimate.value for v, c in coef.items())
+        return value, math.sqrt(sum(c**2 * self.nodes[v].estimate.error**2 for v, c in coef.items()))
 
     def weights(self) -> dict[float, float]:
         """Each node's weight in the composite Simpson sum over the panels."""
-        w: dict[float, float] = {}
-        for a, b in self.panels:
-            for v, c in zip(self.panel_nodes(a, b), (b - a) * np.array([1, 4, 2, 4, 1]) / 12, strict=True):
-                w[v] = w.get(v, 0.0) + float(c)
-        return w
+        return self._combined(SIMPSON_5)
+
+    def difference(self) -> tuple[float, float]:
+        """(Σ_p (S₅ − S₃) over the panels, its statistical error): the signed quadrature error and
+        how much of it may be noise."""
+        return self._linear(self._combined(SIMPSON_5 - SIMPSON_3))
 
     def integral(self) -> tuple[float, float, float]:
         """(Simpson on every node, its statistical error, the quadrature error |Σ_p (S₅ − S₃)|)."""
-        w = self.weights()
-        total = sum(c * self.nodes[v].estimate.value for v, c in w.items())
-        stat = math.sqrt(sum(c**2 * self.nodes[v].estimate.error**2 for v, c in w.items()))
-        quad = abs(sum(self.panel_numbers(a, b)[0] for a, b in self.panels))
-        return total, stat, quad
+        total, stat = self._linear(self.weights())
+        return total, stat, abs(self.difference()[0])
 
     def split(self, clock: _Clock) -> bool:
         """Split the panel that bends most (its |S₅ − S₃| largest and above twice its own error) if
@@ -275,8 +274,7 @@ def _extend(nodes: dict, want: dict, clock: _Clock) -> bool:
     for x, more in extra.items():
         m = int(more * scale)
         if m >= nodes[x].report["chains"]:
-            nodes[x].extend(nodes[x].n + m)
-            grew = True
+            grew = nodes[x].extend(nodes[x].n + m) or grew
     return grew
 
 
@@ -285,7 +283,8 @@ def _grown(report: dict, rounds: int, clock: _Clock, error: float | None, budget
     if error is None and budget is None:
         return report
     reached = error is not None and report["log_z"]["error"] <= error
-    reason = "the target error is reached" if reached else (clock.ended or "the budget is spent")
+    reason = ("the target error is reached" if reached else clock.ended
+              or (f"{MAX_ROUNDS} rounds of growth" if rounds >= MAX_ROUNDS else "the budget is spent"))
     report["diagnostics"]["growth"] = {"target_error": error, "budget_seconds": budget, "rounds": rounds,
                                        "ended": reason, "reached": reached}
     if error is not None and not reached:
@@ -308,8 +307,7 @@ def _ti_report(grid: _Grid, t0: float) -> dict:
                              "n_per_point": ns[0] if len(set(ns)) == 1 else ns, "grid": values,
                              "panels": [list(p) for p in grid.panels],
                              "d_log_z": [{"value": float(e.value), "error": float(e.error)} for e in est],
-                             "coarse_grid_log_z": anchor + integral
-                             - sum(grid.panel_numbers(a, b)[0] for a, b in grid.panels),
+                             "coarse_grid_log_z": anchor + integral - grid.difference()[0],
                              "configurations": int(sum(ns))}
     return report
 
@@ -340,11 +338,8 @@ def thermodynamic_integration(theory: Theory, L: int, *, parameter: str | None =
         else:
             target = max(math.sqrt(max(goal**2 - quad**2, 0.0)), goal / 2) if error is not None else stat / 2
         if not grid.allocate(target, clock):
-            clock.ended = "the budget is spent" if clock.left() < math.inf else "no ensemble can grow further"
+            clock.stop("no ensemble can grow further")
             break
-    else:
-        if rounds >= MAX_ROUNDS:
-            clock.ended = f"{MAX_ROUNDS} rounds of growth"
     return _grown(_ti_report(grid, t0), rounds, clock, error, budget)
 
 
@@ -386,7 +381,7 @@ def mbar(theory: Theory, L: int, *, parameter: str | None = None, points: int = 
         rounds += 1
         factor = 1.1 * (sigma / error) ** 2 if error is not None else 4.0
         if not _extend(grid.nodes, {v: math.ceil(nd.n * factor) for v, nd in grid.nodes.items()}, clock):
-            clock.ended = "the budget is spent" if clock.left() < math.inf else "no ensemble can grow further"
+            clock.stop("no ensemble can grow further")
             break
         report = _mbar_report(grid, pymbar, t0)
     return _grown(report, rounds, clock, error, budget)
@@ -453,7 +448,7 @@ def jarzynski(theory: Theory, L: int, *, parameter: str | None = None, trajector
         want = math.ceil(done * 1.1 * (sigma / error) ** 2) if error is not None else 4 * done
         more = min(want - done, int(0.9 * clock.left() / per) if clock.left() < math.inf else want, MAX_STEPS - done)
         if more < 2:
-            clock.ended = "the budget is spent" if clock.left() < math.inf else f"{MAX_STEPS} trajectories"
+            clock.stop(f"{MAX_STEPS} trajectories")
             break
         rounds += 1
         t = time.perf_counter()
@@ -542,7 +537,7 @@ def diffusion(run, n: int = 1000, seed: int = 0, *, error: float | None = None, 
         want = math.ceil(n * 1.1 * (lz["error"] / error) ** 2) if error is not None else 4 * n
         want = min(want, int(0.9 * clock.left() / per) if clock.left() < math.inf else want, MAX_STEPS)
         if want <= n:
-            clock.ended = "the budget is spent" if clock.left() < math.inf else f"{MAX_STEPS} proposals"
+            clock.stop(f"{MAX_STEPS} proposals")
             break
         n, rounds = want, rounds + 1
     report = _report(run.theory, run.cfg.theory["L"], "diffusion", lz["value"], lz["error"], t0)

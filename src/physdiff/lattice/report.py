@@ -163,7 +163,7 @@ def observables_report(ensemble: str, compare: str | None = None) -> tuple[dict,
                                 f"from {x.shape[1:]} {info['params']}")
         chains = (chains[0], ensemble_chains(info_b))
         other = measured(y, chains[1], f"ensemble {str(compare)!r}")
-        if "frozen" in table:  # a theory's own table: z for each of its rows
+        if is_own_table(table):  # a theory's own table: z for each of its rows
             a, b = own_rows(table), own_rows(other)
             z = {k: ((a[k]["value"] - b[k]["value"]) / e if (e := math.hypot(a[k]["error"], b[k]["error"])) > 0
                      else None) for k in a if k in b}
@@ -182,7 +182,7 @@ def format_observables(result: dict) -> str:
     if cmp:
         head += f"{'other':>14}{'error':>11}{'z':>7}"
     lines = [f"{result['ensemble']}: {result['n']} configurations, {result['params']}", head]
-    if "frozen" in result["observables"]:  # a theory's own table (U(1)): its rows, then its flags
+    if is_own_table(result["observables"]):  # a theory's own table (U(1)): its rows, then its flags
         return _format_own(result, lines)
     for k in SCALARS:
         row = result["observables"][k]
@@ -195,6 +195,14 @@ def format_observables(result: dict) -> str:
                  "measurements, bias-corrected (Wolff's eq. 49, as pyerrors)"
                  + ("; z = difference / combined error (n/a: both errors 0, not comparable)" if cmp else ""))
     return "\n".join(lines)
+
+
+def is_own_table(table: dict) -> bool:
+    """Whether ``table`` is a theory's own (``Theory.observables``), not the scalar field's
+    (``observables.as_table``, which holds every one of ``observables.SCALARS``)."""
+    from .observables import SCALARS
+
+    return not all(k in table for k in SCALARS)
 
 
 def own_rows(table: dict) -> dict:
@@ -275,7 +283,7 @@ def observable_figures(result: dict, data: dict) -> dict:
     """{file name: Figure} of :func:`ensemble_figures` for the ensemble (and the compared one, the
     reference of the ratio panels: ``observables model.npy --compare mc.npy``)."""
     theory, x, y = data["theory"], data["x"], data["y"]
-    if "frozen" in result["observables"]:
+    if is_own_table(result["observables"]):
         raise PhysdiffError(f"the observables figures (plot, --plot) are of scalar fields (M, G(r), C(t)); "
                             f"{theory.title or theory.name} ensembles have none yet: drop --plot")
     a, b = Path(result["ensemble"]).stem, Path(result["compare"]["ensemble"]).stem if y is not None else None
