@@ -74,3 +74,18 @@ def one_line_error(capsys, argv):
     assert code == 2, err
     assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("physdiff: error: "), err
     return err
+
+
+# a lattice run trained in a few seconds: the hostile-input tests' target (L = 4, φ⁴ defaults)
+TINY_LATTICE = ["--steps", "20", "--width", "8", "--timesteps", "30", "--n-train", "64", "--batch-size", "32",
+                "--checkpoint-every", "10", "--device", "cpu", "--no-progress", "--L", "4"]
+
+
+@pytest.fixture(scope="session")
+def tiny_phi4_run(tmp_path_factory):
+    """One φ⁴ run of TINY_LATTICE for every module that only reads it (copy it before changing it)."""
+    from physdiff.cli import main
+
+    out = tmp_path_factory.mktemp("tiny") / "phi4"
+    assert main(["train", "--dataset", "phi4", "--out", str(out), *TINY_LATTICE]) == 0
+    return out

@@ -12,22 +12,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import one_line_error
+from conftest import TINY_LATTICE, one_line_error
 from physdiff.cli import main
 
-TINY = ["--steps", "20", "--width", "8", "--timesteps", "30", "--n-train", "64", "--batch-size", "32",
-        "--checkpoint-every", "10", "--device", "cpu", "--no-progress", "--L", "4"]
+TINY = TINY_LATTICE
 MAX_SEED = 2**63 - 1
 
 
 _err = one_line_error
 
 
-@pytest.fixture(scope="module")
-def phi4_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("h3") / "phi4"
-    assert main(["train", "--dataset", "phi4", "--out", str(out), *TINY]) == 0
-    return out
+@pytest.fixture
+def phi4_run(tiny_phi4_run):
+    return tiny_phi4_run
 
 
 @pytest.fixture(scope="module")

@@ -25,16 +25,12 @@ from physdiff.lattice import exact_sampler as es
 from physdiff.lattice.action import Ising, Phi4
 from physdiff.stats import first_non_finite
 
-TINY = ["--steps", "20", "--width", "8", "--timesteps", "30", "--n-train", "64", "--batch-size", "32",
-        "--checkpoint-every", "10", "--device", "cpu", "--no-progress", "--L", "4"]
 _err = one_line_error
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("h4") / "phi4"
-    assert main(["train", "--dataset", "phi4", "--out", str(out), *TINY]) == 0
-    return out
+@pytest.fixture
+def tiny_run(tiny_phi4_run):
+    return tiny_phi4_run
 
 
 @pytest.fixture(scope="module")
