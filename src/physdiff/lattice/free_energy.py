@@ -439,14 +439,18 @@ def jarzynski(theory: Theory, L: int, *, parameter: str | None = None, trajector
     per = (time.perf_counter() - t) / trajectories
     works.append(w)
     accepted += acc
+    t = time.perf_counter()
     report = _jarzynski_report(theory, L, parameter, start, rungs, works, accepted, seed, t0)
+    per_report = (time.perf_counter() - t) / trajectories  # its bootstraps grow with all trajectories
     clock, rounds = _Clock(budget, t0), 0
     while (error is not None or budget is not None) and rounds < MAX_ROUNDS:
         sigma, done = report["log_z"]["error"], sum(len(w) for w in works)
         if error is not None and sigma <= error:
             break
         want = math.ceil(done * 1.1 * (sigma / error) ** 2) if error is not None else 4 * done
-        more = min(want - done, int(0.9 * clock.left() / per) if clock.left() < math.inf else want, MAX_STEPS - done)
+        affordable = int((0.9 * clock.left() - done * per_report) / (per + per_report)) \
+            if clock.left() < math.inf else want
+        more = min(want - done, affordable, MAX_STEPS - done)
         if more < 2:
             clock.stop(f"{MAX_STEPS} trajectories")
             break
@@ -456,7 +460,9 @@ def jarzynski(theory: Theory, L: int, *, parameter: str | None = None, trajector
         per = (time.perf_counter() - t) / more
         works.append(w)
         accepted += acc
+        t = time.perf_counter()
         report = _jarzynski_report(theory, L, parameter, start, rungs, works, accepted, seed, t0)
+        per_report = (time.perf_counter() - t) / (done + more)
     return _grown(report, rounds, clock, error, budget)
 
 
@@ -500,8 +506,9 @@ def _jarzynski_report(theory: Theory, L: int, parameter: str, start: float, rung
     log_w = -work
     top = log_w.max()
     delta = float(top + math.log(np.exp(log_w - top).mean()))
-    boot = np.random.default_rng(seed + 3).integers(trajectories, size=(500, trajectories))
-    draws = top + np.log(np.exp(log_w[boot] - top).mean(axis=1))
+    rng = np.random.default_rng(seed + 3)  # one resample at a time: the same draws as a (500, N) matrix, without it
+    draws = top + np.log([np.exp(log_w[rng.integers(trajectories, size=trajectories)] - top).mean()
+                          for _ in range(500)])
     ess, ess_err = kish_ess(log_w, seed=seed)
     anchor = rungs[0].log_z_solvable(L)
     report = _report(theory, L, "jarzynski", anchor + delta, float(draws.std(ddof=1)), t0)
