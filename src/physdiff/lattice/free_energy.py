@@ -183,8 +183,9 @@ class _Grid:
         self.nodes: dict[float, _Node] = {}
         values = np.linspace(start, getattr(theory, parameter), points)
         self.panels = [(float(values[i]), float(values[i + 4])) for i in range(0, points - 1, 4)]
-        for v in values:
-            self.node(float(v))
+        for a, b in self.panels:  # the nodes as panel_nodes computes them: the keys every sum looks up
+            for v in self.panel_nodes(a, b):
+                self.node(v)
 
     def node(self, value: float) -> _Node:
         from dataclasses import replace
